@@ -1,0 +1,20 @@
+"""Check hand-written backward passes against autograd and finite differences,
+on shapes and values drawn by hypothesis."""
+from .spec import Dim, Model, SpecError, Tensors
+
+__all__ = ["Dim", "Model", "SpecError", "Tensors", "Case", "CaseResult", "Registry", "check_case", "load"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # the checker and registry import torch; keep `import gradcheck_suite` light
+    if name in ("Case",):
+        from .case import Case
+        return Case
+    if name in ("CaseResult", "check_case"):
+        from . import check
+        return getattr(check, name)
+    if name in ("Registry", "load"):
+        from . import registry
+        return getattr(registry, name)
+    raise AttributeError(f"module 'gradcheck_suite' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""Tolerances from dtype and measured magnitudes; element-wise comparison; the worst elements."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """``|manual - reference| <= rtol * |reference| + atol * max|reference| + noise * rounding``.
+
+    ``atol`` is relative to the tensor's largest element, so the bound scales with the
+    values; ``rounding`` is the autograd gradient's own measured rounding error
+    (its distance from a float64 autograd run), which covers another summation order.
+    """
+
+    rtol: float
+    atol: float
+    noise: float
+
+
+#: The table.  In float64 a relative error of 1e-5 in any element at least 1e-3 of its
+#: tensor's largest is far outside the bound, while rounding (~1e-16 * terms) is far inside.
+TOLERANCES = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-10, noise=8.0),
+    "float32": Tolerance(rtol=2e-5, atol=1e-5, noise=8.0),
+    "float16": Tolerance(rtol=4e-3, atol=2e-3, noise=8.0),
+    "bfloat16": Tolerance(rtol=3e-2, atol=1.6e-2, noise=8.0),
+}
+
+#: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
+REL_FLOOR = 1e-3
+WORST = 5
+
+
+@dataclasses.dataclass
+class Element:
+    index: tuple[int, ...]
+    manual: float
+    autograd: float
+    finite_diff: float | None
+    abs_err: float
+    rel_err: float
+    ratio: float  # abs_err / tolerance; above 1 is a mismatch
+    kink: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"index": list(self.index)}
+
+
+@dataclasses.dataclass
+class TensorComparison:
+    name: str
+    shape: tuple[int, ...]
+    mismatched: int
+    max_rel_err: float
+    max_ratio: float
+    worst: list[Element]
+    bound: torch.Tensor  # per-element tolerance, for projecting onto probe directions
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatched == 0
+
+
+def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-element tolerance for gradients of ``reference``'s size in ``dtype``."""
+    tol = TOLERANCES[dtype]
+    ref = reference.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0)
+    scale = ref.max() if ref.numel() else ref.new_zeros(())
+    floor = tol.atol * scale
+    if rounding is not None and rounding.numel():
+        floor = torch.maximum(floor, tol.noise * rounding.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0).max())
+    tiny = torch.finfo(torch.float64).tiny
+    return (tol.rtol * ref + floor).clamp_min(tiny)
+
+
+def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
+            rounding: torch.Tensor | None = None) -> TensorComparison:
+    """Compare every element of ``manual`` with ``reference`` (same shape, any device).
+
+    Elements where the reference is not finite are left out: there is nothing to compare.
+    """
+    m = manual.detach().to(device="cpu", dtype=torch.float64)
+    r = reference.detach().to(device="cpu", dtype=torch.float64)
+    b = bound(r, dtype, None if rounding is None else rounding.detach().cpu())
+    finite = torch.isfinite(r)
+    err = (m - r).abs().where(finite, torch.zeros_like(r))
+    ratio = err / b
+    rscale = r.abs().where(finite, torch.zeros_like(r))
+    floor = REL_FLOOR * (rscale.max() if r.numel() else 0.0)
+    rel = err / torch.maximum(rscale, torch.as_tensor(floor, dtype=torch.float64)).clamp_min(torch.finfo(torch.float64).tiny)
+    flat_ratio = ratio.reshape(-1)
+    k = min(WORST, flat_ratio.numel())
+    worst = []
+    if k:
+        top = torch.topk(flat_ratio, k).indices.tolist()
+        for i in top:
+            idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), r.shape)) if r.dim() else ()
+            worst.append(Element(idx, float(m.reshape(-1)[i]), float(r.reshape(-1)[i]), None,
+                                 float(err.reshape(-1)[i]), float(rel.reshape(-1)[i]), float(flat_ratio[i])))
+    return TensorComparison(
+        name=name,
+        shape=tuple(r.shape),
+        mismatched=int((ratio > 1).sum()),
+        max_rel_err=float(rel.max()) if rel.numel() else 0.0,
+        max_ratio=float(ratio.max()) if ratio.numel() else 0.0,
+        worst=worst,
+        bound=b,
+    )

@@ -1,0 +1,187 @@
+"""Where models come from: the built-in ``models/`` package, files or modules a user
+names (``--models-from``), and the ``gradcheck_suite.models`` entry-point group.
+
+Loading never stops at the first bad file: each problem is kept, with the file, the
+model and the field, and everything that did load is still there.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
+import sys
+import traceback
+from collections.abc import Iterator
+from types import ModuleType
+
+from .spec import Model, SpecError
+
+ENTRY_POINT_GROUP = "gradcheck_suite.models"
+
+
+class UnknownModel(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._models: dict[str, Model] = {}
+        self._origin: dict[str, str] = {}
+        self.problems: list[str] = []
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+    def get(self, name: str) -> Model:
+        try:
+            return self._models[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._models, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(self._models) or 'none'}"
+            raise UnknownModel(f"unknown model {name!r}{hint}") from None
+
+    def register(self, model: Model, origin: str = "<code>") -> Model:
+        """Add one model; a second model of the same name is refused."""
+        if not isinstance(model, Model):
+            raise TypeError(f"{origin}: register() takes a gradcheck_suite.Model, got {type(model).__name__}")
+        known = self._models.get(model.name)
+        if known is model:
+            return model
+        if known is not None:
+            raise SpecError(model.name, "name", f"duplicate name: a model {model.name!r} is already registered "
+                                                f"from {self._origin[model.name]}", where=origin)
+        self._models[model.name] = model
+        self._origin[model.name] = origin
+        return model
+
+    def load_module(self, module: ModuleType, origin: str) -> int:
+        """Register every Model defined at the top of ``module``; keep problems."""
+        found = [m for m in vars(module).values() if isinstance(m, Model)]
+        if not found:
+            self.problems.append(f"{origin}: defines no gradcheck_suite.Model")
+        count = 0
+        for m in found:
+            try:
+                self.register(m, origin)
+                count += 1
+            except SpecError as e:
+                self.problems.append(str(e))
+        return count
+
+    def load_file(self, path: str) -> int:
+        """Import a model file (or every ``*.py`` in a folder) and register its models."""
+        if os.path.isdir(path):
+            files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".py") and not f.startswith("_"))
+            if not files:
+                self.problems.append(f"{path}: folder holds no model files (*.py)")
+            return sum(self.load_file(f) for f in files)
+        if not os.path.isfile(path):
+            self.problems.append(f"{path}: no such file or module")
+            return 0
+        name = "gradcheck_suite_user_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            self.problems.append(f"{path}: not a Python file")
+            return 0
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except SpecError as e:
+            self.problems.append(str(e.located(_line_in(e, path))))
+            return 0
+        except BaseException as e:  # a user's model file: report, load the rest
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            sys.modules.pop(name, None)
+            self.problems.append(f"{_line_in(e, path)}: the model file raised {type(e).__name__}: {e}")
+            return 0
+        return self.load_module(module, path)
+
+    def load_module_name(self, dotted: str) -> int:
+        try:
+            module = importlib.import_module(dotted)
+        except SpecError as e:
+            self.problems.append(str(e.located(dotted)))
+            return 0
+        except ModuleNotFoundError as e:
+            if e.name and dotted.startswith(e.name):
+                self.problems.append(f"{dotted}: no such file or module")
+            else:
+                self.problems.append(f"{dotted}: the model module raised {type(e).__name__}: {e}")
+            return 0
+        except Exception as e:
+            self.problems.append(f"{dotted}: the model module raised {type(e).__name__}: {e}")
+            return 0
+        return self.load_module(module, getattr(module, "__file__", None) or dotted)
+
+    def load(self, target: str) -> int:
+        """A path (file or folder) or a dotted module name."""
+        if target.endswith(".py") or os.sep in target or os.path.exists(target):
+            return self.load_file(target)
+        return self.load_module_name(target)
+
+    def load_builtin(self) -> int:
+        from . import models
+
+        count = 0
+        for info in sorted(pkgutil.iter_modules(models.__path__), key=lambda i: i.name):
+            count += self.load_module_name(f"{models.__name__}.{info.name}")
+        return count
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> int:
+        count = 0
+        for ep in importlib.metadata.entry_points(group=group):
+            origin = f"entry point {ep.name} = {ep.value}"
+            try:
+                obj = ep.load()
+            except Exception as e:
+                self.problems.append(f"{origin}: loading raised {type(e).__name__}: {e}")
+                continue
+            if isinstance(obj, ModuleType):
+                count += self.load_module(obj, origin)
+                continue
+            for m in (obj if isinstance(obj, (list, tuple)) else [obj]):
+                try:
+                    self.register(m, origin)
+                    count += 1
+                except (SpecError, TypeError) as e:
+                    self.problems.append(str(e))
+        return count
+
+
+def _line_in(e: BaseException, path: str) -> str:
+    """``path:line`` of the deepest frame of ``e`` inside ``path``."""
+    real = os.path.realpath(path)
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if os.path.realpath(f.filename) == real]
+    if not lines and isinstance(e, SyntaxError) and e.lineno:
+        lines = [e.lineno]
+    return f"{path}:{lines[-1]}" if lines else path
+
+
+def load(models_from: list[str] | tuple[str, ...] = (), *, builtin: bool = True, entry_points: bool = True) -> Registry:
+    """A registry with the built-in models, entry points, and the user's files or modules."""
+    reg = Registry()
+    if builtin:
+        reg.load_builtin()
+    if entry_points:
+        reg.load_entry_points()
+    for target in models_from:
+        reg.load(target)
+    return reg

@@ -46,6 +46,7 @@ class CaseResult:
     autograd_rel_err: float = 0.0
     fd_rel_err: float = 0.0
     seconds: float = 0.0
+    traceback: str | None = None   # of an exception from the model's code, for --verbose
 
     @property
     def ok(self) -> bool:
@@ -85,6 +86,7 @@ def _call(res: CaseResult, what: str, fn, *args):
     except FactoryError as e:
         raise _error(res, str(e)) from None
     except Exception as e:  # the user's code: report it, never a traceback
+        res.traceback = "".join(traceback.format_exception(e))
         raise _error(res, f"{what} raised {type(e).__name__}: {e}{_where(e)}") from None
 
 

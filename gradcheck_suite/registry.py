@@ -31,7 +31,10 @@ class Registry:
     def __init__(self) -> None:
         self._models: dict[str, Model] = {}
         self._origin: dict[str, str] = {}
-        self.problems: list[str] = []
+        self._asked: dict[str, str] = {}
+        self.problems: list[str] = []      # broken model files and records
+        self.not_found: list[str] = []     # files or modules that do not exist (a usage error)
+        self.tracebacks: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())
@@ -47,6 +50,10 @@ class Registry:
 
     def origin(self, name: str) -> str:
         return self._origin[name]
+
+    def asked_as(self, name: str) -> str | None:
+        """The ``--models-from`` target a model came from, or None for built-in ones."""
+        return self._asked.get(name)
 
     def get(self, name: str) -> Model:
         try:
@@ -92,7 +99,7 @@ class Registry:
                 self.problems.append(f"{path}: folder holds no model files (*.py)")
             return sum(self.load_file(f) for f in files)
         if not os.path.isfile(path):
-            self.problems.append(f"{path}: no such file or module")
+            self.not_found.append(f"{path}: no such file or module")
             return 0
         name = "gradcheck_suite_user_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
         spec = importlib.util.spec_from_file_location(name, path)
@@ -110,7 +117,7 @@ class Registry:
             if isinstance(e, KeyboardInterrupt):
                 raise
             sys.modules.pop(name, None)
-            self.problems.append(f"{_line_in(e, path)}: the model file raised {type(e).__name__}: {e}")
+            self._fail(f"{_line_in(e, path)}: the model file raised {type(e).__name__}: {e}", e)
             return 0
         return self.load_module(module, path)
 
@@ -122,20 +129,29 @@ class Registry:
             return 0
         except ModuleNotFoundError as e:
             if e.name and dotted.startswith(e.name):
-                self.problems.append(f"{dotted}: no such file or module")
+                self.not_found.append(f"{dotted}: no such file or module")
             else:
-                self.problems.append(f"{dotted}: the model module raised {type(e).__name__}: {e}")
+                self._fail(f"{dotted}: the model module raised {type(e).__name__}: {e}", e)
             return 0
         except Exception as e:
-            self.problems.append(f"{dotted}: the model module raised {type(e).__name__}: {e}")
+            self._fail(f"{dotted}: the model module raised {type(e).__name__}: {e}", e)
             return 0
         return self.load_module(module, getattr(module, "__file__", None) or dotted)
 
     def load(self, target: str) -> int:
         """A path (file or folder) or a dotted module name."""
+        before = set(self._models)
         if target.endswith(".py") or os.sep in target or os.path.exists(target):
-            return self.load_file(target)
-        return self.load_module_name(target)
+            count = self.load_file(target)
+        else:
+            count = self.load_module_name(target)
+        for name in set(self._models) - before:
+            self._asked[name] = target
+        return count
+
+    def _fail(self, text: str, e: BaseException) -> None:
+        self.problems.append(text)
+        self.tracebacks[text] = "".join(traceback.format_exception(e))
 
     def load_builtin(self) -> int:
         from . import models
@@ -152,7 +168,7 @@ class Registry:
             try:
                 obj = ep.load()
             except Exception as e:
-                self.problems.append(f"{origin}: loading raised {type(e).__name__}: {e}")
+                self._fail(f"{origin}: loading raised {type(e).__name__}: {e}", e)
                 continue
             if isinstance(obj, ModuleType):
                 count += self.load_module(obj, origin)

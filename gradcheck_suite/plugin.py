@@ -1,0 +1,118 @@
+"""pytest plugin: parametrizes any test that asks for ``gradcheck_target`` over the
+registry, one test per model × device × dtype (ids like ``mlp_relu-cpu-float64``).
+
+Importing it costs nothing: torch and the registry load only when a test asks.
+
+    def test_backward(gradcheck_target):
+        gradcheck_target.check()
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+_OPTIONS = (
+    ("--gradcheck-models", dict(metavar="NAMES", default=None,
+                                help="comma-separated models to check (default: all registered)")),
+    ("--gradcheck-models-from", dict(metavar="PATH", action="append", default=[],
+                                     help="model file, folder or dotted module to add; repeatable (default: none)")),
+    ("--gradcheck-device", dict(metavar="DEVICES", default="cpu,cuda",
+                                help="comma-separated devices; cuda is skipped when absent (default: cpu,cuda)")),
+    ("--gradcheck-dtype", dict(metavar="DTYPES", default=None,
+                               help="comma-separated dtypes (default: each model's own)")),
+    ("--gradcheck-profile", dict(metavar="NAME", default="quick", choices=["quick", "nightly"],
+                                 help="hypothesis profile: quick or nightly (default: quick)")),
+    ("--gradcheck-examples", dict(metavar="N", type=int, default=None,
+                                  help="generated cases per target (default: the profile's)")),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gradcheck", "gradcheck-suite: hand-written backward checks")
+    for name, kwargs in _OPTIONS:
+        group.addoption(name, **kwargs)
+
+
+@dataclasses.dataclass
+class GradcheckTarget:
+    """One model on one device in one dtype; ``check()`` fails the test with the report."""
+
+    name: str
+    device: str
+    dtype: str | None
+    options: dict
+    problem: str | None = None
+    models_from: str | None = None
+
+    def check(self) -> None:
+        if self.problem:
+            pytest.fail(self.problem, pytrace=False)
+        from . import report
+        from .runner import run_model
+
+        model = _registry(self.options)[0].get(self.name)
+        run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
+                        examples=self.options["examples"])
+        if run.verdict != "pass":
+            pytest.fail(report.run_details(run, self.models_from), pytrace=False)
+
+
+_CACHE: dict = {}
+
+
+def _registry(options: dict):
+    key = tuple(options["models_from"])
+    if key not in _CACHE:
+        from . import registry
+        _CACHE[key] = (registry.load(list(key)),)
+    return _CACHE[key]
+
+
+def _options(config: pytest.Config) -> dict:
+    return {
+        "models": config.getoption("--gradcheck-models"),
+        "models_from": config.getoption("--gradcheck-models-from"),
+        "devices": config.getoption("--gradcheck-device"),
+        "dtypes": config.getoption("--gradcheck-dtype"),
+        "profile": config.getoption("--gradcheck-profile"),
+        "examples": config.getoption("--gradcheck-examples"),
+    }
+
+
+def _targets(options: dict) -> list:
+    import torch
+
+    from .spec import DTYPES
+
+    reg = _registry(options)[0]
+    params = [pytest.param(GradcheckTarget(f"load-{i}", "cpu", None, options, problem=text), id=f"load-problem-{i}")
+              for i, text in enumerate(reg.not_found + reg.problems)]
+    names = options["models"].split(",") if options["models"] else reg.names()
+    dtypes = options["dtypes"].split(",") if options["dtypes"] else [None]
+    devices = options["devices"].split(",")
+    for bad in [d for d in dtypes if d is not None and d not in DTYPES] + [d for d in devices if d not in ("cpu", "cuda")]:
+        params.append(pytest.param(GradcheckTarget(bad, "cpu", None, options,
+                                                   problem=f"--gradcheck-dtype/--gradcheck-device: unknown value {bad!r}"),
+                                   id=f"bad-option-{bad}"))
+    for name in names:
+        if name not in reg:
+            try:
+                reg.get(name)
+            except KeyError as e:
+                params.append(pytest.param(GradcheckTarget(name, "cpu", None, options, problem=str(e)), id=f"{name}-unknown"))
+            continue
+        model = reg.get(name)
+        for device in [d for d in devices if d in ("cpu", "cuda")]:
+            for dtype in [d for d in dtypes if d is None or d in DTYPES]:
+                shown = dtype or model.dtype
+                marks = ([pytest.mark.skip(reason="CUDA not available")]
+                         if device == "cuda" and not torch.cuda.is_available() else [])
+                target = GradcheckTarget(name, device, dtype, options, models_from=reg.asked_as(name))
+                params.append(pytest.param(target, id=f"{name}-{device}-{shown}", marks=marks))
+    return params
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gradcheck_target" in metafunc.fixturenames:
+        metafunc.parametrize("gradcheck_target", _targets(_options(metafunc.config)))

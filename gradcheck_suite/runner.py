@@ -1,0 +1,104 @@
+"""Run one model over generated cases: hypothesis draws, the checker judges, a failure
+shrinks to the smallest case that still fails."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
+import hypothesis
+from hypothesis import errors as hyp_errors
+from hypothesis import given
+
+from . import strategies
+from .case import Case
+from .check import ERROR, NONDIFF, SKIPPED, CaseResult, check_case
+from .spec import Model
+
+
+@dataclasses.dataclass
+class ModelRun:
+    """What one model's run found, for the table, the JSON report and pytest."""
+
+    model: str
+    dtype: str
+    device: str
+    verdict: str = "pass"          # pass, fail or error
+    checked: int = 0               # cases judged (pass or not) before any failure
+    nondiff: int = 0               # cases set aside as non-differentiable points
+    skipped: int = 0               # cases set aside because the forward was not finite
+    shrink_steps: int = 0
+    worst_autograd: float = 0.0    # worst relative error against autograd
+    worst_fd: float = 0.0          # worst relative error against finite differences
+    seconds: float = 0.0
+    failure: CaseResult | None = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+class _Failed(Exception):
+    def __init__(self, result: CaseResult):
+        super().__init__(result.verdict)
+        self.result = result
+
+
+def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
+              examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
+              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None) -> ModelRun:
+    """Check ``model`` on generated cases; what is given (dims, seed, scale) stays fixed.
+
+    With every dim, the seed and the scale given, exactly that one case runs.
+    """
+    run = ModelRun(model.name, dtype or model.dtype, device)
+    start = time.perf_counter()
+
+    def judge(case: Case) -> None:
+        res = check_case(model, case)
+        if run.failure is not None:           # hypothesis is shrinking
+            run.shrink_steps += 1
+        elif res.verdict == NONDIFF:
+            run.nondiff += 1
+        elif res.verdict == SKIPPED:
+            run.skipped += 1
+        else:
+            run.checked += 1
+            run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
+            run.worst_fd = max(run.worst_fd, res.fd_rel_err)
+        if on_case is not None:
+            on_case(run)
+        if not res.ok:
+            if run.failure is None:
+                run.failure = res
+            raise _Failed(res)
+        return res
+
+    fixed = dict(dims or {})
+    if len(fixed) == len(model.dims) and seed is not None and scale is not None:
+        try:
+            judge(Case(model.name, fixed, run.dtype, device, seed, scale))
+        except _Failed as e:
+            run.failure = e.result
+    else:
+        strategy = strategies.cases(model, dtype=run.dtype, device=device, fixed_dims=fixed, seed=seed, scale=scale)
+
+        @strategies.profile_settings(profile, examples=examples)
+        @given(strategy)
+        def prop(case: Case) -> None:
+            res = judge(case)
+            hypothesis.target(min(res.score, 1e300), label="error over tolerance")
+            hypothesis.assume(res.verdict not in (NONDIFF, SKIPPED))
+
+        try:
+            prop()
+        except _Failed as e:
+            run.failure = e.result                     # the shrunk case
+        except hyp_errors.Unsatisfiable:
+            run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
+                                f"{run.skipped} with a forward that is not finite")
+    if run.failure is not None:
+        run.verdict = "error" if run.failure.verdict == ERROR else "fail"
+        if run.failure.verdict not in ("fail", ERROR):
+            run.verdict = "error"                       # oracles disagree: no trustworthy verdict
+    elif run.problems:
+        run.verdict = "error"
+    run.seconds = time.perf_counter() - start
+    return run

@@ -1,0 +1,71 @@
+"""The pytest plugin, driven through pytester."""
+import subprocess
+import sys
+
+from tests.test_cli import WRONG
+
+TEST_FILE = """
+def test_backward(gradcheck_target):
+    gradcheck_target.check()
+"""
+
+
+def test_parametrizes_over_the_registry_with_readable_ids(pytester):
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    result = pytester.runpytest("--collect-only", "-q", "--gradcheck-dtype", "float64,float32")
+    out = result.stdout.str()
+    for name in ("mlp_relu-cpu-float64", "mlp_relu-cpu-float32", "linear_layer-cuda-float64", "two_layer_net-cpu-float32"):
+        assert f"test_user_models.py::test_backward[{name}]" in out
+    assert "36 tests collected" in out
+
+
+def test_selects_models_and_skips_cuda_with_the_reason(pytester):
+    import torch
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    result = pytester.runpytest("-rs", "--gradcheck-models", "affine_scalar,mlp_relu", "--gradcheck-examples", "3")
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=4)
+    else:
+        result.assert_outcomes(passed=2, skipped=2)
+        result.stdout.fnmatch_lines(["*SKIPPED*CUDA not available*"])
+
+
+def test_a_wrong_backward_fails_with_the_report(pytester):
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    models = pytester.makepyfile(wrong_models=WRONG)
+    result = pytester.runpytest("--gradcheck-models-from", str(models), "--gradcheck-models", "mlp_no_mask",
+                                "--gradcheck-device", "cpu", "--gradcheck-examples", "10")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*mlp_no_mask: fail — the manual gradient of w1 disagrees with autograd and finite differences*",
+        "*reproduce: gradcheck-suite check mlp_no_mask --models-from*--seed*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_load_problems_and_unknown_names_become_failing_tests(pytester):
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    boom = pytester.makepyfile(boom="raise ImportError('needs a package that is not here')\n")
+    result = pytester.runpytest("--gradcheck-models-from", str(boom), "--gradcheck-models", "affine_scalar,nope",
+                                "--gradcheck-device", "cpu", "--gradcheck-examples", "2")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*the model file raised ImportError: needs a package that is not here*",
+                                 "*unknown model 'nope'*"])
+
+
+def test_options_are_listed_with_their_defaults(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*gradcheck-suite: hand-written backward checks*", "*--gradcheck-device=DEVICES*",
+                                 "*(default: cpu,cuda)*"])
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    code = "import sys, gradcheck_suite.plugin; print('torch' in sys.modules, 'hypothesis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_tests_without_the_fixture_are_left_alone(pytester):
+    pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=1)

@@ -32,6 +32,7 @@ TOLERANCES = {
 #: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
 REL_FLOOR = 1e-3
 WORST = 5
+HUGE = 1e300  # ratios and relative errors are capped here, so reports stay finite
 
 
 @dataclasses.dataclass
@@ -87,10 +88,13 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     b = bound(r, dtype, None if rounding is None else rounding.detach().cpu())
     finite = torch.isfinite(r)
     err = (m - r).abs().where(finite, torch.zeros_like(r))
-    ratio = err / b
+    ratio = (err / b).clamp(max=HUGE)
     rscale = r.abs().where(finite, torch.zeros_like(r))
-    floor = REL_FLOOR * (rscale.max() if r.numel() else 0.0)
-    rel = err / torch.maximum(rscale, torch.as_tensor(floor, dtype=torch.float64)).clamp_min(torch.finfo(torch.float64).tiny)
+    top = rscale.max() if r.numel() else torch.zeros((), dtype=torch.float64)
+    floor = REL_FLOOR * top
+    if top == 0:  # an all-zero reference: measure against the manual gradient's largest element
+        floor = m.abs().where(finite, torch.zeros_like(m)).nan_to_num(0.0, 0.0, 0.0).max() if m.numel() else top
+    rel = (err / torch.maximum(rscale, floor).clamp_min(torch.finfo(torch.float64).tiny)).clamp(max=HUGE)
     flat_ratio = ratio.reshape(-1)
     k = min(WORST, flat_ratio.numel())
     worst = []

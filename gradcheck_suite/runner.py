@@ -6,11 +6,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 
-import hypothesis
-from hypothesis import errors as hyp_errors
-from hypothesis import given
-
-from . import strategies
 from .case import Case
 from .check import ERROR, NONDIFF, SKIPPED, CaseResult, check_case
 from .spec import Model
@@ -78,6 +73,13 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         except _Failed as e:
             run.failure = e.result
     else:
+        # hypothesis loads only here: reproducing one given case starts faster without it
+        import hypothesis
+        from hypothesis import errors as hyp_errors
+        from hypothesis import given
+
+        from . import strategies
+
         strategy = strategies.cases(model, dtype=run.dtype, device=device, fixed_dims=fixed, seed=seed, scale=scale)
 
         @strategies.profile_settings(profile, examples=examples)

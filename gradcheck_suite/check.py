@@ -32,6 +32,7 @@ PASS, FAIL, DISAGREE, NONDIFF, SKIPPED, ERROR = (
 SMALL = 16       # tensors this small get a finite difference for every element
 PROBES = 2       # random directions per case
 EXAMINE = 5      # mismatched elements examined with finite differences, per tensor
+PRECISE = 1e-6   # a finite-difference estimate this close (relative) needs no other step
 
 
 @dataclasses.dataclass
@@ -205,17 +206,25 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag) -> None:
 
 def _judge(estimates, dm: float, da: float, tol: float) -> tuple[str, oracles.Estimate | None]:
     """Which side finite differences take: 'agree', 'manual' (sides with autograd against
-    the manual gradient), 'autograd' (sides with the manual one), 'neither', or 'kink'."""
-    last, status = None, "kink"
+    the manual gradient), 'autograd' (sides with the manual one), 'neither', or 'kink'.
+
+    Steps are tried in turn until an estimate is precise; of those that agree with both,
+    the most precise one is kept, so a noisy first step does not stand for the probe."""
+    best, last, status = None, None, "kink"
     for est in estimates:
         if est.kink:
             continue
         with_manual, with_autograd = est.agrees(dm, tol), est.agrees(da, tol)
         if with_manual and with_autograd:
-            return "agree", est
-        if with_autograd:
+            best = est if best is None or est.error < best.error else best
+            if est.error <= PRECISE * max(abs(est.value), abs(da)):
+                break
+        elif with_autograd:
             return "manual", est
-        last, status = est, ("autograd" if with_manual else "neither")
+        else:
+            last, status = est, ("autograd" if with_manual else "neither")
+    if best is not None:
+        return "agree", best
     return status, last
 
 

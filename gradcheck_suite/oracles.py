@@ -18,9 +18,10 @@ import torch
 from .spec import Model, Tensors
 
 #: Steps relative to each tensor's typical magnitude.  The first is where Richardson's
-#: truncation (~h^4) and rounding (~eps/h) errors are both near 1e-12; the smaller
-#: ones are tried when a kink sits inside the first step.
-STEPS = (1e-4, 1e-6, 1e-8)
+#: truncation (~h^4) and rounding (~eps/h) errors are both near 1e-12; the larger one
+#: helps where rounding dominates (a large loss, a small slope); the smaller ones are
+#: tried when a kink sits inside the first step.
+STEPS = (1e-4, 1e-2, 1e-6, 1e-8)
 EPS64 = torch.finfo(torch.float64).eps
 ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * sum|g * f|
 KINK_RATIO = 0.7     # one-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink

@@ -1,22 +1,22 @@
 """Two-layer ReLU net: y = relu(x @ w1) @ w2, loss = Σ(y − t)².
 
-The mask (h > 0) gives 0 where h is exactly 0 and autograd's clamp gives 1; both are
-subgradients, and the harness reports such a point as non-differentiable, not a failure.
+The mask (h > 0), read off the cached activation, gives 0 where h is exactly 0, and
+autograd's clamp gives 1; both are subgradients, and the harness reports such a point
+as non-differentiable, not a failure.
 """
 from gradcheck_suite import Dim, Model
 
 
 def forward(p, d):
-    h = d.x @ p.w1
-    a = h.clamp(min=0)
-    y = a @ p.w2
-    return ((y - d.t) ** 2).sum(), (h, a, y)
+    a = (d.x @ p.w1).clamp(min=0)
+    r = a @ p.w2 - d.t
+    return (r ** 2).sum(), (a, r)
 
 
 def backward(p, d, cache, g):
-    h, a, y = cache
-    gy = 2 * g * (y - d.t)
-    gh = (gy @ p.w2.T) * (h > 0)
+    a, r = cache
+    gy = (2 * g) * r                  # dL/dy; g is a scalar here, so scale it first
+    gh = (gy @ p.w2.T) * (a > 0)      # a > 0 exactly where h = x @ w1 > 0
     return {"w1": d.x.T @ gh, "w2": a.T @ gy}
 
 

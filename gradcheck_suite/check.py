@@ -24,7 +24,7 @@ import torch
 
 from . import oracles
 from .case import Case, FactoryError, build, upstream
-from .compare import REL_FLOOR, Element, TensorComparison, compare
+from .compare import HUGE, REL_FLOOR, TINY, TensorComparison, compare, rel_floor
 from .spec import Model, Tensors
 
 PASS, FAIL, DISAGREE, NONDIFF, SKIPPED, ERROR = (
@@ -169,8 +169,8 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag) -> None:
         findings.setdefault(name, []).append(status)
         if est is not None:
             fd = est.value / size
-            scale = max(abs(fd), REL_FLOOR * float(ag[name].detach().abs().max()), torch.finfo(torch.float64).tiny)
-            res.fd_rel_err = max(res.fd_rel_err, abs(m - fd) / scale)
+            scale = max(abs(fd), rel_floor(grads[name], ag[name]), TINY)
+            res.fd_rel_err = min(HUGE, max(res.fd_rel_err, abs(m - fd) / scale))
             _record(res.tensors[name], index, fd, status == "kink")
         else:
             _record(res.tensors[name], index, None, True)
@@ -200,7 +200,9 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag) -> None:
             findings.setdefault("a random direction", []).append(status)
             if est is not None:
                 mag = sum(float((ag[n].to(torch.float64) * v[n]).abs().sum()) for n in v)
-                res.fd_rel_err = max(res.fd_rel_err, abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, 1e-300))
+                mag = mag or sum(float((grads[n].to(torch.float64) * v[n]).abs().sum()) for n in v) / REL_FLOOR
+                rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
+                res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
     _verdict(res, findings, bool(mismatched))
 
 

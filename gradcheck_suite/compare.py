@@ -33,6 +33,7 @@ TOLERANCES = {
 REL_FLOOR = 1e-3
 WORST = 5
 HUGE = 1e300  # ratios and relative errors are capped here, so reports stay finite
+TINY = torch.finfo(torch.float64).tiny
 
 
 @dataclasses.dataclass
@@ -73,8 +74,19 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     floor = tol.atol * scale
     if rounding is not None and rounding.numel():
         floor = torch.maximum(floor, tol.noise * rounding.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0).max())
-    tiny = torch.finfo(torch.float64).tiny
-    return (tol.rtol * ref + floor).clamp_min(tiny)
+    return (tol.rtol * ref + floor).clamp_min(TINY)
+
+
+def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
+    """Relative errors are taken against max(|reference|, this): REL_FLOOR of the
+    reference's largest element, or the manual gradient's largest where the reference
+    is all zero."""
+    def top(t: torch.Tensor) -> float:
+        t = t.detach().to("cpu", torch.float64).abs()
+        return float(t.where(torch.isfinite(t), torch.zeros_like(t)).max()) if t.numel() else 0.0
+
+    ref = top(reference)
+    return REL_FLOOR * ref if ref > 0 else top(manual)
 
 
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
@@ -90,11 +102,8 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     err = (m - r).abs().where(finite, torch.zeros_like(r))
     ratio = (err / b).clamp(max=HUGE)
     rscale = r.abs().where(finite, torch.zeros_like(r))
-    top = rscale.max() if r.numel() else torch.zeros((), dtype=torch.float64)
-    floor = REL_FLOOR * top
-    if top == 0:  # an all-zero reference: measure against the manual gradient's largest element
-        floor = m.abs().where(finite, torch.zeros_like(m)).nan_to_num(0.0, 0.0, 0.0).max() if m.numel() else top
-    rel = (err / torch.maximum(rscale, floor).clamp_min(torch.finfo(torch.float64).tiny)).clamp(max=HUGE)
+    floor = rel_floor(m, r)
+    rel = (err / torch.maximum(rscale, torch.as_tensor(floor, dtype=torch.float64)).clamp_min(TINY)).clamp(max=HUGE)
     flat_ratio = ratio.reshape(-1)
     k = min(WORST, flat_ratio.numel())
     worst = []

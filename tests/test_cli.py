@@ -144,3 +144,20 @@ def test_an_error_verdict_exits_1_with_the_broken_contract(capsys, tmp_path):
     assert main(["check", "bad_keys", "--models-from", str(f), "--examples", "3"]) == 1
     out = capsys.readouterr().out
     assert "bad_keys: error — backward's gradients: missing w1; unexpected w0 (expected exactly w1, w2)" in out
+
+
+def test_against_an_all_zero_gradient_errors_stay_finite_and_the_json_strict(capsys, tmp_path):
+    f = tmp_path / "flat.py"
+    f.write_text(
+        "import torch\nfrom gradcheck_suite import Dim, Model\n"
+        "model = Model(name='flat', dims={'N': Dim(1, 4, 2)}, params={'w': ('N',)},\n"
+        "              forward=lambda p, d: ((p.w * 0.0).sum(), None),\n"
+        "              backward=lambda p, d, c, g: {'w': torch.full_like(p.w, 5.0)})\n")
+    out_json = tmp_path / "r.json"
+    assert main(["check", "flat", "--models-from", str(f), "--examples", "3", "--json", str(out_json)]) == 1
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    doc = json.loads(out_json.read_text(), parse_constant=refuse)
+    assert doc["models"][0]["worst_rel_err"] == {"autograd": 1.0, "finite_diff": 1.0}

@@ -1,6 +1,5 @@
 """Model records and loading: bad records and files give messages that name the file,
 the model and the field, and everything else still loads."""
-import textwrap
 
 import pytest
 

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from gradcheck_suite import Case, check_case, load
+from gradcheck_suite import Case, load
 
 pytest_plugins = ["pytester"]
 
@@ -19,7 +19,7 @@ def case_of():
     """case_of(model, dtype=..., seed=..., scale=..., **dims) -> Case."""
 
     def make(model, *, dtype=None, seed=0, scale=1.0, device="cpu", **dims):
-        full = {k: dims.get(k, d.low if k not in dims else dims[k]) for k, d in model.dims.items()}
+        full = {k: dims.get(k, d.low) for k, d in model.dims.items()}
         return Case(model.name, full, dtype or model.dtype, device, seed, scale)
 
     return make
@@ -28,7 +28,3 @@ def case_of():
 def with_backward(model, backward, **changes):
     """The same model with another (usually deliberately wrong) backward."""
     return dataclasses.replace(model, backward=backward, **changes)
-
-
-def run_case(model, case):
-    return check_case(model, case)

@@ -51,7 +51,7 @@ class GradcheckTarget:
         from . import report
         from .runner import run_model
 
-        model = _registry(self.options)[0].get(self.name)
+        model = _registry(self.options).get(self.name)
         run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
                         examples=self.options["examples"])
         if run.verdict != "pass":
@@ -65,7 +65,7 @@ def _registry(options: dict):
     key = tuple(options["models_from"])
     if key not in _CACHE:
         from . import registry
-        _CACHE[key] = (registry.load(list(key)),)
+        _CACHE[key] = registry.load(list(key))
     return _CACHE[key]
 
 
@@ -85,7 +85,7 @@ def _targets(options: dict) -> list:
 
     from .spec import DTYPES
 
-    reg = _registry(options)[0]
+    reg = _registry(options)
     params = [pytest.param(GradcheckTarget(f"load-{i}", "cpu", None, options, problem=text), id=f"load-problem-{i}")
               for i, text in enumerate(reg.not_found + reg.problems)]
     names = options["models"].split(",") if options["models"] else reg.names()
@@ -96,13 +96,11 @@ def _targets(options: dict) -> list:
                                                    problem=f"--gradcheck-dtype/--gradcheck-device: unknown value {bad!r}"),
                                    id=f"bad-option-{bad}"))
     for name in names:
-        if name not in reg:
-            try:
-                reg.get(name)
-            except KeyError as e:
-                params.append(pytest.param(GradcheckTarget(name, "cpu", None, options, problem=str(e)), id=f"{name}-unknown"))
+        try:
+            model = reg.get(name)
+        except KeyError as e:
+            params.append(pytest.param(GradcheckTarget(name, "cpu", None, options, problem=str(e)), id=f"{name}-unknown"))
             continue
-        model = reg.get(name)
         for device in [d for d in devices if d in ("cpu", "cuda")]:
             for dtype in [d for d in dtypes if d is None or d in DTYPES]:
                 shown = dtype or model.dtype

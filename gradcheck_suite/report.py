@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from .check import ERROR, FAIL, CaseResult
-from .compare import Element, TensorComparison
+from .compare import TensorComparison
 from .runner import ModelRun
 
 JSON_VERSION = 1
@@ -82,10 +82,6 @@ def run_details(r: ModelRun, models_from: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def _element_json(e: Element) -> dict:
-    return e.to_json()
-
-
 def case_json(res: CaseResult, models_from: str | None = None) -> dict:
     return {
         "verdict": res.verdict,
@@ -95,7 +91,7 @@ def case_json(res: CaseResult, models_from: str | None = None) -> dict:
         "notes": res.notes,
         "parameters": {
             n: {"shape": list(c.shape), "mismatched": c.mismatched, "max_rel_err": c.max_rel_err,
-                "worst": [_element_json(e) for e in c.worst if e.ratio > 1 or c.ok][:5]}
+                "worst": [e.to_json() for e in c.worst if e.ratio > 1 or c.ok][:5]}
             for n, c in res.tensors.items()
         },
         "message": case_message(res, models_from),

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from .case import Case
-from .check import ERROR, NONDIFF, SKIPPED, CaseResult, check_case
+from .check import FAIL, NONDIFF, SKIPPED, CaseResult, check_case
 from .spec import Model
 
 
@@ -97,9 +97,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
             run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
                                 f"{run.skipped} with a forward that is not finite")
     if run.failure is not None:
-        run.verdict = "error" if run.failure.verdict == ERROR else "fail"
-        if run.failure.verdict not in ("fail", ERROR):
-            run.verdict = "error"                       # oracles disagree: no trustworthy verdict
+        # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
+        run.verdict = "fail" if run.failure.verdict == FAIL else "error"
     elif run.problems:
         run.verdict = "error"
     run.seconds = time.perf_counter() - start

@@ -636,7 +636,13 @@ def main(argv: list[str] | None = None) -> int:
     if given is not None:
         run = given
     else:
-        import pytest
+        try:
+            import pytest
+            import pytest_benchmark  # noqa: F401  (the plugin the benchmarks need)
+        except ImportError as e:
+            print(f"gradcheck-suite bench: error: {e.name} is not installed; "
+                  "install the test extra: pip install -e '.[test]'", file=sys.stderr)
+            return 2
 
         json_path = out / JSON_NAME
         json_path.unlink(missing_ok=True)

@@ -174,3 +174,10 @@ def test_timed_regions_compute_the_same_gradients(name):
     for grads in results[1:]:
         for a, b in zip(grads, results[0]):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_running_without_pytest_benchmark_is_a_message_not_a_traceback(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "pytest_benchmark", None)  # makes its import fail
+    assert bench.main(["--out", str(tmp_path / "r"), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "pytest_benchmark is not installed" in err and "Traceback" not in err

@@ -8,11 +8,14 @@ import torch
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    """``|manual - reference| <= rtol * |reference| + atol * max|reference| + noise * rounding``.
+    """``|manual - reference| <= rtol * |reference| + max(atol * max|reference|,
+    noise * rounding, computation)``.
 
     ``atol`` is relative to the tensor's largest element, so the bound scales with the
     values; ``rounding`` is the autograd gradient's own measured rounding error
-    (its distance from a float64 autograd run), which covers another summation order.
+    (its distance from a float64 autograd run), which covers another summation order;
+    ``computation`` is rounding at the scale of the whole computation (see
+    :func:`computation_floor`), which covers a reference that is itself inexact or exactly 0.
     """
 
     rtol: float
@@ -28,6 +31,17 @@ TOLERANCES = {
     "float16": Tolerance(rtol=4e-3, atol=2e-3, noise=8.0),
     "bfloat16": Tolerance(rtol=3e-2, atol=1.6e-2, noise=8.0),
 }
+
+#: A difference below this fraction of the computation's scale is rounding, in any dtype:
+#: float64's resolution, with the same allowance (``noise``) as a measured rounding.
+COMPUTATION_RTOL = 8.0 * torch.finfo(torch.float64).eps
+
+#: The measured jitter (see :func:`bound`) is allowed up to this fraction of an
+#: element: a float64 reference inexact by 1e-7, or by 1e-4 where a sigmoid saturates,
+#: passes a correct backward; the jump of a kink or a tie that the jitter crosses (of the
+#: order of the element) stays outside.  Where autograd is well conditioned its jitter is
+#: ~1e-16 of the element, so a 1e-5 error there still fails.
+JITTER_CAP = 1e-2
 
 #: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
 REL_FLOOR = 1e-3
@@ -66,44 +80,77 @@ class TensorComparison:
         return self.mismatched == 0
 
 
-def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None) -> torch.Tensor:
-    """The per-element tolerance for gradients of ``reference``'s size in ``dtype``."""
+def computation_floor(upstream_l1: float, largest: float, typical: float, backward: float) -> float:
+    """Rounding at the scale of the computation that a tensor's gradient comes from:
+    ``COMPUTATION_RTOL`` times the smaller of two estimates of that scale, the gradient a
+    tensor of ``typical`` magnitude has when ``sum|g|`` times the ``largest`` value computed
+    from it hangs on it, and the ``backward``'s own largest magnitude.  A difference below it
+    is negligible, even where the reference is exactly 0 (a softmax at 1e3, whose exact
+    gradient is 1e-172) or itself inexact (a saturated sigmoid's ``s * (1 - s)``, whose
+    rounding is relative to s, not to the small gradient)."""
+    forward = upstream_l1 * largest / typical if typical > 0 else 0.0
+    scale = min(forward, backward)
+    return COMPUTATION_RTOL * scale if 0 < scale < float("inf") else 0.0
+
+
+def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None,
+          floor: float = 0.0, jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-element tolerance for gradients of ``reference``'s size in ``dtype``.
+
+    ``rounding``: autograd's measured rounding (its distance from float64 autograd), whose
+    largest element widens the whole tensor's bound.  ``floor``: rounding at the scale of
+    the computation (:func:`computation_floor`), allowed in full where the reference is
+    below it and fading as ``floor / |reference|`` above it, so that an element far above
+    the computation's rounding keeps its relative bound.  ``jitter``: per element, the
+    rounding of the two gradients measured by moving the inputs a little (a float64
+    reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
+    """
     tol = TOLERANCES[dtype]
     ref = reference.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0)
     scale = ref.max() if ref.numel() else ref.new_zeros(())
-    floor = tol.atol * scale
+    least = tol.atol * scale
     if rounding is not None and rounding.numel():
-        floor = torch.maximum(floor, tol.noise * rounding.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0).max())
-    return (tol.rtol * ref + floor).clamp_min(TINY)
+        least = torch.maximum(least, tol.noise * rounding.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0).max())
+    least = least.expand_as(ref)
+    if floor > 0:
+        least = torch.maximum(least, floor * (floor / ref.clamp_min(TINY)).clamp(max=1.0))
+    if jitter is not None:
+        measured = tol.noise * jitter.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0)
+        least = torch.maximum(least, torch.minimum(measured, JITTER_CAP * ref))
+    return (tol.rtol * ref + least).clamp_min(TINY)
 
 
-def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
+def rel_floor(manual: torch.Tensor, reference: torch.Tensor, floor: float = 0.0) -> float:
     """Relative errors are taken against max(|reference|, this): REL_FLOOR of the
-    reference's largest element, or the manual gradient's largest where the reference
-    is all zero."""
+    reference's largest element, or where the reference is all zero, the computation's
+    own gradient scale (``floor / COMPUTATION_RTOL``), or else the manual gradient's largest."""
     def top(t: torch.Tensor) -> float:
         t = t.detach().to("cpu", torch.float64).abs()
         return float(t.where(torch.isfinite(t), torch.zeros_like(t)).max()) if t.numel() else 0.0
 
     ref = top(reference)
-    return REL_FLOOR * ref if ref > 0 else top(manual)
+    if ref > 0:
+        return REL_FLOOR * ref
+    return floor / COMPUTATION_RTOL if floor > 0 else top(manual)
 
 
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
-            rounding: torch.Tensor | None = None) -> TensorComparison:
+            rounding: torch.Tensor | None = None, floor: float = 0.0,
+            jitter: torch.Tensor | None = None) -> TensorComparison:
     """Compare every element of ``manual`` with ``reference`` (same shape, any device).
 
     Elements where the reference is not finite are left out: there is nothing to compare.
     """
     m = manual.detach().to(device="cpu", dtype=torch.float64)
     r = reference.detach().to(device="cpu", dtype=torch.float64)
-    b = bound(r, dtype, None if rounding is None else rounding.detach().cpu())
+    b = bound(r, dtype, None if rounding is None else rounding.detach().cpu(), floor,
+              None if jitter is None else jitter.detach().cpu())
     finite = torch.isfinite(r)
     err = (m - r).abs().where(finite, torch.zeros_like(r))
     ratio = (err / b).clamp(max=HUGE)
     rscale = r.abs().where(finite, torch.zeros_like(r))
-    floor = rel_floor(m, r)
-    rel = (err / torch.maximum(rscale, torch.as_tensor(floor, dtype=torch.float64)).clamp_min(TINY)).clamp(max=HUGE)
+    base = torch.as_tensor(rel_floor(m, r, floor), dtype=torch.float64)
+    rel = (err / torch.maximum(rscale, base).clamp_min(TINY)).clamp(max=HUGE)
     flat_ratio = ratio.reshape(-1)
     k = min(WORST, flat_ratio.numel())
     worst = []

@@ -11,9 +11,13 @@ from a smooth curve (their gap halves with the step).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Mapping
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .spec import Model, Tensors
 
@@ -23,9 +27,27 @@ from .spec import Model, Tensors
 #: tried when a kink sits inside the first step.
 STEPS = (1e-4, 1e-2, 1e-6, 1e-8)
 EPS64 = torch.finfo(torch.float64).eps
-ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * sum|g * f|
+ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * (sum|g| * the largest magnitude it went through)
 KINK_RATIO = 0.7     # one-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink
 KINK_FLOOR = 1e-7    # a gap below this fraction of the slope is smooth, whatever the ratio
+
+
+class Finding(enum.Enum):
+    """What finite differences concluded about one probe (a direction or an element)."""
+
+    AGREE = "agree"                    # manual and autograd agree, and so does the estimate
+    FOR_AUTOGRAD = "resolved for autograd"  # sides with autograd: the manual gradient is wrong
+    FOR_MANUAL = "resolved for manual"  # sides with the manual gradient: autograd is not the derivative
+    NEITHER = "neither"                # agrees with neither
+    KINK = "kink"                      # one-sided differences differ at a step that resolves them
+    UNRESOLVED = "unresolved"          # manual and autograd differ, but no step can tell them apart
+
+
+#: Which finding stands for a probe when its steps conclude differently: a step that
+#: resolves the two gradients wins, then agreement, then evidence of a kink, which outweighs
+#: a step too noisy to tell the two apart.
+_RANK = {Finding.FOR_AUTOGRAD: 0, Finding.AGREE: 1, Finding.KINK: 2, Finding.UNRESOLVED: 3,
+         Finding.FOR_MANUAL: 4, Finding.NEITHER: 4}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,24 +65,99 @@ class Estimate:
 
 def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str, torch.Tensor]:
     """Autograd's gradient of ``<g, forward(p, d)>`` for every differentiable tensor."""
+    return traced_autograd(model, p, d, g)[0]
+
+
+def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+    """:func:`autograd`, and the largest magnitude its backward pass went through."""
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
     P = Tensors((n, leaves[n]) for n in p)
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
+    mode = _Magnitudes({})
     with torch.enable_grad():
         out, _ = model.forward(P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            return {n: torch.zeros_like(leaves[n]) for n in names}
-        grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
-    return {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
+            return {n: torch.zeros_like(leaves[n]) for n in names}, 0.0
+        with mode:
+            grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
+    grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
+    return grads, mode.overall()
 
 
 Phi = Callable[[float], tuple[float, float]]
 
 
-def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mapping[str, torch.Tensor]) -> Phi:
-    """``t -> (<g, f(theta + t v)>, sum|g * f|)`` in float64, ``v`` given by ``direction``."""
+class _Magnitudes(TorchDispatchMode):
+    """Records the largest finite magnitude among the values a computation produces, overall
+    and, for each of ``inputs``, among the values computed from it."""
+
+    def __init__(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.names = list(inputs)
+        self.depends = WeakIdKeyDictionary()          # value -> bit mask of the inputs it depends on
+        self.tops: list[list[torch.Tensor]] = [[] for _ in self.names]
+        self.all: list[torch.Tensor] = [_top(t) for t in inputs.values() if t.numel()]
+        for bit, t in enumerate(inputs.values()):
+            self.depends[t] = 1 << bit
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        mask = 0
+        for t in tree_flatten((args, kwargs))[0]:
+            if isinstance(t, torch.Tensor):
+                mask |= self.depends.get(t, 0)
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                top = _top(t)
+                self.all.append(top)
+                if mask:
+                    self.depends[t] = self.depends.get(t, 0) | mask
+                    for bit in range(len(self.names)):
+                        if mask >> bit & 1:
+                            self.tops[bit].append(top)
+        return out
+
+    def overall(self) -> float:
+        return float(torch.stack(self.all).max()) if self.all else 0.0
+
+    def by_input(self) -> dict[str, float]:
+        return {n: float(torch.stack(tops).max()) if tops else 0.0 for n, tops in zip(self.names, self.tops)}
+
+
+def _top(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().abs().nan_to_num(0.0, 0.0, 0.0).amax().to("cpu", torch.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Magnitudes:
+    """The largest magnitudes a forward call went through: ``overall`` (its inputs
+    included), and for each floating-point input, among the values computed from it."""
+
+    overall: float
+    by_input: Mapping[str, float]
+
+
+def traced_forward(model: Model, p: Tensors, d: Tensors) -> tuple[object, Magnitudes]:
+    """One forward call, and the magnitudes its arithmetic went through.  Rounding is
+    relative to those, not to the output: a saturated ``log(1 - sigmoid(z))`` returns
+    exactly 0 after passing through ``z`` and 1."""
+    inputs = {n: t for n, t in (*p.items(), *d.items()) if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    mode = _Magnitudes(inputs)
+    with torch.no_grad(), mode:
+        out = model.forward(p, d)
+    return out, Magnitudes(mode.overall(), mode.by_input())
+
+
+def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mapping[str, torch.Tensor],
+         largest: float = 0.0) -> Phi:
+    """``t -> (<g, f(theta + t v)>, its rounding scale)`` in float64, ``v`` given by ``direction``.
+
+    The rounding scale is ``sum|g * f|``, or ``sum|g|`` times the ``largest`` magnitude the
+    forward went through (see :func:`traced_forward`), whichever is larger.
+    """
     g64 = g.detach().to(torch.float64)
+    floor = float(g64.abs().sum()) * largest
 
     def phi(t: float) -> tuple[float, float]:
         P = Tensors((n, _moved(n, x, direction, t)) for n, x in p.items())
@@ -68,7 +165,7 @@ def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mappi
         with torch.no_grad():
             out, _ = model.forward(P, D)
             out = out.to(torch.float64)
-            return float((g64 * out).sum()), float((g64 * out).abs().sum())
+            return float((g64 * out).sum()), max(float((g64 * out).abs().sum()), floor)
 
     return phi
 
@@ -103,6 +200,40 @@ def estimates(phi: Phi):
     """Estimates at each step in ``STEPS``, largest first (lazily: stop when satisfied)."""
     for h in STEPS:
         yield estimate(phi, h)
+
+
+def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Finding, Estimate | None]:
+    """What finite differences say of one probe, where the manual gradient projects to ``dm``
+    and autograd to ``da`` (``tol`` apart at most where they agree).
+
+    Steps are tried in turn.  One that sides with autograd alone settles it.  Otherwise the
+    steps' findings are ranked (``_RANK``), and of equal findings the most precise estimate
+    is kept; the search stops at an agreement within ``precise`` (relative)."""
+    differ = abs(dm - da) > tol
+    best: Finding | None = None
+    kept: Estimate | None = None
+    for est in steps:
+        finding = _finding(est, dm, da, tol, differ)
+        if finding is Finding.FOR_AUTOGRAD:
+            return finding, est
+        if best is None or _RANK[finding] < _RANK[best]:
+            best, kept = finding, est
+        elif finding is best and est.error < kept.error:
+            kept = est
+        if finding is Finding.AGREE and est.error <= precise * max(abs(est.value), abs(da)):
+            break
+    return (best or Finding.KINK), kept
+
+
+def _finding(est: Estimate, dm: float, da: float, tol: float, differ: bool) -> Finding:
+    if est.kink:
+        return Finding.KINK
+    with_manual, with_autograd = est.agrees(dm, tol), est.agrees(da, tol)
+    if with_manual and with_autograd:
+        return Finding.UNRESOLVED if differ else Finding.AGREE
+    if with_autograd:
+        return Finding.FOR_AUTOGRAD
+    return Finding.FOR_MANUAL if with_manual else Finding.NEITHER
 
 
 def scale_of(x: torch.Tensor, fallback: float) -> float:

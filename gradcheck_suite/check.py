@@ -72,6 +72,11 @@ def check_case(model: Model, case: Case) -> CaseResult:
         _check(model, case, res)
     except _Stop:
         pass
+    except Exception as e:  # the harness itself, on this model's case: reported, never a traceback
+        res.traceback = "".join(traceback.format_exception(e))
+        res.verdict = ERROR
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        res.problems.append(f"the check itself raised {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno})")
     res.seconds = time.perf_counter() - start
     return res
 
@@ -155,7 +160,12 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         res.notes.append(f"finite differences unavailable: the forward fails in float64 ({type(e).__name__}: {e})")
         _autograd_only(res)
         return
-    _finite_differences(model, case, res, p64, d64, g, grads, ag, largest.overall, judge_all=not overflow)
+    try:
+        _finite_differences(model, case, res, p64, d64, g, grads, ag, largest.overall, judge_all=not overflow)
+    except Exception as e:  # the user's forward, at a point a finite-difference step away
+        res.traceback = "".join(traceback.format_exception(e))
+        raise _error(res, f"forward raised {type(e).__name__}: {e}{_where(e)}, at a point a small step away "
+                          "from the case (finite differences); keep the model's domain in its record") from None
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
 

@@ -108,6 +108,7 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
                    "shrink_steps": r.shrink_steps},
         "worst_rel_err": {"autograd": r.worst_autograd, "finite_diff": r.worst_fd},
+        "coverage": r.coverage(),
         "seconds": round(r.seconds, 4),
         "problems": r.problems,
         "failure": None if r.failure is None else case_json(r.failure, models_from),

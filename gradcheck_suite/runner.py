@@ -1,14 +1,21 @@
-"""Run one model over generated cases: hypothesis draws, the checker judges, a failure
-shrinks to the smallest case that still fails."""
+"""Run one model over generated cases: a covering schedule of corner cases first, then
+hypothesis draws, the checker judges, and a failure shrinks to the smallest case that
+still fails."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import traceback
 from collections.abc import Callable, Mapping
 
 from .case import Case
-from .check import FAIL, NONDIFF, SKIPPED, CaseResult, check_case
+from .check import ERROR, FAIL, NONDIFF, SKIPPED, CaseResult, check_case
 from .spec import Model
+
+#: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
+#: the seed toward 0) for at most this many steps.
+SHRINK_STEPS = 60
 
 
 @dataclasses.dataclass
@@ -21,13 +28,19 @@ class ModelRun:
     verdict: str = "pass"          # pass, fail or error
     checked: int = 0               # cases judged (pass or not) before any failure
     nondiff: int = 0               # cases set aside as non-differentiable points
-    skipped: int = 0               # cases set aside because the forward was not finite
+    skipped: int = 0               # cases set aside because the forward or autograd was not finite
     shrink_steps: int = 0
     worst_autograd: float = 0.0    # worst relative error against autograd
     worst_fd: float = 0.0          # worst relative error against finite differences
     seconds: float = 0.0
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
+    sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
+
+    def coverage(self) -> dict:
+        """What the cases reached: the value scales, and the sizes of every dim."""
+        return {"scales": sorted(self.scales), "sizes": {k: sorted(v) for k, v in self.sizes.items()}}
 
 
 class _Failed(Exception):
@@ -38,28 +51,27 @@ class _Failed(Exception):
 
 def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
-              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None) -> ModelRun:
+              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
+              database=None) -> ModelRun:
     """Check ``model`` on generated cases; what is given (dims, seed, scale) stays fixed.
 
-    With every dim, the seed and the scale given, exactly that one case runs.
+    With every dim, the seed and the scale given, exactly that one case runs.  Otherwise
+    the corner cases of :func:`strategies.corners` come first and hypothesis draws the
+    rest of the profile's count.  The nightly profile keeps failures in a folder per model,
+    dtype and device under hypothesis's directory database, or under ``database``.
     """
     run = ModelRun(model.name, dtype or model.dtype, device)
     start = time.perf_counter()
+    seen: dict[tuple, CaseResult] = {}
 
-    def judge(case: Case) -> None:
-        res = check_case(model, case)
-        if run.failure is not None:           # hypothesis is shrinking
-            run.shrink_steps += 1
-        elif res.verdict == NONDIFF:
-            run.nondiff += 1
-        elif res.verdict == SKIPPED:
-            run.skipped += 1
-        else:
-            run.checked += 1
-            run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
-            run.worst_fd = max(run.worst_fd, res.fd_rel_err)
-        if on_case is not None:
-            on_case(run)
+    def judge(case: Case) -> CaseResult:
+        key = (tuple(case.dims.items()), case.dtype, case.device, case.seed, case.scale)
+        res = seen.get(key)
+        if res is None:
+            res = seen[key] = check_case(model, case)
+            _count(run, res)
+            if on_case is not None:
+                on_case(run)
         if not res.ok:
             if run.failure is None:
                 run.failure = res
@@ -67,39 +79,141 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         return res
 
     fixed = dict(dims or {})
-    if len(fixed) == len(model.dims) and seed is not None and scale is not None:
-        try:
-            judge(Case(model.name, fixed, run.dtype, device, seed, scale))
-        except _Failed as e:
-            run.failure = e.result
+    crashed = False
+    try:
+        if len(fixed) == len(model.dims) and seed is not None and scale is not None:
+            try:
+                judge(Case(model.name, fixed, run.dtype, device, seed, scale))
+            except _Failed as e:
+                run.failure = e.result
+        else:
+            _search(model, run, judge, profile=profile, examples=examples, fixed=fixed, seed=seed, scale=scale,
+                    database=database)
+    except Exception as e:   # hypothesis or the harness itself: reported on this model, the rest go on
+        run.problems.append(_crash(e, run))
+        crashed = True
+    if run.failure is not None:
+        # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
+        run.verdict = "fail" if run.failure.verdict == FAIL else "error"
+    if crashed or (run.problems and run.verdict == "pass"):
+        run.verdict = "error"
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def _count(run: ModelRun, res: CaseResult) -> None:
+    run.scales.add(res.case.scale)
+    for k, v in res.case.dims.items():
+        run.sizes.setdefault(k, set()).add(v)
+    if run.failure is not None:           # shrinking
+        run.shrink_steps += 1
+    elif res.verdict == NONDIFF:
+        run.nondiff += 1
+    elif res.verdict == SKIPPED:
+        run.skipped += 1
     else:
-        # hypothesis loads only here: reproducing one given case starts faster without it
-        import hypothesis
-        from hypothesis import errors as hyp_errors
-        from hypothesis import given
+        run.checked += 1
+        run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
+        run.worst_fd = max(run.worst_fd, res.fd_rel_err)
 
-        from . import strategies
 
-        strategy = strategies.cases(model, dtype=run.dtype, device=device, fixed_dims=fixed, seed=seed, scale=scale)
+def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, seed, scale, database) -> None:
+    # hypothesis loads only here: reproducing one given case starts faster without it
+    import hypothesis
+    from hypothesis import Phase, given
+    from hypothesis import errors as hyp_errors
 
-        @strategies.profile_settings(profile, examples=examples)
-        @given(strategy)
-        def prop(case: Case) -> None:
-            res = judge(case)
-            hypothesis.target(min(res.score, 1e300), label="error over tolerance")
-            hypothesis.assume(res.verdict not in (NONDIFF, SKIPPED))
+    from . import strategies
 
+    chosen = strategies.profile_settings(profile, examples=examples)
+    total = chosen.max_examples
+    if chosen.database is not None:
+        chosen = hypothesis.settings(chosen, database=strategies.database_for(
+            database or chosen.database, model.name, run.dtype, run.device))
+    strategy = strategies.cases(model, dtype=run.dtype, device=run.device, fixed_dims=fixed, seed=seed, scale=scale)
+
+    def prop(case: Case) -> None:
+        res = judge(case)
+        hypothesis.target(min(res.score, 1e300), label="error over tolerance")
+        hypothesis.event("scale", f"1e{round(math.log10(case.scale)):+d}")
+        hypothesis.assume(res.verdict not in (NONDIFF, SKIPPED))
+
+    def search(settings: hypothesis.settings) -> None:
         try:
-            prop()
+            settings(given(strategy)(prop))()
         except _Failed as e:
             run.failure = e.result                     # the shrunk case
         except hyp_errors.Unsatisfiable:
             run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
-                                f"{run.skipped} with a forward that is not finite")
-    if run.failure is not None:
-        # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
-        run.verdict = "fail" if run.failure.verdict == FAIL else "error"
-    elif run.problems:
-        run.verdict = "error"
-    run.seconds = time.perf_counter() - start
-    return run
+                                f"{run.skipped} with a forward or autograd that is not finite")
+
+    if chosen.database is not None:               # a failure saved by an earlier run replays first
+        try:
+            search(hypothesis.settings(chosen, phases=[Phase.reuse, Phase.shrink]))
+        except Exception as e:
+            if type(e).__name__ != "SkipTest":    # nothing was saved: hypothesis ran no case
+                raise
+        if run.failure is not None:
+            return
+
+    corners = strategies.corners(model, fixed_dims=fixed, seed=seed, scale=scale)[:total]
+    for dims, s, sc in corners:
+        case = Case(model.name, dims, run.dtype, run.device, s, sc)
+        try:
+            judge(case)
+        except _Failed as e:
+            run.failure = _shrink(model, e.result, judge, fixed, seed, scale)
+            return
+    left = total - len(corners)
+    if left > 0:
+        search(hypothesis.settings(chosen, max_examples=left))
+    elif run.checked == 0 and not run.problems:
+        run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
+                            f"{run.skipped} with a forward or autograd that is not finite")
+
+
+def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> CaseResult:
+    """Greedy steps toward a smaller failing case: the scale toward 1, each free dim toward
+    its low end (to it, halfway, one less), the seed toward 0."""
+    steps = 0
+    improved = True
+    while improved and steps < SHRINK_STEPS:
+        improved = False
+        for case in _simpler(model, failure.case, fixed, seed, scale):
+            steps += 1
+            try:
+                judge(case)
+            except _Failed as e:
+                failure, improved = e.result, True
+                break
+            if steps >= SHRINK_STEPS:
+                break
+    return failure
+
+
+def _simpler(model: Model, case: Case, fixed, seed, scale):
+    if scale is None and case.scale != 1.0:
+        yield dataclasses.replace(case, scale=1.0)
+    for k, v in case.dims.items():
+        if k in fixed:
+            continue
+        low = model.dims[k].low
+        for smaller in dict.fromkeys((low, (low + v) // 2, v - 1)):
+            if low <= smaller < v:
+                yield dataclasses.replace(case, dims={**case.dims, k: smaller})
+    if seed is None and case.seed != 0:
+        yield dataclasses.replace(case, seed=0)
+
+
+def _crash(e: Exception, run: ModelRun) -> str:
+    from hypothesis import errors as hyp_errors
+
+    if isinstance(e, hyp_errors.Flaky):
+        what = ("flaky: a case failed once and passed when hypothesis ran it again "
+                "(does the backward or forward depend on state or on chance?)")
+        if run.failure is not None:
+            what += f"; the failing run: {run.failure.case.describe()}"
+        return what
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
+    return f"the run stopped: {type(e).__name__}: {e}{where}"

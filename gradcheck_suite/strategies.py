@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
@@ -60,6 +61,55 @@ def scales(*, low: float = SCALE_RANGE[0], high: float = SCALE_RANGE[1]):
 
 def seeds():
     return st.integers(0, 2**31 - 1)
+
+
+def awkward(low: int, high: int) -> int:
+    """The largest size in [low, high] that is neither a power of two nor a multiple of 8
+    (where block-size assumptions break), or ``high`` where there is none."""
+    for s in range(high, low - 1, -1):
+        if s > 2 and s & (s - 1) and s % 8:
+            return s
+    return high
+
+
+def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None, seed: int | None = None,
+            scale: float | None = None, scale_range: tuple[float, float] = SCALE_RANGE) -> list[tuple[dict, int, float]]:
+    """The covering schedule that runs before any drawn case, as ``(dims, seed, scale)``:
+    every dim at its low end (size 1 where the range starts there), at its high end, and at
+    an awkward size, each at both ends of the value scale, then the awkward sizes at scale
+    1 and the sizes mixed; what is given stays fixed, and repeats are dropped."""
+    fixed = dict(fixed_dims or {})
+    low, high = scale_range
+    free = [k for k in model.dims if k not in fixed]
+    picks = {
+        "low": {k: model.dims[k].low for k in free},
+        "high": {k: model.dims[k].high for k in free},
+        "awkward": {k: awkward(model.dims[k].low, model.dims[k].high) for k in free},
+        "mixed": {k: (model.dims[k].low, model.dims[k].high)[i % 2] for i, k in enumerate(free)},
+    }
+    plan = [("low", low), ("high", high), ("awkward", high), ("low", high), ("high", low), ("awkward", low),
+            ("awkward", 1.0), ("mixed", 1.0)]
+    out, seen = [], set()
+    for i, (which, sc) in enumerate(plan):
+        dims = {k: fixed[k] if k in fixed else picks[which][k] for k in model.dims}
+        case = (dims, i if seed is None else seed, sc if scale is None else scale)
+        key = (tuple(dims.values()), case[2])
+        if key not in seen:
+            seen.add(key)
+            out.append(case)
+    return out
+
+
+def database_for(base, model: str, dtype: str, device: str):
+    """Where the nightly profile keeps one model's failures: its own folder under
+    hypothesis's directory database, so that a passing model never replays, and deletes,
+    another model's failure.  A database of another kind is used as it is."""
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    root = getattr(base, "path", None)
+    if not isinstance(base, DirectoryBasedExampleDatabase) or root is None:
+        return base
+    return DirectoryBasedExampleDatabase(Path(root) / "gradcheck-suite" / f"{model}-{dtype}-{device}")
 
 
 def cases(model: Model, *, dtype: str | None = None, device: str = "cpu",

@@ -42,6 +42,10 @@ def test_check_all_built_in_models_passes(capsys, tmp_path):
     row = doc["models"][0]
     assert set(row) >= {"name", "verdict", "counts", "worst_rel_err", "reproduce", "failure", "seconds"}
     assert row["verdict"] == "pass" and row["counts"]["checked"] >= 1
+    # three cases reach the first corners: the low ends at scale 1e-3, the high ends at 1e3
+    assert row["coverage"]["scales"][0] == 1e-3 and row["coverage"]["scales"][-1] == 1e3
+    mlp = next(r for r in doc["models"] if r["name"] == "mlp_relu")
+    assert mlp["coverage"]["sizes"]["N"][0] == 1 and mlp["coverage"]["sizes"]["N"][-1] == 32
 
 
 def test_a_wrong_backward_fails_with_the_element_and_a_command_that_reproduces_it(capsys, wrong_file, tmp_path):

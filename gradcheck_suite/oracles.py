@@ -206,14 +206,20 @@ def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Find
     """What finite differences say of one probe, where the manual gradient projects to ``dm``
     and autograd to ``da`` (``tol`` apart at most where they agree).
 
-    Steps are tried in turn.  One that sides with autograd alone settles it.  Otherwise the
+    Steps are tried in turn.  One that sides with autograd alone settles it, unless a step
+    no wider than it saw a kink, whose interval it then straddles.  Otherwise the
     steps' findings are ranked (``_RANK``), and of equal findings the most precise estimate
     is kept; the search stops at an agreement within ``precise`` (relative)."""
     differ = abs(dm - da) > tol
     best: Finding | None = None
     kept: Estimate | None = None
+    kinked_at = float("inf")          # the smallest step that saw a kink
     for est in steps:
-        finding = _finding(est, dm, da, tol, differ)
+        if est.kink:
+            kinked_at = min(kinked_at, est.step)
+        # a step at least as wide as one that saw a kink straddles that kink as well: its
+        # smooth-curve estimate (and Richardson's error) does not hold there
+        finding = Finding.KINK if est.step >= kinked_at else _finding(est, dm, da, tol, differ)
         if finding is Finding.FOR_AUTOGRAD:
             return finding, est
         if best is None or _RANK[finding] < _RANK[best]:

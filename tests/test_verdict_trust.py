@@ -30,6 +30,14 @@ def test_a_kink_hidden_by_rounding_at_the_smallest_step_is_not_a_failure(dims, s
     assert NONDIFF in verdicts            # some seeds put unit 0 on its kink
 
 
+def test_a_wide_step_across_a_kink_that_a_narrow_step_saw_does_not_decide():
+    # found by the nightly sweep: the 1e-2 step straddles the kink that 1e-4 sees, and its
+    # central difference happened to land within autograd's tolerance
+    case = Case(HINGE.name, {"N": 2, "I": 2, "H": 1}, "float64", "cpu", 17344, 17.78279410038923)
+    res = check_case(HINGE, case)
+    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+
+
 def test_a_dropped_factor_beside_the_kink_still_fails():
     bad = dataclasses.replace(HINGE, backward=lambda p, d, c, g: _hinge_backward(p, d, c, g, factor=0.5))
     res = check_case(bad, Case(bad.name, dict(N=4, I=3, H=3), "float64", "cpu", 1, 1e-3))
@@ -105,6 +113,13 @@ def test_a_tiny_gradient_against_an_exactly_zero_reference_is_not_a_failure():
     assert res.verdict == PASS, (res.verdict, res.tensors["z"].worst)
     worst = res.tensors["z"].worst[0]
     assert worst.autograd == 0.0 and 0 < abs(worst.manual) < 1e-150      # the class really is exercised
+
+
+@pytest.mark.parametrize("seed, scale", [(0, 1e3), (1335, 100.0)])
+def test_a_softmax_whose_autograd_cancels_to_zero_passes(seed, scale):
+    # (1335, 100.0) was found by the nightly sweep: autograd's t_0 - <p, t> cancels to 0
+    res = check_case(SOFTMAX_DOT, Case(SOFTMAX_DOT.name, {"K": 6}, "float64", "cpu", seed, scale))
+    assert res.verdict == PASS, (res.verdict, res.tensors["z"].worst)
 
 
 def test_a_wrong_softmax_backward_still_fails_at_every_scale():

@@ -1,0 +1,99 @@
+"""One check against torch.autograd.gradcheck(fast_mode=True), in process, imports excluded.
+
+For mlp_relu at 0.25x, 1x, 2x and 4x its seed size (64x1000->100->10, float64), this times
+three things in interleaved rounds, so that drift on a shared machine hits all alike:
+
+- ``check``: one full case of the harness (both oracles, every contract check);
+- ``gradcheck fast``: torch's fast mode on the same manual backward wrapped in an
+  autograd.Function (w1 and w2 as the inputs);
+- ``floor``: one manual forward+backward plus one autograd forward+backward.
+
+It prints the medians and the ratios check/gradcheck and check/floor, with the thread
+count and the load.  Usage: ``python benchmarks/check_speed.py [--rounds N] [--threads T]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from gradcheck_suite import Case, check_case, load
+from gradcheck_suite.spec import Tensors
+
+
+def _function(model, d):
+    class Manual(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, w1, w2):
+            out, cache = model.forward(Tensors(w1=w1, w2=w2), d)
+            ctx.save_for_backward(w1, w2)
+            ctx.cache = cache
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            w1, w2 = ctx.saved_tensors
+            grads = model.backward(Tensors(w1=w1, w2=w2), d, ctx.cache, g)
+            return grads["w1"], grads["w2"]
+
+    return Manual
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    ap.add_argument("--factors", default="0.25,1,2,4")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load().get("mlp_relu")
+    from gradcheck_suite.case import build
+    from gradcheck_suite.oracles import autograd
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}")
+    print(f"{'size':>6} {'check ms':>9} {'gradcheck ms':>13} {'floor ms':>9} {'check/gc':>9} {'check/floor':>12}")
+    for factor in (float(f) for f in args.factors.split(",")):
+        dims = {k: max(1, round(v * factor)) for k, v in model.bench_dims.items()}
+        case = Case(model.name, dims, "float64", "cpu", 1, 1.0)
+        p, d = build(model, case)
+        Manual = _function(model, d)
+        w1, w2 = (p[n].clone().requires_grad_(True) for n in ("w1", "w2"))
+        g = torch.tensor(1.7, dtype=torch.float64)
+
+        def check():
+            res = check_case(model, case)
+            assert res.verdict == "pass", res.problems
+
+        def gradcheck():
+            assert torch.autograd.gradcheck(Manual.apply, (w1, w2), fast_mode=True)
+
+        def floor():
+            out, cache = model.forward(p, d)
+            model.backward(p, d, cache, g)
+            autograd(model, p, d, g)
+
+        times = {"check": [], "gradcheck": [], "floor": []}
+        for fn in (check, gradcheck, floor):      # warm-up
+            fn()
+        for _ in range(args.rounds):
+            for name, fn in (("check", check), ("gradcheck", gradcheck), ("floor", floor)):
+                times[name].append(_timed(fn))
+        ratio_gc = statistics.median(c / g_ for c, g_ in zip(times["check"], times["gradcheck"]))
+        ratio_floor = statistics.median(c / f for c, f in zip(times["check"], times["floor"]))
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        print(f"{factor:>5}x {med['check']:>9.2f} {med['gradcheck']:>13.2f} {med['floor']:>9.2f} "
+              f"{ratio_gc:>9.2f} {ratio_floor:>12.2f}")
+    print(f"load after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -106,19 +107,30 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     rounding of the two gradients measured by moving the inputs a little (a float64
     reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
     """
+    return _bound(_finite_abs(reference.detach().to(torch.float64)), dtype, rounding, floor, jitter)
+
+
+def _finite_abs(t: torch.Tensor) -> torch.Tensor:
+    out = t.abs()
+    return out if bool(torch.isfinite(out).all()) else out.nan_to_num_(0.0, 0.0, 0.0)
+
+
+def _bound(ref: torch.Tensor, dtype: str, rounding, floor: float, jitter, top: float | None = None) -> torch.Tensor:
     tol = TOLERANCES[dtype]
-    ref = reference.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0)
-    scale = ref.max() if ref.numel() else ref.new_zeros(())
-    least = tol.atol * scale
+    if top is None:
+        top = float(ref.max()) if ref.numel() else 0.0
+    least = tol.atol * top
     if rounding is not None and rounding.numel():
-        least = torch.maximum(least, tol.noise * rounding.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0).max())
-    least = least.expand_as(ref)
-    if floor > 0:
-        least = torch.maximum(least, floor * (floor / ref.clamp_min(TINY)).clamp(max=1.0))
+        least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
+    extra = None
+    if floor > 0:     # floor * min(1, floor / |ref|)
+        extra = ref.clamp_min(floor).reciprocal_().mul_(floor * floor)
     if jitter is not None:
-        measured = tol.noise * jitter.detach().to(torch.float64).abs().nan_to_num(0.0, 0.0, 0.0)
-        least = torch.maximum(least, torch.minimum(measured, JITTER_CAP * ref))
-    return (tol.rtol * ref + least).clamp_min(TINY)
+        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
+        extra = measured if extra is None else extra.maximum(measured)
+    b = ref * tol.rtol
+    b = b.add_(extra.clamp_min_(least)) if extra is not None else b.add_(least)
+    return b.clamp_min_(TINY)
 
 
 def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
@@ -126,11 +138,19 @@ def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
     reference's largest element, or the manual gradient's largest where the reference
     is all zero."""
     def top(t: torch.Tensor) -> float:
-        t = t.detach().to("cpu", torch.float64).abs()
-        return float(t.where(torch.isfinite(t), torch.zeros_like(t)).max()) if t.numel() else 0.0
+        return float(_finite_abs(t.detach().to("cpu", torch.float64)).max()) if t.numel() else 0.0
 
     ref = top(reference)
     return REL_FLOOR * ref if ref > 0 else top(manual)
+
+
+def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The index of element ``flat`` of a row-major tensor of ``shape``."""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return tuple(reversed(index))
 
 
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
@@ -142,29 +162,39 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     """
     m = manual.detach().to(device="cpu", dtype=torch.float64)
     r = reference.detach().to(device="cpu", dtype=torch.float64)
-    b = bound(r, dtype, None if rounding is None else rounding.detach().cpu(), floor,
-              None if jitter is None else jitter.detach().cpu())
-    finite = torch.isfinite(r)
-    err = (m - r).abs().where(finite, torch.zeros_like(r))
-    ratio = (err / b).clamp(max=HUGE)
-    rscale = r.abs().where(finite, torch.zeros_like(r))
-    base = torch.as_tensor(rel_floor(m, r), dtype=torch.float64)
-    rel = (err / torch.maximum(rscale, base).clamp_min(TINY)).clamp(max=HUGE)
+    rabs = r.abs()
+    top = float(rabs.max()) if rabs.numel() else 0.0
+    every = math.isfinite(top)              # a NaN or an Inf anywhere makes the max non-finite
+    if not every:
+        finite = torch.isfinite(r)
+        rabs = rabs.where(finite, torch.zeros_like(r))
+        top = float(rabs.max())
+    b = _bound(rabs, dtype, rounding, floor, jitter, top)
+    err = (m - r).abs_()
+    if not every:
+        err = err.where(finite, torch.zeros_like(r))
+    ratio = (err / b).clamp_(max=HUGE)
+    base = REL_FLOOR * top if top > 0 else rel_floor(m, r)
+    rel = (err / rabs.clamp_min(max(base, TINY))).clamp_(max=HUGE)
     flat_ratio = ratio.reshape(-1)
     k = min(WORST, flat_ratio.numel())
     worst = []
     if k:
-        top = torch.topk(flat_ratio, k).indices.tolist()
-        for i in top:
-            idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), r.shape)) if r.dim() else ()
-            worst.append(Element(idx, float(m.reshape(-1)[i]), float(r.reshape(-1)[i]), None,
-                                 float(err.reshape(-1)[i]), float(rel.reshape(-1)[i]), float(flat_ratio[i])))
+        values, indices = torch.topk(flat_ratio, k)
+        flat_m, flat_r, flat_err, flat_rel = m.reshape(-1), r.reshape(-1), err.reshape(-1), rel.reshape(-1)
+        for i in indices.tolist():
+            idx = unravel(i, r.shape)
+            worst.append(Element(idx, float(flat_m[i]), float(flat_r[i]), None,
+                                 float(flat_err[i]), float(flat_rel[i]), float(flat_ratio[i])))
+        max_ratio = float(values[0])
+    else:
+        max_ratio = 0.0
     return TensorComparison(
         name=name,
         shape=tuple(r.shape),
-        mismatched=int((ratio > 1).sum()),
+        mismatched=int((ratio > 1).sum()) if max_ratio > 1 else 0,
         max_rel_err=float(rel.max()) if rel.numel() else 0.0,
-        max_ratio=float(ratio.max()) if ratio.numel() else 0.0,
+        max_ratio=max_ratio,
         worst=worst,
         bound=b,
     )

@@ -89,15 +89,16 @@ Phi = Callable[[float], tuple[float, float]]
 
 
 class _Magnitudes(TorchDispatchMode):
-    """Records the largest finite magnitude among the values a computation produces, overall
-    and, for each of ``inputs``, among the values computed from it."""
+    """Records the largest finite magnitude among the values a computation's ops produce,
+    overall and, for each of ``inputs``, among the values computed from it.  The inputs
+    themselves do not count: moving an input by a step rounds relative to the step."""
 
     def __init__(self, inputs: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         self.names = list(inputs)
         self.depends = WeakIdKeyDictionary()          # value -> bit mask of the inputs it depends on
         self.tops: list[list[torch.Tensor]] = [[] for _ in self.names]
-        self.all: list[torch.Tensor] = [_top(t) for t in inputs.values() if t.numel()]
+        self.all: list[torch.Tensor] = []             # the inputs themselves do not count
         for bit, t in enumerate(inputs.values()):
             self.depends[t] = 1 << bit
 
@@ -136,8 +137,8 @@ def _largest(tops: list[torch.Tensor]) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Magnitudes:
-    """The largest magnitudes a forward call went through: ``overall`` (its inputs
-    included), and for each floating-point input, among the values computed from it."""
+    """The largest magnitudes a forward call's ops produced: ``overall``, and for each
+    floating-point input, among the values computed from it."""
 
     overall: float
     by_input: Mapping[str, float]

@@ -38,6 +38,14 @@ def test_a_wide_step_across_a_kink_that_a_narrow_step_saw_does_not_decide():
     assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
 
 
+def test_a_kink_at_tiny_magnitudes_is_seen_at_a_step_that_resolves_it():
+    # found by the nightly sweep: rounding taken relative to the inputs (1e-3) rather than
+    # to what the forward computed (1e-6) hid the kink at every step
+    case = Case(HINGE.name, {"N": 1, "I": 2, "H": 3}, "float64", "cpu", 238, 0.001)
+    res = check_case(HINGE, case)
+    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+
+
 def test_a_dropped_factor_beside_the_kink_still_fails():
     bad = dataclasses.replace(HINGE, backward=lambda p, d, c, g: _hinge_backward(p, d, c, g, factor=0.5))
     res = check_case(bad, Case(bad.name, dict(N=4, I=3, H=3), "float64", "cpu", 1, 1e-3))

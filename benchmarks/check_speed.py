@@ -92,7 +92,27 @@ def main() -> None:
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         print(f"{factor:>5}x {med['check']:>9.2f} {med['gradcheck']:>13.2f} {med['floor']:>9.2f} "
               f"{ratio_gc:>9.2f} {ratio_floor:>12.2f}")
+    _wrong_backward(model)
     print(f"load after: {os.getloadavg()}")
+
+
+def _wrong_backward(model) -> None:
+    """A backward without the ReLU mask at the seed size: time to the report, shrinking included."""
+    import dataclasses
+
+    from gradcheck_suite.runner import run_model
+
+    def backward(p, d, cache, g):
+        a, r = cache
+        gy = (2 * g) * r
+        return {"w1": d.x.T @ (gy @ p.w2.T), "w2": a.T @ gy}
+
+    wrong = dataclasses.replace(model, name="mlp_no_mask", backward=backward)
+    t0 = time.perf_counter()
+    run = run_model(wrong, dims=model.bench_dims)
+    seconds = time.perf_counter() - t0
+    print(f"wrong backward at the seed size: {run.verdict} on {run.failure.failing} in {seconds:.2f} s "
+          f"({run.checked} case(s) judged, {run.shrink_steps} shrink steps; case {run.failure.case.describe()})")
 
 
 if __name__ == "__main__":

@@ -42,17 +42,25 @@ class Estimate:
 
 
 def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Autograd's gradient of ``<g, forward(p, d)>`` for every differentiable tensor."""
+    """Autograd's gradient of ``<g, reference(p, d)>`` (or of the forward) for every differentiable tensor."""
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
     P = Tensors((n, leaves[n]) for n in p)
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
     with torch.enable_grad():
-        out, _ = model.forward(P, D)
+        out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return {n: torch.zeros_like(leaves[n]) for n in names}
         grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
     return {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
+
+
+def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
+    """The output autograd differentiates: the model's plain-torch ``reference`` where it
+    has one (its forward may be a custom op or numpy), else its forward's output."""
+    if model.reference is not None:
+        return model.reference(p, d)
+    return model.forward(p, d)[0]
 
 
 Phi = Callable[[float], tuple[float, float]]

@@ -28,6 +28,7 @@ class ModelRun:
     seconds: float = 0.0
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    two_way: bool = False          # no autograd oracle: finite differences alone
 
 
 class _Failed(Exception):
@@ -38,12 +39,15 @@ class _Failed(Exception):
 
 def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
-              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None) -> ModelRun:
-    """Check ``model`` on generated cases; what is given (dims, seed, scale) stays fixed.
+              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
+              hyper: Mapping[str, object] | None = None) -> ModelRun:
+    """Check ``model`` on generated cases; what is given (dims, hyperparameters, seed,
+    scale) stays fixed.
 
-    With every dim, the seed and the scale given, exactly that one case runs.
+    With every dim and hyperparameter, the seed and the scale given, exactly that one case runs.
     """
-    run = ModelRun(model.name, dtype or model.dtype, device)
+    run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
+    fixed_hyper = dict(hyper or {})
     start = time.perf_counter()
 
     def judge(case: Case) -> None:
@@ -67,9 +71,10 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         return res
 
     fixed = dict(dims or {})
-    if len(fixed) == len(model.dims) and seed is not None and scale is not None:
+    if (len(fixed) == len(model.dims) and len(fixed_hyper) == len(model.hyper)
+            and seed is not None and scale is not None):
         try:
-            judge(Case(model.name, fixed, run.dtype, device, seed, scale))
+            judge(Case(model.name, fixed, run.dtype, device, seed, scale, fixed_hyper))
         except _Failed as e:
             run.failure = e.result
     else:
@@ -80,7 +85,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
 
         from . import strategies
 
-        strategy = strategies.cases(model, dtype=run.dtype, device=device, fixed_dims=fixed, seed=seed, scale=scale)
+        strategy = strategies.cases(model, dtype=run.dtype, device=device, fixed_dims=fixed, seed=seed, scale=scale,
+                                    fixed_hyper=fixed_hyper)
 
         @strategies.profile_settings(profile, examples=examples)
         @given(strategy)

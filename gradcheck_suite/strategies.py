@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis import HealthCheck, Verbosity, assume, settings
 from hypothesis import strategies as st
 
+from . import dimexpr
 from .case import Case
-from .spec import Model
+from .spec import Dim, Model
 
 #: Value scales drawn log-uniformly from this range, ends included.
 SCALE_RANGE = (1e-3, 1e3)
@@ -38,15 +39,43 @@ def sizes(low: int, high: int):
 
 def dims(model: Model, *, fixed: Mapping[str, int] | None = None):
     """Concrete dims for ``model``: each from its range, or as given in ``fixed``."""
-    fixed = dict(fixed or {})
-    unknown = sorted(set(fixed) - set(model.dims))
-    if unknown:
-        raise ValueError(f"{model.name} has no dimension {', '.join(unknown)}; it has {', '.join(model.dims)}")
-    order = list(model.dims)
-    return st.fixed_dictionaries({
-        name: st.just(fixed[name]) if name in fixed else sizes(dim.low, dim.high)
-        for name, dim in model.dims.items()
-    }).map(lambda drawn: {name: drawn[name] for name in order})
+    return values(model, fixed_dims=fixed).map(lambda drawn: drawn[0])
+
+
+def values(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
+           fixed_hyper: Mapping[str, object] | None = None):
+    """``(dims, hyper)`` for ``model``. Bounds that read other dims are drawn after them
+    (dependency order); hyperparameters come from their range or choices; the record's
+    ``where`` filters what is left.  Anything in ``fixed_dims``/``fixed_hyper`` is kept."""
+    fixed_dims, fixed_hyper = dict(fixed_dims or {}), dict(fixed_hyper or {})
+    for given, known, what in ((fixed_dims, model.dims, "dimension"), (fixed_hyper, model.hyper, "hyperparameter")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"{model.name} has no {what} {', '.join(unknown)}; it has {', '.join(known) or 'none'}")
+    specs = {**model.dims, **model.hyper}
+    bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
+    order = dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]
+    fixed = {**fixed_dims, **fixed_hyper}
+
+    @st.composite
+    def drawn(draw):
+        got: dict[str, object] = {}
+        for name in order:
+            spec = specs[name]
+            if name in fixed:
+                got[name] = fixed[name]
+            elif isinstance(spec, Dim):
+                low, high = spec.bounds(got)
+                assume(1 <= low <= high)
+                got[name] = draw(sizes(low, high))
+            else:
+                got[name] = draw(st.sampled_from(spec))
+        return got
+
+    strategy = drawn()
+    if model.where is not None:
+        strategy = strategy.filter(lambda v: model.allows(v) is None)
+    return strategy.map(lambda v: ({k: v[k] for k in model.dims}, {k: v[k] for k in model.hyper}))
 
 
 def scales(*, low: float = SCALE_RANGE[0], high: float = SCALE_RANGE[1]):
@@ -64,19 +93,21 @@ def seeds():
 
 def cases(model: Model, *, dtype: str | None = None, device: str = "cpu",
           fixed_dims: Mapping[str, int] | None = None, seed: int | None = None,
-          scale: float | None = None, scale_range: tuple[float, float] = SCALE_RANGE):
-    """Cases of ``model``: dims, seed and value scale drawn unless given.
+          scale: float | None = None, scale_range: tuple[float, float] | None = None,
+          fixed_hyper: Mapping[str, object] | None = None):
+    """Cases of ``model``: dims, hyperparameters, seed and value scale drawn unless given.
 
-    ``dtype`` defaults to the model's own.
+    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``SCALE_RANGE``).
     """
+    low, high = scale_range or model.scale_range or SCALE_RANGE
     return st.builds(
-        Case,
+        lambda v, **kw: Case(dims=v[0], hyper=v[1], **kw),
+        values(model, fixed_dims=fixed_dims, fixed_hyper=fixed_hyper),
         model=st.just(model.name),
-        dims=dims(model, fixed=fixed_dims),
         dtype=st.just(dtype or model.dtype),
         device=st.just(device),
         seed=st.just(seed) if seed is not None else seeds(),
-        scale=st.just(scale) if scale is not None else scales(low=scale_range[0], high=scale_range[1]),
+        scale=st.just(scale) if scale is not None else scales(low=low, high=high),
     )
 
 

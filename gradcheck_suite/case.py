@@ -31,7 +31,7 @@ class Case:
 
     def describe(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in self.dims.items())
-        hyper = f" · hyper {format_hyper(self.hyper)}" if self.hyper else ""
+        hyper = f" · hyper {format_hyper(self.hyper, ', ')}" if self.hyper else ""
         return f"dims {dims or '-'}{hyper} · {self.dtype} · {self.device} · seed {self.seed} · scale {self.scale!r}"
 
     def command(self, models_from: str | None = None) -> str:
@@ -51,9 +51,16 @@ class Case:
                 "seed": self.seed, "scale": self.scale}
 
 
-def format_hyper(hyper: Mapping[str, object]) -> str:
+def format_hyper(hyper: Mapping[str, object], sep: str = ",") -> str:
     """``stride=2,flag=True,mode='same'``: what ``--hyper`` reads back (see ``parse_hyper``)."""
-    return ",".join(f"{k}={v!r}" for k, v in hyper.items())
+    return sep.join(f"{k}={_word(v)}" for k, v in hyper.items())
+
+
+def _word(value: object) -> str:
+    """A string that reads back as itself stays a bare word (mode=same); all else is its repr."""
+    if isinstance(value, str) and value.isidentifier() and value not in ("True", "False", "None"):
+        return value
+    return repr(value)
 
 
 def parse_hyper(text: str | None) -> dict[str, object]:

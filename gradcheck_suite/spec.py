@@ -245,7 +245,6 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
     problem = _hyper_problem(m)
     if problem is not None:
         return problem
-    known = {*m.dims, *m.hyper}
     for field in ("params", "data"):
         tensors = getattr(m, field)
         if not isinstance(tensors, Mapping):
@@ -254,9 +253,9 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
             if not isinstance(shape, tuple):
                 return f"{field}.{tname}", f"shape must be a tuple of dimension names and sizes, got {shape!r}"
             for s in shape:
-                text = _entry_problem(s, known)
+                text = _entry_problem(s, m.dims, m.hyper)
                 if text:
-                    return f"{field}.{tname}", f"shape {shape!r}: {text}"
+                    return f"{field}.{tname}", f"shape {shape!r} {text}"
     if not m.params and not m.grad_data:
         return "params", "there is nothing to differentiate: give at least one parameter or a grad_data name"
     both = sorted(set(m.params) & set(m.data))
@@ -274,7 +273,6 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
             return field, f"must be callable or None, got {value!r}"
     if m.dtype not in DTYPES:
         return "dtype", f"{m.dtype!r} is not one of {', '.join(DTYPES)}"
-    return _new_fields_problem(m)
     for tname, bounds in dict(m.domain).items():
         if tname not in m.params and tname not in m.data:
             return f"domain.{tname}", "names no tensor of this model"
@@ -283,19 +281,21 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
         low, high = bounds
         if low is not None and high is not None and not low < high:
             return f"domain.{tname}", f"low={low} is not below high={high}"
-    return None
+    return _new_fields_problem(m)
 
 
-def _entry_problem(entry: object, known: set[str]) -> str | None:
-    shown = ", ".join(known) or "none"
+def _entry_problem(entry: object, dims, hyper) -> str | None:
+    """What is wrong with one shape entry (or a ``where`` expression), as "uses ..." or "has ..."."""
+    where = f"dims or hyper ({', '.join([*dims, *hyper])})" if hyper else f"dims ({', '.join(dims) or 'none'})"
     if isinstance(entry, str):
         try:
             used = dimexpr.names(entry)
         except dimexpr.ExprError as e:
-            return str(e)
-        unknown = sorted(used - known)
+            return f"has {e}"
+        unknown = sorted(used - {*dims, *hyper})
         if unknown:
-            return f"{entry!r} uses {unknown[0]!r}, which is not in dims or hyper ({shown})"
+            inside = "" if unknown[0] == entry else f" in {entry!r}"
+            return f"uses {unknown[0]!r}{inside}, which is not in {where}"
         return None
     if callable(entry):
         return None
@@ -342,9 +342,9 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
     if m.reference is not None and not callable(m.reference):
         return "reference", f"must be callable or None, got {m.reference!r}"
     if isinstance(m.where, str):
-        text = _entry_problem(m.where, {*m.dims, *m.hyper})
+        text = _entry_problem(m.where, m.dims, m.hyper)
         if text:
-            return "where", text
+            return "where", f"{m.where!r} {text}"
     elif m.where is not None and not callable(m.where):
         return "where", f"must be a callable of the values or an expression such as 'K <= L', got {m.where!r}"
     tensors = {*m.params, *m.data}

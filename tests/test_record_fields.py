@@ -62,7 +62,7 @@ def test_a_model_scale_range_bounds_the_drawn_scales():
 
 
 @pytest.mark.parametrize("fields, where, text", [
-    ({"data": {"x": ("N", "L + Q")}}, "data.x", "'L + Q' uses 'Q', which is not in dims or hyper"),
+    ({"data": {"x": ("N", "L + Q")}}, "data.x", "uses 'Q' in 'L + Q', which is not in dims (N, L)"),
     ({"data": {"x": ("N", "__import__('os')")}}, "data.x", "only min(...) and max(...) may be called"),
     ({"dims": {"N": Dim(1, "L", 2), "L": Dim(1, "N", 2)}}, "dims", "depend on each other in a cycle"),
     ({"hyper": {"N": (1, 2)}}, "hyper.N", "is also a dimension"),

@@ -123,3 +123,13 @@ def test_a_file_defines_models_in_a_list_and_a_factory_and_imports_the_file_besi
     bad.write_text("def gradcheck_models():\n    return [1]\n")
     reg = load([str(bad)], builtin=False, entry_points=False)
     assert reg.problems == [f"{bad}: gradcheck_models() raised TypeError: it must return Model records, got int"]
+
+
+def test_a_bad_op_record_in_a_file_names_the_file_line_model_and_field(tmp_path):
+    f = tmp_path / "no_reference.py"
+    f.write_text("import torch\nfrom gradcheck_suite import Dim, op_model\n\n"
+                 "model = op_model(torch.sin, name='sine', dims={'N': Dim(1, 4, 4)}, inputs={'x': ('N',)},\n"
+                 "                 reference=None)\n")
+    reg = load([str(f)], builtin=False, entry_points=False)
+    assert len(reg.problems) == 1
+    assert reg.problems[0].startswith(f"{f}:4: model 'sine', field 'reference': an op hides its backward")

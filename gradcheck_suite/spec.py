@@ -82,24 +82,20 @@ class Tensors(dict):
     """Name -> tensor mapping that also reads as attributes: ``p.w1`` is ``p["w1"]``."""
 
     __slots__ = ()
+    _what = "tensor"
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"no tensor named {name!r}; there are {sorted(self)}") from None
+            raise AttributeError(f"no {self._what} named {name!r}; there are {sorted(self)}") from None
 
 
-class Hyper(dict):
+class Hyper(Tensors):
     """Name -> hyperparameter value of one case, also read as attributes: ``h.stride``."""
 
     __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"no hyperparameter named {name!r}; there are {sorted(self)}") from None
+    _what = "hyperparameter"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -57,31 +57,20 @@ def test_the_wrong_kinds_are_right_at_size_one_where_their_bug_cannot_show():
     assert check_case(m, _at(m, {"N": 3, "D": 1})).verdict == PASS
 
 
-class Square(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
 def test_a_forward_that_differs_from_its_reference_is_its_own_failure():
-    m = op_model(Square, name="square_vs_cube", dims={"N": Dim(1, 4, 4)}, inputs={"x": ("N",)},
-                 reference=lambda x: torch.where(torch.arange(x.numel()) == 2, x * x * x, x * x))
+    m = op_model(wrong_kinds.P3ForgetsFactor, name="p3_vs_other", dims={"N": Dim(1, 4, 4)}, inputs={"x": ("N",)},
+                 reference=lambda x: torch.where(torch.arange(x.numel()) == 2, x, wrong_kinds.p3(x)))
     res = check_case(m, _at(m, {"N": 4}))
     assert res.verdict == FAIL and res.failing == ["forward"]
-    assert case_message(res).startswith("square_vs_cube: fail — forward differs from the reference at [2]")
+    assert case_message(res).startswith("p3_vs_other: fail — forward differs from the reference at [2]")
 
 
 def test_a_plain_model_with_a_hidden_function_is_judged_against_its_reference():
     # without `reference` autograd would run the Function's own backward; with it, the forward is plain torch
-    m = Model(name="hidden_square", dims={"N": Dim(1, 4, 4)}, params={"w": ("N",)},
-              forward=lambda p, d: (Square.apply(p.w).sum(), None),
-              backward=lambda p, d, c, g: {"w": 3 * p.w * g}, reference=lambda p, d: (p.w * p.w).sum())
+    m = Model(name="hidden_p3", dims={"N": Dim(1, 4, 4)}, params={"w": ("N",)},
+              forward=lambda p, d: (wrong_kinds.P3ForgetsFactor.apply(p.w).sum(), None),
+              backward=lambda p, d, c, g: {"w": g * (5 * p.w ** 2 - 1)},
+              reference=lambda p, d: wrong_kinds.p3(p.w).sum())
     res = check_case(m, _at(m, {"N": 3}))
     assert res.verdict == FAIL and res.failing == ["w"]
 

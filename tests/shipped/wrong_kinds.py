@@ -9,12 +9,16 @@ def p3(x):
     return 0.5 * (5 * x ** 3 - 3 * x)
 
 
-class P3ForgetsFactor(torch.autograd.Function):
+class _P3(torch.autograd.Function):
+    """P3's forward; each wrong version below brings its own backward."""
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
         return p3(x)
 
+
+class P3ForgetsFactor(_P3):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
@@ -74,12 +78,7 @@ class P3Prime(torch.autograd.Function):
         return g * 10 * x                      # P3'' is 15x
 
 
-class P3WrongSecond(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return p3(x)
-
+class P3WrongSecond(_P3):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors

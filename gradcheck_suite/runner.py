@@ -71,6 +71,11 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         return res
 
     fixed = dict(dims or {})
+    why = model.allows({**fixed, **fixed_hyper})
+    if why is not None:
+        run.problems.append(f"the given dims and hyperparameters do not fit the record: {why}")
+        run.verdict = "error"
+        return run
     if (len(fixed) == len(model.dims) and len(fixed_hyper) == len(model.hyper)
             and seed is not None and scale is not None):
         try:

@@ -200,14 +200,23 @@ class Model:
         return tuple(dimexpr.size(s, dims) for s in spec)
 
     def allows(self, values: Mapping[str, Any]) -> str | None:
-        """Why these dims and hyperparameters break a bound or ``where``, or None."""
-        for name, dim in self.dims.items():
-            if dim.reads() and name in values:
+        """Why these dims and hyperparameters break a bound that reads other dims, or
+        ``where``, or None.  Only what ``values`` holds enough of is judged: a fixed part."""
+        specs = {**self.dims, **{k: v for k, v in self.hyper.items() if isinstance(v, Dim)}}
+        for name, dim in specs.items():
+            if dim.reads() and name in values and dim.reads() <= set(values):
                 low, high = dim.bounds(values)
                 if not low <= values[name] <= high:
                     return f"{name}={values[name]} is outside its bounds [{dim.low}, {dim.high}] = [{low}, {high}]"
         if self.where is not None:
-            ok = dimexpr.evaluate(self.where, values) if isinstance(self.where, str) else self.where(dict(values))
+            if isinstance(self.where, str):
+                if not dimexpr.names(self.where) <= set(values):
+                    return None
+                ok = dimexpr.evaluate(self.where, values)
+            elif set(values) >= {*self.dims, *self.hyper}:
+                ok = self.where(dict(values))
+            else:
+                return None
             if not ok:
                 shown = self.where if isinstance(self.where, str) else "where"
                 return f"{', '.join(f'{k}={v}' for k, v in values.items())} breaks the constraint {shown}"

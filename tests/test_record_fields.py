@@ -133,3 +133,15 @@ def test_a_bad_op_record_in_a_file_names_the_file_line_model_and_field(tmp_path)
     reg = load([str(f)], builtin=False, entry_points=False)
     assert len(reg.problems) == 1
     assert reg.problems[0].startswith(f"{f}:4: model 'sine', field 'reference': an op hides its backward")
+
+
+def test_fixed_dims_that_break_a_dependent_bound_or_where_are_refused_up_front():
+    from gradcheck_suite.runner import run_model
+    m = _model(dims={"K": Dim(1, "L", 3), "L": Dim(1, 9, 8)}, params={"w": ("K",)}, where="L != 7")
+    run = run_model(m, dims={"K": 5, "L": 3})
+    assert run.verdict == "error"
+    assert run.problems == ["the given dims and hyperparameters do not fit the record: K=5 is outside its bounds "
+                            "[1, L] = [1, 3]"]
+    run = run_model(m, dims={"L": 7}, examples=3)
+    assert run.verdict == "error" and "breaks the constraint L != 7" in run.problems[0]
+    assert run_model(m, dims={"L": 4}, examples=3).verdict == "pass"

@@ -43,6 +43,7 @@ class OpCall:
     call: Callable[..., Any]
     args: tuple[str, ...]
     inputs: tuple[str, ...]
+    opcheck: bool = False
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
         return [p[n] if n in p else d[n] if n in d else h[n] for n in self.args]
@@ -68,12 +69,25 @@ class OpCall:
 
     def contract_problem(self, p: Tensors, d: Tensors, h, g) -> str | None:
         """Call the op's backward with its own ctx: with every input needing a gradient
-        (and checking what it saved), then with each input frozen in turn."""
+        (and checking what it saved), then with each input frozen in turn.  With
+        ``opcheck``, torch.library.opcheck first tests the op's registration."""
+        if self.opcheck:
+            text = self._registration_problem(p, d, h)
+            if text:
+                return text
         frozen_each = [(n,) for n in self.inputs] if len(self.inputs) > 1 else []
         for frozen in [(), *frozen_each]:
             text = self._direct_backward(p, d, h, g, frozen)
             if text:
                 return text
+        return None
+
+    def _registration_problem(self, p, d, h) -> str | None:
+        leaves = {n: p[n].detach().clone().requires_grad_(True) for n in self.inputs}
+        try:
+            torch.library.opcheck(self.call, tuple(self.arguments(leaves, d, h)))
+        except Exception as e:  # opcheck's verdict on the user's registration
+            return f"torch.library.opcheck failed: {str(e).strip().splitlines()[0]}"
         return None
 
     def _direct_backward(self, p, d, h, g, frozen: tuple[str, ...]) -> str | None:
@@ -170,7 +184,7 @@ def _record(name: str, fields: dict, forbidden: Sequence[str]) -> dict:
 def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str, tuple],
              reference: Callable[..., Any] | None, data: Mapping[str, tuple] | None = None,
              hyper: Mapping[str, Any] | None = None, args: Args | None = None, backward_runs: int = 3,
-             **fields: Any) -> Model:
+             opcheck: bool = False, **fields: Any) -> Model:
     """A record for an ``autograd.Function`` subclass or a ``torch.library`` custom op.
 
     inputs     ``{name: shape}``: the tensors that get gradients, in call order
@@ -178,6 +192,7 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     data       ``{name: shape}``: tensors passed without ``requires_grad`` (indices, masks)
     hyper      ``{name: Dim(...) or (choice, ...)}``: non-tensor arguments, drawn like dims
     args       the op's positional order by name (default: inputs, data, hyper)
+    opcheck    also run ``torch.library.opcheck`` on each case (custom ops only)
     Any other :class:`Model` field (dtype, factories, scales, where, double_backward, doc,
     ...) passes through.
     """
@@ -187,8 +202,11 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     if not callable(reference):
         raise SpecError(str(name), "reference", "an op hides its backward from autograd: give a plain-torch "
                                                 "function of the same arguments as the oracle")
+    if opcheck and (kind[1] != "custom op" or not hasattr(torch.library, "opcheck")):
+        raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
     data, hyper = dict(data or {}), dict(hyper or {})
-    info = OpCall(kind[0], _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper}), tuple(inputs))
+    info = OpCall(kind[0], _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper}),
+                  tuple(inputs), bool(opcheck))
 
     def forward(p, d, h=None):
         with torch.no_grad():

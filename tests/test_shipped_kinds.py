@@ -134,3 +134,24 @@ def test_numpy_contract_mistakes_are_one_line_errors():
     res = check_case(m, _at(m, {"N": 2}))
     assert res.verdict == ERROR
     assert res.problems == ["<lambda> returned 1; the record expects 2 gradients in the order x, w"]
+
+
+def _twice_op(name, fake):
+    @torch.library.custom_op(f"gradcheck_tests::{name}", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    twice.register_fake(fake)
+    twice.register_autograd(lambda ctx, g: 2 * g, setup_context=lambda ctx, inputs, output: None)
+    return op_model(twice, name=name, dims={"N": Dim(1, 4, 4)}, inputs={"x": ("N",)}, reference=lambda x: 2 * x,
+                    opcheck=True)
+
+
+def test_opcheck_is_an_option_for_custom_ops_and_its_failure_is_one_line():
+    assert run_model(_twice_op("twice_ok", lambda x: torch.empty_like(x)), examples=2).verdict == "pass"
+    run = run_model(_twice_op("twice_bad_fake", lambda x: x.new_empty(x.shape[0] + 1)), examples=2)
+    assert run.verdict == "error"
+    assert run.failure.problems[0].startswith("torch.library.opcheck failed: ")
+    assert "\n" not in run.failure.problems[0]
+    with pytest.raises(Exception, match="field 'opcheck': torch.library.opcheck tests torch.library custom ops only"):
+        op_model(wrong_kinds.P3ForgetsFactor, name="not_custom", dims={"N": Dim(1, 2, 2)}, inputs={"x": ("N",)}, reference=abs, opcheck=True)

@@ -155,3 +155,24 @@ def test_opcheck_is_an_option_for_custom_ops_and_its_failure_is_one_line():
     assert "\n" not in run.failure.problems[0]
     with pytest.raises(Exception, match="field 'opcheck': torch.library.opcheck tests torch.library custom ops only"):
         op_model(wrong_kinds.P3ForgetsFactor, name="not_custom", dims={"N": Dim(1, 2, 2)}, inputs={"x": ("N",)}, reference=abs, opcheck=True)
+
+
+def _tanh_model(name, detach_cache):
+    def forward(p, d):
+        y = torch.tanh(d.x @ p.w)
+        return (y * d.t).sum(), y
+
+    def backward(p, d, y, g):
+        y = y.detach() if detach_cache else y      # a detached cache is a constant to a second derivative
+        gz = g * d.t * (1 - y * y)
+        return {"w": d.x.T @ gz}
+
+    return Model(name=name, dims={"N": Dim(1, 6, 8), "I": Dim(1, 6, 8), "O": Dim(1, 4, 4)}, params={"w": ("I", "O")},
+                 data={"x": ("N", "I"), "t": ("N", "O")}, forward=forward, backward=backward, double_backward=True)
+
+
+def test_a_plain_model_can_opt_in_to_double_backward_too():
+    assert run_model(_tanh_model("tanh_layer", False), examples=8).verdict == "pass"
+    run = run_model(_tanh_model("tanh_layer_detached", True), examples=8)
+    assert run.verdict == "fail" and run.failure.failing == ["w (double backward)"]
+    assert case_message(run.failure).startswith("tanh_layer_detached: fail — the double backward of w disagrees")

@@ -2,7 +2,10 @@
 
 pass             the manual gradient agrees with autograd in every element, and both
                  agree with finite differences
-fail             the manual gradient disagrees with oracles that agree with each other
+fail             the manual gradient disagrees with oracles that agree with each other;
+                 or the forward differs from the record's reference; or (opted in) the
+                 double backward disagrees with the reference's second derivative.
+                 numpy code without a reference is judged by finite differences alone
 oracles disagree autograd and finite differences differ (a forward autograd cannot see
                  through, e.g. a custom autograd Function with its own backward)
 non-differentiable point
@@ -10,7 +13,9 @@ non-differentiable point
 skipped          the forward is not finite at this case's values (a domain matter)
 error            a broken contract: missing or extra gradients, wrong shape, dtype or
                  device, NaN/Inf where autograd is finite, inputs changed in place,
-                 another result on a second call, an exception
+                 another result on a later call, an exception; for a shipped op also a
+                 tensor saved on ctx changed in place, or a gradient where
+                 ctx.needs_input_grad is False
 """
 from __future__ import annotations
 
@@ -130,7 +135,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _fd_only(model, case, res, p, d, g, grads)
         return
 
-    ag = _call(res, "autograd on the forward", oracles.autograd, model, p, d, g)
+    ag = _call(res, "autograd on the " + ("reference" if model.reference else "forward"), oracles.autograd,
+               model, p, d, g)
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
     for n in model.differentiable:

@@ -132,7 +132,6 @@ class Registry:
         return self.load_module(module, path)
 
     def load_module_name(self, dotted: str) -> int:
-        _importable(os.getcwd())   # a dotted module of the folder the user runs in, as `python -m` finds it
         try:
             module = importlib.import_module(dotted)
         except SpecError as e:
@@ -155,6 +154,7 @@ class Registry:
         if target.endswith(".py") or os.sep in target or os.path.exists(target):
             count = self.load_file(target)
         else:
+            _importable(os.getcwd())   # a dotted module of the folder the user runs in, as `python -m` finds it
             count = self.load_module_name(target)
         for name in set(self._models) - before:
             self._asked[name] = target

@@ -106,7 +106,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
             run.failure = e.result                     # the shrunk case
         except hyp_errors.Unsatisfiable:
             run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
-                                f"{run.skipped} with a forward that is not finite")
+                                f"{run.skipped} with a forward that is not finite"
+                                + (", the rest filtered out by the record's where" if model.where is not None else ""))
     if run.failure is not None:
         # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
         run.verdict = "fail" if run.failure.verdict == FAIL else "error"

@@ -214,7 +214,10 @@ class Model:
                     return None
                 ok = dimexpr.evaluate(self.where, values)
             elif set(values) >= {*self.dims, *self.hyper}:
-                ok = self.where(dict(values))
+                try:
+                    ok = self.where(dict(values))
+                except Exception as e:  # the user's predicate: a line, not a traceback
+                    return f"where raised {type(e).__name__}: {e}"
             else:
                 return None
             if not ok:

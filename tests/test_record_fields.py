@@ -145,3 +145,13 @@ def test_fixed_dims_that_break_a_dependent_bound_or_where_are_refused_up_front()
     run = run_model(m, dims={"L": 7}, examples=3)
     assert run.verdict == "error" and "breaks the constraint L != 7" in run.problems[0]
     assert run_model(m, dims={"L": 4}, examples=3).verdict == "pass"
+
+
+def test_a_where_that_raises_is_a_line_not_a_traceback():
+    from gradcheck_suite.runner import run_model
+    m = _model(where=lambda v: v["Q"] > 1)
+    assert run_model(m, examples=3).problems == [
+        "no case could be judged: 0 non-differentiable, 0 with a forward that is not finite, "
+        "the rest filtered out by the record's where"]
+    run = run_model(m, dims={"N": 2, "L": 3}, seed=1, scale=1.0)
+    assert run.problems == ["the given dims and hyperparameters do not fit the record: where raised KeyError: 'Q'"]

@@ -176,3 +176,35 @@ def test_a_plain_model_can_opt_in_to_double_backward_too():
     run = run_model(_tanh_model("tanh_layer_detached", True), examples=8)
     assert run.verdict == "fail" and run.failure.failing == ["w (double backward)"]
     assert case_message(run.failure).startswith("tanh_layer_detached: fail — the double backward of w disagrees")
+
+
+class SinCos(torch.autograd.Function):
+    """Two outputs and a non-tensor argument k; the backward gets one gradient per output."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.save_for_backward(x)
+        ctx.k = k
+        return torch.sin(k * x), torch.cos(k * x)
+
+    @staticmethod
+    def backward(ctx, g_sin, g_cos):
+        (x,) = ctx.saved_tensors
+        return ctx.k * (g_sin * torch.cos(ctx.k * x) - g_cos * torch.sin(ctx.k * x)), None
+
+
+class SinCosDropsSecond(SinCos):
+    @staticmethod
+    def backward(ctx, g_sin, g_cos):
+        (x,) = ctx.saved_tensors
+        return ctx.k * g_sin * torch.cos(ctx.k * x), None
+
+
+@pytest.mark.parametrize("fn, verdict", [(SinCos, "pass"), (SinCosDropsSecond, "fail")])
+def test_a_function_with_two_outputs_and_a_drawn_argument(fn, verdict):
+    m = op_model(fn, name="sin_cos", dims={"N": Dim(1, 8, 8)}, inputs={"x": ("N",)}, hyper={"k": (1, 2, 3)},
+                 reference=lambda x, k: (torch.sin(k * x), torch.cos(k * x)))
+    run = run_model(m, examples=6)
+    assert run.verdict == verdict
+    if verdict == "fail":
+        assert run.failure.failing == ["x"] and "--hyper k=" in case_message(run.failure)

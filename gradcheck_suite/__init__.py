@@ -2,7 +2,8 @@
 on shapes and values drawn by hypothesis."""
 from .spec import Dim, Model, SpecError, Tensors
 
-__all__ = ["Dim", "Model", "SpecError", "Tensors", "Case", "CaseResult", "Registry", "check_case", "load"]
+__all__ = ["Dim", "Model", "SpecError", "Tensors", "Case", "CaseResult", "Registry", "check_case", "load",
+           "op_model", "numpy_model"]
 __version__ = "0.1.0"
 
 
@@ -14,6 +15,9 @@ def __getattr__(name):
     if name in ("CaseResult", "check_case"):
         from . import check
         return getattr(check, name)
+    if name in ("op_model", "numpy_model"):
+        from . import adapters
+        return getattr(adapters, name)
     if name in ("Registry", "load"):
         from . import registry
         return getattr(registry, name)

@@ -1,13 +1,15 @@
 """A concrete case: one model at fixed dims, dtype, device, seed and value scale."""
 from __future__ import annotations
 
+import ast
 import dataclasses
+import math
 import shlex
 from collections.abc import Mapping
 
 import torch
 
-from .spec import Model, Tensors
+from .spec import Hyper, Model, Tensors
 
 _MARGIN = 0.1  # the default factory keeps values this many scales inside a domain bound
 
@@ -20,10 +22,17 @@ class Case:
     device: str
     seed: int
     scale: float
+    hyper: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, object]:
+        """Dims and hyperparameters together: what shapes and constraints read."""
+        return {**self.dims, **self.hyper}
 
     def describe(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in self.dims.items())
-        return f"dims {dims or '-'} · {self.dtype} · {self.device} · seed {self.seed} · scale {self.scale!r}"
+        hyper = f" · hyper {format_hyper(self.hyper, ', ')}" if self.hyper else ""
+        return f"dims {dims or '-'}{hyper} · {self.dtype} · {self.device} · seed {self.seed} · scale {self.scale!r}"
 
     def command(self, models_from: str | None = None) -> str:
         """One command that reproduces exactly this case."""
@@ -32,11 +41,43 @@ class Case:
             parts += ["--models-from", models_from]
         if self.dims:
             parts += ["--dims", ",".join(f"{k}={v}" for k, v in self.dims.items())]
+        if self.hyper:
+            parts += ["--hyper", format_hyper(self.hyper)]
         parts += ["--dtype", self.dtype, "--device", self.device, "--seed", str(self.seed), "--scale", repr(self.scale)]
         return shlex.join(parts)
 
     def to_json(self) -> dict:
-        return {"dims": dict(self.dims), "dtype": self.dtype, "device": self.device, "seed": self.seed, "scale": self.scale}
+        return {"dims": dict(self.dims), "hyper": dict(self.hyper), "dtype": self.dtype, "device": self.device,
+                "seed": self.seed, "scale": self.scale}
+
+
+def format_hyper(hyper: Mapping[str, object], sep: str = ",") -> str:
+    """``stride=2,flag=True,mode='same'``: what ``--hyper`` reads back (see ``parse_hyper``)."""
+    return sep.join(f"{k}={_word(v)}" for k, v in hyper.items())
+
+
+def _word(value: object) -> str:
+    """A string that reads back as itself stays a bare word (mode=same); all else is its repr."""
+    if isinstance(value, str) and value.isidentifier() and value not in ("True", "False", "None"):
+        return value
+    return repr(value)
+
+
+def parse_hyper(text: str | None) -> dict[str, object]:
+    """``--hyper K=V,...``: each value a Python literal (2, 0.5, True, None, 'same'), or a bare word."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"--hyper: {part!r} is not K=V (e.g. --hyper stride=2,bias=True)")
+        try:
+            out[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key] = value.strip()
+    return out
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -47,15 +88,19 @@ class FactoryError(Exception):
     """The model's tensors could not be built as its record says."""
 
 
+class ContractError(Exception):
+    """The user's code broke the record's contract (reported as one line, no traceback)."""
+
+
 def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:
     """The parameters and data of a case, the same for every device and dtype of one seed."""
     gen = torch.Generator().manual_seed(case.seed)
     dtype = torch_dtype(case.dtype)
     if model.make_tensors is not None:
-        made = model.make_tensors(dict(case.dims), gen, dtype, case.scale)
+        made = model.make_tensors(dict(case.values), gen, dtype, case.scale)
         tensors = _check_made(model, case, made)
     else:
-        tensors = {name: _default(model, name, case, gen) for name in (*model.params, *model.data)}
+        tensors = {name: _one(model, name, case, gen, dtype) for name in (*model.params, *model.data)}
     device = torch.device(case.device)
     cast = {}
     for name, t in tensors.items():
@@ -75,10 +120,30 @@ def upstream(out: torch.Tensor, seed: int) -> torch.Tensor:
     return value.to(dtype=out.dtype, device=out.device)
 
 
+def _one(model: Model, name: str, case: Case, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """One tensor: from its own factory where the record gives one, else the default values."""
+    factory = model.factories.get(name)
+    if factory is None:
+        return _default(model, name, case, gen)
+    made = factory(dict(case.values), gen, dtype, _scale_of(model, name, case))
+    shape = model.shape(name, case.values)
+    if not isinstance(made, torch.Tensor):
+        raise FactoryError(f"factories[{name!r}] gave {type(made).__name__}, expected a tensor")
+    if tuple(made.shape) != shape:
+        raise FactoryError(f"factories[{name!r}] gave shape {tuple(made.shape)}, the record says {shape}")
+    return made
+
+
+def _scale_of(model: Model, name: str, case: Case) -> float:
+    """The case's scale, clamped into the tensor's own range where the record gives one."""
+    low, high = model.scales.get(name, (0.0, float("inf")))
+    return min(max(case.scale, low), high)
+
+
 def _default(model: Model, name: str, case: Case, gen: torch.Generator) -> torch.Tensor:
-    shape = model.shape(name, case.dims)
+    shape = model.shape(name, case.values)
     low, high = model.domain.get(name, (None, None))
-    s = case.scale
+    s = _scale_of(model, name, case)
     if low is not None and high is not None:
         u = torch.rand(shape, generator=gen, dtype=torch.float64)
         return low + (high - low) * (_MARGIN + (1 - 2 * _MARGIN) * u)
@@ -102,7 +167,67 @@ def _check_made(model: Model, case: Case, made: object) -> dict[str, torch.Tenso
         t = made[name]
         if not isinstance(t, torch.Tensor):
             raise FactoryError(f"make_tensors gave {name} as {type(t).__name__}, expected a tensor")
-        shape = model.shape(name, case.dims)
+        shape = model.shape(name, case.values)
         if tuple(t.shape) != shape:
             raise FactoryError(f"make_tensors gave {name} shape {tuple(t.shape)}, the record says {shape}")
     return dict(made)
+
+
+class Bound:
+    """A model at one case, in the shape the checker and the oracles call:
+    ``forward(p, d) -> (output, cache)``, ``backward(p, d, cache, g)`` and
+    ``reference(p, d)``, with the case's hyperparameters passed on and a tuple of
+    outputs joined into one flat output (its upstream gradient split back into a
+    tuple for the backward).  Every other attribute is the model's own.
+    """
+
+    def __init__(self, model: Model, case: Case):
+        self.model = model
+        self.h = Hyper(case.hyper) if model.hyper else None
+        self._extra = (self.h,) if model.hyper else ()
+        self.layout: list[tuple[int, ...]] | None = None   # the forward's output shapes, when a tuple
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def forward(self, p: Tensors, d: Tensors):
+        returned = self.model.forward(p, d, *self._extra)
+        if not (isinstance(returned, tuple) and len(returned) == 2):
+            return returned   # the checker reports the broken contract
+        out, cache = returned
+        flat, self.layout = join(out, "forward")
+        return flat, cache
+
+    def backward(self, p: Tensors, d: Tensors, cache, g: torch.Tensor):
+        return self.model.backward(p, d, cache, split(g, self.layout), *self._extra)
+
+    @property
+    def reference(self):
+        if self.model.reference is None:
+            return None
+        return lambda p, d: join(self.model.reference(p, d, *self._extra), "reference")[0]
+
+
+def join(out, who: str) -> tuple[object, list[tuple[int, ...]] | None]:
+    """A tuple of floating-point tensors as one flat tensor, and their shapes; a tensor as it is."""
+    if not isinstance(out, (tuple, list)):
+        return out, None
+    for i, t in enumerate(out):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ContractError(f"{who}'s output {i} must be a floating-point tensor, got {type(t).__name__}"
+                                + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ""))
+    if not out:
+        raise ContractError(f"{who} returned an empty tuple of outputs")
+    return torch.cat([t.reshape(-1) for t in out]), [tuple(t.shape) for t in out]
+
+
+def split(flat: torch.Tensor, layout: list[tuple[int, ...]] | None):
+    """The inverse of ``join``: one tensor per output, shaped like it."""
+    if layout is None:
+        return flat
+    parts, start = [], 0
+    for shape in layout:
+        n = math.prod(shape)
+        parts.append(flat[start:start + n].reshape(shape))
+        start += n
+    return tuple(parts)

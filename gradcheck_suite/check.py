@@ -2,7 +2,10 @@
 
 pass             the manual gradient agrees with autograd in every element, and both
                  agree with finite differences
-fail             the manual gradient disagrees with oracles that agree with each other
+fail             the manual gradient disagrees with oracles that agree with each other;
+                 or the forward differs from the record's reference; or (opted in) the
+                 double backward disagrees with the reference's second derivative.
+                 numpy code without a reference is judged by finite differences alone
 oracles disagree autograd and finite differences differ (a forward autograd cannot see
                  through, e.g. a custom autograd Function with its own backward)
 non-differentiable point
@@ -10,7 +13,9 @@ non-differentiable point
 skipped          the forward is not finite at this case's values (a domain matter)
 error            a broken contract: missing or extra gradients, wrong shape, dtype or
                  device, NaN/Inf where autograd is finite, inputs changed in place,
-                 another result on a second call, an exception
+                 another result on a later call, an exception; for a shipped op also a
+                 tensor saved on ctx changed in place, or a gradient where
+                 ctx.needs_input_grad is False
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from collections.abc import Mapping
 import torch
 
 from . import oracles
-from .case import Case, FactoryError, build, upstream
-from .compare import HUGE, REL_FLOOR, TINY, TensorComparison, compare, computation_floor, rel_floor, unravel
+from .case import Bound, Case, ContractError, FactoryError, build, split, upstream
+from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, bound, compare, computation_floor,
+                      rel_floor, unravel)
 from .oracles import Finding
 from .spec import Model, Tensors
 
@@ -49,6 +55,7 @@ class CaseResult:
     fd_rel_err: float = 0.0
     seconds: float = 0.0
     traceback: str | None = None   # of an exception from the model's code, for --verbose
+    summary: str | None = None     # the headline, where it is not "the manual gradient of ... disagrees"
 
     @property
     def ok(self) -> bool:
@@ -90,7 +97,7 @@ def _error(res: CaseResult, text: str) -> _Stop:
 def _call(res: CaseResult, what: str, fn, *args):
     try:
         return fn(*args)
-    except FactoryError as e:
+    except (FactoryError, ContractError) as e:
         raise _error(res, str(e)) from None
     except Exception as e:  # the user's code: report it, never a traceback
         res.traceback = "".join(traceback.format_exception(e))
@@ -106,6 +113,7 @@ def _where(e: BaseException) -> str:
 
 
 def _check(model: Model, case: Case, res: CaseResult) -> None:
+    model = Bound(model, case)   # hyperparameters passed on, a tuple of outputs joined
     p, d = _call(res, "the tensor factory", build, model, case)
     before = _snapshot(p, d)
     returned, largest = _call(res, "forward", oracles.traced_forward, model, p, d)
@@ -119,17 +127,23 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         res.verdict = SKIPPED
         res.notes.append(f"the forward's output is not finite at scale {case.scale!r}; nothing to compare")
         return
+    _reference_forward(model, case, res, p, d, out)
     g = upstream(out, case.seed)
     before["upstream gradient g"] = g.clone()
 
     with torch.no_grad():
         grads = _call(res, "backward", model.backward, p, d, cache, g)
     _contract(model, res, p, d, grads)
+    _op_contract(model, res, p, d, g)
     _unchanged(res, "backward", before, p, d, g)
-    with torch.no_grad():
-        again = _call(res, "backward (called a second time)", model.backward, p, d, cache, g)
+    again = _repeated_calls(model, res, p, d, cache, g)
+    if model.two_way:
+        _repeated_backward(model, res, grads, again, None)
+        _fd_only(model, case, res, p, d, g, grads)
+        return
 
-    ag, backward_top = _call(res, "autograd on the forward", oracles.traced_autograd, model, p, d, g)
+    ag, backward_top = _call(res, "autograd on the " + ("reference" if model.reference else "forward"),
+                             oracles.traced_autograd, model, p, d, g)
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
     for n in model.differentiable:
@@ -150,7 +164,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             if not c.ok and n in jitter:
                 res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n])
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
-    _reentrant(model, res, grads, again)
+    _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag)
 
     try:
@@ -171,31 +185,11 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                           "from the case (finite differences); keep the model's domain in its record") from None
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
+    _double_backward(model, case, res, p, d, g)
 
 
 def _tensor(p: Tensors, d: Tensors, name: str) -> torch.Tensor:
     return p[name] if name in p else d[name]
-
-
-def _reentrant(model: Model, res: CaseResult, grads, again) -> None:
-    """A second call on the same cache must agree within the tolerance; a difference in the
-    last bits only (a sum over a set, another reduction order) is a note, not an error."""
-    if not isinstance(again, Mapping):
-        raise _error(res, f"backward called a second time returned {_kind(again)}, not a dict of gradients")
-    differs, bitwise = [], []
-    for n in model.differentiable:
-        second, first = again.get(n), grads[n]
-        if not isinstance(second, torch.Tensor) or second.shape != first.shape:
-            differs.append(n)
-        elif not _same(second, first):
-            gap = (second.detach().to("cpu", torch.float64) - first.detach().to("cpu", torch.float64)).abs()
-            (differs if bool((gap > res.tensors[n].bound).any()) else bitwise).append(n)
-    if differs:
-        raise _error(res, "backward gives another result when called twice on the same case, beyond rounding "
-                          f"(state kept between calls, or its cache changed): {', '.join(differs)}")
-    if bitwise:
-        res.notes.append(f"backward is reproducible within rounding but not bitwise on {', '.join(bitwise)} "
-                         "(e.g. a sum whose order changes between calls)")
 
 
 def _not_finite(model: Model, res: CaseResult, grads, ag) -> bool:
@@ -407,3 +401,232 @@ def _kind(x: object) -> str:
     if isinstance(x, torch.Tensor):
         return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}"
     return type(x).__name__
+
+
+# -- steps for references, shipped ops, two-way checks and double backward ----------------
+
+FD_ONLY_ELEMENTS = 24   # elements per tensor probed one by one when finite differences are the only oracle
+
+
+def _reference_forward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, out: torch.Tensor) -> None:
+    """The forward's value must match the reference's, within the dtype's tolerance."""
+    if model.reference is None:
+        return
+    with torch.no_grad():
+        ref = _call(res, "reference", model.reference, p, d)
+    if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
+        raise _error(res, f"the reference returns {_kind(ref)}, the forward {_kind(out)}: they must match")
+    rounding = None
+    if case.dtype != "float64":
+        try:
+            with torch.no_grad():
+                rounding = ref.to(torch.float64) - model.reference(_float64(p), _float64(d))
+        except Exception:
+            rounding = None
+    layout = model.layout or [tuple(out.shape)]
+    labels = ["forward"] if model.layout is None else [f"forward[{k}]" for k in range(len(layout))]
+    parts = zip(labels, *(_parts(t, model.layout) for t in (out, ref, rounding)))
+    comps = {label: compare(label, o, r, case.dtype, rnd) for label, o, r, rnd in parts}
+    bad = [c for c in comps.values() if not c.ok]
+    if bad:
+        res.tensors, res.failing, res.verdict = comps, [bad[0].name], FAIL
+        res.summary = f"{bad[0].name} differs from the reference at {list(bad[0].worst[0].index)}"
+        raise _Stop()
+
+
+def _parts(t: torch.Tensor | None, layout) -> list:
+    if t is None:
+        return [None] * (len(layout) if layout else 1)
+    return list(split(t, layout)) if layout else [t]
+
+
+def _op_contract(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor) -> None:
+    """For a shipped op: ctx hygiene and needs_input_grad, with the op's own ctx."""
+    if model.op is None:
+        return
+    gs = split(g, model.layout)
+    text = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
+    if text:
+        raise _error(res, text)
+
+
+def _repeated_calls(model, res: CaseResult, p, d, cache, g) -> list:
+    """The backward called again on the same case (``backward_runs`` calls in all)."""
+    again = []
+    for run in range(2, model.backward_runs + 1):
+        times = "twice" if run == 2 else f"{run} times"
+        with torch.no_grad():
+            again.append(_call(res, f"backward (called {times})", model.backward, p, d, cache, g))
+    return again
+
+
+def _repeated_backward(model, res: CaseResult, grads, again: list, bounds) -> None:
+    """Every further call must agree with the first within the tolerance (``bounds``, or
+    the tolerance around the manual gradient itself); a difference in the last bits only
+    (a sum over a set, another reduction order) is a note, not an error."""
+    bitwise = set()
+    for run, other in enumerate(again, start=2):
+        times = "twice" if run == 2 else f"{run} times"
+        if not isinstance(other, Mapping):
+            raise _error(res, f"backward called {times} returned {_kind(other)}, not a dict of gradients")
+        differs = []
+        for n in model.differentiable:
+            second, first = other.get(n), grads[n]
+            if not isinstance(second, torch.Tensor) or second.shape != first.shape:
+                differs.append(n)
+            elif not _same(second, first):
+                allowed = bounds[n] if bounds else bound(first, res.case.dtype)
+                gap = (second.detach().to("cpu", torch.float64) - first.detach().to("cpu", torch.float64)).abs()
+                if bool((gap > allowed).any()):
+                    differs.append(n)
+                else:
+                    bitwise.add(n)
+        if differs:
+            raise _error(res, f"backward gives another result when called {times} on the same case, beyond "
+                              f"rounding (state kept between calls, or its cache changed): {', '.join(differs)}")
+    if bitwise:
+        res.notes.append(f"backward is reproducible within rounding but not bitwise on {', '.join(sorted(bitwise))} "
+                         "(e.g. a sum whose order changes between calls)")
+
+
+def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads) -> None:
+    """No autograd oracle (numpy code without a reference): finite differences alone."""
+    res.notes.append("no reference: checked against finite differences alone (a two-way verdict)")
+    p64, d64 = _float64(p), _float64(d)
+    tensors64 = {**p64, **d64}
+    gen = torch.Generator().manual_seed(case.seed ^ 0x2FD)
+    statuses: dict[str, list[Finding]] = {}
+    for n in model.differentiable:
+        x, m = tensors64[n], grads[n].detach().to("cpu", torch.float64)
+        b = bound(m, case.dtype)
+        picks = (range(x.numel()) if x.numel() <= FD_ONLY_ELEMENTS
+                 else torch.randperm(x.numel(), generator=gen)[:FD_ONLY_ELEMENTS].tolist())
+        rows = []
+        for i in picks:
+            idx = unravel(i, tuple(x.shape))
+            v = oracles.element_direction(x, n, idx, case.scale)
+            size = float(v[n][idx])
+            mi, tol = float(m[idx]), float(b[idx]) * size
+            status, est = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), mi * size, mi * size,
+                                        tol, PRECISE)
+            statuses.setdefault(n, []).append(status)
+            if est is not None:
+                rows.append((idx, mi, est.value / size, (8 * est.error + tol) / size, status is Finding.KINK))
+        if x.numel() > FD_ONLY_ELEMENTS:   # the elements not probed one by one, all at once
+            v = {n: torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device) * oracles.scale_of(x, case.scale)}
+            dm = float((m.to(x.device) * v[n]).sum())
+            status, _ = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
+                                      float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
+            statuses[n].append(status)
+        res.tensors[n] = _fd_comparison(n, m, b, rows, statuses[n].count(Finding.NEITHER))
+        res.fd_rel_err = max(res.fd_rel_err, res.tensors[n].max_rel_err)
+    res.failing = [n for n, s in statuses.items() if Finding.NEITHER in s]
+    if res.failing:
+        res.verdict = FAIL
+        res.summary = (f"the manual gradient of {', '.join(res.failing)} disagrees with finite differences "
+                       "(no reference, so a two-way check)")
+    elif any(Finding.KINK in s for s in statuses.values()):
+        res.verdict = NONDIFF
+        res.notes.append("a kink at this point: one-sided differences differ")
+
+
+def _fd_comparison(name: str, m: torch.Tensor, b: torch.Tensor, rows, mismatched: int) -> TensorComparison:
+    """A comparison of the probed elements with finite differences (there is no autograd column)."""
+    floor = max(REL_FLOOR * float(m.abs().max()) if m.numel() else 0.0, TINY)
+    elements = [Element(idx, mi, None, fd, abs(mi - fd), min(HUGE, abs(mi - fd) / max(abs(fd), floor)),
+                        min(HUGE, abs(mi - fd) / max(allowed, TINY)), kink)
+                for idx, mi, fd, allowed, kink in rows]
+    elements.sort(key=lambda e: -e.ratio)
+    return TensorComparison(name, tuple(m.shape), mismatched, max((e.rel_err for e in elements), default=0.0),
+                            max((e.ratio for e in elements), default=0.0), elements[:WORST], b)
+
+
+def _double_backward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor) -> None:
+    """Opt-in: the gradient of <u, backward> against the reference's second derivative
+    and finite differences of the (already checked) backward."""
+    if not model.double_backward or res.verdict != PASS:
+        return
+    gen = torch.Generator().manual_seed(case.seed ^ 0xDB)
+    u = {n: torch.randn(tuple(t.shape), generator=gen, dtype=torch.float64).to(t.device, t.dtype)
+         for n, t in {**p, **d}.items() if n in model.differentiable}
+    manual = _call(res, "double backward through the backward", _second_order, model, p, d, g, u, True)
+    ref = _call(res, "double backward through the reference", _second_order, model, p, d, g, u, False)
+    rounding = {}
+    p64, d64, g64 = _float64(p), _float64(d), g.detach().to(torch.float64)
+    u64 = {n: t.to(torch.float64) for n, t in u.items()}
+    if case.dtype != "float64":
+        ref64 = _call(res, "double backward through the reference", _second_order, model, p64, d64, g64, u64, False)
+        rounding = {n: ref[n].to(torch.float64) - ref64[n] for n in ref}
+    comps = {n: compare(f"{n} (double backward)", manual[n], ref[n], case.dtype, rounding.get(n))
+             for n in model.differentiable}
+    res.tensors.update({c.name: c for c in comps.values()})
+    tensors64 = {**p64, **d64}
+    statuses: dict[str, list[Finding]] = {}
+
+    def probe(label: str, v, dm: float, da: float, tol: float):
+        status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, u64, v)), dm, da, tol, PRECISE)
+        statuses.setdefault(label, []).append(status)
+        return status, est
+
+    for n, c in comps.items():
+        for e in [e for e in c.worst if e.ratio > 1]:
+            v = oracles.element_direction(tensors64[n], n, e.index, case.scale)
+            size = float(v[n][e.index])
+            _, est = probe(c.name, v, e.manual * size, e.autograd * size, float(c.bound[e.index]) * size)
+            _record(c, e.index, None if est is None else est.value / size, est is None or est.kink)
+    if not statuses:
+        v = oracles.random_direction(model, tensors64, case.seed ^ 0xDB2, case.scale)
+        dm = sum(float((manual[n].to(torch.float64) * v[n]).sum()) for n in v)
+        da = sum(float((ref[n].to(torch.float64) * v[n]).sum()) for n in v)
+        probe("a random direction", v, dm, da, sum(float((comps[n].bound.to(v[n].device) * v[n].abs()).sum()) for n in v))
+    res.failing = [n for n, s in statuses.items()
+                   if (Finding.FOR_AUTOGRAD in s or Finding.UNRESOLVED in s) and n in res.tensors]
+    disputed = [n for n, s in statuses.items() if Finding.FOR_MANUAL in s or Finding.NEITHER in s]
+    if res.failing:
+        res.verdict = FAIL
+        res.summary = (f"the double backward of {', '.join(n.split(' ')[0] for n in res.failing)} disagrees with the "
+                       "reference's second derivative and finite differences of the backward")
+    elif disputed:
+        res.verdict = DISAGREE
+        res.problems.append("the reference's second derivative and finite differences of the backward disagree on "
+                            + ", ".join(disputed) + ": is the reference twice differentiable?")
+    elif any(Finding.KINK in s for s in statuses.values()):
+        res.verdict = NONDIFF
+        res.notes.append("a kink in the backward at this point: its own one-sided differences differ")
+
+
+def _second_order(model, p: Tensors, d: Tensors, g: torch.Tensor, u, manual: bool) -> dict[str, torch.Tensor]:
+    """The gradient of psi = <u, first-order gradient>, through the user's backward
+    (``manual``) or through autograd of the reference."""
+    names = model.differentiable
+    leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
+    P = Tensors((n, leaves[n]) for n in p)
+    D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
+    with torch.enable_grad():
+        if manual:
+            out, cache = model.forward(P, D)
+            grads = model.backward(P, D, cache, g)
+            first = [grads[n] for n in names]
+        else:
+            out = oracles.differentiated(model, P, D)
+            first = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, create_graph=True,
+                                        allow_unused=True)
+        terms = [(f * u[n]).sum() for n, f in zip(names, first) if f is not None and f.requires_grad]
+        if not terms:
+            return {n: torch.zeros_like(leaves[n]) for n in names}
+        second = torch.autograd.grad(sum(terms), [leaves[n] for n in names], allow_unused=True)
+    return {n: torch.zeros_like(leaves[n]) if s is None else s.detach() for n, s in zip(names, second)}
+
+
+def _psi_line(model, p64: Tensors, d64: Tensors, g64: torch.Tensor, u64, v):
+    """t -> (<u, backward(theta + t v)>, its magnitude): finite differences of the backward."""
+    def phi(t: float) -> tuple[float, float]:
+        P = Tensors((n, x + t * v[n] if n in v else x) for n, x in p64.items())
+        D = Tensors((n, x + t * v[n] if n in v else x) for n, x in d64.items())
+        with torch.no_grad():
+            out, cache = model.forward(P, D)
+            grads = model.backward(P, D, cache, g64)
+        terms = [(grads[n].to(torch.float64) * u64[n]) for n in u64]
+        return float(sum(t.sum() for t in terms)), float(sum(t.abs().sum() for t in terms))
+
+    return phi

@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check hand-written backward passes against autograd and finite differences.",
         epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,bench}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,bench,init}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--models-from", action="append", default=[], metavar="PATH",
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
     common(p)
     p.add_argument("--dims", metavar="K=V,...", help="fix dimensions, e.g. N=64,D_in=1000 (may exceed the generated ranges)")
+    p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
     p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
     p.add_argument("--examples", type=int, metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
                                  "(gradcheck-suite bench --help)")
+
+    from .scaffold import KINDS
+    p = sub.add_parser("init", help="write a starting model file that passes the check")
+    p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
+    p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
     return ap
 
 
@@ -68,6 +75,8 @@ def _main(argv: list[str] | None) -> int:
         from . import bench
         return bench.main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "init":
+        return _init(args)
     from . import registry
     reg = registry.load(args.models_from)
     if args.command == "list":
@@ -133,8 +142,10 @@ def _check(reg, args) -> int:
 
     usage = _load_problems(reg, args) == EXIT_USAGE
     failed = bool(reg.problems)
+    from .case import parse_hyper
     try:
         dims = _parse_dims(args.dims)
+        hyper = parse_hyper(args.hyper)
     except ValueError as e:
         _say(f"gradcheck-suite: error: {e}")
         return EXIT_USAGE
@@ -172,6 +183,11 @@ def _check(reg, args) -> int:
         if unused:
             _say(f"gradcheck-suite: error: --dims {', '.join(unused)}: no selected model has such a dimension")
             usage = True
+    if hyper:
+        unused = [k for k in hyper if not any(k in m.hyper for m in models)]
+        if unused:
+            _say(f"gradcheck-suite: error: --hyper {', '.join(unused)}: no selected model has such a hyperparameter")
+            usage = True
     if not models and not reg.problems:
         _say("gradcheck-suite: error: no models to check")
 
@@ -182,7 +198,8 @@ def _check(reg, args) -> int:
         own = {k: v for k, v in dims.items() if k in m.dims}
         progress.start(i, m.name, dt or m.dtype, dev, args.examples)
         run = run_model(m, dtype=dt, device=dev, profile=args.profile, examples=args.examples, dims=own,
-                        seed=args.seed, scale=args.scale, on_case=progress.update)
+                        seed=args.seed, scale=args.scale, on_case=progress.update,
+                        hyper={k: v for k, v in hyper.items() if k in m.hyper})
         progress.clear()
         runs.append(run)
     if runs:
@@ -205,6 +222,17 @@ def _check(reg, args) -> int:
         "problems": reg.not_found + reg.problems,
     })
     return code
+
+
+def _init(args) -> int:
+    from . import scaffold
+    try:
+        path = scaffold.write(args.kind, args.name, args.out)
+    except (ValueError, OSError) as e:
+        _say(f"gradcheck-suite: error: {e}")
+        return EXIT_USAGE
+    print(f"wrote {path}; check it with:\n  gradcheck-suite check {args.name} --models-from {path}")
+    return EXIT_OK
 
 
 def _write_json(path: str | None, doc: dict) -> None:

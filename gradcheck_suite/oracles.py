@@ -64,7 +64,7 @@ class Estimate:
 
 
 def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Autograd's gradient of ``<g, forward(p, d)>`` for every differentiable tensor."""
+    """Autograd's gradient of ``<g, reference(p, d)>`` (or of the forward) for every differentiable tensor."""
     return traced_autograd(model, p, d, g)[0]
 
 
@@ -76,13 +76,21 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> tu
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
     mode = _Magnitudes({})
     with torch.enable_grad():
-        out, _ = model.forward(P, D)
+        out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return {n: torch.zeros_like(leaves[n]) for n in names}, 0.0
         with mode:
             grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
     grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
     return grads, mode.overall()
+
+
+def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
+    """The output autograd differentiates: the model's plain-torch ``reference`` where it
+    has one (its forward may be a custom op or numpy), else its forward's output."""
+    if model.reference is not None:
+        return model.reference(p, d)
+    return model.forward(p, d)[0]
 
 
 Phi = Callable[[float], tuple[float, float]]

@@ -20,6 +20,7 @@ from types import ModuleType
 from .spec import Model, SpecError
 
 ENTRY_POINT_GROUP = "gradcheck_suite.models"
+FACTORY = "gradcheck_models"   # a model file may define its models through this function
 
 
 class UnknownModel(KeyError):
@@ -78,8 +79,16 @@ class Registry:
         return model
 
     def load_module(self, module: ModuleType, origin: str) -> int:
-        """Register every Model defined at the top of ``module``; keep problems."""
-        found = [m for m in vars(module).values() if isinstance(m, Model)]
+        """Register every Model defined at the top of ``module`` (also in a top-level list
+        or tuple of them, or returned by a ``gradcheck_models()`` function); keep problems."""
+        try:
+            found = _models_in(module)
+        except SpecError as e:
+            self.problems.append(str(e.located(origin)))
+            return 0
+        except Exception as e:  # the user's factory function
+            self._fail(f"{origin}: gradcheck_models() raised {type(e).__name__}: {e}", e)
+            return 0
         if not found:
             self.problems.append(f"{origin}: defines no gradcheck_suite.Model")
         count = 0
@@ -108,6 +117,7 @@ class Registry:
             return 0
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        _importable(os.path.dirname(os.path.abspath(path)))   # a model file may import the files beside it
         try:
             spec.loader.exec_module(module)
         except SpecError as e:
@@ -144,6 +154,7 @@ class Registry:
         if target.endswith(".py") or os.sep in target or os.path.exists(target):
             count = self.load_file(target)
         else:
+            _importable(os.getcwd())   # a dotted module of the folder the user runs in, as `python -m` finds it
             count = self.load_module_name(target)
         for name in set(self._models) - before:
             self._asked[name] = target
@@ -180,6 +191,30 @@ class Registry:
                 except (SpecError, TypeError) as e:
                     self.problems.append(str(e))
         return count
+
+
+def _models_in(module: ModuleType) -> list[Model]:
+    found: list[Model] = []
+    for value in vars(module).values():
+        if isinstance(value, Model):
+            found.append(value)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(m, Model) for m in value):
+            found.extend(value)
+    factory = vars(module).get(FACTORY)
+    if callable(factory):
+        made = factory()
+        made = list(made) if isinstance(made, (list, tuple)) else [made]
+        bad = [m for m in made if not isinstance(m, Model)]
+        if bad:
+            raise TypeError(f"it must return Model records, got {type(bad[0]).__name__}")
+        found.extend(made)
+    unique: dict[int, Model] = {id(m): m for m in found}
+    return list(unique.values())
+
+
+def _importable(folder: str) -> None:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def _line_in(e: BaseException, path: str) -> str:

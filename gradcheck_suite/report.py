@@ -38,7 +38,9 @@ def _element_rows(c: TensorComparison, only_bad: bool) -> list[str]:
 def case_message(res: CaseResult, models_from: str | None = None) -> str:
     """The whole story of one case: what broke, where, and how to run exactly it again."""
     case = res.case
-    if res.verdict == FAIL:
+    if res.summary:
+        head = res.summary
+    elif res.verdict == FAIL:
         head = f"the manual gradient of {', '.join(res.failing)} disagrees with autograd and finite differences"
     elif res.verdict == ERROR:
         head = res.problems[0] if res.problems else "error"
@@ -64,7 +66,7 @@ def table(runs: Sequence[ModelRun]) -> str:
     head = ("model", "dtype", "device", "checked", "non-diff", "skipped", "rel err autograd", "rel err fd", "verdict", "time")
     rows = [head] + [
         (r.model, r.dtype, r.device, str(r.checked), str(r.nondiff), str(r.skipped),
-         _err(r.worst_autograd), _err(r.worst_fd), r.verdict.upper() if r.verdict != "pass" else "pass",
+         "none (fd only)" if r.two_way else _err(r.worst_autograd), _err(r.worst_fd), r.verdict.upper() if r.verdict != "pass" else "pass",
          f"{r.seconds:.2f}s")
         for r in runs
     ]
@@ -107,7 +109,8 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "verdict": r.verdict,
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
                    "shrink_steps": r.shrink_steps},
-        "worst_rel_err": {"autograd": r.worst_autograd, "finite_diff": r.worst_fd},
+        "worst_rel_err": {"autograd": None if r.two_way else r.worst_autograd, "finite_diff": r.worst_fd},
+        "oracles": ["finite_diff"] if r.two_way else ["autograd", "finite_diff"],
         "coverage": r.coverage(),
         "seconds": round(r.seconds, 4),
         "problems": r.problems,

@@ -35,6 +35,7 @@ class ModelRun:
     seconds: float = 0.0
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    two_way: bool = False          # no autograd oracle: finite differences alone
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
 
@@ -52,20 +53,23 @@ class _Failed(Exception):
 def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
               scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
-              database=None) -> ModelRun:
-    """Check ``model`` on generated cases; what is given (dims, seed, scale) stays fixed.
+              database=None, hyper: Mapping[str, object] | None = None) -> ModelRun:
+    """Check ``model`` on generated cases; what is given (dims, hyperparameters, seed,
+    scale) stays fixed.
 
-    With every dim, the seed and the scale given, exactly that one case runs.  Otherwise
+    With every dim and hyperparameter, the seed and the scale given, exactly that one case
+    runs.  Otherwise
     the corner cases of :func:`strategies.corners` come first and hypothesis draws the
     rest of the profile's count.  The nightly profile keeps failures in a folder per model,
     dtype and device under hypothesis's directory database, or under ``database``.
     """
-    run = ModelRun(model.name, dtype or model.dtype, device)
+    run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
+    fixed_hyper = dict(hyper or {})
     start = time.perf_counter()
     seen: dict[tuple, CaseResult] = {}
 
     def judge(case: Case) -> CaseResult:
-        key = (tuple(case.dims.items()), case.dtype, case.device, case.seed, case.scale)
+        key = (tuple(case.dims.items()), tuple(case.hyper.items()), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:
             res = seen[key] = check_case(model, case)
@@ -79,16 +83,22 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         return res
 
     fixed = dict(dims or {})
+    why = model.allows({**fixed, **fixed_hyper})
+    if why is not None:
+        run.problems.append(f"the given dims and hyperparameters do not fit the record: {why}")
+        run.verdict = "error"
+        return run
     crashed = False
     try:
-        if len(fixed) == len(model.dims) and seed is not None and scale is not None:
+        if (len(fixed) == len(model.dims) and len(fixed_hyper) == len(model.hyper)
+                and seed is not None and scale is not None):
             try:
-                judge(Case(model.name, fixed, run.dtype, device, seed, scale))
+                judge(Case(model.name, fixed, run.dtype, device, seed, scale, fixed_hyper))
             except _Failed as e:
                 run.failure = e.result
         else:
-            _search(model, run, judge, profile=profile, examples=examples, fixed=fixed, seed=seed, scale=scale,
-                    database=database)
+            _search(model, run, judge, profile=profile, examples=examples, fixed=fixed, fixed_hyper=fixed_hyper,
+                    seed=seed, scale=scale, database=database)
     except Exception as e:   # hypothesis or the harness itself: reported on this model, the rest go on
         run.problems.append(_crash(e, run))
         crashed = True
@@ -117,7 +127,8 @@ def _count(run: ModelRun, res: CaseResult) -> None:
         run.worst_fd = max(run.worst_fd, res.fd_rel_err)
 
 
-def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, seed, scale, database) -> None:
+def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,
+            database) -> None:
     # hypothesis loads only here: reproducing one given case starts faster without it
     import hypothesis
     from hypothesis import Phase, given
@@ -130,7 +141,10 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, see
     if chosen.database is not None:
         chosen = hypothesis.settings(chosen, database=strategies.database_for(
             database or chosen.database, model.name, run.dtype, run.device))
-    strategy = strategies.cases(model, dtype=run.dtype, device=run.device, fixed_dims=fixed, seed=seed, scale=scale)
+    strategy = strategies.cases(model, dtype=run.dtype, device=run.device, fixed_dims=fixed, seed=seed, scale=scale,
+                                fixed_hyper=fixed_hyper)
+    unjudged = ("no case could be judged: {nondiff} non-differentiable, {skipped} with a forward or autograd that "
+                "is not finite" + (", the rest filtered out by the record's where" if model.where is not None else ""))
 
     def prop(case: Case) -> None:
         res = judge(case)
@@ -144,8 +158,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, see
         except _Failed as e:
             run.failure = e.result                     # the shrunk case
         except hyp_errors.Unsatisfiable:
-            run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
-                                f"{run.skipped} with a forward or autograd that is not finite")
+            run.problems.append(unjudged.format(nondiff=run.nondiff, skipped=run.skipped))
 
     if chosen.database is not None:               # a failure saved by an earlier run replays first
         try:
@@ -156,9 +169,9 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, see
         if run.failure is not None:
             return
 
-    corners = strategies.corners(model, fixed_dims=fixed, seed=seed, scale=scale)[:total]
-    for dims, s, sc in corners:
-        case = Case(model.name, dims, run.dtype, run.device, s, sc)
+    corners = strategies.corners(model, fixed_dims=fixed, fixed_hyper=fixed_hyper, seed=seed, scale=scale)[:total]
+    for dims, hyper, s, sc in corners:
+        case = Case(model.name, dims, run.dtype, run.device, s, sc, hyper)
         try:
             judge(case)
         except _Failed as e:
@@ -168,8 +181,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, see
     if left > 0:
         search(hypothesis.settings(chosen, max_examples=left))
     elif run.checked == 0 and not run.problems:
-        run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
-                            f"{run.skipped} with a forward or autograd that is not finite")
+        run.problems.append(unjudged.format(nondiff=run.nondiff, skipped=run.skipped))
 
 
 def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> CaseResult:
@@ -197,10 +209,11 @@ def _simpler(model: Model, case: Case, fixed, seed, scale):
     for k, v in case.dims.items():
         if k in fixed:
             continue
-        low = model.dims[k].low
+        low = model.dims[k].bounds(case.values)[0]
         for smaller in dict.fromkeys((low, (low + v) // 2, v - 1)):
-            if low <= smaller < v:
-                yield dataclasses.replace(case, dims={**case.dims, k: smaller})
+            dims = {**case.dims, k: smaller}
+            if low <= smaller < v and model.allows({**dims, **case.hyper}) is None:
+                yield dataclasses.replace(case, dims=dims)
     if seed is None and case.seed != 0:
         yield dataclasses.replace(case, seed=0)
 

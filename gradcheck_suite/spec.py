@@ -10,10 +10,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import dimexpr
+
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
-Shape = tuple  # of dimension names (str) and fixed sizes (int)
+Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
+KINDS = ("model", "function", "custom op", "numpy")
 
 
 class SpecError(ValueError):
@@ -33,32 +36,66 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dim:
-    """A named dimension: the range hypothesis draws from, and the benchmark size."""
+    """A named dimension: the range hypothesis draws from, and the benchmark size.
 
-    low: int
-    high: int
+    ``low`` and ``high`` may be expressions of other dims (``Dim(1, "L", 3)``: a kernel
+    no wider than its input); dims are then drawn in dependency order.
+    """
+
+    low: int | str
+    high: int | str
     bench: int
 
     def problem(self) -> str | None:
         for key in ("low", "high", "bench"):
             value = getattr(self, key)
+            if key != "bench" and isinstance(value, str):
+                try:
+                    dimexpr.parse(value)
+                except dimexpr.ExprError as e:
+                    return f"{key}: {e}"
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                return f"{key}={value!r} must be a whole number >= 1"
-        if self.low > self.high:
+                return f"{key}={value!r} must be a whole number >= 1 or an expression of other dims"
+        if isinstance(self.low, int) and isinstance(self.high, int) and self.low > self.high:
             return f"low={self.low} is larger than high={self.high}"
         return None
+
+    def reads(self) -> set[str]:
+        """The other dims its bounds read."""
+        return set().union(*(dimexpr.names(b) for b in (self.low, self.high) if isinstance(b, str)))
+
+    def bounds(self, values: Mapping[str, object]) -> tuple[int, int]:
+        return tuple(int(b if isinstance(b, int) else dimexpr.evaluate(b, values)) for b in (self.low, self.high))
+
+
+def _choices_problem(choices: object) -> str | None:
+    if not isinstance(choices, (tuple, list)) or not choices:
+        return f"must be Dim(low, high, bench) or a non-empty tuple of choices, got {choices!r}"
+    bad = [c for c in choices if not isinstance(c, (bool, int, float, str, type(None)))]
+    if bad:
+        return f"choices must be numbers, strings, True/False or None (they go on the command line), got {bad[0]!r}"
+    return None
 
 
 class Tensors(dict):
     """Name -> tensor mapping that also reads as attributes: ``p.w1`` is ``p["w1"]``."""
 
     __slots__ = ()
+    _what = "tensor"
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"no tensor named {name!r}; there are {sorted(self)}") from None
+            raise AttributeError(f"no {self._what} named {name!r}; there are {sorted(self)}") from None
+
+
+class Hyper(Tensors):
+    """Name -> hyperparameter value of one case, also read as attributes: ``h.stride``."""
+
+    __slots__ = ()
+    _what = "hyperparameter"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,6 +116,30 @@ class Model:
         default factory keeps values inside, well away from the bounds.
     flops(dims) -> (forward_flops, backward_flops)
         Optional; the benchmarks report GFLOP/s with it.
+    reference(p, d) -> output
+        Optional plain-torch forward of the same inputs. Where given, autograd runs
+        on it instead of ``forward``, and the forward's value must match it.
+    hyper
+        Optional ``{name: Dim(...) or (choice, ...)}``: non-tensor arguments drawn
+        like dims (a stride, a flag). With ``hyper``, forward, backward and
+        reference get one more argument ``h`` (``h.stride``).
+    where(values) -> bool
+        Optional constraint on the drawn dims and hyperparameters, a callable of
+        ``{name: value}`` or an expression such as ``"K <= L"``. Bounds that are
+        expressions (``Dim(1, "L", 3)``) waste fewer cases than a filter.
+    factories
+        Optional ``{name: factory(dims, generator, dtype, scale) -> tensor}``, one
+        tensor each (class indices); the other tensors keep the default values.
+    scale_range, scales
+        Optional value-scale range ``(low, high)`` for the whole model, and per
+        tensor: a tensor's values use the case's scale clamped into its range.
+    double_backward
+        Opt in to checking the gradient of the backward itself.
+    backward_runs
+        How many times the backward runs on one case; all must agree (>= 2).
+
+    A forward may return a tuple of tensors: each gets its own random upstream
+    gradient, and the backward receives them as a tuple.
     """
 
     name: str
@@ -93,9 +154,22 @@ class Model:
     domain: Mapping[str, tuple[float | None, float | None]] = dataclasses.field(default_factory=dict)
     flops: Callable[[Mapping[str, int]], tuple[int, int]] | None = None
     doc: str = ""
+    reference: Callable[..., Any] | None = None
+    hyper: Mapping[str, Dim | tuple] = dataclasses.field(default_factory=dict)
+    where: Callable[[Mapping[str, Any]], bool] | str | None = None
+    factories: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    scale_range: tuple[float, float] | None = None
+    scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    double_backward: bool = False
+    backward_runs: int = 2
+    kind: str = "model"            # set by op_model / numpy_model
+    op: Any = None                 # the user's op as it ships, for op_model's ctx checks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grad_data", tuple(self.grad_data))
+        if isinstance(self.hyper, Mapping):
+            object.__setattr__(self, "hyper", {k: tuple(v) if isinstance(v, list) else v
+                                               for k, v in self.hyper.items()})
         problem = _first_problem(self)
         if problem is not None:
             field, text = problem
@@ -110,9 +184,46 @@ class Model:
     def bench_dims(self) -> dict[str, int]:
         return {k: d.bench for k, d in self.dims.items()}
 
-    def shape(self, name: str, dims: Mapping[str, int]) -> tuple[int, ...]:
+    @property
+    def bench_hyper(self) -> dict[str, Any]:
+        """Each hyperparameter's benchmark value: a Dim's ``bench``, or the first choice."""
+        return {k: h.bench if isinstance(h, Dim) else h[0] for k, h in self.hyper.items()}
+
+    @property
+    def two_way(self) -> bool:
+        """No autograd oracle: numpy code without a reference is checked against finite differences alone."""
+        return self.kind == "numpy" and self.reference is None
+
+    def shape(self, name: str, dims: Mapping[str, Any]) -> tuple[int, ...]:
+        """The tensor's shape at ``dims`` (which may also hold the hyperparameters)."""
         spec = self.params[name] if name in self.params else self.data[name]
-        return tuple(dims[s] if isinstance(s, str) else s for s in spec)
+        return tuple(dimexpr.size(s, dims) for s in spec)
+
+    def allows(self, values: Mapping[str, Any]) -> str | None:
+        """Why these dims and hyperparameters break a bound that reads other dims, or
+        ``where``, or None.  Only what ``values`` holds enough of is judged: a fixed part."""
+        specs = {**self.dims, **{k: v for k, v in self.hyper.items() if isinstance(v, Dim)}}
+        for name, dim in specs.items():
+            if dim.reads() and name in values and dim.reads() <= set(values):
+                low, high = dim.bounds(values)
+                if not low <= values[name] <= high:
+                    return f"{name}={values[name]} is outside its bounds [{dim.low}, {dim.high}] = [{low}, {high}]"
+        if self.where is not None:
+            if isinstance(self.where, str):
+                if not dimexpr.names(self.where) <= set(values):
+                    return None
+                ok = dimexpr.evaluate(self.where, values)
+            elif set(values) >= {*self.dims, *self.hyper}:
+                try:
+                    ok = self.where(dict(values))
+                except Exception as e:  # the user's predicate: a line, not a traceback
+                    return f"where raised {type(e).__name__}: {e}"
+            else:
+                return None
+            if not ok:
+                shown = self.where if isinstance(self.where, str) else "where"
+                return f"{', '.join(f'{k}={v}' for k, v in values.items())} breaks the constraint {shown}"
+        return None
 
     def check_dims(self, dims: Mapping[str, int]) -> str | None:
         """Why ``dims`` cannot be used for this model, or None."""
@@ -139,6 +250,9 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
         text = dim.problem()
         if text:
             return f"dims.{key}", text
+    problem = _hyper_problem(m)
+    if problem is not None:
+        return problem
     for field in ("params", "data"):
         tensors = getattr(m, field)
         if not isinstance(tensors, Mapping):
@@ -147,10 +261,9 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
             if not isinstance(shape, tuple):
                 return f"{field}.{tname}", f"shape must be a tuple of dimension names and sizes, got {shape!r}"
             for s in shape:
-                if isinstance(s, str) and s not in m.dims:
-                    return f"{field}.{tname}", f"shape {shape!r} uses {s!r}, which is not in dims ({', '.join(m.dims) or 'none'})"
-                if not isinstance(s, str) and not (isinstance(s, int) and s >= 0):
-                    return f"{field}.{tname}", f"shape {shape!r} has {s!r}; use a dimension name or a size >= 0"
+                text = _entry_problem(s, m.dims, m.hyper)
+                if text:
+                    return f"{field}.{tname}", f"shape {shape!r} {text}"
     if not m.params and not m.grad_data:
         return "params", "there is nothing to differentiate: give at least one parameter or a grad_data name"
     both = sorted(set(m.params) & set(m.data))
@@ -176,4 +289,94 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
         low, high = bounds
         if low is not None and high is not None and not low < high:
             return f"domain.{tname}", f"low={low} is not below high={high}"
+    return _new_fields_problem(m)
+
+
+def _entry_problem(entry: object, dims, hyper) -> str | None:
+    """What is wrong with one shape entry (or a ``where`` expression), as "uses ..." or "has ..."."""
+    where = f"dims or hyper ({', '.join([*dims, *hyper])})" if hyper else f"dims ({', '.join(dims) or 'none'})"
+    if isinstance(entry, str):
+        try:
+            used = dimexpr.names(entry)
+        except dimexpr.ExprError as e:
+            return f"has {e}"
+        unknown = sorted(used - {*dims, *hyper})
+        if unknown:
+            inside = "" if unknown[0] == entry else f" in {entry!r}"
+            return f"uses {unknown[0]!r}{inside}, which is not in {where}"
+        return None
+    if callable(entry):
+        return None
+    if not (isinstance(entry, int) and not isinstance(entry, bool) and entry >= 0):
+        return f"has {entry!r}; use a dimension name, an expression of dims, a callable or a size >= 0"
+    return None
+
+
+def _hyper_problem(m: Model) -> tuple[str, str] | None:
+    if not isinstance(m.hyper, Mapping):
+        return "hyper", f"must map names to Dim(low, high, bench) or a tuple of choices, got {type(m.hyper).__name__}"
+    for key, spec in m.hyper.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            return f"hyper.{key}", "a hyperparameter's name must be a Python identifier"
+        if key in m.dims:
+            return f"hyper.{key}", "is also a dimension; give it one name or the other"
+        text = spec.problem() if isinstance(spec, Dim) else _choices_problem(spec)
+        if text:
+            return f"hyper.{key}", text
+    bounded = {**m.dims, **{k: v for k, v in m.hyper.items() if isinstance(v, Dim)}}
+    for key, dim in bounded.items():
+        allowed = set(m.dims) if key in m.dims else {*m.dims, *m.hyper}
+        unknown = sorted(dim.reads() - allowed)
+        if unknown:
+            field = f"dims.{key}" if key in m.dims else f"hyper.{key}"
+            return field, f"a bound reads {unknown[0]!r}, which is not one of {', '.join(sorted(allowed)) or 'none'}"
+    try:
+        dimexpr.order({k: d.reads() for k, d in bounded.items()})
+    except dimexpr.ExprError as e:
+        return "dims", str(e)
+    return None
+
+
+def _range_problem(bounds: object) -> str | None:
+    if not (isinstance(bounds, tuple) and len(bounds) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+        return f"must be (low, high), two positive numbers, got {bounds!r}"
+    if not 0 < bounds[0] <= bounds[1]:
+        return f"need 0 < low <= high, got low={bounds[0]}, high={bounds[1]}"
+    return None
+
+
+def _new_fields_problem(m: Model) -> tuple[str, str] | None:
+    if m.reference is not None and not callable(m.reference):
+        return "reference", f"must be callable or None, got {m.reference!r}"
+    if isinstance(m.where, str):
+        text = _entry_problem(m.where, m.dims, m.hyper)
+        if text:
+            return "where", f"{m.where!r} {text}"
+    elif m.where is not None and not callable(m.where):
+        return "where", f"must be a callable of the values or an expression such as 'K <= L', got {m.where!r}"
+    tensors = {*m.params, *m.data}
+    for field in ("factories", "scales"):
+        value = getattr(m, field)
+        if not isinstance(value, Mapping):
+            return field, f"must map tensor names to {'factories' if field == 'factories' else '(low, high)'}"
+        for tname, item in value.items():
+            if tname not in tensors:
+                return f"{field}.{tname}", f"names no tensor of this model ({', '.join(tensors)})"
+            text = (None if callable(item) else f"must be callable, got {item!r}") if field == "factories" \
+                else _range_problem(item)
+            if text:
+                return f"{field}.{tname}", text
+    if m.factories and m.make_tensors is not None:
+        return "factories", "give make_tensors (all tensors) or factories (some), not both"
+    if m.scale_range is not None:
+        text = _range_problem(m.scale_range)
+        if text:
+            return "scale_range", text
+    if not isinstance(m.double_backward, bool):
+        return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if not isinstance(m.backward_runs, int) or isinstance(m.backward_runs, bool) or m.backward_runs < 2:
+        return "backward_runs", f"must be a whole number >= 2, got {m.backward_runs!r}"
+    if m.kind not in KINDS:
+        return "kind", f"{m.kind!r} is not one of {', '.join(KINDS)}"
     return None

@@ -10,11 +10,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis import HealthCheck, Verbosity, assume, settings
 from hypothesis import strategies as st
 
+from . import dimexpr
 from .case import Case
-from .spec import Model
+from .spec import Dim, Model
 
 #: Value scales drawn log-uniformly from this range, ends included.
 SCALE_RANGE = (1e-3, 1e3)
@@ -39,15 +40,43 @@ def sizes(low: int, high: int):
 
 def dims(model: Model, *, fixed: Mapping[str, int] | None = None):
     """Concrete dims for ``model``: each from its range, or as given in ``fixed``."""
-    fixed = dict(fixed or {})
-    unknown = sorted(set(fixed) - set(model.dims))
-    if unknown:
-        raise ValueError(f"{model.name} has no dimension {', '.join(unknown)}; it has {', '.join(model.dims)}")
-    order = list(model.dims)
-    return st.fixed_dictionaries({
-        name: st.just(fixed[name]) if name in fixed else sizes(dim.low, dim.high)
-        for name, dim in model.dims.items()
-    }).map(lambda drawn: {name: drawn[name] for name in order})
+    return values(model, fixed_dims=fixed).map(lambda drawn: drawn[0])
+
+
+def values(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
+           fixed_hyper: Mapping[str, object] | None = None):
+    """``(dims, hyper)`` for ``model``. Bounds that read other dims are drawn after them
+    (dependency order); hyperparameters come from their range or choices; the record's
+    ``where`` filters what is left.  Anything in ``fixed_dims``/``fixed_hyper`` is kept."""
+    fixed_dims, fixed_hyper = dict(fixed_dims or {}), dict(fixed_hyper or {})
+    for given, known, what in ((fixed_dims, model.dims, "dimension"), (fixed_hyper, model.hyper, "hyperparameter")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"{model.name} has no {what} {', '.join(unknown)}; it has {', '.join(known) or 'none'}")
+    specs = {**model.dims, **model.hyper}
+    bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
+    order = dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]
+    fixed = {**fixed_dims, **fixed_hyper}
+
+    @st.composite
+    def drawn(draw):
+        got: dict[str, object] = {}
+        for name in order:
+            spec = specs[name]
+            if name in fixed:
+                got[name] = fixed[name]
+            elif isinstance(spec, Dim):
+                low, high = spec.bounds(got)
+                assume(1 <= low <= high)
+                got[name] = draw(sizes(low, high))
+            else:
+                got[name] = draw(st.sampled_from(spec))
+        return got
+
+    strategy = drawn()
+    if model.where is not None:
+        strategy = strategy.filter(lambda v: model.allows(v) is None)
+    return strategy.map(lambda v: ({k: v[k] for k in model.dims}, {k: v[k] for k in model.hyper}))
 
 
 def scales(*, low: float = SCALE_RANGE[0], high: float = SCALE_RANGE[1]):
@@ -72,31 +101,52 @@ def awkward(low: int, high: int) -> int:
     return high
 
 
-def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None, seed: int | None = None,
-            scale: float | None = None, scale_range: tuple[float, float] = SCALE_RANGE) -> list[tuple[dict, int, float]]:
-    """The covering schedule that runs before any drawn case, as ``(dims, seed, scale)``:
+def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
+            fixed_hyper: Mapping[str, object] | None = None, seed: int | None = None,
+            scale: float | None = None, scale_range: tuple[float, float] | None = None) -> list[tuple]:
+    """The covering schedule that runs before any drawn case, as ``(dims, hyper, seed, scale)``:
     every dim at its low end (size 1 where the range starts there), at its high end, and at
     an awkward size, each at both ends of the value scale, then the awkward sizes at scale
-    1 and the sizes mixed; what is given stays fixed, and repeats are dropped."""
-    fixed = dict(fixed_dims or {})
-    low, high = scale_range
-    free = [k for k in model.dims if k not in fixed]
-    picks = {
-        "low": {k: model.dims[k].low for k in free},
-        "high": {k: model.dims[k].high for k in free},
-        "awkward": {k: awkward(model.dims[k].low, model.dims[k].high) for k in free},
-        "mixed": {k: (model.dims[k].low, model.dims[k].high)[i % 2] for i, k in enumerate(free)},
-    }
-    plan = [("low", low), ("high", high), ("awkward", high), ("low", high), ("high", low), ("awkward", low),
-            ("awkward", 1.0), ("mixed", 1.0)]
+    1 and the ends mixed.  Bounds that read other dims are resolved in dependency order,
+    hyperparameters take their first or last choice (or range end), corners that break the
+    record's ``where`` are left out, what is given stays fixed, and repeats are dropped."""
+    fixed = {**(fixed_dims or {}), **(fixed_hyper or {})}
+    low_scale, high_scale = scale_range or model.scale_range or SCALE_RANGE
+    specs = {**model.dims, **model.hyper}
+    bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
+    order = dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]
+
+    def pick(which: str, i: int, spec, bounds) -> object:
+        if which == "mixed":
+            which = ("low", "high")[i % 2]
+        if bounds is not None:
+            low, high = bounds
+            return {"low": low, "high": high, "awkward": awkward(low, high)}[which]
+        return spec[-1] if which == "high" else spec[0]          # choices
+
+    plan = [("low", low_scale), ("high", high_scale), ("awkward", high_scale), ("low", high_scale),
+            ("high", low_scale), ("awkward", low_scale), ("awkward", 1.0), ("mixed", 1.0)]
     out, seen = [], set()
-    for i, (which, sc) in enumerate(plan):
-        dims = {k: fixed[k] if k in fixed else picks[which][k] for k in model.dims}
-        case = (dims, i if seed is None else seed, sc if scale is None else scale)
-        key = (tuple(dims.values()), case[2])
-        if key not in seen:
-            seen.add(key)
-            out.append(case)
+    for n, (which, sc) in enumerate(plan):
+        got: dict[str, object] = {}
+        for i, name in enumerate(order):
+            spec = specs[name]
+            if name in fixed:
+                got[name] = fixed[name]
+                continue
+            bounds = spec.bounds(got) if isinstance(spec, Dim) else None
+            if bounds is not None and not 1 <= bounds[0] <= bounds[1]:
+                break
+            got[name] = pick(which, i, spec, bounds)
+        else:
+            if model.allows(got) is not None:
+                continue
+            dims, hyper = {k: got[k] for k in model.dims}, {k: got[k] for k in model.hyper}
+            case = (dims, hyper, n if seed is None else seed, sc if scale is None else scale)
+            key = (tuple(dims.values()), tuple(map(repr, hyper.values())), case[3])
+            if key not in seen:
+                seen.add(key)
+                out.append(case)
     return out
 
 
@@ -114,19 +164,21 @@ def database_for(base, model: str, dtype: str, device: str):
 
 def cases(model: Model, *, dtype: str | None = None, device: str = "cpu",
           fixed_dims: Mapping[str, int] | None = None, seed: int | None = None,
-          scale: float | None = None, scale_range: tuple[float, float] = SCALE_RANGE):
-    """Cases of ``model``: dims, seed and value scale drawn unless given.
+          scale: float | None = None, scale_range: tuple[float, float] | None = None,
+          fixed_hyper: Mapping[str, object] | None = None):
+    """Cases of ``model``: dims, hyperparameters, seed and value scale drawn unless given.
 
-    ``dtype`` defaults to the model's own.
+    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``SCALE_RANGE``).
     """
+    low, high = scale_range or model.scale_range or SCALE_RANGE
     return st.builds(
-        Case,
+        lambda v, **kw: Case(dims=v[0], hyper=v[1], **kw),
+        values(model, fixed_dims=fixed_dims, fixed_hyper=fixed_hyper),
         model=st.just(model.name),
-        dims=dims(model, fixed=fixed_dims),
         dtype=st.just(dtype or model.dtype),
         device=st.just(device),
         seed=st.just(seed) if seed is not None else seeds(),
-        scale=st.just(scale) if scale is not None else scales(low=scale_range[0], high=scale_range[1]),
+        scale=st.just(scale) if scale is not None else scales(low=low, high=high),
     )
 
 

@@ -45,8 +45,8 @@ def test_no_case_is_judged_twice(registry):
 def test_corners_keep_what_is_given_and_drop_repeats(registry):
     m = registry.get("mlp_relu")
     got = corners(m, fixed_dims={"N": 5}, scale=2.0)
-    assert all(dims["N"] == 5 and sc == 2.0 for dims, _, sc in got)
-    assert len({tuple(d.values()) for d, _, _ in got}) == len(got)
+    assert all(dims["N"] == 5 and sc == 2.0 for dims, _, _, sc in got)
+    assert len({tuple(d.values()) for d, _, _, _ in got}) == len(got)
     assert awkward(1, 32) == 31 and awkward(1, 8) == 7 and awkward(4, 4) == 4
 
 

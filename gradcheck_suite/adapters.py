@@ -1,0 +1,312 @@
+"""Records for code as it ships: an ``autograd.Function``, a ``torch.library`` custom op
+(or any callable with a hand-written autograd formula), and numpy layers.
+
+Both factories return an ordinary :class:`~gradcheck_suite.Model`; a model file assigns
+it to a top-level name like any other record.
+
+``op_model(MyFunction, ...)``
+    The manual gradient is ``torch.autograd.grad`` through the user's op, exactly as
+    training runs it.  The autograd oracle is ``reference``, a plain-torch function of
+    the same arguments.  On top of the usual contract the checker calls the op's backward
+    with its own ``ctx``: tensors saved on ``ctx`` must come back unchanged, and inputs
+    that need no gradient (data, non-tensor arguments, and each input in turn frozen)
+    must get ``None``.
+
+``numpy_model(layer_forward, layer_backward, ...)``
+    Course-style layers: ``layer_forward(*arrays) -> (out, cache)`` and
+    ``layer_backward(dout, cache) -> (d_first, d_second, ...)`` on float64 arrays.  With
+    a torch ``reference`` the verdict is three-way; without one, it is finite
+    differences alone, and the report says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .case import ContractError
+from .spec import Dim, Model, SpecError, Tensors
+
+__all__ = ["op_model", "numpy_model"]
+
+Args = Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCall:
+    """How to call the user's op from a case's tensors: the argument order, and which
+    arguments are differentiable inputs, data tensors or hyperparameters."""
+
+    call: Callable[..., Any]
+    args: tuple[str, ...]
+    inputs: tuple[str, ...]
+    opcheck: bool = False
+
+    def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
+        return [p[n] if n in p else d[n] if n in d else h[n] for n in self.args]
+
+    def gradients(self, p: Tensors, d: Tensors, h, g) -> dict[str, torch.Tensor]:
+        """The manual gradient: autograd through the user's op, as in training. Called
+        with grad mode on and inputs that require grad, it keeps the graph (double backward)."""
+        create = torch.is_grad_enabled()
+        with torch.enable_grad():
+            leaves = {n: p[n] if create and p[n].requires_grad else p[n].detach().requires_grad_(True)
+                      for n in self.inputs}
+            outs = _outputs(self.call(*self.arguments(leaves, d, h)))
+            gs = g if isinstance(g, tuple) else (g,)
+            if len(gs) != len(outs):
+                raise ContractError(f"the op returned {len(outs)} outputs, its forward {len(gs)}")
+            pairs = [(o, gg) for o, gg in zip(outs, gs) if o.requires_grad]
+            if not pairs:
+                return {n: torch.zeros_like(leaves[n]) for n in self.inputs}
+            grads = torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in self.inputs],
+                                        grad_outputs=[gg for _, gg in pairs], allow_unused=True, create_graph=create)
+        return {n: torch.zeros_like(leaves[n]) if gr is None else (gr if create else gr.detach())
+                for n, gr in zip(self.inputs, grads)}
+
+    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> str | None:
+        """Call the op's backward with its own ctx: with every input needing a gradient
+        (and checking what it saved), then with each input frozen in turn.  With
+        ``opcheck``, torch.library.opcheck first tests the op's registration."""
+        if self.opcheck:
+            text = self._registration_problem(p, d, h)
+            if text:
+                return text
+        frozen_each = [(n,) for n in self.inputs] if len(self.inputs) > 1 else []
+        for frozen in [(), *frozen_each]:
+            text = self._direct_backward(p, d, h, g, frozen)
+            if text:
+                return text
+        return None
+
+    def _registration_problem(self, p, d, h) -> str | None:
+        leaves = {n: p[n].detach().clone().requires_grad_(True) for n in self.inputs}
+        try:
+            torch.library.opcheck(self.call, tuple(self.arguments(leaves, d, h)))
+        except Exception as e:  # opcheck's verdict on the user's registration
+            return f"torch.library.opcheck failed: {str(e).strip().splitlines()[0]}"
+        return None
+
+    def _direct_backward(self, p, d, h, g, frozen: tuple[str, ...]) -> str | None:
+        with torch.enable_grad():
+            leaves = {n: p[n].detach().clone().requires_grad_(n not in frozen) for n in self.inputs}
+            args = self.arguments(leaves, d, h)
+            outs = _outputs(self.call(*args))
+        node = next((o.grad_fn for o in outs if o.grad_fn is not None), None)
+        if not isinstance(node, torch.autograd.function.BackwardCFunction):
+            return None    # not an autograd.Function node: the gradient checks still apply
+        saved = list(node.saved_tensors)
+        before = [t.clone() for t in saved]
+        attrs = {k: v for k, v in vars(node).items() if isinstance(v, torch.Tensor)}
+        attrs_before = {k: v.clone() for k, v in attrs.items()}
+        with torch.no_grad():
+            raw = node.apply(*(g if isinstance(g, tuple) else (g,)))
+        raw = raw if isinstance(raw, tuple) else (raw,)
+        for i, (name, arg) in enumerate(zip(self.args, args)):
+            if i < len(raw) and raw[i] is not None and not (isinstance(arg, torch.Tensor) and arg.requires_grad):
+                why = ("a non-tensor argument" if not isinstance(arg, torch.Tensor)
+                       else "frozen for this call" if name in frozen else "a data tensor, which never needs one")
+                return (f"backward returned a gradient for {name} ({why}) where ctx.needs_input_grad[{i}] is False; "
+                        f"it must return None there")
+        if frozen:
+            return None
+        for i, (t, b) in enumerate(zip(saved, before)):
+            if not _same_values(t, b):
+                return (f"backward changed a tensor saved on ctx in place ({_saved_name(t, i, args, self.args, outs)}); "
+                        "a second backward through the same graph would read the changed values")
+        for k, t in attrs.items():
+            if not _same_values(t, attrs_before[k]):
+                return f"backward changed ctx.{k} in place; a second backward would read the changed values"
+        return None
+
+
+def _outputs(out) -> tuple[torch.Tensor, ...]:
+    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    for i, o in enumerate(outs):
+        if not isinstance(o, torch.Tensor):
+            raise ContractError(f"the op's output {i} is {type(o).__name__}, expected a tensor")
+    return outs
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _saved_name(t: torch.Tensor, i: int, args: list, names: tuple[str, ...], outs) -> str:
+    for name, arg in zip(names, args):
+        if isinstance(arg, torch.Tensor) and arg.data_ptr() == t.data_ptr() and arg.shape == t.shape:
+            return f"saved_tensors[{i}], the input {name}"
+    if any(o.data_ptr() == t.data_ptr() for o in outs):
+        return f"saved_tensors[{i}], the output"
+    return f"saved_tensors[{i}]"
+
+
+def _kind_of(op: object) -> tuple[Callable[..., Any], str] | None:
+    if isinstance(op, type) and issubclass(op, torch.autograd.Function):
+        return op.apply, "function"
+    if type(op).__name__ in ("CustomOpDef", "OpOverload", "OpOverloadPacket"):
+        return op, "custom op"
+    if callable(op):
+        return op, "function"
+    return None
+
+
+def _order(name: str, args: Args | None, groups: Mapping[str, Mapping]) -> tuple[str, ...]:
+    """The op's positional arguments by name; by default inputs, then data, then hyperparameters."""
+    every = [n for group in groups.values() for n in group]
+    seen = set()
+    for n in every:
+        if n in seen:
+            raise SpecError(name, "args", f"{n!r} is named twice among {', '.join(groups)}")
+        seen.add(n)
+    if args is None:
+        return tuple(every)
+    args = tuple(args)
+    unknown = [a for a in args if a not in seen]
+    if unknown:
+        raise SpecError(name, "args", f"{unknown[0]!r} is not one of {', '.join(every)}")
+    missing = [n for n in every if n not in args]
+    if missing or len(set(args)) != len(args):
+        raise SpecError(name, "args", f"must name each of {', '.join(every)} once, got {', '.join(args)}")
+    return args
+
+
+def _record(name: str, fields: dict, forbidden: Sequence[str]) -> dict:
+    for key in forbidden:
+        if key in fields:
+            raise SpecError(name, key, "is set by the harness for this kind of model; leave it out")
+    return fields
+
+
+def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str, tuple],
+             reference: Callable[..., Any] | None, data: Mapping[str, tuple] | None = None,
+             hyper: Mapping[str, Any] | None = None, args: Args | None = None, backward_runs: int = 3,
+             opcheck: bool = False, **fields: Any) -> Model:
+    """A record for an ``autograd.Function`` subclass or a ``torch.library`` custom op.
+
+    inputs     ``{name: shape}``: the tensors that get gradients, in call order
+    reference  plain torch with the op's arguments; autograd runs on it
+    data       ``{name: shape}``: tensors passed without ``requires_grad`` (indices, masks)
+    hyper      ``{name: Dim(...) or (choice, ...)}``: non-tensor arguments, drawn like dims
+    args       the op's positional order by name (default: inputs, data, hyper)
+    opcheck    also run ``torch.library.opcheck`` on each case (custom ops only)
+    Any other :class:`Model` field (dtype, factories, scales, where, double_backward, doc,
+    ...) passes through.
+    """
+    kind = _kind_of(op)
+    if kind is None:
+        raise SpecError(str(name), "op", f"must be an autograd.Function subclass or a custom op, got {op!r}")
+    if not callable(reference):
+        raise SpecError(str(name), "reference", "an op hides its backward from autograd: give a plain-torch "
+                                                "function of the same arguments as the oracle")
+    if opcheck and (kind[1] != "custom op" or not hasattr(torch.library, "opcheck")):
+        raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
+    data, hyper = dict(data or {}), dict(hyper or {})
+    info = OpCall(kind[0], _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper}),
+                  tuple(inputs), bool(opcheck))
+
+    def forward(p, d, h=None):
+        with torch.no_grad():
+            return info.call(*info.arguments(p, d, h)), None
+
+    def backward(p, d, cache, g, h=None):
+        return info.gradients(p, d, h, g)
+
+    def ref(p, d, h=None):
+        return reference(*info.arguments(p, d, h))
+
+    return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=forward,
+                 backward=backward, reference=ref, kind=kind[1], op=info, backward_runs=backward_runs,
+                 **_record(str(name), fields, ("params", "grad_data", "kind", "op", "forward", "backward")))
+
+
+def numpy_model(forward: Callable[..., Any], backward: Callable[..., Any], *, name: str,
+                dims: Mapping[str, Dim], inputs: Mapping[str, tuple], data: Mapping[str, tuple] | None = None,
+                grads: Args | None = None, hyper: Mapping[str, Any] | None = None, args: Args | None = None,
+                reference: Callable[..., Any] | None = None, **fields: Any) -> Model:
+    """A record for numpy layers: ``forward(*arrays) -> (out, cache)`` and
+    ``backward(dout, cache) -> gradients``, on float64 arrays.
+
+    inputs     ``{name: shape}``: arrays that get gradients
+    data       ``{name: shape}``: arrays that do not (targets, labels)
+    grads      the order the backward returns its gradients in (default: ``inputs``'s)
+    args       the forward's positional order by name (default: inputs, data, hyper)
+    reference  optional torch function of the same arguments; without it the check is
+               finite differences alone (a two-way verdict)
+    """
+    if not callable(forward) or not callable(backward):
+        field = "forward" if not callable(forward) else "backward"
+        raise SpecError(str(name), field, f"must be callable, got {forward if field == 'forward' else backward!r}")
+    data, hyper = dict(data or {}), dict(hyper or {})
+    order = _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
+    names = tuple(grads) if grads is not None else tuple(inputs)
+    if sorted(names) != sorted(inputs):
+        raise SpecError(str(name), "grads", f"must name each input once ({', '.join(inputs)}), got {', '.join(names)}")
+    if fields.get("double_backward"):
+        raise SpecError(str(name), "double_backward", "numpy code has no graph to differentiate twice")
+    if fields.get("dtype", "float64") != "float64":
+        raise SpecError(str(name), "dtype", "numpy models work in float64")
+
+    def arrays(p, d, h):
+        return [_to_numpy(p[n]) if n in p else _to_numpy(d[n]) if n in d else h[n] for n in order]
+
+    def fwd(p, d, h=None):
+        returned = forward(*arrays(p, d, h))
+        if not (isinstance(returned, tuple) and len(returned) == 2):
+            raise ContractError(f"{_name_of(forward)} must return (out, cache), got {type(returned).__name__}")
+        like = next(iter(p.values()))
+        return _to_torch(returned[0], like, _name_of(forward)), returned[1]
+
+    def bwd(p, d, cache, g, h=None):
+        dout = tuple(_to_numpy(x) for x in g) if isinstance(g, tuple) else _to_numpy(g)
+        got = backward(dout, cache)
+        if len(names) == 1 and not isinstance(got, (tuple, list)):
+            got = (got,)
+        if not isinstance(got, (tuple, list)) or len(got) != len(names):
+            count = len(got) if isinstance(got, (tuple, list)) else type(got).__name__
+            raise ContractError(f"{_name_of(backward)} returned {count}; the record expects "
+                                f"{len(names)} gradients in the order {', '.join(names)}")
+        return {n: _gradient(n, a, p[n], _name_of(backward)) for n, a in zip(names, got)}
+
+    ref = None
+    if reference is not None:
+        if not callable(reference):
+            raise SpecError(str(name), "reference", f"must be callable or None, got {reference!r}")
+
+        def ref(p, d, h=None):
+            return reference(*[p[n] if n in p else d[n] if n in d else h[n] for n in order])
+
+    return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=fwd, backward=bwd,
+                 reference=ref, kind="numpy",
+                 **_record(str(name), fields, ("params", "grad_data", "kind", "op", "forward", "backward")))
+
+
+def _name_of(fn: Callable) -> str:
+    return getattr(fn, "__name__", "the numpy code")
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
+
+
+def _to_torch(out, like: torch.Tensor, who: str):
+    if isinstance(out, (tuple, list)):
+        return tuple(_to_torch(o, like, who) for o in out)
+    arr = np.asarray(out)
+    if arr.dtype == object:
+        raise ContractError(f"{who} returned {type(out).__name__}, expected float64 arrays")
+    t = torch.from_numpy(np.array(arr, copy=True))
+    return t.to(device=like.device, dtype=like.dtype if t.is_floating_point() else t.dtype)
+
+
+def _gradient(name: str, arr, x: torch.Tensor, who: str) -> torch.Tensor:
+    if not isinstance(arr, (np.ndarray, np.floating, float)):
+        raise ContractError(f"{name}: {who} returned {type(arr).__name__}, expected a float64 array")
+    arr = np.asarray(arr)
+    if arr.dtype != np.float64:
+        raise ContractError(f"{name}: {who} returned a {arr.dtype} array; numpy models work in float64")
+    return torch.from_numpy(np.array(arr, copy=True)).to(device=x.device, dtype=x.dtype)

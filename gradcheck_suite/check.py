@@ -48,6 +48,7 @@ class CaseResult:
     fd_rel_err: float = 0.0
     seconds: float = 0.0
     traceback: str | None = None   # of an exception from the model's code, for --verbose
+    phase: str = ""                # what runs now (or ran last): forward, backward, ...
 
     @property
     def ok(self) -> bool:
@@ -64,8 +65,9 @@ class _Stop(Exception):
     pass
 
 
-def check_case(model: Model, case: Case) -> CaseResult:
-    res = CaseResult(model.name, case)
+def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:
+    """Judge one case; ``res``, when given, is filled in (another thread may watch its phase)."""
+    res = CaseResult(model.name, case) if res is None else res
     start = time.perf_counter()
     try:
         _check(model, case, res)
@@ -82,6 +84,7 @@ def _error(res: CaseResult, text: str) -> _Stop:
 
 
 def _call(res: CaseResult, what: str, fn, *args):
+    res.phase = what
     try:
         return fn(*args)
     except FactoryError as e:
@@ -143,6 +146,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n)) for n in model.differentiable}
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
 
+    res.phase = "finite differences"
     try:
         with torch.no_grad():
             model.forward(p64, d64)

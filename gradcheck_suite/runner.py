@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from .case import Case
-from .check import FAIL, NONDIFF, SKIPPED, CaseResult, check_case
+from .check import FAIL, NONDIFF, SKIPPED, CaseResult
+from .limits import CaseTimeout, run_case
 from .spec import Model
 
 
@@ -38,16 +39,28 @@ class _Failed(Exception):
 
 def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
-              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None) -> ModelRun:
+              scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
+              case_timeout: float | None = None,
+              on_tick: Callable[[ModelRun, str, float], None] | None = None) -> ModelRun:
     """Check ``model`` on generated cases; what is given (dims, seed, scale) stays fixed.
 
-    With every dim, the seed and the scale given, exactly that one case runs.
+    With every dim, the seed and the scale given, exactly that one case runs.  A case
+    that runs past ``case_timeout`` seconds is an error and ends the run (no shrinking);
+    ``on_tick(run, phase, seconds)`` reports a running case (see ``limits.run_case``).
     """
     run = ModelRun(model.name, dtype or model.dtype, device)
     start = time.perf_counter()
 
+    tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
+
     def judge(case: Case) -> None:
-        res = check_case(model, case)
+        try:
+            res = run_case(model, case, timeout=case_timeout, tick=tick)
+        except CaseTimeout as e:
+            if run.failure is None:           # while shrinking, the failure found first stands
+                run.checked += 1
+                run.failure = e.result
+            raise
         if run.failure is not None:           # hypothesis is shrinking
             run.shrink_steps += 1
         elif res.verdict == NONDIFF:
@@ -70,8 +83,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     if len(fixed) == len(model.dims) and seed is not None and scale is not None:
         try:
             judge(Case(model.name, fixed, run.dtype, device, seed, scale))
-        except _Failed as e:
-            run.failure = e.result
+        except (_Failed, CaseTimeout):
+            pass
     else:
         # hypothesis loads only here: reproducing one given case starts faster without it
         import hypothesis
@@ -93,6 +106,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
             prop()
         except _Failed as e:
             run.failure = e.result                     # the shrunk case
+        except CaseTimeout:
+            pass                                       # judge() kept it
         except hyp_errors.Unsatisfiable:
             run.problems.append(f"no case could be judged: {run.nondiff} non-differentiable, "
                                 f"{run.skipped} with a forward that is not finite")

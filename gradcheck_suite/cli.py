@@ -13,10 +13,11 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
 from . import __version__
-from .options import CASE_TIMEOUT, SEEDS, case_timeout, number
+from .options import CASE_TIMEOUT, SEEDS, WIDTH, case_timeout, number
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JSON_VERSION = 1
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--case-timeout", metavar="SECONDS", default=str(CASE_TIMEOUT),
                    help=f"a case running longer is abandoned as an error; 0 for no limit (default: {CASE_TIMEOUT:g})")
     p.add_argument("--profile", default="quick", choices=["quick", "nightly"], help="hypothesis profile (default: quick)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
 
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
                                  "(gradcheck-suite bench --help)")
@@ -267,9 +268,13 @@ def _list(rep: _Report, args) -> None:
                "differentiable": list(m.differentiable), "origin": reg.origin(m.name),
                "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""}
         rep.listed.append(row)
-        rep.out.write(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}\n{'':<20} dims: {dims}")
+        pad = " " * 21
+        text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", WIDTH,
+                              subsequent_indent=pad + " " * 16),
+                textwrap.fill(f"dims: {dims}", WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
         if row["doc"]:
-            rep.out.write(f"{'':<20} {row['doc']}")
+            text.append(textwrap.fill(row["doc"], WIDTH, initial_indent=pad, subsequent_indent=pad))
+        rep.out.write("\n".join(text))
 
 
 def _options(rep: _Report, args) -> dict:
@@ -419,7 +424,6 @@ class _Progress:
     def _draw(self) -> None:
         if not self.enabled:
             return
-        from .report import WIDTH
         state = f"shrinking, step {self.done}" if self.shrinking else f"case {min(self.done + 1, self.goal)}/{self.goal}"
         text = ", ".join(filter(None, [f"{self.label}: {state}", self.phase, f"{time.monotonic() - self.t0:.1f}s"]))
         self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")

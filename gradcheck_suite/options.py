@@ -10,6 +10,8 @@ import math
 SEEDS = (0, 2**32 - 1)
 #: the per-case time limit, seconds: far above any case at the models' own ranges
 CASE_TIMEOUT = 60.0
+#: columns: the tables and messages fit a terminal this wide
+WIDTH = 80
 
 
 def number(option: str, text: str, kind: type = int, low: float = 1, high: float | None = None,

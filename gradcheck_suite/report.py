@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 from .check import ERROR, FAIL, CaseResult
 from .compare import TensorComparison
+from .options import WIDTH
 from .runner import ModelRun
-
-WIDTH = 80  # columns: the table and the messages fit a terminal of this width
 
 
 def _num(x: float | None) -> str:
@@ -134,7 +133,7 @@ def _seconds(s: float) -> str:
 
 
 def run_details(r: ModelRun, models_from: str | None = None) -> str:
-    parts = [f"{r.model}: {p}" for p in r.problems]
+    parts = ["\n".join(_wrap(f"{r.model}: {p}", 4)) for p in r.problems]
     if r.failure is not None:
         parts.append(case_message(r.failure, models_from))
     return "\n".join(parts)

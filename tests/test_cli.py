@@ -230,6 +230,7 @@ def test_list_shows_every_model_with_its_dims(tmp_path):
     r = gcs("list", "--json", tmp_path / "list.json")
     assert r.returncode == 0
     assert "mlp_relu" in r.stdout and "D_in∈[1,40] bench 1000" in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 80
     assert {m["name"] for m in report(tmp_path / "list.json")["models"]} >= {"mlp_relu", "linear_layer"}
 
 

@@ -55,7 +55,7 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
     """
     if timeout is None and tick is None:
         return check_case(model, case)
-    _warm_up()
+    _warm_up(case.device)
     res = CaseResult(model.name, case)
     outcome: list = []
 
@@ -87,13 +87,17 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
     return outcome[0]
 
 
-def _warm_up() -> None:
+def _warm_up(device: str) -> None:
     """Torch imports modules on the first use of autograd (sympy among them: a second or
-    more); run that here, before the clock starts, so it is never charged to a case."""
+    more), and CUDA starts on its first tensor (seconds); both happen here, before the
+    clock starts, so they are never charged to a case."""
     import torch
-    x = torch.zeros(1, requires_grad=True)
-    y = 2 * x
-    torch.autograd.grad(y, x, grad_outputs=torch.ones_like(y))    # as oracles.autograd calls it
+    try:
+        x = torch.zeros(1, device=device, requires_grad=True)
+        y = 2 * x
+        torch.autograd.grad(y, x, grad_outputs=torch.ones_like(y))    # as oracles.autograd calls it
+    except Exception:  # a device that fails here fails the case too, with the message where it belongs
+        pass
 
 
 def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: float) -> CaseResult:

@@ -355,12 +355,12 @@ def test_7_ctrl_c_keeps_what_finished_writes_the_json_and_exits_130(tmp_path, ha
 def test_8_a_case_over_the_time_limit_is_an_error_naming_its_phase(tmp_path, hangs):
     f, env, _ = hangs
     r = gcs("check", "hang_forward", "hang_backward", "hang_autograd", "hang_fd", "affine_scalar",
-            "--models-from", f, "--examples", "3", "--case-timeout", "1", "--json", tmp_path / "r.json", env=env)
+            "--models-from", f, "--examples", "3", "--case-timeout", "2", "--json", tmp_path / "r.json", env=env)
     assert r.returncode == 1
     phases = {"hang_forward": "forward", "hang_backward": "backward", "hang_autograd": "autograd on the forward",
               "hang_fd": "finite differences"}
     for model, phase in phases.items():
-        assert f"{model}: error — {phase} did not finish within 1 s (--case-timeout)" in flat(r.stdout)
+        assert f"{model}: error — {phase} did not finish within 2 s (--case-timeout)" in flat(r.stdout)
     assert "1 passed, 0 failed, 4 errors" in r.stdout
     doc = report(tmp_path / "r.json")
     assert [m["verdict"] for m in doc["models"]] == ["error"] * 4 + ["pass"]
@@ -371,7 +371,7 @@ def test_8_the_progress_line_ticks_with_the_model_and_the_phase_while_a_case_run
     f, env, _ = hangs
     master, slave = os.openpty()   # stderr is a terminal: the progress line is drawn
     try:
-        r = gcs("check", "hang_backward", "--models-from", f, "--examples", "2", "--case-timeout", "1",
+        r = gcs("check", "hang_backward", "--models-from", f, "--examples", "2", "--case-timeout", "2",
                 env=env, stderr=slave, stdout=subprocess.PIPE)
         drawn = available(master)
     finally:

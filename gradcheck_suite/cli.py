@@ -157,7 +157,7 @@ class _Report:
         self.out = self.err if json_path == "-" else _Stream(sys.stdout)
         self.problems: list[str] = []
         self.usage = False             # a usage error: exit 2
-        self.errors = 0                # model files that did not load, models refused: exit 1
+        self.errors = 0                # model files that did not load: exit 1
         self.runs: list = []           # (ModelRun, its --models-from) of every model checked
         self.listed: list | None = None
         self.interrupted = False
@@ -195,8 +195,10 @@ class _Report:
         parts = [f"{counts['pass']} passed", f"{counts['fail']} failed"]
         errors = counts["error"] + self.errors
         usage = len(self.problems) - self.errors
-        parts += [f"{errors} error{'s' * (errors != 1)}"] * bool(errors)
-        parts += [f"{usage} usage error{'s' * (usage != 1)}"] * bool(usage)
+        if errors:
+            parts.append(f"{errors} error{'s' * (errors != 1)}")
+        if usage:
+            parts.append(f"{usage} usage error{'s' * (usage != 1)}")
         if self.interrupted and self.planned > len(self.runs):
             parts.append(f"{self.planned - len(self.runs)} not run (interrupted)")
         return ", ".join(parts)
@@ -206,13 +208,12 @@ class _Report:
         if self.summarize:
             self.out.write(f"\n{self.summary()}")
         torch = sys.modules.get("torch")
-        doc = {"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
-               "interrupted": self.interrupted, "problems": self.problems}
-        doc["models"] = self.listed or []
+        models = self.listed or []
         if self.runs:  # the report module loads torch: only when something ran
             from .report import run_json
-            doc["models"] = [run_json(r, asked) for r, asked in self.runs]
-        self._write_json(doc)
+            models = [run_json(r, asked) for r, asked in self.runs]
+        self._write_json({"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
+                          "interrupted": self.interrupted, "problems": self.problems, "models": models})
         return code
 
     def _write_json(self, doc: dict) -> None:
@@ -372,8 +373,9 @@ def _check(rep: _Report, args) -> None:
         return
     table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
     rep.out.write(table.head())
-    progress = _Progress(rep.err, len(plan), enabled=not args.no_progress and rep.err.isatty(),
-                         goal=opts["examples"] or _profile_examples(args.profile))
+    shown = not args.no_progress and rep.err.isatty()
+    progress = _Progress(rep.err, len(plan), enabled=shown,   # the profile's count loads hypothesis: only if shown
+                         goal=opts["examples"] or (_profile_examples(args.profile) if shown else 0))
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)

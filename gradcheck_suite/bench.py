@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -620,10 +621,10 @@ def main(argv: list[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut + 1:]
     args = _parser().parse_args(argv)
     try:
-        if args.threshold < 0:
-            raise BenchInputError(f"--threshold must be >= 0, got {args.threshold:g}")
-        if args.max_time is not None and not args.max_time > 0:
-            raise BenchInputError(f"--max-time must be > 0, got {args.max_time:g}")
+        if not 0 <= args.threshold < math.inf:  # nan too: it would compare false with every change
+            raise BenchInputError(f"--threshold must be a finite number >= 0, got {args.threshold:g}")
+        if args.max_time is not None and not 0 < args.max_time < math.inf:
+            raise BenchInputError(f"--max-time must be a finite number > 0, got {args.max_time:g}")
         baseline = load_run(args.baseline, "baseline file") if args.baseline else None
         given = load_run(args.from_json, "--from-json file") if args.from_json else None
         folder = None if given else _benchmarks_dir(args.benchmarks)

@@ -56,6 +56,7 @@ class CaseResult:
     seconds: float = 0.0
     traceback: str | None = None   # of an exception from the model's code, for --verbose
     summary: str | None = None     # the headline, where it is not "the manual gradient of ... disagrees"
+    phase: str = ""                # what runs now (or ran last): forward, backward, ...
 
     @property
     def ok(self) -> bool:
@@ -72,8 +73,9 @@ class _Stop(Exception):
     pass
 
 
-def check_case(model: Model, case: Case) -> CaseResult:
-    res = CaseResult(model.name, case)
+def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:
+    """Judge one case; ``res``, when given, is filled in (another thread may watch its phase)."""
+    res = CaseResult(model.name, case) if res is None else res
     start = time.perf_counter()
     try:
         _check(model, case, res)
@@ -95,6 +97,7 @@ def _error(res: CaseResult, text: str) -> _Stop:
 
 
 def _call(res: CaseResult, what: str, fn, *args):
+    res.phase = what
     try:
         return fn(*args)
     except (FactoryError, ContractError) as e:
@@ -167,6 +170,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag)
 
+    res.phase = "finite differences"
     try:
         if case.dtype == "float64":
             out64 = out                     # the case's own forward already ran in float64

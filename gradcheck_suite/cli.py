@@ -1,34 +1,50 @@
 """gradcheck-suite list | check | bench.
 
-Exit codes: 0 every model passed, 1 a model failed or errored, 2 a usage error (an
-unknown model, bad --dims, a missing file, CUDA asked for but absent).  Usage errors
-are reported and the rest still runs.
+Exit codes: 0 every model passed, 1 a model failed or errored (a broken model file
+included), 2 a usage error (an unknown model, a bad option, a missing file, CUDA asked
+for but absent, a case too large for memory), 130 interrupted.  Every problem is one
+line on stderr and an entry of the JSON report's ``problems``; a problem with one model
+or file leaves the others to run, and the JSON report is written whatever happens.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
+import textwrap
 import time
 
 from . import __version__
+from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, number
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+JSON_VERSION = 1
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, and the JSON report still written
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="gradcheck-suite",
         description="Check hand-written backward passes against autograd and finite differences.",
-        epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error.")
+        epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error, 130 interrupted.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,bench,init}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--models-from", action="append", default=[], metavar="PATH",
                        help="a model file, a folder of them, or a dotted module name; repeatable (default: none)")
-        p.add_argument("--json", metavar="FILE", help="also write a JSON report to FILE ('-' for stdout)")
+        p.add_argument("--json", metavar="FILE",
+                       help="also write a JSON report to FILE; '-' writes it to stdout and the rest to stderr")
         p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks from model code")
 
     p = sub.add_parser("list", help="list the registered models")
@@ -41,77 +57,269 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
     p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
-    p.add_argument("--examples", type=int, metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
-    p.add_argument("--seed", type=int, metavar="S", help="fix the seed of the case's values (default: drawn)")
-    p.add_argument("--scale", type=float, metavar="X", help="fix the value scale (default: drawn from 1e-3 to 1e3)")
+    p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
+    p.add_argument("--seed", metavar="S", help=f"fix the seed of the case's values, {SEEDS[0]} to {SEEDS[1]} (default: drawn)")
+    p.add_argument("--scale", metavar="X", help="fix the value scale (default: drawn from 1e-3 to 1e3)")
+    p.add_argument("--case-timeout", metavar="SECONDS", default=str(CASE_TIMEOUT),
+                   help=f"a case running longer is abandoned as an error; 0 for no limit (default: {CASE_TIMEOUT:g})")
     p.add_argument("--profile", default="quick", choices=["quick", "nightly"], help="hypothesis profile (default: quick)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
-
-    sub.add_parser("bench", help="time manual backward against autograd and write a report "
-                                 "(gradcheck-suite bench --help)")
+    p.add_argument("--threads", metavar="N", default=str(THREADS),
+                   help=f"torch intra-op threads for the checks; more cores are better used by running "
+                        f"models in parallel (pytest -n auto) (default: {THREADS})")
+    p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
 
     from .scaffold import KINDS
     p = sub.add_parser("init", help="write a starting model file that passes the check")
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
     p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
+
+    sub.add_parser("bench", help="time manual backward against autograd and write a report "
+                                 "(gradcheck-suite bench --help)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # e.g. `gradcheck-suite list | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except KeyboardInterrupt:
-        _say("gradcheck-suite: interrupted")
-        return 130
-
-
-def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its options are its own: hand them over unparsed
         from . import bench
         return bench.main(argv[1:])
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as e:
+        rep = _Report(_json_option(argv))
+        rep.usage_error(str(e))
+        return rep.finish()
     if args.command == "init":
         return _init(args)
+    rep = _Report(args.json)
+    if rep.json_path not in (None, "-"):
+        problem = _unwritable(rep.json_path)
+        if problem:  # nothing runs when its report cannot be kept
+            rep.json_path = None
+            rep.usage_error(problem)
+            return rep.finish()
+    try:
+        if args.command == "list":
+            _list(rep, args)
+        else:
+            _check(rep, args)
+    except KeyboardInterrupt:
+        rep.interrupt()
+    return rep.finish()
+
+
+def _json_option(argv: list[str]) -> str | None:
+    """The --json path of a command line that could not be parsed as a whole."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--json")
+    try:
+        path = pre.parse_known_args(argv)[0].json
+    except SystemExit:
+        return None
+    return None if path is None or (path != "-" and _unwritable(path)) else path
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the JSON report cannot be written to ``path``, found before any work is done."""
+    if os.path.isdir(path):
+        return f"--json {path}: is a folder, not a file"
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        return f"--json {path}: cannot write the report there ({e.strerror or e})"
+    if not existed:
+        os.remove(path)
+    return None
+
+
+class _Stream:
+    """A text stream that a closed pipe (``| head``, ``| true``) silences: the run goes on,
+    and the JSON report and the exit code still tell the outcome."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, text: str, end: str = "\n") -> None:
+        if self.f is None:
+            return
+        try:
+            self.f.write(text + end)
+            self.f.flush()
+        except (BrokenPipeError, ValueError):
+            try:  # the interpreter's last flush must not fail either
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.f.fileno())
+            except (OSError, ValueError):
+                pass
+            self.f = None
+
+    def isatty(self) -> bool:
+        return self.f is not None and self.f.isatty()
+
+
+class _Report:
+    """What the command found: problems, runs, and how it ended; written once, at the end."""
+
+    def __init__(self, json_path: str | None):
+        self.json_path = json_path
+        # with the JSON on stdout, everything meant for people goes to stderr
+        self.err = _Stream(sys.stderr)
+        self.out = self.err if json_path == "-" else _Stream(sys.stdout)
+        self.problems: list[str] = []
+        self.usage = False             # a usage error: exit 2
+        self.errors = 0                # model files that did not load: exit 1
+        self.runs: list = []           # (ModelRun, its --models-from) of every model checked
+        self.listed: list | None = None
+        self.interrupted = False
+        self.planned = 0               # runs planned, for the summary of an interrupted check
+        self.verbose = False
+        self.summarize = False         # the summary line, once a check has begun
+
+    def usage_error(self, text: str) -> None:
+        self.err.write(f"gradcheck-suite: error: {text}")
+        self.problems.append(text)
+        self.usage = True
+
+    def model_error(self, text: str, traceback: str | None = None) -> None:
+        self.err.write(f"gradcheck-suite: model error: {text}")
+        if self.verbose and traceback:
+            self.err.write(traceback)
+        self.problems.append(text)
+        self.errors += 1
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.err.write("gradcheck-suite: interrupted; the report covers what finished")
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.usage:
+            return EXIT_USAGE
+        if self.errors or any(r.verdict != "pass" for r, _ in self.runs):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def summary(self) -> str:
+        counts = {v: sum(r.verdict == v for r, _ in self.runs) for v in ("pass", "fail", "error")}
+        parts = [f"{counts['pass']} passed", f"{counts['fail']} failed"]
+        errors = counts["error"] + self.errors
+        usage = len(self.problems) - self.errors
+        if errors:
+            parts.append(f"{errors} error{'s' * (errors != 1)}")
+        if usage:
+            parts.append(f"{usage} usage error{'s' * (usage != 1)}")
+        if self.interrupted and self.planned > len(self.runs):
+            parts.append(f"{self.planned - len(self.runs)} not run (interrupted)")
+        return ", ".join(parts)
+
+    def finish(self) -> int:
+        code = self.exit_code()
+        if self.summarize:
+            self.out.write(f"\n{self.summary()}")
+        torch = sys.modules.get("torch")
+        models = self.listed or []
+        if self.runs:  # the report module loads torch: only when something ran
+            from .report import run_json
+            models = [run_json(r, asked) for r, asked in self.runs]
+        self._write_json({"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
+                          "interrupted": self.interrupted, "problems": self.problems, "models": models})
+        return code
+
+    def _write_json(self, doc: dict) -> None:
+        if not self.json_path:
+            return
+        text = json.dumps(doc, indent=2)
+        if self.json_path == "-":
+            _Stream(sys.stdout).write(text)
+            return
+        try:
+            with open(self.json_path, "w") as f:
+                f.write(text + "\n")
+        except OSError as e:
+            self.err.write(f"gradcheck-suite: error: cannot write the JSON report: {e}")
+
+
+def _load(rep: _Report, args, names: list[str] = ()):
+    """The registry, with its problems reported; a name defined in a model file that did
+    not load is that file's problem (exit 1), not an unknown name."""
     from . import registry
+    rep.verbose = args.verbose
     reg = registry.load(args.models_from)
-    if args.command == "list":
-        return _list(reg, args)
-    return _check(reg, args)
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-def _load_problems(reg, args) -> int:
     for text in reg.not_found:
-        _say(f"gradcheck-suite: error: {text}")
-    for text in reg.problems:
-        _say(f"gradcheck-suite: model error: {text}")
-        if args.verbose and text in reg.tracebacks:
-            _say(reg.tracebacks[text])
-    return EXIT_USAGE if reg.not_found else (EXIT_FAILED if reg.problems else EXIT_OK)
+        rep.usage_error(text)
+    lost = {text: [] for text in reg.problems}
+    for name in names:
+        if name not in reg:
+            where = next((t for t in reg.problems if _defines(t, name)), None)
+            if where is not None:
+                lost[where].append(name)
+    for text, missing in lost.items():
+        suffix = f"; not checked: {', '.join(missing)}" if missing else ""
+        rep.model_error(text + suffix, reg.tracebacks.get(text))
+    return reg, {n for ns in lost.values() for n in ns}
 
 
-def _list(reg, args) -> int:
-    code = _load_problems(reg, args)
-    rows = []
+def _defines(problem: str, name: str) -> bool:
+    """Whether the model file a load problem is about mentions the model ``name``."""
+    path = problem.split(":", 1)[0]
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return re.search(rf"\b{re.escape(name)}\b", f.read()) is not None
+    except OSError:
+        return False
+
+
+def _list(rep: _Report, args) -> None:
+    reg, _ = _load(rep, args)
+    rep.listed = []
     for m in reg:
         dims = ", ".join(f"{k}∈[{d.low},{d.high}] bench {d.bench}" for k, d in m.dims.items())
-        tensors = ", ".join(m.differentiable)
-        rows.append({"name": m.name, "dtype": m.dtype, "dims": {k: vars(d) for k, d in m.dims.items()},
-                     "differentiable": list(m.differentiable), "origin": reg.origin(m.name),
-                     "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""})
-        print(f"{m.name:<20} {m.dtype:<8} grads: {tensors}\n{'':<20} dims: {dims}")
-        if rows[-1]["doc"]:
-            print(f"{'':<20} {rows[-1]['doc']}")
-    _write_json(args.json, {"version": 1, "models": rows, "problems": reg.problems + reg.not_found})
-    return code
+        row = {"name": m.name, "dtype": m.dtype, "dims": {k: vars(d) for k, d in m.dims.items()},
+               "differentiable": list(m.differentiable), "origin": reg.origin(m.name),
+               "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""}
+        rep.listed.append(row)
+        pad = " " * 21
+        text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", WIDTH,
+                              subsequent_indent=pad + " " * 16),
+                textwrap.fill(f"dims: {dims}", WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
+        if row["doc"]:
+            text.append(textwrap.fill(row["doc"], WIDTH, initial_indent=pad, subsequent_indent=pad))
+        rep.out.write("\n".join(text))
+
+
+def _options(rep: _Report, args) -> dict:
+    """The check's options, validated up front; every mistake is reported, not just the first."""
+    from .spec import DTYPES
+
+    opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
+            "threads": THREADS}
+    parse = {
+        "dims": lambda: _parse_dims(args.dims),
+        "hyper": lambda: _parse_hyper(args.hyper),
+        "threads": lambda: number("--threads", args.threads),
+        "examples": lambda: number("--examples", args.examples),
+        "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
+        "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
+        "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
+    }
+    for key, value in parse.items():
+        if getattr(args, key) is not None:
+            try:
+                opts[key] = value()
+            except ValueError as e:
+                rep.usage_error(str(e))
+    opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
+    for dt in opts["dtypes"]:
+        if dt is not None and dt not in DTYPES:
+            rep.usage_error(f"--dtype {dt!r} is not one of {', '.join(DTYPES)}")
+    opts["devices"] = args.device.split(",")
+    for dev in opts["devices"]:
+        if dev not in ("cpu", "cuda"):
+            rep.usage_error(f"--device {dev!r}: use cpu, cuda or cpu,cuda")
+    return opts
 
 
 def _parse_dims(text: str | None) -> dict[str, int]:
@@ -133,95 +341,85 @@ def _parse_dims(text: str | None) -> dict[str, int]:
     return dims
 
 
-def _check(reg, args) -> int:
+def _check(rep: _Report, args) -> None:
+    opts = _options(rep, args)
+    if rep.usage:  # a bad option would make every run meaningless
+        return
+    rep.summarize = True
     import torch
 
-    from . import report
+    from . import limits, report
     from .runner import run_model
-    from .spec import DTYPES
 
-    usage = _load_problems(reg, args) == EXIT_USAGE
-    failed = bool(reg.problems)
-    from .case import parse_hyper
-    try:
-        dims = _parse_dims(args.dims)
-        hyper = parse_hyper(args.hyper)
-    except ValueError as e:
-        _say(f"gradcheck-suite: error: {e}")
-        return EXIT_USAGE
-    if args.examples is not None and args.examples < 1:
-        _say(f"gradcheck-suite: error: --examples={args.examples} must be at least 1")
-        return EXIT_USAGE
-    if args.scale is not None and not args.scale > 0:
-        _say(f"gradcheck-suite: error: --scale={args.scale} must be positive")
-        return EXIT_USAGE
-    dtypes = args.dtype.split(",") if args.dtype else [None]
-    for dt in dtypes:
-        if dt is not None and dt not in DTYPES:
-            _say(f"gradcheck-suite: error: --dtype {dt!r} is not one of {', '.join(DTYPES)}")
-            return EXIT_USAGE
+    reg, lost = _load(rep, args, args.names)
     devices = []
-    for dev in args.device.split(","):
-        if dev not in ("cpu", "cuda"):
-            _say(f"gradcheck-suite: error: --device {dev!r}: use cpu, cuda or cpu,cuda")
-            return EXIT_USAGE
+    for dev in opts["devices"]:
         if dev == "cuda" and not torch.cuda.is_available():
-            _say("gradcheck-suite: error: --device cuda: CUDA is not available on this machine; skipping the cuda cases")
-            usage = True
-            continue
-        devices.append(dev)
-
+            rep.usage_error("--device cuda: CUDA is not available on this machine; skipping the cuda cases")
+        else:
+            devices.append(dev)
     models = []
     for name in args.names or reg.names():
+        if name in lost:
+            continue
         try:
             models.append(reg.get(name))
         except KeyError as e:
-            _say(f"gradcheck-suite: error: {e}")
-            usage = True
-    if dims:
-        unused = [k for k in dims if not any(k in m.dims for m in models)]
-        if unused:
-            _say(f"gradcheck-suite: error: --dims {', '.join(unused)}: no selected model has such a dimension")
-            usage = True
-    if hyper:
-        unused = [k for k in hyper if not any(k in m.hyper for m in models)]
-        if unused:
-            _say(f"gradcheck-suite: error: --hyper {', '.join(unused)}: no selected model has such a hyperparameter")
-            usage = True
-    if not models and not reg.problems:
-        _say("gradcheck-suite: error: no models to check")
+            rep.usage_error(str(e))
+    dims = opts["dims"]
+    unused = [k for k in dims if not any(k in m.dims for m in models)]
+    if unused:
+        rep.usage_error(f"--dims {', '.join(unused)}: no selected model has such a dimension")
+    hyper = opts["hyper"]
+    unused = [k for k in hyper if not any(k in m.hyper for m in models)]
+    if unused:
+        rep.usage_error(f"--hyper {', '.join(unused)}: no selected model has such a hyperparameter")
+    if not models and not rep.problems:
+        rep.usage_error("no models to check")
 
-    plan = [(m, dt, dev) for m in models for dt in dtypes for dev in devices]
-    progress = _Progress(len(plan), enabled=not args.no_progress and sys.stderr.isatty())
-    runs = []
-    for i, (m, dt, dev) in enumerate(plan):
+    plan = []
+    for m in models:
         own = {k: v for k, v in dims.items() if k in m.dims}
-        progress.start(i, m.name, dt or m.dtype, dev, args.examples)
-        run = run_model(m, dtype=dt, device=dev, profile=args.profile, examples=args.examples, dims=own,
-                        seed=args.seed, scale=args.scale, on_case=progress.update,
-                        hyper={k: v for k, v in hyper.items() if k in m.hyper})
+        own_hyper = {k: v for k, v in hyper.items() if k in m.hyper}
+        for dt in opts["dtypes"]:
+            for dev in devices:
+                refused = limits.too_large(m, own, dt or m.dtype, dev, own_hyper)
+                if refused:
+                    rep.usage_error(refused)
+                else:
+                    plan.append((m, dt or m.dtype, dev, own))
+    rep.planned = len(plan)
+    if not plan:
+        return
+    torch.set_num_threads(opts["threads"])
+    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
+    rep.out.write(table.head())
+    shown = not args.no_progress and rep.err.isatty()
+    progress = _Progress(rep.err, len(plan), enabled=shown,   # the profile's count loads hypothesis: only if shown
+                         goal=opts["examples"] or (_profile_examples(args.profile) if shown else 0))
+    try:
+        for i, (m, dt, dev, own) in enumerate(plan):
+            progress.start(i, m.name, dt, dev)
+            run = run_model(m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
+                            seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
+                            case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
+                            hyper={k: v for k, v in hyper.items() if k in m.hyper})
+            progress.clear()
+            rep.runs.append((run, reg.asked_as(run.model)))
+            rep.out.write(table.row(run))
+    except KeyboardInterrupt:
         progress.clear()
-        runs.append(run)
-    if runs:
-        print(report.table(runs))
-    for run in runs:
+        rep.interrupt()
+    for run, asked in rep.runs:
         if run.verdict != "pass":
-            failed = True
-            print()
-            print(report.run_details(run, reg.asked_as(run.model)))
+            rep.out.write("\n" + report.run_details(run, asked))
             if args.verbose and run.failure is not None and run.failure.traceback:
-                print(run.failure.traceback)
-    code = EXIT_USAGE if usage else (EXIT_FAILED if failed else EXIT_OK)
-    passed = sum(r.verdict == "pass" for r in runs)
-    print(f"\n{passed} passed, {len(runs) - passed} failed")
-    _write_json(args.json, {
-        "version": report.JSON_VERSION,
-        "torch": torch.__version__,
-        "exit_code": code,
-        "models": [report.run_json(r, reg.asked_as(r.model)) for r in runs],
-        "problems": reg.not_found + reg.problems,
-    })
-    return code
+                rep.out.write(run.failure.traceback)
+
+
+def _parse_hyper(text: str | None) -> dict:
+    from .case import parse_hyper
+    return parse_hyper(text)
 
 
 def _init(args) -> int:
@@ -229,56 +427,50 @@ def _init(args) -> int:
     try:
         path = scaffold.write(args.kind, args.name, args.out)
     except (ValueError, OSError) as e:
-        _say(f"gradcheck-suite: error: {e}")
+        print(f"gradcheck-suite: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {path}; check it with:\n  gradcheck-suite check {args.name} --models-from {path}")
     return EXIT_OK
 
 
-def _write_json(path: str | None, doc: dict) -> None:
-    if not path:
-        return
-    text = json.dumps(doc, indent=2)
-    if path == "-":
-        print(text)
-        return
-    try:
-        with open(path, "w") as f:
-            f.write(text + "\n")
-    except OSError as e:
-        _say(f"gradcheck-suite: error: cannot write the JSON report: {e}")
+def _profile_examples(profile: str) -> int:
+    from .strategies import PROFILES
+    return PROFILES[profile]["max_examples"]
 
 
 class _Progress:
-    """One line on stderr that redraws itself: which model, how many cases so far."""
+    """One line on stderr while a model runs: which model, how many cases so far, the phase
+    of the running case and the time.  It is redrawn after every case and, while a case
+    runs, by the waiting thread every ``limits.TICK`` seconds (see ``limits.run_case``)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.label, self.goal, self.t0 = "", None, 0.0
+    def __init__(self, stream: _Stream, total: int, enabled: bool, goal: int):
+        self.stream, self.total, self.enabled, self.goal = stream, total, enabled, goal
+        self.label, self.t0, self.done, self.phase, self.shrinking = "", 0.0, 0, "", False
 
-    def start(self, i: int, name: str, dtype: str, device: str, examples: int | None) -> None:
+    def start(self, i: int, name: str, dtype: str, device: str) -> None:
         self.label = f"[{i + 1}/{self.total}] {name} {dtype} {device}"
-        self.goal, self.t0 = examples, time.perf_counter()
-        self._draw(0)
+        self.t0, self.done, self.phase, self.shrinking = time.monotonic(), 0, "", False
+        self._draw()
 
     def update(self, run) -> None:
-        self._draw(run.checked + run.nondiff + run.skipped + run.shrink_steps, shrinking=run.failure is not None)
+        self.done = run.checked + run.nondiff + run.skipped + run.shrink_steps
+        self.shrinking, self.phase = run.failure is not None, ""
+        self._draw()
 
-    def _draw(self, done: int, shrinking: bool = False) -> None:
+    def tick(self, run, phase: str, seconds: float) -> None:
+        self.phase = phase
+        self._draw()
+
+    def _draw(self) -> None:
         if not self.enabled:
             return
-        goal = self.goal or 20
-        width = 24
-        filled = min(width, width * done // goal)
-        bar = "#" * filled + "-" * (width - filled)
-        state = "shrinking" if shrinking else f"{done}/{goal} cases"
-        sys.stderr.write(f"\r\x1b[K{self.label} [{bar}] {state} {time.perf_counter() - self.t0:.1f}s")
-        sys.stderr.flush()
+        state = f"shrinking, step {self.done}" if self.shrinking else f"case {min(self.done + 1, self.goal)}/{self.goal}"
+        text = ", ".join(filter(None, [f"{self.label}: {state}", self.phase, f"{time.monotonic() - self.t0:.1f}s"]))
+        self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
 
     def clear(self) -> None:
         if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+            self.stream.write("\r\x1b[K", end="")
 
 
 if __name__ == "__main__":

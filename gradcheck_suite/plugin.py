@@ -8,9 +8,23 @@ Importing it costs nothing: torch and the registry load only when a test asks.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import pytest
+
+from .options import CASE_TIMEOUT, case_timeout, number
+
+
+def _checked(parse):
+    """An argparse type from a parser of ours: its one-line message, no traceback."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
 
 _OPTIONS = (
     ("--gradcheck-models", dict(metavar="NAMES", default=None,
@@ -23,8 +37,13 @@ _OPTIONS = (
                                help="comma-separated dtypes (default: each model's own)")),
     ("--gradcheck-profile", dict(metavar="NAME", default="quick", choices=["quick", "nightly"],
                                  help="hypothesis profile: quick or nightly (default: quick)")),
-    ("--gradcheck-examples", dict(metavar="N", type=int, default=None,
+    ("--gradcheck-examples", dict(metavar="N", default=None,
+                                  type=_checked(lambda t: number("", t)),
                                   help="generated cases per target (default: the profile's)")),
+    ("--gradcheck-case-timeout", dict(metavar="SECONDS", default=CASE_TIMEOUT,
+                                      type=_checked(lambda t: case_timeout("", t)),
+                                      help="a case running longer is abandoned as an error; 0 for no limit "
+                                           f"(default: {CASE_TIMEOUT:g})")),
 )
 
 
@@ -53,7 +72,7 @@ class GradcheckTarget:
 
         model = _registry(self.options).get(self.name)
         run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
-                        examples=self.options["examples"])
+                        examples=self.options["examples"], case_timeout=self.options["case_timeout"])
         if run.verdict != "pass":
             pytest.fail(report.run_details(run, self.models_from), pytrace=False)
 
@@ -77,6 +96,7 @@ def _options(config: pytest.Config) -> dict:
         "dtypes": config.getoption("--gradcheck-dtype"),
         "profile": config.getoption("--gradcheck-profile"),
         "examples": config.getoption("--gradcheck-examples"),
+        "case_timeout": config.getoption("--gradcheck-case-timeout"),
     }
 
 

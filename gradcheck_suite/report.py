@@ -3,13 +3,14 @@ the seed, a table per run, and a JSON document for machines."""
 from __future__ import annotations
 
 import math
+import shlex
+import textwrap
 from collections.abc import Sequence
 
 from .check import ERROR, FAIL, CaseResult
 from .compare import TensorComparison
+from .options import WIDTH
 from .runner import ModelRun
-
-JSON_VERSION = 1
 
 
 def _num(x: float | None) -> str:
@@ -26,13 +27,39 @@ def _err(x: float) -> str:
 
 def _element_rows(c: TensorComparison, only_bad: bool) -> list[str]:
     rows = [e for e in c.worst if e.ratio > 1 or not only_bad]
-    head = f"{'index':<14}{'manual':>15}{'autograd':>15}{'finite diff':>15}{'abs err':>10}{'rel err':>10}"
-    lines = [head]
-    for e in rows:
-        fd = "kink" if e.kink and e.finite_diff is None else _num(e.finite_diff) + (" (kink)" if e.kink else "")
-        lines.append(f"{str(list(e.index)):<14}{_num(e.manual):>15}{_num(e.autograd):>15}{fd:>15}"
-                     f"{_err(e.abs_err):>10}{_err(e.rel_err):>10}")
-    return lines
+    cells = [(str(list(e.index)), _num(e.manual), _num(e.autograd), "kink" if e.kink else _num(e.finite_diff),
+              _err(e.abs_err), _err(e.rel_err)) for e in rows]
+    first = max([len("index")] + [len(r[0]) for r in cells])
+    return [f"{r[0]:<{first}}{r[1]:>14}{r[2]:>14}{r[3]:>14}{r[4]:>9}{r[5]:>9}"
+            for r in [("index", "manual", "autograd", "finite diff", "abs err", "rel err"), *cells]]
+
+
+def _wrap(text: str, indent: int) -> list[str]:
+    """``text`` in lines of at most WIDTH columns, continued ``indent`` columns in."""
+    return textwrap.wrap(text, WIDTH, subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False) or [""]
+
+
+def wrap_command(command: str, first: str, indent: int = 4) -> list[str]:
+    """A shell command after ``first``, continued with backslashes so that every line fits
+    WIDTH columns and the lines still paste into a shell as one command."""
+    words = shlex.split(command)
+    # an option stays on one line with its value
+    groups = [[w] for w in words[:3]]
+    for w in words[3:]:
+        if groups[-1][0].startswith("--") and len(groups[-1]) == 1 and not w.startswith("--"):
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    lines, line = [], first.rstrip()
+    for g in groups:
+        piece = shlex.join(g)
+        if len(line) + 1 + len(piece) + 2 > WIDTH and line.strip():
+            lines.append(line + " \\")
+            line = " " * indent + piece
+        else:
+            line = f"{line} {piece}" if line.strip() else line + piece
+    return lines + [line]
 
 
 def case_message(res: CaseResult, models_from: str | None = None) -> str:
@@ -46,39 +73,80 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
         head = res.problems[0] if res.problems else "error"
     else:
         head = "; ".join(res.problems or res.notes) or res.verdict
-    lines = [f"{res.model}: {res.verdict} — {head}", f"  case       {case.describe()}"]
+    label = max([len("case"), *(len(n) for n in res.tensors)])
+    pad = 2 + label + 1                 # where the text after a label starts
+
+    def labelled(name: str, text: str) -> list[str]:
+        return _wrap(f"  {name:<{label}} {text}", pad)
+
+    lines = _wrap(f"{res.model}: {res.verdict} — {head}", 4) + labelled("case", case.describe())
     for extra in (res.problems[1:] if res.verdict == ERROR else []) + (res.notes if res.verdict == FAIL else []):
-        lines.append(f"  note       {extra}")
+        lines += labelled("note", extra)
     for name, c in res.tensors.items():
         size = "×".join(map(str, c.shape)) or "scalar"
         if c.ok:
-            lines.append(f"  {name:<10} ok: shape {size}, worst relative error {_err(c.max_rel_err)}")
+            lines += labelled(name, f"ok: shape {size}, worst relative error {_err(c.max_rel_err)}")
             continue
-        lines.append(f"  {name:<10} shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} elements "
-                     f"outside tolerance; worst relative error {_err(c.max_rel_err)}")
-        lines += ["             " + row for row in _element_rows(c, only_bad=True)]
-    lines.append(f"  reproduce: {case.command(models_from)}")
+        lines += labelled(name, f"shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} outside "
+                                f"tolerance, worst relative error {_err(c.max_rel_err)}")
+        lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
+    lines += wrap_command(case.command(models_from), "  reproduce:")
     return "\n".join(lines)
 
 
-def table(runs: Sequence[ModelRun]) -> str:
-    """One row per model run."""
-    head = ("model", "dtype", "device", "checked", "non-diff", "skipped", "rel err autograd", "rel err fd", "verdict", "time")
-    rows = [head] + [
-        (r.model, r.dtype, r.device, str(r.checked), str(r.nondiff), str(r.skipped),
-         "none (fd only)" if r.two_way else _err(r.worst_autograd), _err(r.worst_fd), r.verdict.upper() if r.verdict != "pass" else "pass",
-         f"{r.seconds:.2f}s")
-        for r in runs
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    out = ["  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-           for row in rows]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+class Table:
+    """The summary table, one row at a time as each run finishes; it fits WIDTH columns.
+
+    Columns: the model, dtype, device, cases checked, cases set aside (non-differentiable
+    points, or a forward that is not finite), the value scales the cases reached (powers of
+    ten), the worst relative error against autograd ("fd" where there is no autograd oracle)
+    and against finite differences, the verdict and the time.  A name too long for its
+    column gets a line of its own.
+    """
+
+    _HEAD = ("model", "dtype", "dev", "cases", "aside", "scales", "autograd", "fin diff", "verdict", "time")
+    _LEFT = {0, 1, 2, 8}
+
+    def __init__(self, names: Sequence[str], dtypes: Sequence[str], devices: Sequence[str]):
+        rest = [max([len(h), *map(len, values)]) for h, values in zip(
+            self._HEAD[1:], (dtypes, devices, ["99999"], ["99999"], ["-3..+3"], ["1.0e+00"], ["1.0e+00"], ["ERROR"], ["999.99s"]))]
+        room = WIDTH - sum(rest) - len(rest)
+        self.widths = [max(len("model"), min(room, max(map(len, names), default=0))), *rest]
+
+    def _line(self, cells: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) if i in self._LEFT else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, self.widths))).rstrip()
+
+    def head(self) -> str:
+        return self._line(self._HEAD) + "\n" + " ".join("-" * w for w in self.widths)
+
+    def row(self, r: ModelRun) -> str:
+        # an error before any comparison (a broken contract, a timeout) has no errors to show
+        compared = r.checked > (r.failure is not None and not r.failure.tensors)
+        errs = [_err(e) if compared else "-" for e in (r.worst_autograd, r.worst_fd)]
+        if r.two_way:
+            errs[0] = "fd only"
+        cells = [r.model, r.dtype, r.device, str(r.checked), str(r.nondiff + r.skipped), _scales(r), *errs,
+                 r.verdict.upper() if r.verdict != "pass" else "pass", _seconds(r.seconds)]
+        if len(r.model) <= self.widths[0]:
+            return self._line(cells)
+        return r.model + "\n" + self._line(["", *cells[1:]])
+
+
+def _scales(r: ModelRun) -> str:
+    """The value scales the cases reached, as powers of ten: ``-3..+3``."""
+    if not r.scales:
+        return "-"
+    low, high = (round(math.log10(s)) for s in (min(r.scales), max(r.scales)))
+    return f"{low:+d}..{high:+d}" if low != high else f"{low:+d}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2f}s" if s < 100 else f"{s:.0f}s"
 
 
 def run_details(r: ModelRun, models_from: str | None = None) -> str:
-    parts = [f"{r.model}: {p}" for p in r.problems]
+    parts = ["\n".join(_wrap(f"{r.model}: {p}", 4)) for p in r.problems]
     if r.failure is not None:
         parts.append(case_message(r.failure, models_from))
     return "\n".join(parts)

@@ -10,7 +10,8 @@ import traceback
 from collections.abc import Callable, Mapping
 
 from .case import Case
-from .check import ERROR, FAIL, NONDIFF, SKIPPED, CaseResult, check_case
+from .check import FAIL, NONDIFF, SKIPPED, CaseResult
+from .limits import CaseTimeout, run_case
 from .spec import Model
 
 #: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
@@ -53,26 +54,37 @@ class _Failed(Exception):
 def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", profile: str = "quick",
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
               scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
-              database=None, hyper: Mapping[str, object] | None = None) -> ModelRun:
+              database=None, hyper: Mapping[str, object] | None = None, case_timeout: float | None = None,
+              on_tick: Callable[[ModelRun, str, float], None] | None = None) -> ModelRun:
     """Check ``model`` on generated cases; what is given (dims, hyperparameters, seed,
     scale) stays fixed.
 
     With every dim and hyperparameter, the seed and the scale given, exactly that one case
-    runs.  Otherwise
-    the corner cases of :func:`strategies.corners` come first and hypothesis draws the
-    rest of the profile's count.  The nightly profile keeps failures in a folder per model,
-    dtype and device under hypothesis's directory database, or under ``database``.
+    runs.  Otherwise the corner cases of :func:`strategies.corners` come first and
+    hypothesis draws the rest of the profile's count.  The nightly profile keeps failures in
+    a folder per model, dtype and device under hypothesis's directory database, or under
+    ``database``.  A case that runs past ``case_timeout`` seconds is an error and ends the
+    run (no shrinking); ``on_tick(run, phase, seconds)`` reports a running case (see
+    ``limits.run_case``).
     """
     run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
     fixed_hyper = dict(hyper or {})
     start = time.perf_counter()
     seen: dict[tuple, CaseResult] = {}
 
+    tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
+
     def judge(case: Case) -> CaseResult:
         key = (tuple(case.dims.items()), tuple(case.hyper.items()), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:
-            res = seen[key] = check_case(model, case)
+            try:
+                res = seen[key] = run_case(model, case, timeout=case_timeout, tick=tick)
+            except CaseTimeout as e:
+                if run.failure is None:           # while shrinking, the failure found first stands
+                    run.checked += 1
+                    run.failure = e.result
+                raise
             _count(run, res)
             if on_case is not None:
                 on_case(run)
@@ -99,6 +111,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         else:
             _search(model, run, judge, profile=profile, examples=examples, fixed=fixed, fixed_hyper=fixed_hyper,
                     seed=seed, scale=scale, database=database)
+    except CaseTimeout:
+        pass                                     # judge() kept it as the failure
     except Exception as e:   # hypothesis or the harness itself: reported on this model, the rest go on
         run.problems.append(_crash(e, run))
         crashed = True

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -28,3 +29,14 @@ def case_of():
 def with_backward(model, backward, **changes):
     """The same model with another (usually deliberately wrong) backward."""
     return dataclasses.replace(model, backward=backward, **changes)
+
+
+def flat(text):
+    """Report text with its 80-column wrapping undone: continued lines joined, spaces folded."""
+    return " ".join(text.replace(" \\\n", " ").split())
+
+
+def reproduce_lines(text):
+    """The reproducing commands in a report, each joined back into one line."""
+    joined = re.sub(r" \\\n\s+", " ", text)
+    return [line.split("reproduce: ", 1)[1].strip() for line in joined.splitlines() if "reproduce: " in line]

@@ -2,7 +2,13 @@
 import subprocess
 import sys
 
-from tests.test_cli import WRONG
+import pytest
+
+# pytester runs pytest inside this process and then drops the modules that run imported;
+# importing the checker here first keeps one torch and one hypothesis for every run
+import gradcheck_suite.report  # noqa: F401
+import gradcheck_suite.strategies  # noqa: F401
+from tests.test_cli import HANGS, WRONG
 
 TEST_FILE = """
 def test_backward(gradcheck_target):
@@ -32,13 +38,15 @@ def test_selects_models_and_skips_cuda_with_the_reason(pytester):
 
 def test_a_wrong_backward_fails_with_the_report(pytester):
     pytester.makepyfile(test_user_models=TEST_FILE)
-    models = pytester.makepyfile(wrong_models=WRONG)
+    models = pytester.makepyfile(wrong_models=WRONG.read_text())
     result = pytester.runpytest("--gradcheck-models-from", str(models), "--gradcheck-models", "mlp_no_mask",
                                 "--gradcheck-device", "cpu", "--gradcheck-examples", "10")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*mlp_no_mask: fail — the manual gradient of w1 disagrees with autograd and finite differences*",
-        "*reproduce: gradcheck-suite check mlp_no_mask --models-from*--seed*",
+        "*mlp_no_mask: fail — the manual gradient of w1 disagrees with autograd and*",
+        "*reproduce: gradcheck-suite check mlp_no_mask*",
+        "*--models-from*wrong_models.py*",
+        "*--seed*",
     ])
     assert "Traceback" not in result.stdout.str()
 
@@ -69,3 +77,27 @@ def test_tests_without_the_fixture_are_left_alone(pytester):
     pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest("-q")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--gradcheck-examples", "0", "argument --gradcheck-examples: 0: must be a whole number of at least 1"),
+    ("--gradcheck-examples", "few", "argument --gradcheck-examples: few: must be a whole number of at least 1"),
+    ("--gradcheck-case-timeout", "nan", "argument --gradcheck-case-timeout: nan: must be seconds, 0 for no limit"),
+])
+def test_bad_option_values_are_usage_errors_in_one_line(pytester, option, value, message):
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    result = pytester.runpytest(option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*error: {message}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_a_case_over_the_time_limit_fails_its_test_naming_the_phase(pytester, monkeypatch):
+    monkeypatch.setenv("HANG_MARKS", str(pytester.path))
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    models = pytester.makepyfile(hang_models=HANGS)
+    result = pytester.runpytest("--gradcheck-models-from", str(models), "--gradcheck-device", "cpu",
+                                "--gradcheck-models", "hang_backward,affine_scalar", "--gradcheck-examples", "2",
+                                "--gradcheck-case-timeout", "2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*hang_backward: error — backward did not finish within 2 s (--case-timeout)*"])

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.conftest import flat, reproduce_lines
 from tests.shipped import wrong_kinds
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -27,33 +28,29 @@ def user_folder(tmp_path):
     return tmp_path
 
 
-def _reproduce_lines(out):
-    return [line.split("reproduce: ", 1)[1] for line in out.splitlines() if "reproduce: " in line]
-
-
 @pytest.mark.parametrize("target", ["userpkg.wrong_kinds", "wrong_kinds_file.py"])
 def test_the_reproduce_command_of_each_kind_runs_the_same_case_from_the_users_folder(user_folder, target):
     first = _run([CLI, "check", *wrong_kinds.EXPECTED, "--models-from", target, "--examples", "10"], user_folder)
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stdout + first.stderr
-    commands = _reproduce_lines(first.stdout)
+    commands = reproduce_lines(first.stdout)
     assert len(commands) == len(wrong_kinds.EXPECTED)
     for command, (name, (verdict, text)) in zip(commands, wrong_kinds.EXPECTED.items()):
-        assert f"--models-from {target}" in command and text in first.stdout
+        assert f"--models-from {target}" in command and text in flat(first.stdout)
         again = _run(shlex.split(command.replace("gradcheck-suite", CLI, 1)), user_folder)
         assert again.returncode == 1, again.stderr
-        assert f"{name}: {verdict} — " in again.stdout and text in again.stdout
-        assert _reproduce_lines(again.stdout) == [command]          # the very same case
+        assert f"{name}: {verdict} — " in again.stdout and text in flat(again.stdout)
+        assert reproduce_lines(again.stdout) == [command]          # the very same case
 
 
 def test_a_hyperparameter_is_in_the_reproduce_command(tmp_path):
     (tmp_path / "strided.py").write_text((HERE.parent / "examples" / "conv1d.py").read_text().replace(
         '"b": gy.sum(dim=(0, 2))', '"b": gy.sum(dim=(0, 2)) * min(S, 2) / S'))   # wrong once the stride is 3
     out = _run([CLI, "check", "conv1d_strided", "--models-from", "strided.py", "--examples", "20"], tmp_path).stdout
-    (command,) = _reproduce_lines(out)
+    (command,) = reproduce_lines(out)
     assert "--hyper stride=3" in command
     again = _run(shlex.split(command.replace("gradcheck-suite", CLI, 1)), tmp_path)
-    assert again.returncode == 1 and "the manual gradient of b disagrees" in again.stdout
+    assert again.returncode == 1 and "the manual gradient of b disagrees" in flat(again.stdout)
 
 
 @pytest.mark.parametrize("kind", ["model", "function", "custom-op", "numpy"])
@@ -87,7 +84,7 @@ def test_the_plugin_checks_functions_custom_ops_and_numpy_models(pytester):
         "--gradcheck-models", f"legendre_p3,scaled_softplus,numpy_two_layer,{','.join(wrong_kinds.EXPECTED)}",
         "--gradcheck-device", "cpu", "--gradcheck-examples", "6")
     result.assert_outcomes(passed=3, failed=len(wrong_kinds.EXPECTED))
-    out = result.stdout.str()
+    out = flat(result.stdout.str())
     for name, (verdict, text) in wrong_kinds.EXPECTED.items():
         assert f"{name}: {verdict} — " in out and text in out
         assert f"reproduce: gradcheck-suite check {name} --models-from userpkg.wrong_kinds" in out

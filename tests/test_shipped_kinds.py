@@ -9,6 +9,7 @@ from gradcheck_suite import Case, Dim, Model, check_case, numpy_model, op_model
 from gradcheck_suite.check import ERROR, FAIL, PASS
 from gradcheck_suite.report import case_message
 from gradcheck_suite.runner import run_model
+from tests.conftest import flat
 from tests.shipped import wrong_kinds
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
@@ -46,7 +47,7 @@ def test_each_wrong_kind_fails_and_names_the_input(name):
     verdict, text = wrong_kinds.EXPECTED[name]
     run = run_model(model, examples=10)
     assert run.verdict == verdict
-    message = case_message(run.failure)
+    message = flat(case_message(run.failure))
     assert text in message
     assert f"reproduce: gradcheck-suite check {name} " in message
 

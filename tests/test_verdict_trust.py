@@ -183,12 +183,12 @@ def test_a_wrong_gradient_beside_an_overflow_still_fails():
 def test_a_flaky_run_is_an_error_on_its_model_with_hypothesis_words(monkeypatch, registry):
     from hypothesis.errors import Flaky
 
-    from gradcheck_suite import runner
+    from gradcheck_suite import limits
 
     def flaky(model, case):
         raise Flaky("Inconsistent results: the test failed once and passed on a rerun")
 
-    monkeypatch.setattr(runner, "check_case", flaky)
+    monkeypatch.setattr(limits, "check_case", flaky)
     run = run_model(registry.get("affine_scalar"), examples=5)
     assert run.verdict == "error"
     assert any(p.startswith("flaky:") for p in run.problems), run.problems

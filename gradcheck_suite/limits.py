@@ -1,0 +1,209 @@
+"""Limits on one case: time (a case that hangs is abandoned) and memory (a case that
+cannot fit is refused before any tensor is made).
+
+Time.  The case runs in a worker thread; the calling thread waits on it in short
+steps, reporting the phase and the elapsed time at each step (the progress line
+redraws from there), and gives up at the limit.  This works on any thread and under
+any test runner: no signal handler is installed (``SIGALRM`` belongs to the main
+thread only and to tools such as pytest-timeout, and a signal is not handled until a
+long C call returns anyway).  A thread cannot be killed, so an abandoned case gets an
+exception raised asynchronously in its thread: Python code (a ``while`` loop) stops at
+its next line, while a call blocked in C (a sleep, a huge matmul) finishes first and
+then stops.  The thread is a daemon, so it never holds the process open.  Ctrl-C
+reaches the waiting thread at once, and the case is abandoned the same way.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from .case import Case
+from .check import ERROR, CaseResult, check_case
+from .spec import Model
+
+TICK = 0.2       # seconds between progress reports while a case runs
+COPIES = 6       # a case holds about this many copies of its tensors (clones, gradients) ...
+COPIES64 = 4     # ... and this many in float64 (the finite differences and the reference)
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+class CaseTimeout(BaseException):
+    """A case went past its time limit; ``result`` is its error verdict.
+
+    A BaseException, so that hypothesis does not shrink it: every shrink step would wait
+    out the limit again."""
+
+    def __init__(self, result: CaseResult):
+        super().__init__(result.problems[0])
+        self.result = result
+
+
+class _Abandoned(BaseException):
+    """Raised inside an abandoned case's thread to stop its Python code."""
+
+
+def run_case(model: Model, case: Case, *, timeout: float | None = None,
+             tick: Callable[[str, float], None] | None = None) -> CaseResult:
+    """``check_case`` in a worker thread, abandoned after ``timeout`` seconds (None: no limit).
+
+    ``tick(phase, seconds)`` is called from the calling thread every ``TICK`` seconds while
+    the case runs.  Raises :class:`CaseTimeout` at the limit.
+    """
+    if timeout is None and tick is None:
+        return check_case(model, case)
+    _warm_up(case.device)
+    res = CaseResult(model.name, case)
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append(check_case(model, case, res))
+        except BaseException as e:  # handed to the calling thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=work, name=f"gradcheck-case-{model.name}", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    try:
+        while True:
+            worker.join(TICK if timeout is None else min(TICK, max(0.0, start + timeout - time.monotonic())))
+            if not worker.is_alive():
+                break
+            elapsed = time.monotonic() - start
+            if timeout is not None and elapsed >= timeout:
+                _abandon(worker)
+                raise CaseTimeout(_timed_out(model, case, res.phase, timeout, elapsed))
+            if tick is not None:
+                tick(res.phase, elapsed)
+    except KeyboardInterrupt:
+        _abandon(worker)
+        raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _warm_up(device: str) -> None:
+    """Torch imports modules on the first use of autograd (sympy among them: a second or
+    more), and CUDA starts on its first tensor (seconds); both happen here, before the
+    clock starts, so they are never charged to a case."""
+    import torch
+    try:
+        x = torch.zeros(1, device=device, requires_grad=True)
+        y = 2 * x
+        torch.autograd.grad(y, x, grad_outputs=torch.ones_like(y))    # as oracles.autograd calls it
+    except Exception:  # a device that fails here fails the case too, with the message where it belongs
+        pass
+
+
+def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: float) -> CaseResult:
+    res = CaseResult(model.name, case, verdict=ERROR, seconds=elapsed, phase=phase)
+    res.problems.append(f"{phase or 'the case'} did not finish within {limit:g} s (--case-timeout); "
+                        "the case was abandoned")
+    return res
+
+
+def _abandon(worker: threading.Thread) -> None:
+    """Stop the worker's Python code at its next line (see the module's docstring)."""
+    if worker.ident is not None and worker.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Abandoned))
+
+
+# -- memory ----------------------------------------------------------------------------
+
+def case_bytes(model: Model, dims: Mapping[str, int], dtype: str) -> int:
+    """Bytes a case at these dims needs at least: copies of its tensors, none of the forward's own."""
+    elements = sum(math.prod(model.shape(n, dims)) for n in (*model.params, *model.data))
+    return elements * (COPIES * _ITEMSIZE.get(dtype, 8) + COPIES64 * 8)
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for a case on ``device`` now, or None when it cannot be told."""
+    if device == "cuda":
+        import torch
+        try:
+            return int(torch.cuda.mem_get_info()[0])
+        except Exception:
+            return None
+    free = [_meminfo(), _cgroup_room()]
+    if free == [None, None]:
+        try:
+            free[0] = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(f for f in free if f is not None)
+
+
+def _meminfo() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """What a container's memory limit (cgroup v2) leaves: the OOM killer acts on it first."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        return None if limit == "max" else int(limit) - used
+    except (OSError, ValueError):
+        return None
+
+
+def too_large(model: Model, dims: Mapping[str, int], dtype: str, device: str,
+              hyper: Mapping[str, object] | None = None) -> str | None:
+    """Why the largest case at these fixed dims cannot fit in memory, or None.
+
+    Dims not given are taken at the top of their range: hypothesis draws the ends often.
+    """
+    full = _largest(model, dims, hyper or {})
+    free = available_bytes(device)
+    try:
+        need = case_bytes(model, full, dtype)
+    except Exception:    # a shape the record cannot give at these values: the check will say so
+        return None
+    if free is None or need <= free:
+        return None
+    shown = ", ".join(f"{k}={v}" if k in dims else f"{k}<={v}" for k, v in full.items() if k in model.dims)
+    return f"{model.name}: refused: a {dtype} case at {shown} needs about {_size(need)}; {_size(free)} is free on {device}"
+
+
+def _largest(model: Model, dims: Mapping[str, int], hyper: Mapping[str, object]) -> dict[str, object]:
+    """The given values, and every other dim and hyperparameter at its largest, bounds that
+    read other dims resolved in dependency order."""
+    from . import dimexpr
+    from .spec import Dim
+
+    specs = {**model.dims, **model.hyper}
+    given = {**dims, **hyper}
+    bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
+    got: dict[str, object] = {}
+    for name in dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]:
+        spec = specs[name]
+        if name in given:
+            got[name] = given[name]
+        elif isinstance(spec, Dim):
+            got[name] = spec.bounds(got)[1]
+        else:
+            numbers = [c for c in spec if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            got[name] = max(numbers) if numbers else spec[0]
+    return got
+
+
+def _size(n: float) -> str:
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB", "EB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:.0f} bytes" if i == 0 else f"{n:.1f} {units[i]}"

@@ -1,0 +1,36 @@
+"""Option values shared by the command line and the pytest plugin, checked the same way.
+
+Stdlib only: the plugin imports this at pytest's start-up.
+"""
+from __future__ import annotations
+
+import math
+
+#: --seed: what torch.Generator takes, with room for the seeds the checker derives from it
+SEEDS = (0, 2**32 - 1)
+#: the per-case time limit, seconds: far above any case at the models' own ranges
+CASE_TIMEOUT = 60.0
+#: columns: the tables and messages fit a terminal this wide
+WIDTH = 80
+#: torch intra-op threads for the checks: one, so that a busy core does not stall every op
+#: of a small case; more cores are better used by checking models in parallel (pytest -n)
+THREADS = 1
+
+
+def number(option: str, text: str, kind: type = int, low: float = 1, high: float | None = None,
+           want: str = "a whole number of at least 1", above_low: bool = False) -> int | float:
+    """``text`` as a finite ``kind`` from ``low`` (excluded when ``above_low``) to ``high``;
+    otherwise ValueError with one line that echoes the option and the value."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < low or (above_low and value == low) \
+            or (high is not None and value > high):
+        raise ValueError(f"{option} {text}: must be {want}".lstrip())
+    return value
+
+
+def case_timeout(option: str, text: str) -> float | None:
+    """Seconds per case; 0 means no limit (None)."""
+    return number(option, text, float, 0, None, "seconds, 0 for no limit") or None

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from .options import CASE_TIMEOUT, case_timeout, number
+from .options import CASE_TIMEOUT, THREADS, case_timeout, number
 
 
 def _checked(parse):
@@ -44,6 +44,9 @@ _OPTIONS = (
                                       type=_checked(lambda t: case_timeout("", t)),
                                       help="a case running longer is abandoned as an error; 0 for no limit "
                                            f"(default: {CASE_TIMEOUT:g})")),
+    ("--gradcheck-threads", dict(metavar="N", default=THREADS, type=_checked(lambda t: number("", t)),
+                                 help="torch intra-op threads while a check runs; use pytest-xdist (-n auto) "
+                                      f"for more cores (default: {THREADS})")),
 )
 
 
@@ -70,9 +73,16 @@ class GradcheckTarget:
         from . import report
         from .runner import run_model
 
+        import torch
+
         model = _registry(self.options).get(self.name)
-        run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
-                        examples=self.options["examples"], case_timeout=self.options["case_timeout"])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.options["threads"])   # the user's other tests keep their own count
+        try:
+            run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
+                            examples=self.options["examples"], case_timeout=self.options["case_timeout"])
+        finally:
+            torch.set_num_threads(threads)
         if run.verdict != "pass":
             pytest.fail(report.run_details(run, self.models_from), pytrace=False)
 
@@ -97,6 +107,7 @@ def _options(config: pytest.Config) -> dict:
         "profile": config.getoption("--gradcheck-profile"),
         "examples": config.getoption("--gradcheck-examples"),
         "case_timeout": config.getoption("--gradcheck-case-timeout"),
+        "threads": config.getoption("--gradcheck-threads"),
     }
 
 

@@ -8,6 +8,13 @@ from gradcheck_suite import Case, load
 pytest_plugins = ["pytester"]
 
 
+def pytest_configure(config):
+    # the checker's own tests run small cases: one intra-op thread keeps them from stalling
+    # when another process holds a core (the CLI and the plugin default to one as well)
+    import torch
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def registry():
     reg = load()

@@ -199,6 +199,7 @@ def test_unknown_names_and_missing_files_are_usage_errors_and_the_others_still_r
     (["--scale", "0"], "--scale 0: must be a positive finite number"),
     (["--scale", "inf"], "--scale inf: must be a positive finite number"),
     (["--case-timeout", "-1"], "--case-timeout -1: must be seconds, 0 for no limit"),
+    (["--threads", "0"], "--threads 0: must be a whole number of at least 1"),
     (["--profile", "forever"], "argument --profile: invalid choice: 'forever'"),
 ])
 def test_bad_options_are_one_line_and_nothing_runs(tmp_path, args, message):
@@ -447,3 +448,11 @@ def test_13_the_readme_failure_is_what_examples_wrong_py_prints():
         return re.sub(r" +", " ", re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "#", text)).strip()
 
     assert stable(r.stdout) == stable(shown)
+
+
+@pytest.mark.parametrize("argv", [["list"], ["--help"], ["check", "--help"]])
+def test_listing_and_help_do_not_load_torch(argv):
+    code = ("import sys\nfrom gradcheck_suite.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n" % argv)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

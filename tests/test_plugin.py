@@ -83,6 +83,7 @@ def test_tests_without_the_fixture_are_left_alone(pytester):
     ("--gradcheck-examples", "0", "argument --gradcheck-examples: 0: must be a whole number of at least 1"),
     ("--gradcheck-examples", "few", "argument --gradcheck-examples: few: must be a whole number of at least 1"),
     ("--gradcheck-case-timeout", "nan", "argument --gradcheck-case-timeout: nan: must be seconds, 0 for no limit"),
+    ("--gradcheck-threads", "0", "argument --gradcheck-threads: 0: must be a whole number of at least 1"),
 ])
 def test_bad_option_values_are_usage_errors_in_one_line(pytester, option, value, message):
     pytester.makepyfile(test_user_models=TEST_FILE)
@@ -101,3 +102,28 @@ def test_a_case_over_the_time_limit_fails_its_test_naming_the_phase(pytester, mo
                                 "--gradcheck-case-timeout", "2")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*hang_backward: error — backward did not finish within 2 s (--case-timeout)*"])
+
+
+def test_a_check_runs_on_the_threads_asked_for_and_gives_the_count_back(pytester):
+    pytester.makepyfile(test_threads="""
+        import torch
+
+        from gradcheck_suite import runner
+
+        seen = []
+        real = runner.run_model
+
+        def spy(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return real(*args, **kwargs)
+
+        runner.run_model = spy
+
+        def test_backward(gradcheck_target):
+            torch.set_num_threads(2)
+            gradcheck_target.check()
+            assert seen == [3] and torch.get_num_threads() == 2
+    """)
+    result = pytester.runpytest_subprocess("--gradcheck-models", "affine_scalar", "--gradcheck-device", "cpu",
+                                           "--gradcheck-examples", "2", "--gradcheck-threads", "3")
+    result.assert_outcomes(passed=1)

@@ -2,8 +2,6 @@
 
 With r = y − t:  dw = xᵀ (g·r),  db = Σ_rows (g·r)  (the Aᵀ G rule for a matmul).
 """
-import torch
-
 from gradcheck_suite import Dim, Model
 
 
@@ -19,6 +17,8 @@ def backward(p, d, r, g):
 
 def make_tensors(dims, gen, dtype, scale):
     # the seed's data: x uniform on [0, 20], targets 2x + 3 plus noise; all scaled
+    import torch   # here, not at the top: listing the models does not load torch
+
     n, f, o = dims["N"], dims["F"], dims["O"]
     f64 = torch.float64
     x = 20 * scale * torch.rand((n, f), generator=gen, dtype=f64)

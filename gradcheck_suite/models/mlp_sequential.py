@@ -2,24 +2,31 @@
 
 The parameters carry the module's own names ("0.weight", ...), and the forward runs the
 module's own layers on them with torch.func.functional_call.  nn.Linear computes x @ Wᵀ + b.
+torch loads when the model first runs, so that listing the models does not wait for it.
 """
-import torch
-from torch import nn
+import functools
 
 from gradcheck_suite import Dim, Model
 
-_net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
-_loss = nn.MSELoss(reduction="sum")
+
+@functools.cache
+def _modules():
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)), nn.MSELoss(reduction="sum")
 
 
 def forward(p, d):
+    from torch.func import functional_call
+
+    net, loss = _modules()
     # the Sequential's own layers, one after another, on the given parameters
     outs = [d.x]
-    for i, layer in enumerate(_net):
+    for i, layer in enumerate(net):
         own = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith(f"{i}.")}
-        outs.append(torch.func.functional_call(layer, own, (outs[-1],)))
+        outs.append(functional_call(layer, own, (outs[-1],)))
     _, h, a, y = outs
-    return _loss(y, d.t), (h, a, y)
+    return loss(y, d.t), (h, a, y)
 
 
 def backward(p, d, cache, g):

@@ -3,8 +3,6 @@
 The output is the vector of per-sample losses (w·x_i − y_i)², so the upstream gradient
 g has one entry per sample: dL/dw = Σ_i g_i · 2·x_i·(w·x_i − y_i).
 """
-import torch
-
 from gradcheck_suite import Dim, Model
 
 
@@ -19,6 +17,8 @@ def backward(p, d, r, g):
 
 def make_tensors(dims, gen, dtype, scale):
     # the seed's data lie on y = 2x; the weight starts anywhere
+    import torch   # here, not at the top: listing the models does not load torch
+
     x = scale * torch.randn(dims["N"], generator=gen, dtype=torch.float64)
     noise = 0.1 * scale * torch.randn(dims["N"], generator=gen, dtype=torch.float64)
     w = 2.0 * torch.randn((), generator=gen, dtype=torch.float64)

@@ -1,25 +1,28 @@
 """The custom module TwoLayerNet: linear2(linear1(x)), MSELoss(reduction="sum").
 
 Its forward has no ReLU between the layers, exactly as the module defines it, so the
-whole net is affine in x and the backward is two chained linear layers.
+whole net is affine in x and the backward is two chained linear layers.  torch loads
+when the model first runs, so that listing the models does not wait for it.
 """
-import torch
-from torch import nn
+import functools
 
 from gradcheck_suite import Dim, Model
 
 
-class TwoLayerNet(nn.Module):
-    def __init__(self, d_in: int, h: int, d_out: int):
-        super().__init__()
-        self.linear1 = nn.Linear(d_in, h)
-        self.linear2 = nn.Linear(h, d_out)
+@functools.cache
+def _net():
+    from torch import nn
 
-    def forward(self, x):
-        return self.linear2(self.linear1(x))
+    class TwoLayerNet(nn.Module):
+        def __init__(self, d_in: int, h: int, d_out: int):
+            super().__init__()
+            self.linear1 = nn.Linear(d_in, h)
+            self.linear2 = nn.Linear(h, d_out)
 
+        def forward(self, x):
+            return self.linear2(self.linear1(x))
 
-_net = TwoLayerNet(1, 1, 1)
+    return TwoLayerNet(1, 1, 1)
 
 
 def _sub(p, prefix):
@@ -27,9 +30,11 @@ def _sub(p, prefix):
 
 
 def forward(p, d):
+    from torch.func import functional_call
+
     # TwoLayerNet.forward, a layer at a time so that the hidden output can be cached
-    h = torch.func.functional_call(_net.linear1, _sub(p, "linear1."), (d.x,))
-    y = torch.func.functional_call(_net.linear2, _sub(p, "linear2."), (h,))
+    h = functional_call(_net().linear1, _sub(p, "linear1."), (d.x,))
+    y = functional_call(_net().linear2, _sub(p, "linear2."), (h,))
     return ((y - d.t) ** 2).sum(), (h, y)
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .spec import Model, Tensors
@@ -113,11 +112,11 @@ class _Magnitudes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         mask = 0
-        for t in tree_flatten((args, kwargs))[0]:
-            if isinstance(t, torch.Tensor):
+        if self.names:
+            for t in _tensors(args, kwargs.values() if kwargs else ()):
                 mask |= self.depends.get(t, 0)
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+        for t in _tensors((out,)):
+            if t.is_floating_point() and t.numel():
                 top = _top(t)
                 self.all.append(top)
                 if mask:
@@ -132,6 +131,16 @@ class _Magnitudes(TorchDispatchMode):
 
     def by_input(self) -> dict[str, float]:
         return {n: _largest(tops) for n, tops in zip(self.names, self.tops)}
+
+
+def _tensors(*groups):
+    """The tensors among an op's arguments or results (inside lists and tuples too)."""
+    for group in groups:
+        for x in group:
+            if isinstance(x, torch.Tensor):
+                yield x
+            elif isinstance(x, (list, tuple)):
+                yield from _tensors(x)
 
 
 def _top(t: torch.Tensor) -> torch.Tensor:
@@ -223,10 +232,22 @@ def estimate(phi: Phi, h: float) -> Estimate:
     return Estimate(value, error, kink, h)
 
 
-def estimates(phi: Phi):
-    """Estimates at each step in ``STEPS``, largest first (lazily: stop when satisfied)."""
-    for h in STEPS:
-        yield estimate(phi, h)
+class _Steps:
+    """Estimates at each step in ``STEPS``, in turn and lazily (stop when satisfied).  A step
+    at least as wide as one that saw a kink is not evaluated (``skip_from``): it straddles
+    that kink as well."""
+
+    def __init__(self, phi: Phi):
+        self.phi, self.skip_from = phi, float("inf")
+
+    def __iter__(self):
+        for h in STEPS:
+            if h < self.skip_from:
+                yield estimate(self.phi, h)
+
+
+def estimates(phi: Phi) -> _Steps:
+    return _Steps(phi)
 
 
 def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Finding, Estimate | None]:
@@ -244,6 +265,8 @@ def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Find
     for est in steps:
         if est.kink:
             kinked_at = min(kinked_at, est.step)
+            if isinstance(steps, _Steps):
+                steps.skip_from = kinked_at
         # a step at least as wide as one that saw a kink straddles that kink as well: its
         # smooth-curve estimate (and Richardson's error) does not hold there
         finding = Finding.KINK if est.step >= kinked_at else _finding(est, dm, da, tol, differ)

@@ -259,9 +259,9 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, largest, out64
                     examine(n, unravel(i, tuple(x.shape)))
         for k in range(PROBES):
             v = oracles.random_direction(model, tensors64, case.seed * 7919 + k, case.scale)
-            dm = sum(float((grads[n].to(torch.float64) * v[n]).sum()) for n in v)
-            da = sum(float((ag[n].to(torch.float64) * v[n]).sum()) for n in v)
-            tol = sum(float((res.tensors[n].bound.to(v[n].device) * v[n].abs()).sum()) for n in v)
+            dm = sum(_dot(grads[n], v[n]) for n in v)
+            da = sum(_dot(ag[n], v[n]) for n in v)
+            tol = sum(_dot(res.tensors[n].bound.to(v[n].device), v[n].abs()) for n in v)
             finding, est = oracles.judge(oracles.estimates(probe(v)), dm, da, tol, PRECISE)
             findings.setdefault("a random direction", []).append(finding)
             if est is not None and finding is not Finding.KINK:
@@ -270,6 +270,11 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, largest, out64
                 rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
                 res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
     _verdict(res, findings, bool(mismatched))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """<a, b> in float64, without a temporary the size of the tensors."""
+    return float(torch.dot(a.detach().to(torch.float64).reshape(-1), b.detach().to(torch.float64).reshape(-1)))
 
 
 def _verdict(res: CaseResult, findings: dict[str, list[Finding]], mismatched: bool) -> None:

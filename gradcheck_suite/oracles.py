@@ -109,6 +109,12 @@ class _Magnitudes(TorchDispatchMode):
         for bit, t in enumerate(inputs.values()):
             self.depends[t] = 1 << bit
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # nothing is compiled inside this mode; without this, its first op would import
+        # torch._dynamo (over a second of a fresh process) only to wrap __torch_dispatch__
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         mask = 0

@@ -95,7 +95,7 @@ def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float |
                 extra: Iterable[str] = ()) -> list[str]:
     """The pytest command line that runs the suite inside the installed package."""
     args = [str(SUITE), "-p", "gradcheck_suite.bench.plugin", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
-            "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",
+            "--assert=plain", "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",
             # gradcheck_suite is a pytest plugin too, already imported by this command
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if quick:

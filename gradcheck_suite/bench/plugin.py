@@ -28,11 +28,14 @@ _VERDICTS = pytest.StashKey()
 
 def pytest_addoption(parser):
     group = parser.getgroup("gradcheck-suite benchmarks")
-    group.addoption("--bench-quick", action="store_true", help="CPU float32 only, 0.3 s per row (default: full grid)")
+    group.addoption("--bench-quick", action="store_true", help="CPU float32 only, short rows (default: full grid)")
     group.addoption("--bench-models-from", action="append", default=[], metavar="PATH",
                     help="also benchmark the models of this file, folder or module; repeatable")
     group.addoption("--bench-models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")
     group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
+    group.addoption("--bench-visits", type=int, default=timing.VISITS, metavar="N",
+                    help=f"visits to every row, spread over the run; the rounds are split among them "
+                         f"(default: {timing.VISITS})")
     group.addoption("--bench-budget", type=float, metavar="SECONDS",
                     help="time per row (default: 0.3 with --bench-quick, else 1.5)")
     group.addoption("--bench-check-json", metavar="FILE",
@@ -88,6 +91,9 @@ def pytest_report_header(config):
 def pytest_generate_tests(metafunc):
     import torch
 
+    if "visit" in metafunc.fixturenames:
+        visits = range(metafunc.config.getoption("bench_visits"))
+        metafunc.parametrize("visit", visits, ids=[f"visit{v}" for v in visits])
     if "model" in metafunc.fixturenames:
         models = selected(metafunc.config)
         metafunc.parametrize("model", models, ids=[m.name for m in models])
@@ -98,7 +104,14 @@ def pytest_generate_tests(metafunc):
             for dev, dt in timing.TARGETS])
 
 
+def _visit(item) -> int:
+    return getattr(getattr(item, "callspec", None), "params", {}).get("visit", 0)
+
+
 def pytest_collection_modifyitems(config, items):
+    # every row once, then every row again: the visits to one row lie far apart in time,
+    # so drift of the machine during the run shows up as a spread between visits
+    items.sort(key=_visit)
     if not config.getoption("bench_quick"):
         return
     keep, drop = [], []
@@ -134,14 +147,16 @@ def _verdict(config, model, dtype: str, device: str) -> dict:
 
 @pytest.fixture
 def bench_pair(request, benchmark):
-    """bench_pair(model, dims, phase, device, dtype, kind, **extra): check, then time in rounds."""
+    """bench_pair(model, dims, phase, device, dtype, kind, visit, **extra): check, then time in rounds."""
     import torch
 
     config = request.config
     budget, low, high = timing.BUDGETS[config.getoption("bench_quick")]
     budget = config.getoption("bench_budget") or budget
+    visits = config.getoption("bench_visits")
+    budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
 
-    def run(model, dims, phase, device, dtype, kind, **extra):
+    def run(model, dims, phase, device, dtype, kind, visit, **extra):
         check = _verdict(config, model, dtype, device)
         sides = {impl: timing.region(model, dims, impl, phase, device, dtype) for impl in timing.IMPLS}
         flops = sides["manual"].flops
@@ -154,7 +169,7 @@ def bench_pair(request, benchmark):
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
         benchmark.extra_info.update(
             kind=kind, model=model.name, phase=phase, device=device, dtype=dtype, dims=dict(dims), flops=flops,
-            threads=torch.get_num_threads(), check=check, samples=timer.samples, calls=timer.calls,
+            threads=torch.get_num_threads(), check=check, visit=visit, samples=timer.samples, calls=timer.calls,
             matmul={"shape": list(shape), "flops": sides["matmul"].flops} if flops else None, **extra)
     return run
 

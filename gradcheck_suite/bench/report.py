@@ -73,10 +73,10 @@ def model_table(grid: Sequence[Row], notes: list[str]) -> str:
     for r in grid:
         shape = "×".join(map(str, r.matmul["shape"])) if r.matmul else "-"
         lines.append([r.model, r.device, r.dtype, r.phase, _check_cell(r), fmt_spread(r.manual), fmt_spread(r.autograd),
-                      fmt_interval(r.ratio), r.faster, str(len(r.ratios)), fmt_count(r.flops), shape,
+                      fmt_interval(r.ratio), r.faster, f"{r.rounds} in {len(r.visits)}", fmt_count(r.flops), shape,
                       _percent_cell(r, "manual", notes), _percent_cell(r, "autograd", notes)])
     return markdown(["model", "device", "dtype", "phase", "check", "manual: median (IQR)", "autograd: median (IQR)",
-                     f"manual/autograd [{stats.CONFIDENCE:.0%} CI]", "faster", "rounds", "FLOPs", "matmul m×k×n",
+                     f"manual/autograd [{stats.CONFIDENCE:.0%} CI]", "faster", "rounds in visits", "FLOPs", "matmul m×k×n",
                      "manual % matmul", "autograd % matmul"], lines)
 
 

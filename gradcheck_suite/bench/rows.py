@@ -33,8 +33,11 @@ class Row:
     flops: int | None
     threads: int | None
     check: dict
-    samples: dict          # side -> seconds per call, one per round
+    visits: list           # one {side: seconds per call, one per round} per visit
     matmul: dict | None    # {"shape": [m, k, n], "flops": ...}
+
+    def pooled(self, side: str) -> list[float]:
+        return [t for v in self.visits for t in v.get(side, [])]
 
     @property
     def key(self) -> tuple:
@@ -46,16 +49,20 @@ class Row:
 
     @cached_property
     def manual(self) -> stats.Summary:
-        return stats.summary(self.samples["manual"])
+        return stats.summary(self.pooled("manual"))
 
     @cached_property
     def autograd(self) -> stats.Summary:
-        return stats.summary(self.samples["autograd"])
+        return stats.summary(self.pooled("autograd"))
 
     @cached_property
-    def ratios(self) -> list[float]:
-        """manual/autograd of each round: above 1, the hand-written backward is slower."""
-        return [m / a for m, a in zip(self.samples["manual"], self.samples["autograd"]) if a > 0]
+    def ratios(self) -> list[list[float]]:
+        """manual/autograd of each round, by visit: above 1, the hand-written backward is slower."""
+        return [[m / a for m, a in zip(v["manual"], v["autograd"]) if a > 0] for v in self.visits]
+
+    @property
+    def rounds(self) -> int:
+        return sum(len(v) for v in self.ratios)
 
     @cached_property
     def ratio(self) -> stats.Interval:
@@ -64,7 +71,7 @@ class Row:
     @cached_property
     def matmul_rate(self) -> float | None:
         """FLOP/s of the matmul of the model's shape, median over the same rounds."""
-        times = self.samples.get("matmul")
+        times = self.pooled("matmul")
         if not self.matmul or not times:
             return None
         return self.matmul["flops"] / stats.summary(times).median
@@ -106,8 +113,9 @@ JSON_NAME = "benchmarks.json"
 
 
 def rows(run: Mapping) -> list[Row]:
-    """The rows of a run that carry paired samples (others' benchmarks are left out)."""
-    out = []
+    """The rows of a run that carry paired samples, the visits to one row merged into one
+    (others' benchmarks are left out)."""
+    out: dict[tuple, Row] = {}
     for b in run.get("benchmarks", []):
         info = b.get("extra_info") or {}
         samples = info.get("samples")
@@ -115,12 +123,16 @@ def rows(run: Mapping) -> list[Row]:
             continue
         if not samples.get("manual") or not samples.get("autograd"):
             continue
-        out.append(Row(name=b.get("name", ""), kind=info["kind"], model=info.get("model", "?"),
-                       device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
-                       dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
-                       threads=info.get("threads"), check=info.get("check") or {}, samples=samples,
-                       matmul=info.get("matmul")))
-    return out
+        row = Row(name=b.get("name", ""), kind=info["kind"], model=info.get("model", "?"),
+                  device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
+                  dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
+                  threads=info.get("threads"), check=info.get("check") or {}, visits=[samples],
+                  matmul=info.get("matmul"))
+        if row.key in out:
+            out[row.key].visits.append(samples)
+        else:
+            out[row.key] = row
+    return list(out.values())
 
 
 def machine(run: Mapping) -> dict:

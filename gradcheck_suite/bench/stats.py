@@ -70,29 +70,54 @@ def _bounds(estimates: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _resampled_medians(x: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
-    return np.median(x[rng.integers(0, len(x), size=(resamples, len(x)))], axis=1)
+Groups = Sequence[Sequence[float]]
 
 
-def median_interval(samples: Sequence[float], confidence: float = CONFIDENCE,
-                    resamples: int = RESAMPLES) -> Interval:
-    """The median of ``samples`` and its percentile-bootstrap interval."""
-    x = np.asarray(samples, dtype=float)
-    if len(x) == 0:
+def _groups(samples: Sequence[float] | Groups) -> list[np.ndarray]:
+    """A flat list is one group; empty groups are dropped."""
+    if len(samples) and not isinstance(samples[0], (list, tuple, np.ndarray)):
+        samples = [samples]
+    groups = [np.asarray(g, dtype=float) for g in samples if len(g)]
+    if not groups:
         raise ValueError("no samples to estimate from")
-    rng = np.random.default_rng(_SEED)
-    low, high = _bounds(_resampled_medians(x, rng, resamples), confidence)
-    return Interval(float(np.median(x)), low, high)
+    return groups
 
 
-def change_interval(current: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE,
+def _resampled_medians(groups: list[np.ndarray], rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Medians of a two-stage bootstrap: draw the groups (visits) with replacement, then
+    within each drawn group its rounds with replacement.  With one group it is the plain
+    bootstrap; with several, drift between visits widens the interval as it should."""
+    size = max(len(g) for g in groups)
+    padded = np.full((len(groups), size), np.nan)
+    for i, g in enumerate(groups):
+        padded[i, :len(g)] = g
+    lengths = np.array([len(g) for g in groups])
+    chosen = rng.integers(0, len(groups), size=(resamples, len(groups))) if len(groups) > 1 else \
+        np.zeros((resamples, 1), dtype=int)
+    within = (rng.random((resamples, chosen.shape[1], size)) * lengths[chosen][..., None]).astype(int)
+    values = padded[chosen[..., None], within]
+    return np.median(values.reshape(resamples, -1), axis=1)
+
+
+def pooled(samples: Sequence[float] | Groups) -> np.ndarray:
+    return np.concatenate(_groups(samples))
+
+
+def median_interval(samples: Sequence[float] | Groups, confidence: float = CONFIDENCE,
                     resamples: int = RESAMPLES) -> Interval:
+    """The median of the samples (a list, or a list of groups) and its bootstrap interval."""
+    groups = _groups(samples)
+    rng = np.random.default_rng(_SEED)
+    low, high = _bounds(_resampled_medians(groups, rng, resamples), confidence)
+    return Interval(float(np.median(np.concatenate(groups))), low, high)
+
+
+def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float] | Groups,
+                    confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> Interval:
     """median(current) / median(baseline), with a bootstrap interval that resamples both
     runs independently (they are separate runs, so their rounds are not paired)."""
-    cur, base = np.asarray(current, dtype=float), np.asarray(baseline, dtype=float)
-    if len(cur) == 0 or len(base) == 0:
-        raise ValueError("no samples to compare")
+    cur, base = _groups(current), _groups(baseline)
     rng = np.random.default_rng(_SEED)
     estimates = _resampled_medians(cur, rng, resamples) / _resampled_medians(base, rng, resamples)
     low, high = _bounds(estimates, confidence)
-    return Interval(float(np.median(cur) / np.median(base)), low, high)
+    return Interval(float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base))), low, high)

@@ -26,6 +26,7 @@ so the per-round ratio manual/autograd stays put while absolute times swing.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import time
@@ -45,7 +46,10 @@ SWEEP = {
     "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
 }
 #: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
-BUDGETS = {True: (0.3, 20, 400), False: (1.5, 50, 2000)}
+BUDGETS = {True: (0.45, 30, 600), False: (1.5, 60, 3000)}
+#: Visits to every row, spread over the run (see the plugin): drift between them widens
+#: the row's interval, so a machine that drifts during the run does not pass for a change.
+VISITS = 3
 #: How long one block of calls of one side lasts, about.
 BLOCK_SECONDS = 0.002
 
@@ -157,21 +161,29 @@ class Interleaved:
             # the fastest of a few single calls sizes the block (a stall would only shrink it)
             once = min(self._block(name, 1) for _ in range(3))
             self.calls[name] = max(1, math.ceil(self.block_seconds / max(once, 1e-9)))
-
-    @property
-    def round_seconds(self) -> float:
-        """About how long one round takes (from the block sizes)."""
-        return self.block_seconds * len(self.names)
+        # one full round, not recorded, tells how long a round really takes
+        start = self.timer()
+        for name in self.names:
+            self._block(name, self.calls[name])
+        self.round_seconds = self.timer() - start
 
     def rounds_for(self, budget: float, low: int, high: int) -> int:
         """How many rounds fit in ``budget`` seconds, between ``low`` and ``high``."""
-        return max(low, min(high, int(budget / self.round_seconds)))
+        return max(low, min(high, int(budget / max(self.round_seconds, 1e-9))))
 
     def round(self) -> None:
+        # the garbage collector stays off inside a round, as in timeit: when it runs
+        # depends on what the process did before (a check, other rows), not on the code
         k = len(self.samples[self.names[0]]) % len(self.names)
-        for name in self.names[k:] + self.names[:k]:
-            calls = self.calls[name]
-            self.samples[name].append(self._block(name, calls) / calls)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for name in self.names[k:] + self.names[:k]:
+                calls = self.calls[name]
+                self.samples[name].append(self._block(name, calls) / calls)
+        finally:
+            if enabled:
+                gc.enable()
 
     def ratios(self, a: str, b: str) -> list[float]:
         """Per-round a/b."""

@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                "Exit codes: 0 done, 1 a benchmark failed or a regression with --fail-on-regression, 2 bad input.")
     ap.add_argument("--out", required=True, metavar="DIR", help="folder for the report (created if missing)")
     ap.add_argument("--quick", action="store_true",
-                    help=f"short CI pass: CPU float32 only, {quick_budget:g} s per row (default: full grid, "
-                         f"{full_budget:g} s per row)")
+                    help=f"short CI pass: CPU float32 only, {quick_budget:g} s per row, no size sweep (default: full grid "
+                         f"and sweep, {full_budget:g} s per row)")
     ap.add_argument("--models-from", action="append", default=[], metavar="PATH",
                     help="also benchmark the models of this file, folder or module; repeatable (default: none)")
     ap.add_argument("--models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")

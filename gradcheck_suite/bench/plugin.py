@@ -28,7 +28,7 @@ _VERDICTS = pytest.StashKey()
 
 def pytest_addoption(parser):
     group = parser.getgroup("gradcheck-suite benchmarks")
-    group.addoption("--bench-quick", action="store_true", help="CPU float32 only, short rows (default: full grid)")
+    group.addoption("--bench-quick", action="store_true", help="CPU float32 grid only, short rows, no size sweep (default: full grid and sweep)")
     group.addoption("--bench-models-from", action="append", default=[], metavar="PATH",
                     help="also benchmark the models of this file, folder or module; repeatable")
     group.addoption("--bench-models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")
@@ -117,7 +117,8 @@ def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        quick = params.get("device", "cpu") == "cpu" and params.get("dtype", "float32") == "float32"
+        quick = (params.get("device", "cpu") == "cpu" and params.get("dtype", "float32") == "float32"
+                 and "factor" not in params)      # the size sweep belongs to the full run
         (keep if quick else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -3,11 +3,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from .test_bench_report import entry, rounds, run, visits
+from .test_cli import WRONG   # mlp_relu without the ReLU mask: wrong, and cheaper
 
 
 def bench(*args, env=None, cwd=None):
@@ -90,25 +90,6 @@ def test_without_step_summary_nothing_is_appended(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gradcheck_suite", "bench", "--from-json", now, "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "step summary" not in proc.stdout
-
-
-WRONG = textwrap.dedent("""
-    from gradcheck_suite import Dim, Model
-
-    def forward(p, d):
-        h = d.x @ p.w1
-        y = h.clamp(min=0) @ p.w2
-        return ((y - d.t) ** 2).sum(), (h, y)
-
-    def backward(p, d, cache, g):          # the ReLU mask left out: wrong, and cheaper
-        h, y = cache
-        gy = 2 * g * (y - d.t)
-        return {"w1": d.x.T @ (gy @ p.w2.T), "w2": h.clamp(min=0).T @ gy}
-
-    model = Model(name="mlp_no_mask", dims={"N": Dim(1, 8, 16), "D_in": Dim(1, 8, 32), "H": Dim(1, 8, 16),
-                  "D_out": Dim(1, 4, 4)}, params={"w1": ("D_in", "H"), "w2": ("H", "D_out")},
-                  data={"x": ("N", "D_in"), "t": ("N", "D_out")}, forward=forward, backward=backward)
-""")
 
 
 def test_a_real_quick_run_checks_first_and_marks_a_wrong_backward(tmp_path):

@@ -12,7 +12,9 @@ fraction of that rate; above 100% the report adds a note rather than a bare numb
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from .timing import Region, synced
 
@@ -40,11 +42,13 @@ def matmul_region(shape: tuple[int, int, int], device: str = "cpu", dtype: str =
     return Region(synced(run, device), False, 2 * m * k * n, info)
 
 
-def fraction(flops: int | None, seconds: float | None, matmul_rate: float | None) -> float | None:
-    """The model's FLOP rate over the calibrated matmul rate, or None without the figures."""
-    if not flops or not seconds or not matmul_rate:
+def fraction(flops: int | None, matmul_flops: int | None, matmul_over_model: Sequence[float]) -> float | None:
+    """The model's FLOP rate over the matmul's: (model FLOPs / matmul FLOPs) times the median
+    over rounds of (matmul time / model time).  Each quotient comes from one round, so a
+    round slowed by other work slows both of its sides.  None without the figures."""
+    if not flops or not matmul_flops or not matmul_over_model:
         return None
-    return flops / seconds / matmul_rate
+    return flops / matmul_flops * float(np.median(matmul_over_model))
 
 
 OVER_NOTE = ("above the rate of a matmul of the model's shape: its `flops` counts more work than it runs at "

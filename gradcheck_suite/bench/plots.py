@@ -11,6 +11,7 @@ from .rows import Row
 PLOT_NAME = "sweep.png"
 COLORS = {"manual": "tab:blue", "autograd": "tab:orange"}
 LABELS = {"manual": "hand-written backward", "autograd": "torch autograd"}
+BAND = "band: middle 50% of rounds"
 
 
 def plot_sweep(series: Mapping[str, Sequence[Row]], out: Path) -> Path:
@@ -30,8 +31,7 @@ def plot_sweep(series: Mapping[str, Sequence[Row]], out: Path) -> Path:
         for impl in ("manual", "autograd"):
             s = [getattr(r, impl) for r in rows]
             ax.fill_between(x, [v.q1 for v in s], [v.q3 for v in s], color=COLORS[impl], alpha=0.25, lw=0)
-            ax.plot(x, [v.median for v in s], "o-", color=COLORS[impl], ms=3,
-                    label=f"{LABELS[impl]}: median, band from 25th to 75th percentile of rounds")
+            ax.plot(x, [v.median for v in s], "o-", color=COLORS[impl], ms=3, label=f"{LABELS[impl]} (median; {BAND})")
         bench = [xi for xi, r in zip(x, rows) if r.factor == 1]
         if bench:
             ax.axvline(bench[0], color="0.6", ls=":", lw=1, label="benchmark size (the grid's row)")
@@ -43,7 +43,8 @@ def plot_sweep(series: Mapping[str, Sequence[Row]], out: Path) -> Path:
         ax.set_title(f"{model} ({first.device} {first.dtype}, {first.threads} thread"
                      f"{'' if first.threads == 1 else 's'})", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     path = out / PLOT_NAME
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -68,16 +68,10 @@ class Row:
     def ratio(self) -> stats.Interval:
         return stats.median_interval(self.ratios)
 
-    @cached_property
-    def matmul_rate(self) -> float | None:
-        """FLOP/s of the matmul of the model's shape, median over the same rounds."""
-        times = self.pooled("matmul")
-        if not self.matmul or not times:
-            return None
-        return self.matmul["flops"] / stats.summary(times).median
-
     def fraction(self, impl: str) -> float | None:
-        return calibration.fraction(self.flops, getattr(self, impl).median, self.matmul_rate)
+        """The model's FLOP rate over the rate of the matmul timed in the same rounds."""
+        per_round = [mm / t for v in self.visits for t, mm in zip(v.get(impl, []), v.get("matmul", [])) if t > 0]
+        return calibration.fraction(self.flops, (self.matmul or {}).get("flops"), per_round)
 
     @property
     def faster(self) -> str:

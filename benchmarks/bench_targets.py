@@ -6,7 +6,8 @@
    (--baseline, --fail-on-regression, default threshold): nothing flagged, exit 0;
    quiet, then with one core busy (a bounded busy loop this script starts and stops);
 2. with one core busy, every seed model's manual/autograd ratio within 25% of the quiet run's;
-3. a slowdown is flagged: a copy of mlp_relu whose backward sleeps 20% of its own time;
+3. a slowdown is flagged: a copy of mlp_relu whose backward sleeps (time.sleep), or
+   busy-waits, 20% of its own time;
 4. `bench --quick` under 60 s;
 5. a fresh virtual environment with a non-editable install runs `bench --quick
    --models-from examples/` from a folder outside the repository and writes the report.
@@ -35,20 +36,26 @@ RATIO_TOLERANCE = 0.25
 QUICK_LIMIT_S = 60.0
 
 SLEEPY = textwrap.dedent('''
-    """mlp_relu with a backward that sleeps GRADCHECK_SLEEP_S seconds: a known slowdown."""
+    """mlp_relu with a known slowdown in its backward: time.sleep(GRADCHECK_SLEEP_S), or a
+    busy wait of GRADCHECK_SPIN_S seconds (which, unlike a sleep, keeps the core)."""
+    import dataclasses
     import os
     import time
 
     from gradcheck_suite.models.mlp_relu import model as base
-    import dataclasses
 
     SLEEP = float(os.environ.get("GRADCHECK_SLEEP_S", "0"))
+    SPIN = float(os.environ.get("GRADCHECK_SPIN_S", "0"))
 
 
     def backward(p, d, cache, g):
         grads = base.backward(p, d, cache, g)
         if SLEEP:
             time.sleep(SLEEP)
+        if SPIN:
+            end = time.perf_counter() + SPIN
+            while time.perf_counter() < end:
+                pass
         return grads
 
 
@@ -152,16 +159,19 @@ def main() -> int:
     base, _ = run_rows(work / "sleep0")
     backward = next(r for r in base.values() if r.phase == "backward")
     sleep = 0.2 * backward.manual.median
-    s1 = bench(common + ["--out", str(work / "sleep1"), "--baseline", str(work / "sleep0/benchmarks.json"),
-                         "--fail-on-regression"], env={"GRADCHECK_SLEEP_S": repr(sleep)})
-    slow, _ = run_rows(work / "sleep1")
-    after = slow[backward.key]
-    met.append(show("3 a backward slowed by time.sleep(20% of its time) is flagged",
-                    s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"],
-                    f"backward {backward.manual.median * 1e6:.0f} µs, sleep asked {sleep * 1e6:.0f} µs, measured "
-                    f"backward {after.manual.median * 1e6:.0f} µs ({100 * (after.manual.median / backward.manual.median - 1):+.0f}%); "
-                    f"ratio {backward.ratio.value:.3f} -> {after.ratio.value:.3f}; {gated(s1)}; "
-                    f"stderr: {s1['out'].strip().splitlines()[-1]}", s1))
+    for label, var in (("time.sleep", "GRADCHECK_SLEEP_S"), ("a busy wait", "GRADCHECK_SPIN_S")):
+        folder = work / f"slow-{var}"
+        s1 = bench(common + ["--out", str(folder), "--baseline", str(work / "sleep0/benchmarks.json"),
+                             "--fail-on-regression"], env={var: repr(sleep)})
+        slow, _ = run_rows(folder)
+        after = slow[backward.key]
+        met.append(show(f"3 a backward slowed by {label} of 20% of its time is flagged",
+                        s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"],
+                        f"backward {backward.manual.median * 1e6:.0f} µs, added {sleep * 1e6:.0f} µs, measured "
+                        f"backward {after.manual.median * 1e6:.0f} µs "
+                        f"({100 * (after.manual.median / backward.manual.median - 1):+.0f}%); ratio "
+                        f"{backward.ratio.value:.3f} -> {after.ratio.value:.3f}; {gated(s1)}; "
+                        f"stderr: {s1['out'].strip().splitlines()[-1]}", s1))
 
     if not args.skip_install:
         venv, outside = work / "venv", work / "user-project"

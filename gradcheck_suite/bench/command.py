@@ -34,12 +34,13 @@ def _threshold(text: str) -> float:
 
 
 def _positive(kind):
+    """An argparse type: a finite number (of ``kind``) above 0."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if not value > 0 or value != value or value == float("inf"):
+        if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
         return value
     return parse

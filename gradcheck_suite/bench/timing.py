@@ -46,7 +46,7 @@ SWEEP = {
     "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
 }
 #: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
-BUDGETS = {True: (0.45, 30, 600), False: (1.5, 60, 3000)}
+BUDGETS = {True: (0.36, 24, 600), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
 VISITS = 3
@@ -133,7 +133,7 @@ class Interleaved:
     ``samples[name]`` holds one figure per round: the seconds per call of that block.
     """
 
-    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = 0.002, warmup: int = 10,
+    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = 0.002, warmup: int = 5,
                  timer: Callable[[], float] = time.perf_counter):
         if not sides:
             raise ValueError("nothing to time")
@@ -159,7 +159,7 @@ class Interleaved:
         for name in self.names:
             self._block(name, warmup)
             # the fastest of a few single calls sizes the block (a stall would only shrink it)
-            once = min(self._block(name, 1) for _ in range(3))
+            once = min(self._block(name, 1) for _ in range(2))
             self.calls[name] = max(1, math.ceil(self.block_seconds / max(once, 1e-9)))
         # one full round, not recorded, tells how long a round really takes
         start = self.timer()

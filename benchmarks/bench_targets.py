@@ -97,7 +97,10 @@ def show(name: str, ok: bool, detail: str, result: dict | None = None) -> bool:
 
 
 def busy_loop(seconds: int) -> subprocess.Popen:
-    return subprocess.Popen(["timeout", str(seconds), sys.executable, "-c", "while True: pass"])
+    """One core busy, for at most ``seconds``.  The loop bounds itself (a `timeout` wrapper
+    killed with SIGKILL would leave its child spinning); stop it with .kill()."""
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
 
 
 def main() -> int:

@@ -129,3 +129,12 @@ def test_verdicts_from_a_check_report(tmp_path):
 def test_unknown_model_name_is_a_usage_error(tmp_path):
     code, _, err = bench("--quick", "--models", "mlp_rleu", "--out", str(tmp_path / "o"))
     one_line_error(code, err, "did you mean mlp_relu")
+
+
+def test_a_broken_model_file_fails_the_run_but_the_others_are_benchmarked(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written model')\n")
+    out = tmp_path / "r"
+    code, _, err = bench("--quick", "--models-from", str(tmp_path / "broken.py"), "--models", "scalar_linear",
+                         "--max-time", "0.03", "--out", str(out), "--no-plots")
+    assert code == 1 and "model error:" in err and "half-written model" in err and "Traceback" not in err
+    assert "| scalar_linear |" in (out / "report.md").read_text()

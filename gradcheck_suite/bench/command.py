@@ -112,8 +112,9 @@ def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float |
     return args + list(extra)
 
 
-def _check_models(models_from: list[str], names: str | None) -> None:
-    """Model files that do not exist and unknown names are usage errors, before anything runs."""
+def _check_models(models_from: list[str], names: str | None) -> list[str]:
+    """Model files that do not exist and unknown names are usage errors, before anything
+    runs; the problems of model files that exist but are broken are returned."""
     from ..registry import load
 
     reg = load(models_from)
@@ -125,6 +126,7 @@ def _check_models(models_from: list[str], names: str | None) -> None:
                 reg.get(name.strip())
             except KeyError as e:
                 raise BenchInputError(f"--models: {e}") from None
+    return reg.problems
 
 
 def step_summary(text: str) -> Path | None:
@@ -173,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                   "pip install 'gradcheck-suite[test]'", file=sys.stderr)
             return 2
         try:
-            _check_models(args.models_from, args.models)
+            problems = _check_models(args.models_from, args.models)
         except BenchInputError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
+        for text in problems:   # the other models are still benchmarked; the run fails
+            print(f"{PROG}: model error: {text}", file=sys.stderr)
         json_path = out / JSON_NAME
         json_path.unlink(missing_ok=True)
         code = pytest.main(pytest_args(json_path, quick=args.quick, threads=args.threads, max_time=args.max_time,
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if not json_path.is_file():
             print(f"{PROG}: the benchmarks did not run (pytest exit code {int(code)})", file=sys.stderr)
             return 1
-        failed = code != 0
+        failed = code != 0 or bool(problems)
         run = load_run(json_path)
 
     text, regressed = report(run, out, baseline, args.threshold, plots=not args.no_plots)
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary is not None:
         print(f"Report appended to the step summary {summary}")
     if failed:
-        print(f"{PROG}: some benchmarks failed; see the pytest output above", file=sys.stderr)
+        print(f"{PROG}: some benchmarks or model files failed; see the messages above", file=sys.stderr)
         return 1
     if regressed and args.fail_on_regression:
         names = ", ".join(f"{c.row.model} {c.row.phase}" for c in regressed)

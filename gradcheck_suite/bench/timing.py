@@ -50,8 +50,10 @@ BUDGETS = {True: (0.36, 24, 600), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
 VISITS = 3
-#: How long one block of calls of one side lasts, about.
-BLOCK_SECONDS = 0.002
+#: How long one block of calls of one side lasts, about: short, so that most rounds run
+#: inside one scheduler time slice (a few ms) when other processes share the core.  With
+#: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.
+BLOCK_SECONDS = 0.0003
 
 
 @dataclasses.dataclass
@@ -133,7 +135,7 @@ class Interleaved:
     ``samples[name]`` holds one figure per round: the seconds per call of that block.
     """
 
-    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = 0.002, warmup: int = 5,
+    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = BLOCK_SECONDS, warmup: int = 5,
                  timer: Callable[[], float] = time.perf_counter):
         if not sides:
             raise ValueError("nothing to time")

@@ -57,6 +57,9 @@ SLEEPY = textwrap.dedent('''
             cols = max(1, round(EXTRA * p.w1.shape[1]))
             d.x.T @ d.x[:, :cols]          # as x.T @ gh, the backward's main matmul, on EXTRA of its columns
         return grads
+
+
+    model = dataclasses.replace(base, name="sleepy_mlp_relu", backward=backward)
 ''')
 
 

@@ -227,6 +227,11 @@ def test_baseline_section_same_machine_and_another(tmp_path):
     text, _ = report.report(run(entry("m", rounds(0.5)), node="other"), tmp_path, base, plots=False)
     assert "another machine or setup: only manual/autograd ratios are compared" in text
     assert "manual time then → now" not in text and "0 slower" in text
+    assert "the machine ran at another speed" not in text
+    slow_machine = run(entry("m", {"manual": [2e-3] * 9, "autograd": [4e-3] * 9}))
+    text, _ = report.report(slow_machine, tmp_path, run(entry("m", {"manual": [1e-3] * 9, "autograd": [2e-3] * 9})),
+                            plots=False)
+    assert "Autograd took 2.00× the baseline's time" in text and "within threshold" in text
 
 
 # --------------------------------------------------------------------------- timing

@@ -3,6 +3,7 @@ GitHub's step summary)."""
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from .verdicts import PASS
 REPORT_NAME = "report.md"
 BUSY_CORES = 0.1  # other processes using more cores than this during the run get a note
 FLOP_TIME_MODEL, FLOP_TIME_TARGET = "mlp_relu", 1.3
+#: Against a baseline of the same machine, autograd this many times faster or slower than
+#: then gets a note: the machine's state moved, and tiny rows' ratios can move with it.
+SPEED_NOTE = 1.25
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -160,6 +164,11 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
+    speed = machine_speed(comparisons)
+    if same and speed is not None and not 1 / SPEED_NOTE < speed < SPEED_NOTE:
+        parts.append(f"Autograd took {speed:.2f}× the baseline's time (median over rows): the machine ran at another "
+                     "speed. Ratios of microsecond-scale rows, where autograd's own overhead dominates, can move "
+                     "with the machine's state; read their changes with that in mind.")
     if not comparisons:
         parts.append("No row of this run is in the baseline.")
         return parts
@@ -176,6 +185,12 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
         lines.append(line)
     return parts + ["", markdown(head, lines)]
+
+
+def machine_speed(comparisons: Sequence[compare.Comparison]) -> float | None:
+    """Median over rows of autograd's time now / then: how fast the machine ran against the baseline."""
+    times = [c.row.autograd.median / c.base.autograd.median for c in comparisons if c.base.autograd.median > 0]
+    return float(statistics.median(times)) if times else None
 
 
 def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = compare.DEFAULT_THRESHOLD,

@@ -30,7 +30,8 @@ def _threshold(text: str) -> float:
     try:
         return compare.threshold(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        # argparse names the option itself: "argument --threshold: 'nan' must be ..."
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--threshold ")) from None
 
 
 def _positive(kind):

@@ -106,6 +106,20 @@ def test_a_median_past_the_threshold_with_drifting_visits_is_not_flagged():
     assert c.percent > 10 and c.status == compare.UNCLEAR
 
 
+def test_a_ratio_that_disagrees_with_the_manual_time_on_the_same_machine_is_not_flagged():
+    # the machine ran twice as fast, and autograd's overhead gained more than the manual path
+    then = {"manual": [2e-3] * 9, "autograd": [8e-3] * 9}
+    now = {"manual": [1e-3] * 9, "autograd": [3e-3] * 9}            # ratio 0.25 -> 0.33, manual time halved
+    cur, base = rows.rows(run(entry("m", now))), rows.rows(run(entry("m", then)))
+    (c,) = compare.compare(cur, base, same=True)
+    assert c.status == compare.CONTRADICTED and compare.regressions([c]) == []
+    (c,) = compare.compare(cur, base, same=False)                   # across machines: only the ratio counts
+    assert c.status == compare.SLOWER
+    slower = {"manual": [3e-3] * 9, "autograd": [9e-3] * 9}         # a real slowdown: both say slower
+    (c,) = compare.compare(rows.rows(run(entry("m", slower))), base, same=True)
+    assert c.status == compare.SLOWER
+
+
 def test_rows_are_matched_by_model_device_dtype_and_phase_and_sweeps_are_not_gated():
     base = rows.rows(run(entry("a", rounds(0.5)), entry("gone", rounds(0.5)),
                          entry("a", rounds(0.5), kind="sweep", factor=0.5)))

@@ -8,7 +8,10 @@ that resamples the rounds of both runs.  A row is flagged only when that whole i
 lies beyond the threshold: a lone median that happens to land past it is not enough.
 
 On the same machine and setup, the report also shows the change of the absolute manual
-time, for information; it never decides the gate.
+time.  It never flags a row by itself, but a ratio that says slower while the manual time
+says faster (or the reverse) is reported as contradicted, not as a change: on a shared
+virtual machine the host's speed can change between runs, and the ratios of
+microsecond-scale rows, mostly call overhead, move with it.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from .rows import GRID, Row, machine
 
 DEFAULT_THRESHOLD = 10.0
 SLOWER, FASTER, SAME, UNCLEAR = "slower", "faster", "within threshold", "inconclusive"
+#: On the same machine: the ratio moved one way and the manual time the other.
+CONTRADICTED = "contradicted by the times"
 
 
 def threshold(text: str) -> float:
@@ -61,8 +66,13 @@ def judge(change: stats.Interval, threshold_pct: float) -> str:
 
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,)) -> list[Comparison]:
-    """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase."""
+            kinds: tuple[str, ...] = (GRID,), same: bool = False) -> list[Comparison]:
+    """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
+
+    ``same``: both runs come from the same machine and setup.  Then a ratio that got worse
+    while the manual backward itself got faster (or the other way round) is not a change of
+    the code: the machine ran at another speed, and autograd's overhead moved with it.
+    """
     base = {r.key: r for r in baseline if r.kind in kinds}
     out = []
     for r in current:
@@ -70,7 +80,11 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
         if b is None or r.kind not in kinds:
             continue
         change = stats.change_interval(r.ratios, b.ratios)
-        out.append(Comparison(r, b, change, judge(change, threshold_pct)))
+        status = judge(change, threshold_pct)
+        manual = r.manual.median / b.manual.median
+        if same and ((status == SLOWER and manual < 1) or (status == FASTER and manual > 1)):
+            status = CONTRADICTED
+        out.append(Comparison(r, b, change, status))
     return out
 
 

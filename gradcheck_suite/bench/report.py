@@ -160,9 +160,11 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
              ("Same machine and setup." if same else
               "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
              f"Gate: a row is slower (or faster) only when the {stats.CONFIDENCE:.0%} interval of "
-             f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%."]
+             f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
+             + ("; on the same machine, not when the manual time moved the other way (contradicted)." if same
+                else ".")]
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
-                                                                   compare.UNCLEAR)}
+                                                                   compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
     speed = machine_speed(comparisons)
     if same and speed is not None and not 1 / SPEED_NOTE < speed < SPEED_NOTE:
@@ -239,7 +241,8 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
 
     regressed: list[compare.Comparison] = []
     if baseline is not None:
-        comparisons = compare.compare(all_rows, rows(baseline), threshold_pct)
+        comparisons = compare.compare(all_rows, rows(baseline), threshold_pct,
+                                      same=compare.same_machine(run, baseline))
         regressed = compare.regressions(comparisons)
         parts += baseline_section(run, baseline, comparisons, threshold_pct)
     return "\n".join(parts) + "\n", regressed

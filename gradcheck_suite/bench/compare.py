@@ -9,14 +9,15 @@ lies beyond the threshold: a lone median that happens to land past it is not eno
 
 On the same machine and setup, the report also shows the change of the absolute manual
 time.  It never flags a row by itself, but a ratio that says slower while the manual time
-says faster (or the reverse) is reported as contradicted, not as a change: on a shared
-virtual machine the host's speed can change between runs, and the ratios of
-microsecond-scale rows, mostly call overhead, move with it.
+grew less than the whole machine slowed (or the reverse) is reported as contradicted, not
+as a change: on a shared virtual machine the host's speed can change between runs, and
+the ratios of microsecond-scale rows, mostly call overhead, move with it.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 
 from . import stats
@@ -69,23 +70,29 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
             kinds: tuple[str, ...] = (GRID,), same: bool = False) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
-    ``same``: both runs come from the same machine and setup.  Then a ratio that got worse
-    while the manual backward itself got faster (or the other way round) is not a change of
-    the code: the machine ran at another speed, and autograd's overhead moved with it.
+    ``same``: both runs come from the same machine and setup.  Then the machine's speed
+    against the baseline is the median over rows of autograd's time now / then, and a row
+    whose ratio says slower while its manual time grew less than that speed explains (or
+    faster while it grew more) is contradicted, not a change of the code.
     """
     base = {r.key: r for r in baseline if r.kind in kinds}
+    pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
+    speed = machine_speed(pairs)
     out = []
-    for r in current:
-        b = base.get(r.key)
-        if b is None or r.kind not in kinds:
-            continue
+    for r, b in pairs:
         change = stats.change_interval(r.ratios, b.ratios)
         status = judge(change, threshold_pct)
         manual = r.manual.median / b.manual.median
-        if same and ((status == SLOWER and manual < 1) or (status == FASTER and manual > 1)):
+        if same and speed and ((status == SLOWER and manual < speed) or (status == FASTER and manual > speed)):
             status = CONTRADICTED
         out.append(Comparison(r, b, change, status))
     return out
+
+
+def machine_speed(pairs: Iterable[tuple[Row, Row]]) -> float | None:
+    """Median over rows of autograd's time now / then: how the machine ran against the baseline."""
+    times = [r.autograd.median / b.autograd.median for r, b in pairs if b.autograd.median > 0]
+    return statistics.median(times) if times else None
 
 
 def same_machine(run: Mapping, baseline: Mapping) -> bool:

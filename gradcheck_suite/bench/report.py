@@ -3,7 +3,6 @@ GitHub's step summary)."""
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -161,12 +160,12 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
               "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
              f"Gate: a row is slower (or faster) only when the {stats.CONFIDENCE:.0%} interval of "
              f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
-             + ("; on the same machine, not when the manual time moved the other way (contradicted)." if same
-                else ".")]
+             + ("; on the same machine, not when the manual time moved less than the machine's speed "
+                "explains (contradicted)." if same else ".")]
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
-    speed = machine_speed(comparisons)
+    speed = compare.machine_speed((c.row, c.base) for c in comparisons)
     if same and speed is not None and not 1 / SPEED_NOTE < speed < SPEED_NOTE:
         parts.append(f"Autograd took {speed:.2f}× the baseline's time (median over rows): the machine ran at another "
                      "speed. Ratios of microsecond-scale rows, where autograd's own overhead dominates, can move "
@@ -187,12 +186,6 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
         lines.append(line)
     return parts + ["", markdown(head, lines)]
-
-
-def machine_speed(comparisons: Sequence[compare.Comparison]) -> float | None:
-    """Median over rows of autograd's time now / then: how fast the machine ran against the baseline."""
-    times = [c.row.autograd.median / c.base.autograd.median for c in comparisons if c.base.autograd.median > 0]
-    return float(statistics.median(times)) if times else None
 
 
 def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = compare.DEFAULT_THRESHOLD,

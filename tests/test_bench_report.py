@@ -1,171 +1,306 @@
-"""The report logic of ``gradcheck-suite bench``, on small fake pytest-benchmark JSON
-(no benchmark runs here)."""
-import json
+"""The logic of `gradcheck-suite bench` on synthetic runs: statistics, the regression
+gate, the report's contents.  Nothing is timed here; the command line is in
+test_bench_cli.py."""
+import dataclasses
 import sys
 
+import numpy as np
 import pytest
 
-from gradcheck_suite import bench
+from gradcheck_suite.bench import compare, report, rows, stats, timing
+
+FB, BW = timing.FORWARD_BACKWARD, timing.BACKWARD
 
 
-def entry(name, kind, median, **info):
-    """One benchmark as pytest-benchmark writes it, with our ``extra_info``."""
-    info = {"kind": kind, "device": "cpu", "dtype": "float32", "threads": 2, **info}
-    return {"name": name, "fullname": f"benchmarks/x.py::{name}", "extra_info": info,
-            "stats": {"median": median, "min": median, "mean": median, "rounds": 5}}
+def rounds(ratio, n=40, spread=0.05, autograd=1e-3, seed=0):
+    """n paired rounds whose manual/autograd ratio scatters around ``ratio``."""
+    rng = np.random.default_rng(seed)
+    a = autograd * (1 + rng.uniform(0, 3, n))          # absolute times swing by up to 4x
+    m = a * ratio * (1 + rng.normal(0, spread, n))
+    return {"manual": m.tolist(), "autograd": a.tolist()}
 
 
-def grid(model, impl, phase, median, flops=None, device="cpu", dtype="float32"):
-    return entry(f"test_model[{model}-{impl}-{phase}-{device}-{dtype}]", "grid", median, model=model, impl=impl,
-                 phase=phase, device=device, dtype=dtype, dims={"N": 4}, flops=flops)
+def entry(model, samples, *, phase=FB, kind="grid", visit=0, verdict="pass", flops=None, matmul=None, factor=None,
+          reproduce=None):
+    """One benchmark as pytest-benchmark writes it, with this suite's extra_info."""
+    info = {"kind": kind, "model": model, "phase": phase, "device": "cpu", "dtype": "float32", "dims": {"N": 4},
+            "flops": flops, "threads": 1, "visit": visit, "samples": samples, "matmul": matmul, "factor": factor,
+            "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}}
+    return {"name": f"test_model[visit{visit}-{model}-{phase}]", "extra_info": info,
+            "stats": {"median": 1.0, "min": 1.0, "rounds": len(samples["manual"])}}
 
 
-def matmul(n, median, dtype="float32"):
-    return entry(f"test_matmul[cpu-{dtype}-{n}]", "matmul", median, impl="matmul", n=n, dtype=dtype,
-                 flops=2 * n ** 3)
-
-
-def run(*benchmarks, gpu=None):
-    return {"machine_info": {"cpu": {"brand_raw": "Test CPU"}, "cpu_count": 2, "gpu": gpu,
-                             "torch_version": "2.x", "torch_threads": 2, "python_version": "3.11"},
+def run(*benchmarks, node="box", threads=1):
+    return {"machine_info": {"node": node, "cpu": {"brand_raw": "Test CPU"}, "cpu_count": 2, "gpu": None,
+                             "torch_version": "2.x", "torch_threads": threads, "quick": True,
+                             "load_average": {"start": 0.5, "end": 0.7}, "other_cores": 0.02},
             "commit_info": {"id": "abc"}, "datetime": "today", "benchmarks": list(benchmarks)}
 
 
-FB = bench.FORWARD_BACKWARD
+def visits(model, ratios, **kw):
+    return [entry(model, rounds(r, seed=i), visit=i, **kw) for i, r in enumerate(ratios)]
 
 
-def test_records_read_our_fields_and_skip_foreign_benchmarks():
-    data = run(grid("m", "manual", FB, 2e-3, flops=10), {"name": "other", "stats": {"median": 1.0}})
-    (r,) = bench.records(data)
-    assert (r.kind, r.model, r.impl, r.phase, r.device, r.dtype, r.flops, r.median) == \
-        ("grid", "m", "manual", FB, "cpu", "float32", 10, 2e-3)
+# --------------------------------------------------------------------------- statistics
+
+def test_interval_contains_the_median_and_narrows_with_more_rounds():
+    few = stats.median_interval(rounds(0.5, n=10)["manual"])
+    many = stats.median_interval(rounds(0.5, n=400)["manual"])
+    assert few.low <= few.value <= few.high and many.low <= many.value <= many.high
+    assert many.high - many.low < few.high - few.low
 
 
-def test_rows_pair_manual_with_autograd_and_compute_ratio_rates_and_fraction():
-    recs = bench.records(run(grid("m", "manual", FB, 2e-3, flops=10**6), grid("m", "autograd", FB, 1e-3, flops=10**6),
-                             matmul(256, 2 * 256 ** 3 / 1e9)))  # 1 GFLOP/s
-    peaks = bench.matmul_peaks(recs)
-    assert peaks[("cpu", "float32")] == (pytest.approx(1e9), 256)
-    (row,) = bench.grid_rows(recs, peaks)
-    assert row.ratio == pytest.approx(2.0)          # manual / autograd: manual is slower
-    assert row.rate(row.manual) == pytest.approx(5e8)
-    assert row.fraction(row.autograd) == pytest.approx(1.0)
+def test_drift_between_visits_widens_the_interval():
+    rng = np.random.default_rng(1)
+    steady = [list(1.0 + rng.normal(0, 0.02, 30)) for _ in range(3)]
+    drifting = [list(level + rng.normal(0, 0.02, 30)) for level in (0.85, 1.0, 1.15)]
+    pooled = stats.median_interval([x for g in drifting for x in g])     # as if one visit
+    grouped = stats.median_interval(drifting)
+    assert grouped.high - grouped.low > 3 * (pooled.high - pooled.low)
+    tight = stats.median_interval(steady)
+    assert tight.high - tight.low < 0.05
 
 
-def test_a_model_without_flops_shows_dashes():
-    recs = bench.records(run(grid("m", "manual", FB, 2e-3), grid("m", "autograd", FB, 1e-3), matmul(256, 1e-3)))
-    (row,) = bench.grid_rows(recs, bench.matmul_peaks(recs))
-    line = bench.model_table([row]).splitlines()[-1].split(" | ")
-    assert line[6] == "2.00" and line[7:] == ["-"] * 4 + ["- |"]
+def test_summary_quartiles():
+    s = stats.summary([1, 2, 3, 4, 5])
+    assert (s.q1, s.median, s.q3, s.n) == (2, 3, 4, 5) and s.iqr == 2
+    with pytest.raises(ValueError):
+        stats.summary([])
 
 
-def test_missing_partner_gives_no_ratio():
-    recs = bench.records(run(grid("m", "manual", FB, 2e-3, flops=5)))
-    (row,) = bench.grid_rows(recs, {})
-    assert row.autograd is None and row.ratio is None and row.fraction(row.manual) is None
+# --------------------------------------------------------------------------- the gate
+
+@pytest.mark.parametrize("low,high,status", [
+    (1.15, 1.30, compare.SLOWER),          # wholly above +10%
+    (1.05, 1.30, compare.UNCLEAR),         # a median of +17% is not enough
+    (0.95, 1.08, compare.SAME),
+    (0.70, 0.88, compare.FASTER),          # wholly below 1/1.1
+    (0.85, 0.95, compare.UNCLEAR),
+])
+def test_judge_flags_only_intervals_wholly_beyond_the_threshold(low, high, status):
+    assert compare.judge(stats.Interval((low + high) / 2, low, high), 10) == status
 
 
-def test_matmul_reference_size_is_preferred_and_best_is_the_fallback():
-    recs = bench.records(run(matmul(128, 1.0), matmul(256, 1.0), matmul(512, 1.0)))
-    assert bench.matmul_peaks(recs)[("cpu", "float32")][1] == 256
-    assert bench.matmul_peaks(recs, reference=None)[("cpu", "float32")][1] == 512
-    assert bench.matmul_peaks(bench.records(run(matmul(128, 1.0))))[("cpu", "float32")][1] == 128
+def gate(current_ratios, baseline_ratios, threshold=10):
+    cur = rows.rows(run(*visits("m", current_ratios)))
+    base = rows.rows(run(*visits("m", baseline_ratios)))
+    (c,) = compare.compare(cur, base, threshold)
+    return c
 
 
-def test_flop_time_ratio_of_mlp_relu():
-    recs = bench.records(run(grid("mlp_relu", "manual", FB, 3e-3, flops=2 * 10**6), matmul(256, 2 * 256 ** 3 / 1e9)))
-    # 2 MFLOP at 1 GFLOP/s take 2 ms; it took 3 ms
-    assert bench.flop_time_ratio(recs, bench.matmul_peaks(recs)) == pytest.approx(1.5)
-    assert bench.flop_time_ratio(recs, {}) is None
+def test_same_ratio_with_swinging_absolute_times_is_not_flagged():
+    c = gate([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    assert c.status == compare.SAME and abs(c.percent) < 3
 
 
-def test_regressions_beyond_threshold_only_worst_first():
-    base = run(grid("a", "manual", FB, 1.0), grid("b", "manual", FB, 1.0), grid("c", "manual", FB, 1.0),
-               grid("gone", "manual", FB, 1.0))
-    now = run(grid("a", "manual", FB, 1.05), grid("b", "manual", FB, 1.5), grid("c", "manual", FB, 1.2),
-              grid("new", "manual", FB, 9.0))
-    changes = bench.compare(now, base)
-    assert len(changes) == 3
-    assert [c.name.split("[")[1][0] for c in bench.regressions(changes, 10)] == ["b", "c"]
-    assert bench.regressions(changes, 60) == []
-    assert bench.regressions(changes, 10)[0].percent == pytest.approx(50.0)
+def test_a_real_slowdown_is_flagged():
+    c = gate([0.6, 0.6, 0.6], [0.5, 0.5, 0.5])       # +20%
+    assert c.status == compare.SLOWER and c.change.low > 1.1
+    assert compare.regressions([c]) == [c]
+    assert gate([0.6, 0.6, 0.6], [0.5, 0.5, 0.5], threshold=50).status != compare.SLOWER
 
 
-def test_formatting():
-    assert bench.fmt_time(1.5e-3) == "1.5 ms" and bench.fmt_time(2.5e-6) == "2.5 µs" and bench.fmt_time(None) == "-"
-    assert bench.fmt_count(26_000_000) == "26 M" and bench.fmt_count(45) == "45"
-    assert bench.fmt_percent(0.5) == "50%" and bench.fmt_percent(0.0123) == "1.2%"
+def test_a_median_past_the_threshold_with_drifting_visits_is_not_flagged():
+    # the current run's visits disagree with each other: +25% in the median, but no evidence
+    c = gate([0.45, 0.62, 0.8], [0.5, 0.5, 0.5])
+    assert c.percent > 10 and c.status == compare.UNCLEAR
 
 
-def write(tmp_path, name, data):
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return str(path)
+def test_a_ratio_that_the_machines_speed_explains_is_contradicted_on_the_same_machine():
+    # the machine ran twice as fast (autograd 0.5x in every row); in the tiny row the
+    # manual path gained more than that, so its ratio rose with no change to the code
+    then = {"big": ([2e-3] * 9, [4e-3] * 9), "big2": ([3e-3] * 9, [4e-3] * 9), "big3": ([1e-3] * 9, [4e-3] * 9),
+            "tiny": ([2e-5] * 9, [8e-5] * 9)}
+    now = {"big": ([1e-3] * 9, [2e-3] * 9), "big2": ([1.5e-3] * 9, [2e-3] * 9), "big3": ([0.5e-3] * 9, [2e-3] * 9),
+           "tiny": ([0.9e-5] * 9, [2.7e-5] * 9)}                                    # tiny: 0.25 -> 0.33
+
+    def as_rows(d):
+        return rows.rows(run(*(entry(m, {"manual": a, "autograd": b}) for m, (a, b) in d.items())))
+    by_model = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=True)}
+    assert by_model["tiny"].status == compare.CONTRADICTED and by_model["big"].status == compare.SAME
+    assert compare.regressions(by_model.values()) == []
+    across = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=False)}
+    assert across["tiny"].status == compare.SLOWER          # across machines only the ratio counts
+    # a real slowdown on a machine that got faster: the manual time fell less than the machine's
+    now["big"] = ([1.4e-3] * 9, [2e-3] * 9)
+    by_model = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=True)}
+    assert by_model["big"].status == compare.SLOWER
 
 
-def test_main_from_json_writes_report_and_fails_on_regression(tmp_path, capsys):
-    base = write(tmp_path, "base.json", run(grid("mlp_relu", "manual", FB, 1e-3, flops=10**6)))
-    now = write(tmp_path, "now.json", run(grid("mlp_relu", "manual", FB, 2e-3, flops=10**6),
-                                          grid("mlp_relu", "autograd", FB, 1e-3, flops=10**6), matmul(256, 1e-3)))
-    out = tmp_path / "out"
-    args = ["--from-json", now, "--out", str(out), "--baseline", base, "--no-plots"]
-    assert bench.main(args) == 0
-    text = (out / "report.md").read_text()
-    assert "| mlp_relu | cpu | float32 | forward+backward | 2 ms | 1 ms | 2.00 |" in text
-    assert "+100.0%" in text and "FLOP-time ratio" in text and "CUDA not available" in text
-    assert "| mlp_relu | cpu | float32 |" in capsys.readouterr().out   # the table goes to stdout too
-    assert bench.main(args + ["--fail-on-regression"]) == 1
-    assert bench.main(args + ["--fail-on-regression", "--threshold", "150"]) == 0
+def test_rows_are_matched_by_model_device_dtype_and_phase_and_sweeps_are_not_gated():
+    base = rows.rows(run(entry("a", rounds(0.5)), entry("gone", rounds(0.5)),
+                         entry("a", rounds(0.5), kind="sweep", factor=0.5)))
+    now = rows.rows(run(entry("a", rounds(0.9)), entry("new", rounds(0.5)),
+                        entry("a", rounds(5.0), kind="sweep", factor=0.5)))
+    (c,) = compare.compare(now, base)
+    assert c.row.model == "a" and c.status == compare.SLOWER
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "-1", "-0.5", "abc", "", "inf", "1e999"])
+def test_threshold_rejects_what_is_not_a_finite_percentage(text):
+    with pytest.raises(ValueError, match="--threshold"):
+        compare.threshold(text)
+
+
+@pytest.mark.parametrize("text,value", [("0", 0.0), ("10", 10.0), ("12.5", 12.5)])
+def test_threshold_accepts_percentages(text, value):
+    assert compare.threshold(text) == value
+
+
+def test_another_machine_is_recorded():
+    assert compare.same_machine(run(), run())
+    assert not compare.same_machine(run(), run(node="ci-runner-7"))
+    assert not compare.same_machine(run(), run(threads=2))
+
+
+# --------------------------------------------------------------------------- rows
+
+def test_visits_to_one_row_are_merged_and_foreign_benchmarks_left_out():
+    data = run(*visits("m", [0.5, 0.5, 0.5]), {"name": "other", "stats": {"median": 1.0}},
+               {"name": "old", "extra_info": {"kind": "grid"}, "stats": {"median": 1.0}})
+    (r,) = rows.rows(data)
+    assert len(r.visits) == 3 and r.rounds == 120
+    assert r.ratio.value == pytest.approx(0.5, rel=0.03)
+    assert r.manual.median < r.autograd.median
+
+
+def test_matmul_fraction_uses_the_rounds_own_matmul():
+    # the machine slows down 4x half-way: each round's matmul slows with it, the fraction holds
+    slow = [1, 1, 1, 4, 4, 4]
+    samples = {"manual": [2e-3 * k for k in slow], "autograd": [1e-3 * k for k in slow],
+               "matmul": [1e-3 * k for k in slow]}
+    (r,) = rows.rows(run(entry("m", samples, flops=10**6, matmul={"shape": [10, 10, 10], "flops": 10**6})))
+    assert r.fraction("manual") == pytest.approx(0.5) and r.fraction("autograd") == pytest.approx(1.0)
+    (unpaired,) = rows.rows(run(entry("m", samples, flops=10**6)))
+    assert unpaired.fraction("manual") is None
+
+
+# --------------------------------------------------------------------------- report
+
+def test_a_failing_check_is_marked_and_never_a_winner(tmp_path):
+    cmd = "gradcheck-suite check mlp_no_mask --models-from wrong.py --seed 0"
+    data = run(entry("mlp_no_mask", rounds(0.13), verdict="fail", reproduce=cmd), entry("good", rounds(0.13)))
+    r_bad, r_good = rows.rows(data)
+    assert r_bad.faster == "none: check fail" and r_good.faster == "manual"
+    text, _ = report.report(data, tmp_path, plots=False)
+    line = next(ln for ln in text.splitlines() if ln.startswith("| mlp_no_mask "))
+    assert "**FAIL**" in line and "none: check fail" in line and "| manual |" not in line
+    assert "never called faster" in text and cmd in text
+
+
+def test_an_unchecked_row_is_never_a_winner():
+    (r,) = rows.rows(run(entry("m", rounds(0.2), verdict="not checked")))
+    assert r.faster == "none: check not checked"
+
+
+def test_a_row_above_the_matmul_rate_carries_a_note(tmp_path):
+    fast = {"manual": [1e-4] * 9, "autograd": [1e-3] * 9, "matmul": [1e-3] * 9}
+    data = run(entry("m", fast, flops=10**6, matmul={"shape": [1, 4, 1], "flops": 10**6}))
+    text, _ = report.report(data, tmp_path, plots=False)
+    assert "1000% (note 1)" in text and "1. m cpu float32 forward+backward, manual: 1000% of the matmul rate" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
+    assert "100% |" in line                       # autograd exactly at the rate: no note
+
+
+def test_report_shows_spread_interval_threads_and_load(tmp_path):
+    text, _ = report.report(run(*visits("m", [0.5, 0.5])), tmp_path, plots=False)
+    assert "1 torch thread(s)" in text and "load average 0.50 at the start" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
+    cells = [c.strip() for c in line.split("|")]
+    assert "(" in cells[6] and "–" in cells[6]                 # median (q1–q3)
+    assert cells[8].startswith("0.5") and "[" in cells[8]      # ratio [CI]
+    assert cells[10] == "80 in 2"
+
+
+def sweep_run():
+    grid = entry("mlp_relu", rounds(0.7), flops=4000)
+    sweep = [entry("mlp_relu", rounds(0.5 + f / 10, seed=k), kind="sweep", factor=f, flops=int(4000 * f ** 3))
+             for k, f in enumerate((0.25, 0.5))]
+    return run(grid, *sweep)
+
+
+def test_the_sweep_at_factor_one_is_the_grid_row(tmp_path):
+    series = report.sweep_series(rows.rows(sweep_run()))
+    assert [r.factor for r in series["mlp_relu"]] == [0.25, 0.5, 1.0]
+    (grid,) = [r for r in rows.rows(sweep_run()) if r.kind == "grid"]
+    assert series["mlp_relu"][-1].ratio == grid.ratio
+    text, _ = report.report(sweep_run(), tmp_path, plots=False)
+    assert "| mlp_relu | 1 (grid row) |" in text
+
+
+def test_the_plot_has_one_panel_per_model(tmp_path):
+    pytest.importorskip("matplotlib")
+    text, _ = report.report(sweep_run(), tmp_path)
+    assert "Plot: [sweep.png](sweep.png)" in text and (tmp_path / "sweep.png").stat().st_size > 1000
 
 
 def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch):
-    sweep = [entry(f"s{i}", "sweep", 1e-3 * f, model="mlp_relu", impl=impl, phase=FB, dims={"N": f}, flops=10**6 * f,
-                   factor=f) for i, (impl, f) in enumerate([("manual", 1), ("manual", 2), ("autograd", 1)])]
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    text, _ = bench.report(run(*sweep), tmp_path)
-    assert "plots skipped: matplotlib not installed" in text
-    assert "| mlp_relu | 1 | N=1 |" in text
+    text, _ = report.report(sweep_run(), tmp_path)
+    assert "plots skipped: matplotlib not installed" in text and not (tmp_path / "sweep.png").exists()
 
 
-@pytest.mark.parametrize("case", ["missing baseline", "bad json", "not a benchmark file", "unwritable out"])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
-    good = write(tmp_path, "good.json", run())
-    blocker = tmp_path / "a_file"
-    blocker.write_text("x")
-    argv = {"missing baseline": ["--baseline", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")],
-            "bad json": ["--baseline", _raw(tmp_path, "bad.json", "{not json"), "--out", str(tmp_path / "o")],
-            "not a benchmark file": ["--baseline", write(tmp_path, "list.json", [1]), "--out", str(tmp_path / "o")],
-            "unwritable out": ["--from-json", good, "--out", str(blocker / "sub")]}[case]
-    assert bench.main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and err.startswith("gradcheck-suite bench:")
+def test_baseline_section_same_machine_and_another(tmp_path):
+    base = run(entry("m", rounds(0.5)))
+    text, regressed = report.report(run(entry("m", rounds(0.8))), tmp_path, base, plots=False)
+    assert "Same machine and setup." in text and "manual time then → now" in text
+    assert [c.row.model for c in regressed] == ["m"] and "**slower**" in text
+    text, _ = report.report(run(entry("m", rounds(0.5)), node="other"), tmp_path, base, plots=False)
+    assert "another machine or setup: only manual/autograd ratios are compared" in text
+    assert "manual time then → now" not in text and "0 slower" in text
+    assert "the machine ran at another speed" not in text
+    slow_machine = run(entry("m", {"manual": [2e-3] * 9, "autograd": [4e-3] * 9}))
+    text, _ = report.report(slow_machine, tmp_path, run(entry("m", {"manual": [1e-3] * 9, "autograd": [2e-3] * 9})),
+                            plots=False)
+    assert "Autograd took 2.00× the baseline's time" in text and "within threshold" in text
 
 
-def _raw(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
+# --------------------------------------------------------------------------- timing
+
+def test_interleaved_rounds_alternate_the_order_of_the_sides():
+    log = []
+    sides = {name: timing.Region(lambda name=name: log.append(name), False, None, {}) for name in "ab"}
+    t = timing.Interleaved(sides, block_seconds=0.0, warmup=0)
+    log.clear()
+    for _ in range(4):
+        t.round()
+    assert log == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(t.samples["a"]) == len(t.samples["b"]) == 4 and len(t.ratios("a", "b")) == 4
 
 
-def test_quick_pytest_command_line(tmp_path):
-    args = bench.pytest_args(tmp_path, tmp_path / "b.json", quick=True, max_time=None, extra=["-k", "mlp"])
-    assert args[0] == str(tmp_path) and f"--benchmark-json={tmp_path / 'b.json'}" in args
-    assert "--bench-quick" in args and "--benchmark-max-time=0.02" in args and args[-2:] == ["-k", "mlp"]
+def test_interleaved_blocks_last_about_the_block_time():
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 0.125                       # each call takes 1/8 s on the fake clock
+
+    t = timing.Interleaved({"a": timing.Region(tick, False, None, {})}, block_seconds=0.5, warmup=1,
+                           timer=lambda: clock[0])
+    assert t.calls["a"] == 4 and t.round_seconds == 0.5
+    assert t.rounds_for(100, 1, 10_000) == 200 and t.rounds_for(100, 1, 50) == 50 and t.rounds_for(0.1, 3, 50) == 3
+    t.round()
+    assert t.samples["a"] == [0.125]
 
 
-@pytest.mark.parametrize("name", ["scalar_linear", "linear_layer"])
-def test_timed_regions_compute_the_same_gradients(name):
+@pytest.mark.parametrize("name, source", [("scalar_linear", None), ("linear_layer", None),
+                                          ("conv1d_strided", "examples/conv1d.py"),         # derived dims, hyper
+                                          ("legendre_p3", "examples/legendre_p3.py"),       # an autograd.Function
+                                          ("scaled_softplus", "examples/custom_op_softplus.py")])   # a custom op
+def test_timed_regions_compute_the_same_gradients(name, source):
     # not a benchmark: each region runs twice, and all four agree with each other
+    import pathlib
+
     import torch
 
     from gradcheck_suite.registry import load
 
-    model = load().get(name)
-    dims = bench.scaled_dims(model, 0.05)
+    root = pathlib.Path(__file__).resolve().parent.parent
+    model = load([str(root / source)] if source else []).get(name)
+    dims = timing.scaled_dims(model, 0.05)
     results = []
-    for impl in bench.IMPLS:
-        for phase in bench.PHASES:
-            reg = bench.region(model, dims, impl, phase, "cpu", "float64")
+    for impl in timing.IMPLS:
+        for phase in timing.PHASES:
+            reg = timing.region(model, dims, impl, phase, "cpu", "float64")
             assert reg.info["impl"] == impl and reg.grad_enabled == (impl == "autograd")
             with torch.set_grad_enabled(reg.grad_enabled):
                 reg.run()
@@ -176,8 +311,22 @@ def test_timed_regions_compute_the_same_gradients(name):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_running_without_pytest_benchmark_is_a_message_not_a_traceback(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "pytest_benchmark", None)  # makes its import fail
-    assert bench.main(["--out", str(tmp_path / "r"), "--quick"]) == 2
-    err = capsys.readouterr().err
-    assert "pytest_benchmark is not installed" in err and "Traceback" not in err
+def test_matmul_shape_follows_the_models_largest_dims():
+    from gradcheck_suite.bench import calibration
+
+    assert calibration.matmul_shape({"N": 64, "D_in": 1000, "H": 100, "D_out": 10}) == (64, 1000, 100)
+    assert calibration.matmul_shape({"N": 4}) == (1, 4, 1)
+    reg = calibration.matmul_region((2, 3, 4))
+    assert tuple(reg.run().shape) == (2, 4) and reg.flops == 48
+
+
+def test_formatting():
+    assert report.fmt_time(1.5e-3) == "1.5 ms" and report.fmt_time(2.5e-6) == "2.5 µs" and report.fmt_time(None) == "-"
+    assert report.fmt_count(26_000_000) == "26 M" and report.fmt_count(45) == "45"
+    assert report.fmt_percent(0.5) == "50%" and report.fmt_percent(0.0123) == "1.2%"
+    assert report.fmt_interval(stats.Interval(0.5, 0.45, 0.55)) == "0.50 [0.45, 0.55]"
+
+
+def test_row_key_ignores_the_visit():
+    a, b = (rows.rows(run(e))[0] for e in visits("m", [0.5, 0.5]))
+    assert a.key == b.key and dataclasses.replace(a, factor=2.0).key != a.key

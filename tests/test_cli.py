@@ -430,11 +430,12 @@ def test_12_a_threshold_that_is_not_a_number_is_refused_by_bench(tmp_path):
     run = {"machine_info": {"cpu": {"brand_raw": "x"}, "cpu_count": 2, "gpu": None, "torch_version": "2",
                             "torch_threads": 2, "python_version": "3"}, "datetime": "today", "benchmarks": []}
     (tmp_path / "run.json").write_text(json.dumps(run))
-    for value in ("nan", "inf", "-5"):
+    for value, wanted in (("nan", "must be a finite percentage"), ("inf", "must be a finite percentage"),
+                          ("-5", "must be at least 0")):
         r = gcs("bench", "--from-json", tmp_path / "run.json", "--baseline", tmp_path / "run.json",
                 "--out", tmp_path / "out", "--no-plots", "--fail-on-regression", "--threshold", value)
         assert r.returncode == 2
-        one_line(r.stderr, f"--threshold must be a finite number >= 0, got {value}")
+        one_line(r.stderr, f"argument --threshold: '{value}' {wanted}")
 
 
 def test_13_the_readme_failure_is_what_examples_wrong_py_prints():

@@ -1,0 +1,192 @@
+"""pytest hooks for the benchmark suite in ``gradcheck_suite/bench/suite`` (loaded with
+``-p gradcheck_suite.bench.plugin`` by ``gradcheck-suite bench``, never by plain pytest).
+
+* collects ``bench_*.py`` files, parametrizes ``model`` over the registry and
+  ``device, dtype`` over :data:`~gradcheck_suite.bench.timing.TARGETS` (CUDA skipped with
+  "CUDA not available"); ``--bench-quick`` keeps CPU float32 only;
+* sets torch's intra-op thread count (``--bench-threads``, 1 by default: with two threads
+  torch stalls whenever another process takes a core);
+* the ``bench_pair`` fixture checks the model, then times manual and autograd (and a
+  matmul of the model's shape) in interleaved rounds under pytest-benchmark's
+  ``pedantic`` mode, and records the per-round samples in ``extra_info``;
+* records the thread count, the load and the GPU in the JSON's machine info.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from . import calibration, timing, verdicts
+
+_REGISTRY = pytest.StashKey()
+_START = pytest.StashKey()
+_VERDICTS = pytest.StashKey()
+
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gradcheck-suite benchmarks")
+    group.addoption("--bench-quick", action="store_true", help="CPU float32 grid only, short rows, no size sweep (default: full grid and sweep)")
+    group.addoption("--bench-models-from", action="append", default=[], metavar="PATH",
+                    help="also benchmark the models of this file, folder or module; repeatable")
+    group.addoption("--bench-models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")
+    group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
+    group.addoption("--bench-visits", type=int, default=timing.VISITS, metavar="N",
+                    help=f"visits to every row, spread over the run; the rounds are split among them "
+                         f"(default: {timing.VISITS})")
+    group.addoption("--bench-budget", type=float, metavar="SECONDS",
+                    help="time per row (default: 0.3 with --bench-quick, else 1.5)")
+    group.addoption("--bench-check-json", metavar="FILE",
+                    help="read check verdicts from this `gradcheck-suite check --json` report "
+                         "(default: run a quick check of each model first)")
+    group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
+                    help=f"cases per model in the check before timing (default: {verdicts.QUICK_EXAMPLES})")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(config.getoption("bench_threads"))
+    config.stash[_START] = (timing.cpu_snapshot(), time.monotonic(), timing.load_average())
+    path = config.getoption("bench_check_json")
+    config.stash[_VERDICTS] = (verdicts.from_check_json(path) if path else None, {})
+
+
+def pytest_collect_file(file_path, parent):
+    # a file named on the command line is collected by pytest itself
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def _registry(config):
+    if _REGISTRY not in config.stash:
+        from ..registry import load
+
+        config.stash[_REGISTRY] = load(config.getoption("bench_models_from"))
+    return config.stash[_REGISTRY]
+
+
+def selected(config) -> list:
+    """The registry's models, narrowed by ``--bench-models``."""
+    reg = _registry(config)
+    names = config.getoption("bench_models")
+    if not names:
+        return list(reg)
+    return [reg.get(n.strip()) for n in names.split(",") if n.strip()]
+
+
+def pytest_report_header(config):
+    import torch
+
+    reg = _registry(config)
+    lines = [f"gradcheck-suite benchmarks: {len(reg)} models, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, CUDA {'available' if torch.cuda.is_available() else 'not available'}"]
+    lines += [f"model problem: {p}" for p in reg.problems + reg.not_found]
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    import torch
+
+    if "visit" in metafunc.fixturenames:
+        visits = range(metafunc.config.getoption("bench_visits"))
+        metafunc.parametrize("visit", visits, ids=[f"visit{v}" for v in visits])
+    if "model" in metafunc.fixturenames:
+        models = selected(metafunc.config)
+        metafunc.parametrize("model", models, ids=[m.name for m in models])
+    if {"device", "dtype"} <= set(metafunc.fixturenames):
+        no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+        metafunc.parametrize("device,dtype", [
+            pytest.param(dev, dt, id=f"{dev}-{dt}", marks=[no_cuda] if dev == "cuda" else [])
+            for dev, dt in timing.TARGETS])
+
+
+def _visit(item) -> int:
+    return getattr(getattr(item, "callspec", None), "params", {}).get("visit", 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    # every row once, then every row again: the visits to one row lie far apart in time,
+    # so drift of the machine during the run shows up as a spread between visits
+    items.sort(key=_visit)
+    if not config.getoption("bench_quick"):
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        quick = (params.get("device", "cpu") == "cpu" and params.get("dtype", "float32") == "float32"
+                 and "factor" not in params)      # the size sweep belongs to the full run
+        (keep if quick else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def registry(request):
+    return _registry(request.config)
+
+
+@pytest.fixture(scope="session")
+def selected_names(request):
+    return {m.name for m in selected(request.config)}
+
+
+def _verdict(config, model, dtype: str, device: str) -> dict:
+    given, cache = config.stash[_VERDICTS]
+    if given is not None:
+        return verdicts.lookup(given, model.name, dtype, device)
+    key = (model.name, dtype, device)
+    if key not in cache:
+        cache[key] = verdicts.quick_check(model, dtype, device, config.getoption("bench_check_examples"),
+                                          _registry(config).asked_as(model.name))
+    return cache[key]
+
+
+@pytest.fixture
+def bench_pair(request, benchmark):
+    """bench_pair(model, dims, phase, device, dtype, kind, visit, **extra): check, then time in rounds."""
+    import torch
+
+    config = request.config
+    budget, low, high = timing.BUDGETS[config.getoption("bench_quick")]
+    budget = config.getoption("bench_budget") or budget
+    visits = config.getoption("bench_visits")
+    budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
+
+    def run(model, dims, phase, device, dtype, kind, visit, **extra):
+        if model.two_way:
+            pytest.skip(f"{model.name}: numpy code without a reference has no autograd side to time against")
+        check = _verdict(config, model, dtype, device)
+        sides = {impl: timing.region(model, dims, impl, phase, device, dtype) for impl in timing.IMPLS}
+        flops = sides["manual"].flops
+        shape = calibration.matmul_shape(dims)
+        if flops:
+            sides["matmul"] = calibration.matmul_region(shape, device, dtype)
+        timer = timing.Interleaved(sides, block_seconds=timing.BLOCK_SECONDS)
+        rounds = timer.rounds_for(budget, low, high)
+        benchmark.group = f"{kind} {device} {dtype} {phase}"
+        benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
+        benchmark.extra_info.update(
+            kind=kind, model=model.name, phase=phase, device=device, dtype=dtype, dims=dict(dims), flops=flops,
+            threads=torch.get_num_threads(), check=check, visit=visit, samples=timer.samples, calls=timer.calls,
+            matmul={"shape": list(shape), "flops": sides["matmul"].flops} if flops else None, **extra)
+    return run
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    import torch
+
+    # how much else ran on the machine meanwhile: others' work inflates absolute times
+    snapshot, t0, load_start = config.stash[_START]
+    machine_info["other_cores"] = timing.other_cores(snapshot, timing.cpu_snapshot(), time.monotonic() - t0)
+    machine_info["load_average"] = {"start": load_start, "end": timing.load_average()}
+    machine_info["torch_version"] = torch.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["cpu_count"] = os.cpu_count()
+    machine_info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    machine_info["cuda_version"] = torch.version.cuda
+    machine_info["quick"] = bool(config.getoption("bench_quick"))

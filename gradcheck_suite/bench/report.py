@@ -1,0 +1,241 @@
+"""The Markdown report of a benchmark run (``report.md``, also printed and appended to
+GitHub's step summary)."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from . import calibration, compare, stats
+from .rows import GRID, SWEEP, Row, machine, rows
+from .timing import FORWARD_BACKWARD
+from .verdicts import PASS
+
+REPORT_NAME = "report.md"
+BUSY_CORES = 0.1  # other processes using more cores than this during the run get a note
+FLOP_TIME_MODEL, FLOP_TIME_TARGET = "mlp_relu", 1.3
+#: Against a baseline of the same machine, autograd this many times faster or slower than
+#: then gets a note: the machine's state moved, and tiny rows' ratios can move with it.
+SPEED_NOTE = 1.25
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_spread(s: stats.Summary) -> str:
+    """median (IQR q1–q3)."""
+    return f"{fmt_time(s.median)} ({fmt_time(s.q1)}–{fmt_time(s.q3)})"
+
+
+def fmt_interval(i: stats.Interval, digits: int = 2) -> str:
+    return f"{i.value:.{digits}f} [{i.low:.{digits}f}, {i.high:.{digits}f}]"
+
+
+def fmt_count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:g}"
+
+
+def fmt_percent(frac: float | None) -> str:
+    if frac is None:
+        return "-"
+    pct = 100 * frac
+    return f"{pct:.0f}%" if pct >= 10 else f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
+
+
+def markdown(header: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+    table = [list(header), ["---"] * len(header), *lines]
+    return "\n".join("| " + " | ".join(r) + " |" for r in table)
+
+
+def _check_cell(r: Row) -> str:
+    return "pass" if r.verdict == PASS else f"**{r.verdict.upper()}**"
+
+
+def _percent_cell(r: Row, impl: str, notes: list[str]) -> str:
+    frac = r.fraction(impl)
+    if frac is not None and frac > 1:
+        notes.append(f"{r.model} {r.device} {r.dtype} {r.phase}, {impl}: {fmt_percent(frac)} of the matmul rate, "
+                     f"{calibration.OVER_NOTE}.")
+        return f"{fmt_percent(frac)} (note {len(notes)})"
+    return fmt_percent(frac)
+
+
+def model_table(grid: Sequence[Row], notes: list[str]) -> str:
+    lines = []
+    for r in grid:
+        shape = "×".join(map(str, r.matmul["shape"])) if r.matmul else "-"
+        lines.append([r.model, r.device, r.dtype, r.phase, _check_cell(r), fmt_spread(r.manual), fmt_spread(r.autograd),
+                      fmt_interval(r.ratio), r.faster, f"{r.rounds} in {len(r.visits)}", fmt_count(r.flops), shape,
+                      _percent_cell(r, "manual", notes), _percent_cell(r, "autograd", notes)])
+    return markdown(["model", "device", "dtype", "phase", "check", "manual: median (IQR)", "autograd: median (IQR)",
+                     f"manual/autograd [{stats.CONFIDENCE:.0%} CI]", "faster", "rounds in visits", "FLOPs", "matmul m×k×n",
+                     "manual % matmul", "autograd % matmul"], lines)
+
+
+def sweep_series(all_rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """model -> its sweep rows and, at factor 1, its grid forward+backward row, by size."""
+    all_rows = list(all_rows)
+    out: dict[str, list[Row]] = {}
+    for r in all_rows:
+        if r.kind == SWEEP:
+            out.setdefault(r.model, []).append(r)
+    for model, series in out.items():
+        first = series[0]
+        for r in all_rows:
+            if (r.kind, r.model, r.device, r.dtype, r.phase) == (GRID, model, first.device, first.dtype, FORWARD_BACKWARD):
+                series.append(_as_factor_one(r))
+        series.sort(key=lambda r: r.factor)
+    return out
+
+
+def _as_factor_one(r: Row) -> Row:
+    return dataclasses.replace(r, factor=1.0)
+
+
+def sweep_table(series: Mapping[str, Sequence[Row]]) -> str:
+    lines = []
+    for model, rs in series.items():
+        for r in rs:
+            dims = ",".join(f"{k}={v}" for k, v in r.dims.items())
+            lines.append([model, f"{r.factor:.3g}" + (" (grid row)" if r.factor == 1 else ""), dims, fmt_count(r.flops),
+                          fmt_spread(r.manual), fmt_spread(r.autograd), fmt_interval(r.ratio)])
+    return markdown(["model", "factor", "dims", "FLOPs", "manual: median (IQR)", "autograd: median (IQR)",
+                     "manual/autograd [CI]"], lines)
+
+
+def header(run: Mapping) -> list[str]:
+    m = run.get("machine_info") or {}
+    who = machine(run)
+    lines = [f"CPU {who['cpu'] or '?'} ({who['cores'] or '?'} cores), GPU {who['gpu'] or 'none'}, "
+             f"torch {who['torch'] or '?'}, **{who['threads'] or '?'} torch thread(s)**, "
+             f"{'quick pass' if m.get('quick') else 'full grid'}; run {run.get('datetime', '?')}, "
+             f"commit {(run.get('commit_info') or {}).get('id', '?')}."]
+    load = m.get("load_average") or {}
+    others = m.get("other_cores")
+    busy = []
+    if isinstance(load.get("start"), (int, float)):
+        busy.append(f"load average {load['start']:.2f} at the start, {load.get('end') or 0:.2f} at the end")
+    if isinstance(others, (int, float)):
+        busy.append(f"other processes used {others:.2f} cores on average")
+    if busy:
+        lines.append("Machine: " + "; ".join(busy) + "."
+                     + (" Absolute times are inflated by that work; the ratios, timed in the same rounds, much less."
+                        if isinstance(others, (int, float)) and others > BUSY_CORES else ""))
+    if not m.get("gpu"):
+        lines.append("CUDA not available: the CUDA cases were skipped.")
+    return lines
+
+
+def flop_time_line(grid: Sequence[Row]) -> str | None:
+    for r in grid:
+        if (r.model, r.phase, r.device, r.dtype) == (FLOP_TIME_MODEL, FORWARD_BACKWARD, "cpu", "float32"):
+            frac = r.fraction("manual")
+            if frac:
+                ratio = 1 / frac
+                side = "within" if ratio <= FLOP_TIME_TARGET else "above"
+                return (f"{FLOP_TIME_MODEL} manual forward+backward takes {ratio:.2f}× the time of its FLOPs at the rate "
+                        f"of a matmul of its shape (cpu float32; {side} the {FLOP_TIME_TARGET}× target).")
+    return None
+
+
+def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[compare.Comparison],
+                     threshold_pct: float) -> list[str]:
+    same = compare.same_machine(run, baseline)
+    b = machine(baseline)
+    parts = ["", "## Against the baseline", "",
+             f"Baseline: CPU {b['cpu'] or '?'}, {b['threads'] or '?'} torch thread(s), torch {b['torch'] or '?'}; "
+             f"run {baseline.get('datetime', '?')}, commit {(baseline.get('commit_info') or {}).get('id', '?')}.",
+             ("Same machine and setup." if same else
+              "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
+             f"Gate: a row is slower (or faster) only when the {stats.CONFIDENCE:.0%} interval of "
+             f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
+             + ("; on the same machine, not when the manual time moved less than the machine's speed "
+                "explains (contradicted)." if same else ".")]
+    counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
+                                                                   compare.UNCLEAR, compare.CONTRADICTED)}
+    parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
+    speed = compare.machine_speed((c.row, c.base) for c in comparisons)
+    if same and speed is not None and not 1 / SPEED_NOTE < speed < SPEED_NOTE:
+        parts.append(f"Autograd took {speed:.2f}× the baseline's time (median over rows): the machine ran at another "
+                     "speed. Ratios of microsecond-scale rows, where autograd's own overhead dominates, can move "
+                     "with the machine's state; read their changes with that in mind.")
+    if not comparisons:
+        parts.append("No row of this run is in the baseline.")
+        return parts
+    head = ["model", "device", "dtype", "phase", "ratio then", "ratio now", "change [CI]", "verdict"]
+    if same:
+        head.insert(6, "manual time then → now")
+    lines = []
+    for c in sorted(comparisons, key=lambda c: -c.change.low):
+        r = c.row
+        line = [r.model, r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
+                f"{c.percent:+.1f}% [{100 * (c.change.low - 1):+.1f}%, {100 * (c.change.high - 1):+.1f}%]",
+                f"**{c.status}**" if c.status == compare.SLOWER else c.status]
+        if same:
+            line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
+        lines.append(line)
+    return parts + ["", markdown(head, lines)]
+
+
+def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = compare.DEFAULT_THRESHOLD,
+           plots: bool = True) -> tuple[str, list[compare.Comparison]]:
+    """The Markdown report of ``run`` (the plot written into ``out``) and the regressions."""
+    all_rows = rows(run)
+    grid = [r for r in all_rows if r.kind == GRID]
+    parts = ["# gradcheck-suite benchmarks", "", *header(run), "",
+             "How to read it: manual and autograd were timed in alternating blocks in the same rounds, so the "
+             "**manual/autograd** ratio (median over the rounds, with its bootstrap confidence interval) holds "
+             "on a busy machine where absolute times do not. Above 1 the hand-written backward is slower. "
+             "Times are per call: median and interquartile range over the rounds. \"faster\" names a side only "
+             "when the check passed and the interval excludes 1. % matmul is the model's FLOP rate over a matmul "
+             "of the model's shape and dtype, timed in the same rounds."]
+
+    parts += ["", "## Models at their benchmark size", ""]
+    notes: list[str] = []
+    parts.append(model_table(grid, notes) if grid else "No model benchmarks in this run.")
+    failing = [r for r in grid if r.verdict != PASS]
+    for r in {r.model: r for r in failing}.values():
+        how = f"; reproduce: `{r.check['reproduce']}`" if r.check.get("reproduce") else ""
+        notes.append(f"{r.model}: check {r.verdict} ({r.check.get('source', '?')}): its times are shown, "
+                     f"but it is never called faster{how}.")
+    if notes:
+        parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    line = flop_time_line(grid)
+    if line:
+        parts += ["", line]
+
+    series = sweep_series(all_rows)
+    parts += ["", "## Size sweep (forward+backward)", ""]
+    if series:
+        parts += [sweep_table(series), ""]
+        if not plots:
+            parts.append("plots skipped")
+        else:
+            try:
+                from .plots import plot_sweep
+
+                path = plot_sweep(series, out)
+                parts.append(f"Plot: [{path.name}]({path.name})")
+            except ImportError:
+                parts.append("plots skipped: matplotlib not installed (pip install 'gradcheck-suite[plot]')")
+    else:
+        parts.append("No size sweep in this run.")
+
+    regressed: list[compare.Comparison] = []
+    if baseline is not None:
+        comparisons = compare.compare(all_rows, rows(baseline), threshold_pct,
+                                      same=compare.same_machine(run, baseline))
+        regressed = compare.regressions(comparisons)
+        parts += baseline_section(run, baseline, comparisons, threshold_pct)
+    return "\n".join(parts) + "\n", regressed

@@ -1,0 +1,138 @@
+"""Reading a benchmark run: pytest-benchmark's JSON, the rows this suite wrote into it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from functools import cached_property
+
+from . import calibration, stats
+from .verdicts import NOT_CHECKED, PASS
+
+GRID, SWEEP = "grid", "sweep"
+
+
+class BenchInputError(Exception):
+    """Bad input to the command: reported as one line, exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One benchmark: a model at fixed dims on one device and dtype, manual against
+    autograd (and a matmul of its shape) timed in the same rounds."""
+
+    name: str
+    kind: str
+    model: str
+    device: str
+    dtype: str
+    phase: str
+    dims: dict
+    factor: float | None
+    flops: int | None
+    threads: int | None
+    check: dict
+    visits: list           # one {side: seconds per call, one per round} per visit
+    matmul: dict | None    # {"shape": [m, k, n], "flops": ...}
+
+    def pooled(self, side: str) -> list[float]:
+        return [t for v in self.visits for t in v.get(side, [])]
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.model, self.device, self.dtype, self.phase, self.factor)
+
+    @property
+    def verdict(self) -> str:
+        return self.check.get("verdict", NOT_CHECKED)
+
+    @cached_property
+    def manual(self) -> stats.Summary:
+        return stats.summary(self.pooled("manual"))
+
+    @cached_property
+    def autograd(self) -> stats.Summary:
+        return stats.summary(self.pooled("autograd"))
+
+    @cached_property
+    def ratios(self) -> list[list[float]]:
+        """manual/autograd of each round, by visit: above 1, the hand-written backward is slower."""
+        return [[m / a for m, a in zip(v["manual"], v["autograd"]) if a > 0] for v in self.visits]
+
+    @property
+    def rounds(self) -> int:
+        return sum(len(v) for v in self.ratios)
+
+    @cached_property
+    def ratio(self) -> stats.Interval:
+        return stats.median_interval(self.ratios)
+
+    def fraction(self, impl: str) -> float | None:
+        """The model's FLOP rate over the rate of the matmul timed in the same rounds."""
+        per_round = [mm / t for v in self.visits for t, mm in zip(v.get(impl, []), v.get("matmul", [])) if t > 0]
+        return calibration.fraction(self.flops, (self.matmul or {}).get("flops"), per_round)
+
+    @property
+    def faster(self) -> str:
+        """Which side is faster, only where the check passed and the interval excludes 1."""
+        if self.verdict != PASS:
+            return f"none: check {self.verdict}"
+        if self.ratio.high < 1:
+            return "manual"
+        if self.ratio.low > 1:
+            return "autograd"
+        return "no clear difference"
+
+
+def load_run(path: str | os.PathLike, what: str = "benchmark file") -> dict:
+    """A pytest-benchmark JSON file, checked enough to report on; BenchInputError if not."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise BenchInputError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise BenchInputError(f"{what} {path} is a folder; give its {JSON_NAME}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchInputError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    except json.JSONDecodeError as e:
+        raise BenchInputError(f"{what} {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise BenchInputError(f"{what} {path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
+    return data
+
+
+JSON_NAME = "benchmarks.json"
+
+
+def rows(run: Mapping) -> list[Row]:
+    """The rows of a run that carry paired samples, the visits to one row merged into one
+    (others' benchmarks are left out)."""
+    out: dict[tuple, Row] = {}
+    for b in run.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        samples = info.get("samples")
+        if info.get("kind") not in (GRID, SWEEP) or not isinstance(samples, dict):
+            continue
+        if not samples.get("manual") or not samples.get("autograd"):
+            continue
+        row = Row(name=b.get("name", ""), kind=info["kind"], model=info.get("model", "?"),
+                  device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
+                  dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
+                  threads=info.get("threads"), check=info.get("check") or {}, visits=[samples],
+                  matmul=info.get("matmul"))
+        if row.key in out:
+            out[row.key].visits.append(samples)
+        else:
+            out[row.key] = row
+    return list(out.values())
+
+
+def machine(run: Mapping) -> dict:
+    """What identifies the machine and setup a run was timed on."""
+    m = run.get("machine_info") or {}
+    cpu = m.get("cpu") or {}
+    return {"node": m.get("node"), "cpu": (cpu.get("brand_raw") if isinstance(cpu, dict) else cpu) or m.get("processor"),
+            "cores": m.get("cpu_count"), "gpu": m.get("gpu"), "torch": m.get("torch_version"),
+            "threads": m.get("torch_threads")}

@@ -1,0 +1,1 @@
+"""The benchmark suite that ``gradcheck-suite bench`` runs (pytest-benchmark files)."""

@@ -1,0 +1,232 @@
+"""What is timed, and how: interleaved blocks of the sides of one comparison.
+
+What is timed (:func:`region`), for one model at fixed dims on one device and dtype:
+
+===========  =================  ==================================================
+impl         phase              timed region (everything else is setup)
+===========  =================  ==================================================
+manual       backward           ``model.backward(p, d, cache, g)``, grad mode off
+manual       forward+backward   ``model.forward`` then ``model.backward``, grad off
+autograd     backward           ``torch.autograd.grad(out, leaves, g,
+                                retain_graph=True)`` on a graph built once in setup
+autograd     forward+backward   ``model.forward`` on leaves that require grad, then
+                                ``torch.autograd.grad``
+===========  =================  ==================================================
+
+Tensors, the upstream gradient ``g`` and (for the backward phase) the forward are setup.
+On CUDA the region ends with ``torch.cuda.synchronize()``, so it times the kernels and
+not just their launch.
+
+How (:class:`Interleaved`): each round times one block of every side (manual, autograd,
+and the matmul that calibrates the throughput) back to back, in an order that rotates
+from round to round.  A block repeats its side enough calls to last about
+``block_seconds``.  Whatever slows the machine during a round slows every side of it,
+so the per-round ratio manual/autograd stays put while absolute times swing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+
+IMPLS = ("manual", "autograd")
+BACKWARD, FORWARD_BACKWARD = "backward", "forward+backward"
+PHASES = (BACKWARD, FORWARD_BACKWARD)
+#: (device, dtype) cells of the grid; float64 on CPU only.
+TARGETS = (("cpu", "float32"), ("cpu", "float64"), ("cuda", "float32"))
+#: Size sweep: each dimension times these factors (about a decade, steps of √2).  Factor 1
+#: is the grid's own forward+backward row, so the sweep and the grid agree there.
+#: deep_linear's benchmark size is tiny, so it is swept upwards.
+SWEEP = {
+    "mlp_relu": tuple(2 ** (k / 2) for k in range(-6, 0)),
+    "linear_layer": tuple(2 ** (k / 2) for k in range(-6, 0)),
+    "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
+}
+#: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
+BUDGETS = {True: (0.36, 24, 600), False: (1.5, 60, 3000)}
+#: Visits to every row, spread over the run (see the plugin): drift between them widens
+#: the row's interval, so a machine that drifts during the run does not pass for a change.
+VISITS = 3
+#: How long one block of calls of one side lasts, about: short, so that most rounds run
+#: inside one scheduler time slice (a few ms) when other processes share the core.  With
+#: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.
+BLOCK_SECONDS = 0.0003
+
+
+@dataclasses.dataclass
+class Region:
+    """The code to time, the grad mode it runs under, and what to record about it."""
+
+    run: Callable[[], object]
+    grad_enabled: bool
+    flops: int | None
+    info: dict
+
+
+def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = "cpu",
+           dtype: str = "float32", seed: int = 0) -> Region:
+    """Build tensors (and, for the backward phase, run the forward) and return the timed region."""
+    import torch
+
+    from ..case import Bound, Case, build, upstream
+    from ..oracles import differentiated
+    from ..spec import Tensors
+
+    if impl not in IMPLS or phase not in PHASES:
+        raise ValueError(f"impl must be one of {IMPLS} and phase one of {PHASES}, got {impl!r}, {phase!r}")
+    case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
+    model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
+    p, d = build(model, case)
+    with torch.no_grad():
+        out, cache = model.forward(p, d)
+    g = upstream(out, seed)
+
+    if impl == "manual":
+        if phase == BACKWARD:
+            def run():
+                return model.backward(p, d, cache, g)
+        else:
+            def run():
+                _, c = model.forward(p, d)
+                return model.backward(p, d, c, g)
+    else:
+        names = model.differentiable
+        leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
+        P = Tensors((n, leaves[n]) for n in p)
+        D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
+        inputs = [leaves[n] for n in names]
+        if phase == BACKWARD:
+            with torch.enable_grad():
+                graph_out = differentiated(model, P, D)     # the reference, where the model has one
+
+            def run():
+                return torch.autograd.grad(graph_out, inputs, g, retain_graph=True, allow_unused=True)
+        else:
+            def run():
+                return torch.autograd.grad(differentiated(model, P, D), inputs, g, allow_unused=True)
+
+    flops = None
+    if model.flops is not None:
+        fwd, bwd = model.flops(case.values)
+        flops = int(bwd if phase == BACKWARD else fwd + bwd)
+    info = {"model": model.name, "impl": impl, "phase": phase, "device": device, "dtype": dtype,
+            "dims": dict(dims)}
+    return Region(synced(run, device), impl == "autograd", flops, info)
+
+
+def synced(run: Callable[[], object], device: str) -> Callable[[], object]:
+    """``run`` followed by a CUDA synchronize on a CUDA device, so the kernels are timed."""
+    if not device.startswith("cuda"):
+        return run
+    import torch
+
+    def synced_run():
+        result = run()
+        torch.cuda.synchronize()
+        return result
+    return synced_run
+
+
+class Interleaved:
+    """Times several regions in alternating blocks: round i times one block of each, the
+    order rotated by i (A B, B A, A B, ... for two sides).
+
+    ``samples[name]`` holds one figure per round: the seconds per call of that block.
+    """
+
+    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = BLOCK_SECONDS, warmup: int = 5,
+                 timer: Callable[[], float] = time.perf_counter):
+        if not sides:
+            raise ValueError("nothing to time")
+        self.sides = dict(sides)
+        self.names = list(sides)
+        self.block_seconds = block_seconds
+        self.timer = timer
+        self.samples: dict[str, list[float]] = {n: [] for n in self.names}
+        self.calls: dict[str, int] = {}
+        self._warmup(warmup)
+
+    def _block(self, name: str, calls: int) -> float:
+        import torch
+
+        side = self.sides[name]
+        with torch.set_grad_enabled(side.grad_enabled):
+            start = self.timer()
+            for _ in range(calls):
+                side.run()
+            return self.timer() - start
+
+    def _warmup(self, warmup: int) -> None:
+        for name in self.names:
+            self._block(name, warmup)
+            # the fastest of a few single calls sizes the block (a stall would only shrink it)
+            once = min(self._block(name, 1) for _ in range(2))
+            self.calls[name] = max(1, math.ceil(self.block_seconds / max(once, 1e-9)))
+        # one full round, not recorded, tells how long a round really takes
+        start = self.timer()
+        for name in self.names:
+            self._block(name, self.calls[name])
+        self.round_seconds = self.timer() - start
+
+    def rounds_for(self, budget: float, low: int, high: int) -> int:
+        """How many rounds fit in ``budget`` seconds, between ``low`` and ``high``."""
+        return max(low, min(high, int(budget / max(self.round_seconds, 1e-9))))
+
+    def round(self) -> None:
+        # the garbage collector stays off inside a round, as in timeit: when it runs
+        # depends on what the process did before (a check, other rows), not on the code
+        k = len(self.samples[self.names[0]]) % len(self.names)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for name in self.names[k:] + self.names[:k]:
+                calls = self.calls[name]
+                self.samples[name].append(self._block(name, calls) / calls)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def ratios(self, a: str, b: str) -> list[float]:
+        """Per-round a/b."""
+        return [x / y for x, y in zip(self.samples[a], self.samples[b]) if y > 0]
+
+
+def scaled_dims(model, factor: float) -> dict[str, int]:
+    """The benchmark dims with every dimension times ``factor`` (at least 1)."""
+    return {k: max(1, round(v * factor)) for k, v in model.bench_dims.items()}
+
+
+def sweep_points() -> list[tuple[str, float]]:
+    return [(name, f) for name, factors in SWEEP.items() for f in factors]
+
+
+def cpu_snapshot() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process), or None
+    where /proc/stat is missing.  Two snapshots tell how much others ran meanwhile."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: busy, and steal (other guests) too
+    busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def other_cores(start: tuple[float, float] | None, end: tuple[float, float] | None, wall: float) -> float | None:
+    """Average number of cores other processes (and other guests' steal) used between two snapshots."""
+    if start is None or end is None or wall <= 0:
+        return None
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / wall
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (what ``uptime`` shows first), or None where there is none."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None

@@ -1,0 +1,140 @@
+"""`gradcheck-suite bench` as a user runs it: a real subprocess each time."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .test_bench_report import entry, rounds, run, visits
+from .test_cli import WRONG   # examples/wrong.py: mlp_relu without the ReLU mask
+
+
+def bench(*args, env=None, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "gradcheck_suite", "bench", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def one_line_error(code, err, wanted):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and err.startswith("gradcheck-suite bench: error:") and wanted in err, err
+
+
+@pytest.mark.parametrize("value,wanted", [("nan", "finite"), ("-5", "at least 0"), ("ten", "not a number"),
+                                          ("inf", "finite")])
+def test_bad_threshold_is_one_line_and_exit_2(tmp_path, value, wanted):
+    now = write(tmp_path, "now.json", run(entry("m", rounds(0.5))))
+    code, _, err = bench("--from-json", now, "--out", str(tmp_path / "o"), "--threshold", value)
+    one_line_error(code, err, wanted)
+
+
+@pytest.mark.parametrize("case", ["missing baseline", "bad json", "not a benchmark file", "no paired rows",
+                                  "unwritable out", "no --out", "unknown option", "bad --threads",
+                                  "missing check report", "missing models file"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    good = write(tmp_path, "good.json", run(entry("m", rounds(0.5))))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = ["--out", str(tmp_path / "o")]
+    argv, wanted = {
+        "missing baseline": (["--baseline", str(tmp_path / "nope.json"), *out], "not found"),
+        "bad json": (["--baseline", write(tmp_path, "bad.json", "{not json"), *out], "not valid JSON"),
+        "not a benchmark file": (["--baseline", write(tmp_path, "list.json", [1]), *out], "not a pytest-benchmark"),
+        "no paired rows": (["--baseline", write(tmp_path, "old.json", run()), *out], "no paired manual/autograd rows"),
+        "unwritable out": (["--from-json", good, "--out", str(blocker / "sub")], "cannot write"),
+        "no --out": (["--from-json", good], "--out"),
+        "unknown option": (["--from-json", good, *out, "--frobnicate"], "--frobnicate"),
+        "bad --threads": (["--from-json", good, *out, "--threads", "0"], "positive"),
+        "missing check report": (["--check-json", str(tmp_path / "none.json"), *out], "check report not found"),
+        "missing models file": (["--models-from", str(tmp_path / "none.py"), "--quick", *out], "no such file"),
+    }[case]
+    one_line_error(*bench(*argv)[::2], wanted)
+
+
+def test_from_json_gate_exit_codes_and_step_summary(tmp_path):
+    base = write(tmp_path, "base.json", run(*visits("mlp_relu", [0.5, 0.5, 0.5])))
+    same = write(tmp_path, "same.json", run(*visits("mlp_relu", [0.5, 0.5, 0.5])))
+    slower = write(tmp_path, "slower.json", run(*visits("mlp_relu", [0.7, 0.7, 0.7])))
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    out = tmp_path / "out"
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+
+    code, stdout, err = bench("--from-json", same, "--out", str(out), "--baseline", base, "--fail-on-regression",
+                              env=env)
+    assert code == 0, err
+    assert "1 rows compared: 0 slower, 0 faster, 1 within threshold" in stdout
+    assert (out / "report.md").read_text() in summary.read_text()
+    assert summary.read_text().startswith("# earlier step\n# gradcheck-suite benchmarks")
+
+    code, stdout, err = bench("--from-json", slower, "--out", str(out), "--baseline", base, "--fail-on-regression",
+                              env=env)
+    assert code == 1 and "1 regression(s) beyond 10%: mlp_relu forward+backward" in err
+    assert summary.read_text().count("# gradcheck-suite benchmarks") == 2
+    assert bench("--from-json", slower, "--out", str(out), "--baseline", base)[0] == 0      # reported, not failed
+    assert bench("--from-json", slower, "--out", str(out), "--baseline", base, "--fail-on-regression",
+                 "--threshold", "60")[0] == 0
+
+
+def test_without_step_summary_nothing_is_appended(tmp_path):
+    now = write(tmp_path, "now.json", run(entry("m", rounds(0.5))))
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    proc = subprocess.run([sys.executable, "-m", "gradcheck_suite", "bench", "--from-json", now, "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "step summary" not in proc.stdout
+
+
+def test_a_real_quick_run_checks_first_and_marks_a_wrong_backward(tmp_path):
+    # runs from a folder outside the checkout, as an installed package would
+    models = tmp_path / "my_models"
+    models.mkdir()
+    (models / "wrong.py").write_text(WRONG.read_text())
+    out = tmp_path / "report"
+    code, stdout, err = bench("--quick", "--models-from", "my_models", "--models", "mlp_no_mask", "--max-time",
+                              "0.05", "--out", str(out), "--no-plots", "--", "--benchmark-columns=min,rounds",
+                              cwd=tmp_path)
+    assert code == 0, err + stdout
+    text = (out / "report.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| mlp_no_mask ")]
+    assert len(rows) == 2 and all("**FAIL**" in r and "none: check fail" in r for r in rows)
+    assert "reproduce: `gradcheck-suite check mlp_no_mask --models-from my_models" in text
+    data = json.loads((out / "benchmarks.json").read_text())      # pytest-benchmark's own JSON
+    assert data["machine_info"]["torch_threads"] == 1 and len(data["benchmarks"]) == 6   # 2 phases x 3 visits
+    info = data["benchmarks"][0]["extra_info"]
+    assert info["check"]["verdict"] == "fail" and len(info["samples"]["manual"]) == len(info["samples"]["autograd"])
+
+
+def test_verdicts_from_a_check_report(tmp_path):
+    check = write(tmp_path, "check.json", {"version": 1, "models": [
+        {"name": "scalar_linear", "dtype": "float32", "device": "cpu", "verdict": "fail",
+         "reproduce": "gradcheck-suite check scalar_linear --seed 3"}]})
+    out = tmp_path / "r"
+    code, _, err = bench("--quick", "--models", "scalar_linear,affine_scalar", "--max-time", "0.03", "--check-json",
+                         check, "--out", str(out), "--no-plots")
+    assert code == 0, err
+    text = (out / "report.md").read_text()
+    assert all("**FAIL**" in ln for ln in text.splitlines() if ln.startswith("| scalar_linear "))
+    assert all("**NOT CHECKED**" in ln for ln in text.splitlines() if ln.startswith("| affine_scalar "))
+    assert "gradcheck-suite check scalar_linear --seed 3" in text
+
+
+def test_unknown_model_name_is_a_usage_error(tmp_path):
+    code, _, err = bench("--quick", "--models", "mlp_rleu", "--out", str(tmp_path / "o"))
+    one_line_error(code, err, "did you mean mlp_relu")
+
+
+def test_a_broken_model_file_fails_the_run_but_the_others_are_benchmarked(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written model')\n")
+    out = tmp_path / "r"
+    code, _, err = bench("--quick", "--models-from", str(tmp_path / "broken.py"), "--models", "scalar_linear",
+                         "--max-time", "0.03", "--out", str(out), "--no-plots")
+    assert code == 1 and "model error:" in err and "half-written model" in err and "Traceback" not in err
+    assert "| scalar_linear |" in (out / "report.md").read_text()

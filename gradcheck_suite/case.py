@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .options import pairs
 from .spec import Hyper, Model, Tensors
 
 _MARGIN = 0.1  # the default factory keeps values this many scales inside a domain bound
@@ -65,14 +66,8 @@ def _word(value: object) -> str:
 
 def parse_hyper(text: str | None) -> dict[str, object]:
     """``--hyper K=V,...``: each value a Python literal (2, 0.5, True, None, 'same'), or a bare word."""
-    if not text:
-        return {}
     out = {}
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(f"--hyper: {part!r} is not K=V (e.g. --hyper stride=2,bias=True)")
+    for key, value in pairs("--hyper", text, "stride=2,bias=True"):
         try:
             out[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

@@ -17,7 +17,7 @@ import textwrap
 import time
 
 from . import __version__
-from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, number
+from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, number, pairs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JSON_VERSION = 1
@@ -323,14 +323,8 @@ def _options(rep: _Report, args) -> dict:
 
 
 def _parse_dims(text: str | None) -> dict[str, int]:
-    if not text:
-        return {}
     dims = {}
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(f"--dims: {part!r} is not K=V (e.g. --dims N=64,D_in=1000)")
+    for key, value in pairs("--dims", text, "N=64,D_in=1000"):
         try:
             size = int(value)
         except ValueError:

@@ -34,3 +34,15 @@ def number(option: str, text: str, kind: type = int, low: float = 1, high: float
 def case_timeout(option: str, text: str) -> float | None:
     """Seconds per case; 0 means no limit (None)."""
     return number(option, text, float, 0, None, "seconds, 0 for no limit") or None
+
+
+def pairs(option: str, text: str | None, example: str) -> list[tuple[str, str]]:
+    """``K=V,...`` as (key, value) pairs, in order; ValueError with one line on a bad part."""
+    out = []
+    for part in (text.split(",") if text else []):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"{option}: {part!r} is not K=V (e.g. {option} {example})")
+        out.append((key, value))
+    return out

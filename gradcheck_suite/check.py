@@ -145,8 +145,9 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _fd_only(model, case, res, p, d, g, grads)
         return
 
-    ag, backward_top = _call(res, "autograd on the " + ("reference" if model.reference else "forward"),
-                             oracles.traced_autograd, model, p, d, g)
+    traced = _call(res, "autograd on the " + ("reference" if model.reference else "forward"),
+                   oracles.traced_autograd, model, p, d, g)
+    ag = traced.grads
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
     finite = {n: torch.isfinite(ag[n]) for n in model.differentiable}
@@ -159,7 +160,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                               f"autograd is finite, e.g. at {', '.join(map(str, idx))}")
     upstream_l1 = float(g.detach().to(torch.float64).abs().sum())
     floors = {n: computation_floor(upstream_l1, largest.by_input.get(n, 0.0),
-                                   oracles.scale_of(_tensor(p64, d64, n), case.scale), backward_top)
+                                   oracles.scale_of(_tensor(p64, d64, n), case.scale), traced.backward)
               for n in model.differentiable}
     res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n]) for n in model.differentiable}
     if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
@@ -184,7 +185,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _autograd_only(res)
         return
     try:
-        _finite_differences(model, case, res, p64, d64, g, grads, ag, largest.overall, out64, judge_all=not overflow)
+        _finite_differences(model, case, res, p64, d64, g, grads, ag, traced.resolution, out64,
+                            judge_all=not overflow)
     except Exception as e:  # the user's forward, at a point a finite-difference step away
         res.traceback = "".join(traceback.format_exception(e))
         raise _error(res, f"forward raised {type(e).__name__}: {e}{_where(e)}, at a point a small step away "
@@ -217,14 +219,14 @@ def _not_finite(model: Model, res: CaseResult, grads, ag, finite) -> bool:
     return found
 
 
-def _finite_differences(model, case, res, p64, d64, g, grads, ag, largest, out64, judge_all=True) -> None:
+def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, out64, judge_all=True) -> None:
     tensors64 = {**p64, **d64}
     mismatched = [c for c in res.tensors.values() if not c.ok]
     findings: dict[str, list[Finding]] = {}   # tensor -> what its probes concluded
     gen = torch.Generator().manual_seed(case.seed ^ 0xF1D)
 
     def probe(direction) -> oracles.Phi:
-        return oracles.line(model, p64, d64, g, direction, largest, at_zero=out64)
+        return oracles.line(model, p64, d64, g, direction, resolution, at_zero=out64)
 
     def examine(name: str, index: tuple[int, ...]) -> Finding:
         x = tensors64[name]

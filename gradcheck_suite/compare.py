@@ -102,8 +102,9 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     ``rounding``: autograd's measured rounding (its distance from float64 autograd), whose
     largest element widens the whole tensor's bound.  ``floor``: rounding at the scale of
     the computation (:func:`computation_floor`), allowed in full where the reference is
-    below it and fading as ``floor / |reference|`` above it, so that an element far above
-    the computation's rounding keeps its relative bound.  ``jitter``: per element, the
+    below it and fading as ``sqrt(floor / |reference|)`` above it, so that an element far
+    above the computation's rounding keeps its relative bound (a 1e-5 error in an element
+    1e5 times the floor is twice what it allows there).  ``jitter``: per element, the
     rounding of the two gradients measured by moving the inputs a little (a float64
     reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
     """
@@ -123,8 +124,8 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: float, jitter, top: f
     if rounding is not None and rounding.numel():
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
     extra = None
-    if floor > 0:     # floor * min(1, floor / |ref|)
-        extra = ref.clamp_min(floor).reciprocal_().mul_(floor * floor)
+    if floor > 0:     # floor * min(1, sqrt(floor / |ref|))
+        extra = ref.clamp_min(floor).reciprocal_().mul_(floor).sqrt_().mul_(floor)
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
         extra = measured if extra is None else extra.maximum(measured)

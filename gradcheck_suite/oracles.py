@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -26,7 +28,7 @@ from .spec import Model, Tensors
 #: tried when a kink sits inside the first step.
 STEPS = (1e-4, 1e-2, 1e-6, 1e-8)
 EPS64 = torch.finfo(torch.float64).eps
-ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * (sum|g| * the largest magnitude it went through)
+ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * (its first-order bound, see Traced)
 KINK_RATIO = 0.7     # one-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink
 KINK_FLOOR = 1e-7    # a gap below this fraction of the slope is smooth, whatever the ratio
 
@@ -64,24 +66,62 @@ class Estimate:
 
 def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str, torch.Tensor]:
     """Autograd's gradient of ``<g, reference(p, d)>`` (or of the forward) for every differentiable tensor."""
-    return traced_autograd(model, p, d, g)[0]
+    return traced_autograd(model, p, d, g).grads
 
 
-def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
-    """:func:`autograd`, and the largest magnitude its backward pass went through."""
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """Autograd's gradients, and what its pass says of rounding: ``backward``, the largest
+    magnitude the backward went through, and ``resolution``, the first-order rounding bound
+    of ``<g, f>``: the sum over every value v the forward computed of |v| * |d<g, f>/dv|
+    (each value rounds by about eps * |v|, and that moves the output by the gradient)."""
+
+    grads: dict[str, torch.Tensor]
+    backward: float
+    resolution: float
+
+
+def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Traced:
+    """:func:`autograd`, with what its pass says of rounding (see :class:`Traced`)."""
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
     P = Tensors((n, leaves[n]) for n in p)
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
-    mode = _Magnitudes({})
+    mode, terms = _Magnitudes({}), _Terms()
     with torch.enable_grad():
-        out = differentiated(model, P, D)
+        with terms:
+            out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            return {n: torch.zeros_like(leaves[n]) for n in names}, 0.0
+            return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0, 0.0)
         with mode:
             grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
     grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
-    return grads, mode.overall()
+    return Traced(grads, mode.overall(), terms.total())
+
+
+class _Terms(TorchFunctionMode):
+    """Hooks every value the forward computes, so that the backward adds |v| * |dv| for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sums: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in _tensors((out,)):
+            if t.requires_grad and t.grad_fn is not None and t.is_floating_point():
+                try:
+                    t.register_hook(functools.partial(self._add, t.detach()))
+                except RuntimeError:   # a view that cannot take a hook: its base's counts
+                    pass
+        return out
+
+    def _add(self, value: torch.Tensor, grad: torch.Tensor) -> None:
+        self.sums.append(torch.linalg.vecdot(value.abs().reshape(-1).to(torch.float64),
+                                             grad.abs().reshape(-1).to(torch.float64)).to("cpu"))
+
+    def total(self) -> float:
+        return _largest([torch.stack(self.sums).sum()]) if self.sums else 0.0
 
 
 def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
@@ -179,15 +219,16 @@ def traced_forward(model: Model, p: Tensors, d: Tensors) -> tuple[object, Magnit
 
 
 def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mapping[str, torch.Tensor],
-         largest: float = 0.0, at_zero: torch.Tensor | None = None) -> Phi:
+         resolution: float = 0.0, at_zero: torch.Tensor | None = None) -> Phi:
     """``t -> (<g, f(theta + t v)>, its rounding scale)`` in float64, ``v`` given by ``direction``.
 
-    The rounding scale is ``sum|g * f|``, or ``sum|g|`` times the ``largest`` magnitude the
-    forward went through (see :func:`traced_forward`), whichever is larger.  ``phi(0)`` runs
-    the forward once, or not at all where its output is given as ``at_zero``.
+    The rounding scale is ``sum|g * f|``, or the forward's first-order rounding bound
+    ``resolution`` (see :class:`Traced`) where that is larger: a saturated
+    ``log(1 - sigmoid(z))`` returns exactly 0 after passing through 1.  ``phi(0)`` runs the
+    forward once, or not at all where its output is given as ``at_zero``.
     """
     g64 = g.detach().to(torch.float64)
-    floor = float(g64.abs().sum()) * largest
+    floor = resolution
     memo: dict[float, tuple[float, float]] = {}
 
     def value(out: torch.Tensor) -> tuple[float, float]:

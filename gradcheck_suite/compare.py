@@ -81,18 +81,15 @@ class TensorComparison:
         return self.mismatched == 0
 
 
-def computation_floor(upstream_l1: float, largest: float, typical: float, backward: float) -> float:
-    """Rounding at the scale of the computation that a tensor's gradient comes from:
-    ``COMPUTATION_RTOL`` times the larger of two measures of that scale, the gradient a
-    tensor of ``typical`` magnitude has when ``sum|g|`` times the ``largest`` value computed
-    from it hangs on it, and the ``backward``'s own largest magnitude.  :func:`bound` allows it
-    in full only where the reference is below it, so an element far above it keeps its
-    relative bound.  It covers a reference that is exactly 0 (a softmax at 1e3, whose exact
+def computation_floor(resolution: float, typical: float) -> float:
+    """Rounding at the scale of the computation, for a tensor of ``typical`` magnitude:
+    ``COMPUTATION_RTOL`` times the output's first-order rounding bound ``resolution`` (see
+    ``oracles.Traced``) per unit of the tensor.  A difference below it is negligible against
+    the computation, even where the reference is exactly 0 (a softmax at 1e3, whose exact
     gradient is 1e-172) or itself inexact (a saturated sigmoid's ``s * (1 - s)``, whose
     rounding is relative to s, not to the small gradient)."""
-    forward = upstream_l1 * largest / typical if typical > 0 else 0.0
-    scale = max(forward, backward)
-    return COMPUTATION_RTOL * scale if 0 < scale < float("inf") else 0.0
+    value = COMPUTATION_RTOL * resolution / typical if typical > 0 else 0.0
+    return value if 0 < value < float("inf") else 0.0
 
 
 def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None,
@@ -101,10 +98,7 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
 
     ``rounding``: autograd's measured rounding (its distance from float64 autograd), whose
     largest element widens the whole tensor's bound.  ``floor``: rounding at the scale of
-    the computation (:func:`computation_floor`), allowed in full where the reference is
-    below it and fading as ``sqrt(floor / |reference|)`` above it, so that an element far
-    above the computation's rounding keeps its relative bound (a 1e-5 error in an element
-    1e5 times the floor is twice what it allows there).  ``jitter``: per element, the
+    the computation (:func:`computation_floor`), an absolute allowance.  ``jitter``: per element, the
     rounding of the two gradients measured by moving the inputs a little (a float64
     reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
     """
@@ -124,8 +118,8 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: float, jitter, top: f
     if rounding is not None and rounding.numel():
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
     extra = None
-    if floor > 0:     # floor * min(1, sqrt(floor / |ref|))
-        extra = ref.clamp_min(floor).reciprocal_().mul_(floor).sqrt_().mul_(floor)
+    if floor > 0:
+        extra = torch.full_like(ref, floor)
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
         extra = measured if extra is None else extra.maximum(measured)

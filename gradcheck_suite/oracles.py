@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .spec import Model, Tensors
 
@@ -71,32 +70,29 @@ def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str,
 
 @dataclasses.dataclass(frozen=True)
 class Traced:
-    """Autograd's gradients, and what its pass says of rounding: ``backward``, the largest
-    magnitude the backward went through, and ``resolution``, the first-order rounding bound
-    of ``<g, f>``: the sum over every value v the forward computed of |v| * |d<g, f>/dv|
+    """Autograd's gradients, and ``resolution``: the first-order rounding bound of
+    ``<g, f>``, the sum over every value v the forward computed of |v| * |d<g, f>/dv|
     (each value rounds by about eps * |v|, and that moves the output by the gradient)."""
 
     grads: dict[str, torch.Tensor]
-    backward: float
     resolution: float
 
 
 def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Traced:
-    """:func:`autograd`, with what its pass says of rounding (see :class:`Traced`)."""
+    """:func:`autograd`, with the output's first-order rounding bound (see :class:`Traced`)."""
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
     P = Tensors((n, leaves[n]) for n in p)
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
-    mode, terms = _Magnitudes({}), _Terms()
+    terms = _Terms()
     with torch.enable_grad():
         with terms:
             out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0, 0.0)
-        with mode:
-            grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
+            return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0)
+        grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
     grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
-    return Traced(grads, mode.overall(), terms.total())
+    return Traced(grads, terms.total())
 
 
 class _Terms(TorchFunctionMode):
@@ -121,7 +117,9 @@ class _Terms(TorchFunctionMode):
                                              grad.abs().reshape(-1).to(torch.float64)).to("cpu"))
 
     def total(self) -> float:
-        return _largest([torch.stack(self.sums).sum()]) if self.sums else 0.0
+        """The sum of the terms; 0 where it is not finite (an overflow says nothing of rounding)."""
+        value = float(torch.stack(self.sums).sum()) if self.sums else 0.0
+        return value if math.isfinite(value) else 0.0
 
 
 def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
@@ -135,50 +133,6 @@ def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
 Phi = Callable[[float], tuple[float, float]]
 
 
-class _Magnitudes(TorchDispatchMode):
-    """Records the largest finite magnitude among the values a computation's ops produce,
-    overall and, for each of ``inputs``, among the values computed from it.  The inputs
-    themselves do not count: moving an input by a step rounds relative to the step."""
-
-    def __init__(self, inputs: Mapping[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.names = list(inputs)
-        self.depends = WeakIdKeyDictionary()          # value -> bit mask of the inputs it depends on
-        self.tops: list[list[torch.Tensor]] = [[] for _ in self.names]
-        self.all: list[torch.Tensor] = []             # the inputs themselves do not count
-        for bit, t in enumerate(inputs.values()):
-            self.depends[t] = 1 << bit
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # nothing is compiled inside this mode; without this, its first op would import
-        # torch._dynamo (over a second of a fresh process) only to wrap __torch_dispatch__
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        mask = 0
-        if self.names:
-            for t in _tensors(args, kwargs.values() if kwargs else ()):
-                mask |= self.depends.get(t, 0)
-        for t in _tensors((out,)):
-            if t.is_floating_point() and t.numel():
-                top = _top(t)
-                self.all.append(top)
-                if mask:
-                    self.depends[t] = self.depends.get(t, 0) | mask
-                    for bit in range(len(self.names)):
-                        if mask >> bit & 1:
-                            self.tops[bit].append(top)
-        return out
-
-    def overall(self) -> float:
-        return _largest(self.all)
-
-    def by_input(self) -> dict[str, float]:
-        return {n: _largest(tops) for n, tops in zip(self.names, self.tops)}
-
-
 def _tensors(*groups):
     """The tensors among an op's arguments or results (inside lists and tuples too)."""
     for group in groups:
@@ -187,35 +141,6 @@ def _tensors(*groups):
                 yield x
             elif isinstance(x, (list, tuple)):
                 yield from _tensors(x)
-
-
-def _top(t: torch.Tensor) -> torch.Tensor:
-    """The largest magnitude in ``t``; a tensor with NaN or Inf counts as 0 (see ``_largest``)."""
-    return torch.linalg.vector_norm(t.detach(), float("inf")).to("cpu", torch.float64)
-
-
-def _largest(tops: list[torch.Tensor]) -> float:
-    return float(torch.stack(tops).nan_to_num_(0.0, 0.0, 0.0).max()) if tops else 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Magnitudes:
-    """The largest magnitudes a forward call's ops produced: ``overall``, and for each
-    floating-point input, among the values computed from it."""
-
-    overall: float
-    by_input: Mapping[str, float]
-
-
-def traced_forward(model: Model, p: Tensors, d: Tensors) -> tuple[object, Magnitudes]:
-    """One forward call, and the magnitudes its arithmetic went through.  Rounding is
-    relative to those, not to the output: a saturated ``log(1 - sigmoid(z))`` returns
-    exactly 0 after passing through ``z`` and 1."""
-    inputs = {n: t for n, t in (*p.items(), *d.items()) if isinstance(t, torch.Tensor) and t.is_floating_point()}
-    mode = _Magnitudes(inputs)
-    with torch.no_grad(), mode:
-        out = model.forward(p, d)
-    return out, Magnitudes(mode.overall(), mode.by_input())
 
 
 def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mapping[str, torch.Tensor],
@@ -336,7 +261,13 @@ def _finding(est: Estimate, dm: float, da: float, tol: float, differ: bool) -> F
         return Finding.UNRESOLVED if differ else Finding.AGREE
     if with_autograd:
         return Finding.FOR_AUTOGRAD
-    return Finding.FOR_MANUAL if with_manual else Finding.NEITHER
+    if with_manual:
+        return Finding.FOR_MANUAL
+    if min(dm, da) < est.value < max(dm, da):
+        # strictly between the two: the average of one-sided slopes that differ, a kink
+        # whose gap the curvature hides at every step (a ReLU unit whose two sides slope alike)
+        return Finding.KINK
+    return Finding.NEITHER
 
 
 def scale_of(x: torch.Tensor, fallback: float) -> float:

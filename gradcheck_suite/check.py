@@ -159,7 +159,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             idx = [tuple(i) for i in bad.nonzero().tolist()[:3]]
             raise _error(res, f"{n}: the manual gradient is NaN or Inf at {int(bad.sum())} element(s) where "
                               f"autograd is finite, e.g. at {', '.join(map(str, idx))}")
-    floors = {n: computation_floor(traced.resolution, oracles.scale_of(_tensor(p64, d64, n), case.scale))
+    floors = {n: computation_floor(traced.resolution, oracles.scale_of(_tensor(p64, d64, n), case.scale),
+                                   traced.backward)
               for n in model.differentiable}
     res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n]) for n in model.differentiable}
     if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):

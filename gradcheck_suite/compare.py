@@ -81,24 +81,34 @@ class TensorComparison:
         return self.mismatched == 0
 
 
-def computation_floor(resolution: float, typical: float) -> float:
-    """Rounding at the scale of the computation, for a tensor of ``typical`` magnitude:
-    ``COMPUTATION_RTOL`` times the output's first-order rounding bound ``resolution`` (see
-    ``oracles.Traced``) per unit of the tensor.  A difference below it is negligible against
-    the computation, even where the reference is exactly 0 (a softmax at 1e3, whose exact
-    gradient is 1e-172) or itself inexact (a saturated sigmoid's ``s * (1 - s)``, whose
-    rounding is relative to s, not to the small gradient)."""
-    value = COMPUTATION_RTOL * resolution / typical if typical > 0 else 0.0
-    return value if 0 < value < float("inf") else 0.0
+def computation_floor(resolution: float, typical: float, backward: float = 0.0) -> tuple[float, float]:
+    """Rounding at the scale of the computation, for a tensor of ``typical`` magnitude, as
+    ``(absolute, faded)``, ``COMPUTATION_RTOL`` times two measures of that scale:
+
+    - the output's first-order rounding bound ``resolution`` (see ``oracles.Traced``) per
+      unit of the tensor: allowed to every element;
+    - the largest gradient the ``backward`` passed through: the scale at which a saturated
+      sigmoid's ``s * (1 - s)`` or a softmax's ``t_0 - <p, t>`` rounds, wherever the tensor
+      is in the computation.  It is allowed in full where the reference is below it, and
+      fades as ``faded / |reference|`` above it (see :func:`bound`).
+
+    Differences below them are negligible against the computation, even where the reference
+    is exactly 0 (a softmax at 1e3, whose exact gradient is 1e-172) or itself inexact."""
+    def finite(value: float) -> float:
+        return value if 0 < value < float("inf") else 0.0
+
+    return finite(COMPUTATION_RTOL * resolution / typical if typical > 0 else 0.0), finite(COMPUTATION_RTOL * backward)
 
 
 def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None,
-          floor: float = 0.0, jitter: torch.Tensor | None = None) -> torch.Tensor:
+          floor: tuple[float, float] = (0.0, 0.0), jitter: torch.Tensor | None = None) -> torch.Tensor:
     """The per-element tolerance for gradients of ``reference``'s size in ``dtype``.
 
     ``rounding``: autograd's measured rounding (its distance from float64 autograd), whose
     largest element widens the whole tensor's bound.  ``floor``: rounding at the scale of
-    the computation (:func:`computation_floor`), an absolute allowance.  ``jitter``: per element, the
+    the computation (:func:`computation_floor`): its absolute part allowed everywhere, its
+    faded part in full where the reference is below it and as ``faded / |reference|``
+    above, so that an element far above the computation's rounding keeps its relative bound.  ``jitter``: per element, the
     rounding of the two gradients measured by moving the inputs a little (a float64
     reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
     """
@@ -110,16 +120,19 @@ def _finite_abs(t: torch.Tensor) -> torch.Tensor:
     return out if bool(torch.isfinite(out).all()) else out.nan_to_num_(0.0, 0.0, 0.0)
 
 
-def _bound(ref: torch.Tensor, dtype: str, rounding, floor: float, jitter, top: float | None = None) -> torch.Tensor:
+def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], jitter,
+           top: float | None = None) -> torch.Tensor:
     tol = TOLERANCES[dtype]
     if top is None:
         top = float(ref.max()) if ref.numel() else 0.0
     least = tol.atol * top
     if rounding is not None and rounding.numel():
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
+    absolute, faded = floor
+    least = max(least, absolute)
     extra = None
-    if floor > 0:
-        extra = torch.full_like(ref, floor)
+    if faded > 0:     # faded * min(1, faded / |ref|)
+        extra = ref.clamp_min(faded).reciprocal_().mul_(faded * faded)
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
         extra = measured if extra is None else extra.maximum(measured)
@@ -149,7 +162,7 @@ def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
-            rounding: torch.Tensor | None = None, floor: float = 0.0,
+            rounding: torch.Tensor | None = None, floor: tuple[float, float] = (0.0, 0.0),
             jitter: torch.Tensor | None = None) -> TensorComparison:
     """Compare every element of ``manual`` with ``reference`` (same shape, any device).
 

@@ -72,10 +72,12 @@ def autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str,
 class Traced:
     """Autograd's gradients, and ``resolution``: the first-order rounding bound of
     ``<g, f>``, the sum over every value v the forward computed of |v| * |d<g, f>/dv|
-    (each value rounds by about eps * |v|, and that moves the output by the gradient)."""
+    (each value rounds by about eps * |v|, and that moves the output by the gradient), and
+    ``backward``: the largest gradient the backward passed through."""
 
     grads: dict[str, torch.Tensor]
     resolution: float
+    backward: float = 0.0    # the largest |d<g, f>/dv| over the same values
 
 
 def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Traced:
@@ -92,7 +94,7 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Tr
             return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0)
         grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, allow_unused=True)
     grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
-    return Traced(grads, terms.total())
+    return Traced(grads, terms.total(), terms.largest())
 
 
 class _Terms(TorchFunctionMode):
@@ -101,6 +103,7 @@ class _Terms(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.sums: list[torch.Tensor] = []
+        self.tops: list[torch.Tensor] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -113,8 +116,13 @@ class _Terms(TorchFunctionMode):
         return out
 
     def _add(self, value: torch.Tensor, grad: torch.Tensor) -> None:
-        self.sums.append(torch.linalg.vecdot(value.abs().reshape(-1).to(torch.float64),
-                                             grad.abs().reshape(-1).to(torch.float64)).to("cpu"))
+        size = grad.detach().abs().reshape(-1).to(torch.float64)
+        self.sums.append(torch.linalg.vecdot(value.abs().reshape(-1).to(torch.float64), size).to("cpu"))
+        self.tops.append(size.max().to("cpu") if size.numel() else torch.zeros((), dtype=torch.float64))
+
+    def largest(self) -> float:
+        """The largest finite gradient of a value (0 where none is finite)."""
+        return float(torch.stack(self.tops).nan_to_num(0.0, 0.0, 0.0).max()) if self.tops else 0.0
 
     def total(self) -> float:
         """The sum of the terms; 0 where it is not finite (an overflow says nothing of rounding)."""

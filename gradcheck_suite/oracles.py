@@ -234,30 +234,40 @@ def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Find
     """What finite differences say of one probe, where the manual gradient projects to ``dm``
     and autograd to ``da`` (``tol`` apart at most where they agree).
 
-    Steps are tried in turn.  One that sides with autograd alone settles it, unless a step
-    no wider than it saw a kink, whose interval it then straddles.  Otherwise the
-    steps' findings are ranked (``_RANK``), and of equal findings the most precise estimate
-    is kept; the search stops at an agreement within ``precise`` (relative)."""
+    Steps are tried in turn.  A step at least as wide as one that saw a kink straddles that
+    kink: it is not evaluated, or counts as the kink.  One that sides with autograd alone
+    settles the probe, unless a narrower step then sees a kink (a kink whose two sides curve
+    differently looks smooth, and sides with autograd, at a wide step), so the narrower steps
+    are still tried.  Otherwise the steps' findings are ranked (``_RANK``), and of equal
+    findings the most precise estimate is kept; the search stops at an agreement within
+    ``precise`` (relative)."""
     differ = abs(dm - da) > tol
     best: Finding | None = None
     kept: Estimate | None = None
-    kinked_at = float("inf")          # the smallest step that saw a kink
+    kinked: Estimate | None = None     # the narrowest step that saw a kink
+    resolved: Estimate | None = None   # a step that sided with autograd alone
     for est in steps:
-        if est.kink:
-            kinked_at = min(kinked_at, est.step)
-            if isinstance(steps, _Steps):
-                steps.skip_from = kinked_at
-        # a step at least as wide as one that saw a kink straddles that kink as well: its
-        # smooth-curve estimate (and Richardson's error) does not hold there
-        finding = Finding.KINK if est.step >= kinked_at else _finding(est, dm, da, tol, differ)
+        if est.kink and (kinked is None or est.step < kinked.step):
+            kinked = est
+        narrowest_kink = kinked.step if kinked is not None else float("inf")
+        if isinstance(steps, _Steps):
+            steps.skip_from = min(steps.skip_from, narrowest_kink, resolved.step if resolved else float("inf"))
+        finding = Finding.KINK if est.step >= narrowest_kink else _finding(est, dm, da, tol, differ)
         if finding is Finding.FOR_AUTOGRAD:
-            return finding, est
+            resolved = resolved or est
+            if isinstance(steps, _Steps):     # only narrower steps can still show a kink
+                steps.skip_from = min(steps.skip_from, est.step)
+            continue
         if best is None or _RANK[finding] < _RANK[best]:
             best, kept = finding, est
         elif finding is best and est.error < kept.error:
             kept = est
-        if finding is Finding.AGREE and est.error <= precise * max(abs(est.value), abs(da)):
+        if resolved is None and finding is Finding.AGREE and est.error <= precise * max(abs(est.value), abs(da)):
             break
+    if resolved is not None:
+        if kinked is not None and kinked.step < resolved.step:
+            return Finding.KINK, kinked
+        return Finding.FOR_AUTOGRAD, resolved
     return (best or Finding.KINK), kept
 
 

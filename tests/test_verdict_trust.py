@@ -47,6 +47,14 @@ def test_a_kink_at_tiny_magnitudes_is_seen_at_a_step_that_resolves_it(dims, seed
     assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
 
 
+def test_a_kink_whose_sides_curve_apart_is_not_settled_by_a_wide_step():
+    # found by the nightly sweep: with two samples on opposite sides of the kink, the 1e-4
+    # step sees smooth curvature and sides with autograd; 1e-6 and 1e-8 see the kink
+    case = Case(HINGE.name, {"N": 2, "I": 2, "H": 1}, "float64", "cpu", 15962, 421.6965034285823)
+    res = check_case(HINGE, case)
+    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+
+
 def test_a_kink_whose_two_sides_slope_alike_is_still_a_kink():
     # found by the nightly sweep: at scale 1e3 the curvature hides a one-sided gap of 1.5% at
     # every step, and the central difference lands between autograd's all-active convention

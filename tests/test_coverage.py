@@ -94,8 +94,12 @@ def test_a_nightly_failure_is_kept_per_model_and_replayed_first(tmp_path):
     # another model on the same database neither replays nor deletes it
     assert run_model(right, profile="nightly", examples=20, database=db).verdict == "pass"
     first_sizes = []
-    again = run_model(wrong, profile="nightly", examples=150, database=db,
-                      on_case=lambda r: first_sizes.append(dict(r.sizes)) if not first_sizes else None)
+
+    def note_first(run):                 # a copy: the run keeps adding to its own sets
+        if not first_sizes:
+            first_sizes.append({k: set(v) for k, v in run.sizes.items()})
+
+    again = run_model(wrong, profile="nightly", examples=150, database=db, on_case=note_first)
     # the very first case judged was the saved failure, and it failed again: no other case
     # was checked before it (it may shrink further)
     assert first_sizes == [{"N": {first.failure.case.dims["N"]}}] and again.checked == 1

@@ -152,7 +152,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
 
     chosen = strategies.profile_settings(profile, examples=examples)
     total = chosen.max_examples
-    if chosen.database is not None:
+    if chosen.database is not None:     # the nightly profile
         chosen = hypothesis.settings(chosen, database=strategies.database_for(
             database or chosen.database, model.name, run.dtype, run.device))
     strategy = strategies.cases(model, dtype=run.dtype, device=run.device, fixed_dims=fixed, seed=seed, scale=scale,

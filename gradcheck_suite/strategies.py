@@ -150,6 +150,14 @@ def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
     return out
 
 
+def _nightly_database():
+    """Hypothesis's own database, or where CI turns it off (its ``ci`` profile), the folder it
+    would use: a nightly job that keeps ``.hypothesis/`` between runs replays its failures."""
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    return settings.default.database or DirectoryBasedExampleDatabase(".hypothesis/examples")
+
+
 def database_for(base, model: str, dtype: str, device: str):
     """Where the nightly profile keeps one model's failures: its own folder under
     hypothesis's directory database, so that a passing model never replays, and deletes,
@@ -194,7 +202,7 @@ def profile_settings(profile: str = "quick", *, examples: int | None = None) -> 
     return settings(
         **chosen,
         deadline=None,
-        database=None if chosen["derandomize"] else settings.default.database,
+        database=None if chosen["derandomize"] else _nightly_database(),
         report_multiple_bugs=False,
         verbosity=Verbosity.quiet,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],

@@ -246,17 +246,19 @@ def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Find
     kept: Estimate | None = None
     kinked: Estimate | None = None     # the narrowest step that saw a kink
     resolved: Estimate | None = None   # a step that sided with autograd alone
+
+    def narrower_only(step: float) -> None:   # wider steps are not evaluated from here on
+        if isinstance(steps, _Steps):
+            steps.skip_from = min(steps.skip_from, step)
+
     for est in steps:
         if est.kink and (kinked is None or est.step < kinked.step):
             kinked = est
-        narrowest_kink = kinked.step if kinked is not None else float("inf")
-        if isinstance(steps, _Steps):
-            steps.skip_from = min(steps.skip_from, narrowest_kink, resolved.step if resolved else float("inf"))
-        finding = Finding.KINK if est.step >= narrowest_kink else _finding(est, dm, da, tol, differ)
+            narrower_only(est.step)
+        finding = Finding.KINK if kinked is not None and est.step >= kinked.step else _finding(est, dm, da, tol, differ)
         if finding is Finding.FOR_AUTOGRAD:
             resolved = resolved or est
-            if isinstance(steps, _Steps):     # only narrower steps can still show a kink
-                steps.skip_from = min(steps.skip_from, est.step)
+            narrower_only(est.step)           # only narrower steps can still show a kink
             continue
         if best is None or _RANK[finding] < _RANK[best]:
             best, kept = finding, est

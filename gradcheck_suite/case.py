@@ -7,6 +7,7 @@ import math
 import shlex
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from .options import pairs
@@ -95,7 +96,8 @@ def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:
         made = model.make_tensors(dict(case.values), gen, dtype, case.scale)
         tensors = _check_made(model, case, made)
     else:
-        tensors = {name: _one(model, name, case, gen, dtype) for name in (*model.params, *model.data)}
+        draws = np.random.Generator(np.random.SFC64(case.seed % 2**64))
+        tensors = {name: _one(model, name, case, gen, dtype, draws) for name in (*model.params, *model.data)}
     device = torch.device(case.device)
     cast = {}
     for name, t in tensors.items():
@@ -115,11 +117,12 @@ def upstream(out: torch.Tensor, seed: int) -> torch.Tensor:
     return value.to(dtype=out.dtype, device=out.device)
 
 
-def _one(model: Model, name: str, case: Case, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+def _one(model: Model, name: str, case: Case, gen: torch.Generator, dtype: torch.dtype,
+         draws: np.random.Generator) -> torch.Tensor:
     """One tensor: from its own factory where the record gives one, else the default values."""
     factory = model.factories.get(name)
     if factory is None:
-        return _default(model, name, case, gen)
+        return _default(model, name, case, draws)
     made = factory(dict(case.values), gen, dtype, _scale_of(model, name, case))
     shape = model.shape(name, case.values)
     if not isinstance(made, torch.Tensor):
@@ -135,14 +138,17 @@ def _scale_of(model: Model, name: str, case: Case) -> float:
     return min(max(case.scale, low), high)
 
 
-def _default(model: Model, name: str, case: Case, gen: torch.Generator) -> torch.Tensor:
+def _default(model: Model, name: str, case: Case, draws: np.random.Generator) -> torch.Tensor:
+    """Float64 normals (uniform inside a two-sided domain) from numpy's generator, which
+    draws them several times faster than torch's on a CPU; every dtype and device of one
+    seed starts from the same values."""
     shape = model.shape(name, case.values)
     low, high = model.domain.get(name, (None, None))
     s = _scale_of(model, name, case)
     if low is not None and high is not None:
-        u = torch.rand(shape, generator=gen, dtype=torch.float64)
+        u = torch.from_numpy(draws.random(shape))
         return low + (high - low) * (_MARGIN + (1 - 2 * _MARGIN) * u)
-    z = torch.randn(shape, generator=gen, dtype=torch.float64)
+    z = torch.from_numpy(draws.standard_normal(shape))
     if low is not None:
         return low + s * (_MARGIN + z.abs())
     if high is not None:

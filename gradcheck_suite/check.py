@@ -29,8 +29,8 @@ import torch
 
 from . import oracles
 from .case import Bound, Case, ContractError, FactoryError, build, split, upstream
-from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, bound, compare, computation_floor,
-                      rel_floor, unravel)
+from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, all_finite, bound, compare,
+                      computation_floor, rel_floor, unravel)
 from .oracles import Finding
 from .spec import Model, Tensors
 
@@ -127,7 +127,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
         raise _error(res, f"forward's output must be a floating-point tensor, got {_kind(out)}")
     _unchanged(res, "forward", before, p, d)
-    if not bool(torch.isfinite(out).all()):
+    if not all_finite(out):
         res.verdict = SKIPPED
         res.notes.append(f"the forward's output is not finite at scale {case.scale!r}; nothing to compare")
         return
@@ -151,11 +151,12 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     ag = traced.grads
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
-    finite = {n: torch.isfinite(ag[n]) for n in model.differentiable}
+    finite = {n: True if all_finite(ag[n]) else torch.isfinite(ag[n]) for n in model.differentiable}
     for n in model.differentiable:
-        own = torch.isfinite(grads[n])
-        bad = None if bool(own.all()) else ~own & finite[n]
-        if bad is not None and bool(bad.any()):
+        if all_finite(grads[n]):
+            continue
+        bad = ~torch.isfinite(grads[n]) & finite[n]
+        if bool(bad.any()):
             idx = [tuple(i) for i in bad.nonzero().tolist()[:3]]
             raise _error(res, f"{n}: the manual gradient is NaN or Inf at {int(bad.sum())} element(s) where "
                               f"autograd is finite, e.g. at {', '.join(map(str, idx))}")
@@ -205,7 +206,7 @@ def _not_finite(model: Model, res: CaseResult, grads, ag, finite) -> bool:
     can judge them, so a case with any is set aside, and the note says where."""
     found = False
     for n in model.differentiable:
-        if bool(finite[n].all()):
+        if finite[n] is True:
             continue
         bad = ~finite[n]
         if bool(bad.any()):
@@ -260,18 +261,24 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, ou
                 for i in range(x.numel()):
                     examine(n, unravel(i, tuple(x.shape)))
         for k in range(PROBES):
-            v = oracles.random_direction(model, tensors64, case.seed * 7919 + k, case.scale)
+            sizes = {n: oracles.scale_of(tensors64[n], case.scale) for n in model.differentiable}
+            v = oracles.random_direction(model, tensors64, case.seed * 7919 + k, case.scale, sizes)
             dm = sum(_dot(grads[n], v[n]) for n in v)
             da = sum(_dot(ag[n], v[n]) for n in v)
-            tol = sum(_dot(res.tensors[n].bound.to(v[n].device), v[n].abs()) for n in v)
+            # |v| is each tensor's size everywhere (random signs)
+            tol = sum(sizes[n] * float(res.tensors[n].bound.sum()) for n in v)
             finding, est = oracles.judge(oracles.estimates(probe(v)), dm, da, tol, PRECISE)
             findings.setdefault("a random direction", []).append(finding)
             if est is not None and finding is not Finding.KINK:
-                mag = sum(float((ag[n].to(torch.float64) * v[n]).abs().sum()) for n in v)
-                mag = mag or sum(float((grads[n].to(torch.float64) * v[n]).abs().sum()) for n in v) / REL_FLOOR
+                mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
+                mag = mag or sum(sizes[n] * _norm1(grads[n]) for n in v) / REL_FLOOR
                 rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
                 res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
     _verdict(res, findings, bool(mismatched))
+
+
+def _norm1(a: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(a.detach(), 1, dtype=torch.float64))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -115,13 +115,26 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     return _bound(_finite_abs(reference.detach().to(torch.float64)), dtype, rounding, floor, jitter)
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Every element finite.  One sum decides where it is finite (a NaN or an Inf would
+    carry into it); the element-wise test runs only where it is not (possibly an overflow
+    of finite values)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if math.isfinite(float(t.detach().sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def _finite_abs(t: torch.Tensor) -> torch.Tensor:
     out = t.abs()
-    return out if bool(torch.isfinite(out).all()) else out.nan_to_num_(0.0, 0.0, 0.0)
+    return out if all_finite(out) else out.nan_to_num_(0.0, 0.0, 0.0)
 
 
 def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], jitter,
            top: float | None = None) -> torch.Tensor:
+    """``ref`` holds |reference|; one new tensor, built in place (each temporary the size
+    of a gradient costs as much as a pass over it)."""
     tol = TOLERANCES[dtype]
     if top is None:
         top = float(ref.max()) if ref.numel() else 0.0
@@ -129,16 +142,15 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
     if rounding is not None and rounding.numel():
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
     absolute, faded = floor
-    least = max(least, absolute)
-    extra = None
+    least = max(least, absolute, TINY)
+    if faded <= 0 and jitter is None:
+        return ref.mul(tol.rtol).add_(least)
     if faded > 0:     # faded * min(1, faded / |ref|)
         extra = ref.clamp_min(faded).reciprocal_().mul_(faded * faded)
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
-        extra = measured if extra is None else extra.maximum(measured)
-    b = ref * tol.rtol
-    b = b.add_(extra.clamp_min_(least)) if extra is not None else b.add_(least)
-    return b.clamp_min_(TINY)
+        extra = measured if faded <= 0 else extra.maximum(measured)
+    return extra.clamp_min_(least).add_(ref, alpha=tol.rtol)
 
 
 def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
@@ -178,33 +190,33 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
         rabs = rabs.where(finite, torch.zeros_like(r))
         top = float(rabs.max())
     b = _bound(rabs, dtype, rounding, floor, jitter, top)
-    err = (m - r).abs_()
+    err = torch.sub(m, r).abs_()
     if not every:
         err = err.where(finite, torch.zeros_like(r))
-    ratio = (err / b).clamp_(max=HUGE)
+    ratio = err / b
     base = REL_FLOOR * top if top > 0 else rel_floor(m, r)
-    rel = (err / rabs.clamp_min(max(base, TINY))).clamp_(max=HUGE)
+    rel = torch.div(err, rabs.clamp_min_(max(base, TINY)), out=rabs)   # |reference| is not needed again
     flat_ratio = ratio.reshape(-1)
     worst = []
     if flat_ratio.numel():
         top = int(flat_ratio.argmax())
-        if float(flat_ratio[top]) > 1:       # a mismatch: its worst elements, for the report
-            values, indices = torch.topk(flat_ratio, min(WORST, flat_ratio.numel()))
+        if not float(flat_ratio[top]) <= 1:  # a mismatch (or NaN): its worst elements, for the report
+            values, indices = torch.topk(flat_ratio.nan_to_num(HUGE, HUGE), min(WORST, flat_ratio.numel()))
         else:                                # within tolerance: the closest call is enough
-            values, indices = flat_ratio[top:top + 1], torch.tensor([top])
+            values, indices = flat_ratio[top:top + 1], [top]
         flat_m, flat_r, flat_err, flat_rel = m.reshape(-1), r.reshape(-1), err.reshape(-1), rel.reshape(-1)
-        for i in indices.tolist():
+        for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices):
             idx = unravel(i, r.shape)
             worst.append(Element(idx, float(flat_m[i]), float(flat_r[i]), None,
-                                 float(flat_err[i]), float(flat_rel[i]), float(flat_ratio[i])))
-        max_ratio = float(values[0])
+                                 float(flat_err[i]), min(HUGE, float(flat_rel[i])), min(HUGE, float(flat_ratio[i]))))
+        max_ratio = min(HUGE, float(values[0]))
     else:
         max_ratio = 0.0
     return TensorComparison(
         name=name,
         shape=tuple(r.shape),
-        mismatched=int((ratio > 1).sum()) if max_ratio > 1 else 0,
-        max_rel_err=float(rel.max()) if rel.numel() else 0.0,
+        mismatched=int((~(ratio <= 1)).sum()) if max_ratio > 1 else 0,   # NaN counts
+        max_rel_err=min(HUGE, float(rel.max())) if rel.numel() else 0.0,
         max_ratio=max_ratio,
         worst=worst,
         bound=b,

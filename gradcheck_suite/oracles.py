@@ -16,6 +16,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -30,6 +31,7 @@ EPS64 = torch.finfo(torch.float64).eps
 ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * (its first-order bound, see Traced)
 KINK_RATIO = 0.7     # one-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink
 KINK_FLOOR = 1e-7    # a gap below this fraction of the slope is smooth, whatever the ratio
+ENOUGH = 1e-3        # an agreement this precise (relative) settles a probe where manual and autograd agree
 
 
 class Finding(enum.Enum):
@@ -264,7 +266,10 @@ def judge(steps, dm: float, da: float, tol: float, precise: float) -> tuple[Find
             best, kept = finding, est
         elif finding is best and est.error < kept.error:
             kept = est
-        if resolved is None and finding is Finding.AGREE and est.error <= precise * max(abs(est.value), abs(da)):
+        if resolved is None and finding is Finding.AGREE and est.error <= (
+                ENOUGH if not differ else precise) * max(abs(est.value), abs(da)):
+            # where the two gradients agree, no later step outranks an agreement (``_RANK``):
+            # a narrower step would only make the estimate more precise than it needs to be
             break
     if resolved is not None:
         if kinked is not None and kinked.step < resolved.step:
@@ -294,19 +299,22 @@ def scale_of(x: torch.Tensor, fallback: float) -> float:
     """A tensor's typical magnitude (rms), for sizing steps relative to its values."""
     if not x.is_floating_point() or x.numel() == 0:
         return fallback
-    rms = float(x.detach().to(torch.float64).pow(2).mean().sqrt())
+    rms = float(torch.linalg.vector_norm(x.detach(), dtype=torch.float64)) / math.sqrt(x.numel())
     return rms if rms > 0 and rms == rms and rms != float("inf") else fallback
 
 
-def random_direction(model: Model, tensors: Mapping[str, torch.Tensor], seed: int, fallback: float) -> dict[str, torch.Tensor]:
-    """A random direction over every differentiable tensor, each part sized like its values:
-    random signs (Rademacher), as good as Gaussian for a projection and cheaper to draw."""
-    gen = torch.Generator().manual_seed(seed)
+def random_direction(model: Model, tensors: Mapping[str, torch.Tensor], seed: int, fallback: float,
+                     sizes: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """A random direction over every differentiable tensor, each part sized like its values
+    (``sizes``, where the caller has them): random signs (Rademacher), as good as Gaussian
+    for a projection and cheaper to draw (one random bit each)."""
+    draws = np.random.Generator(np.random.SFC64(seed % 2**64))
     out = {}
     for n in model.differentiable:
         x = tensors[n]
-        size = scale_of(x, fallback)
-        signs = torch.randint(0, 2, x.shape, generator=gen, dtype=torch.float64)
+        size = sizes[n] if sizes is not None else scale_of(x, fallback)
+        bits = np.unpackbits(np.frombuffer(draws.bytes((x.numel() + 7) // 8), np.uint8), count=x.numel())
+        signs = torch.from_numpy(bits).reshape(x.shape).to(torch.float64)
         out[n] = signs.mul_(2 * size).sub_(size).to(x.device)
     return out
 

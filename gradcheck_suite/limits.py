@@ -88,14 +88,16 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
 
 
 def _warm_up(device: str) -> None:
-    """Torch imports modules on the first use of autograd (sympy among them: a second or
-    more), and CUDA starts on its first tensor (seconds); both happen here, before the
-    clock starts, so they are never charged to a case."""
+    """Torch imports modules on the first use of autograd, and CUDA starts on its first
+    tensor (seconds); both happen here, before the clock starts, so they are never
+    charged to a case."""
     import torch
+
+    from .oracles import weighted
     try:
         x = torch.zeros(1, device=device, requires_grad=True)
         y = 2 * x
-        torch.autograd.grad(y, x, grad_outputs=torch.ones_like(y))    # as oracles.autograd calls it
+        torch.autograd.grad(weighted(y, torch.ones_like(y)), x)    # as oracles.autograd calls it
     except Exception:  # a device that fails here fails the case too, with the message where it belongs
         pass
 

@@ -9,7 +9,11 @@ three things in interleaved rounds, so that drift on a shared machine hits all a
 - ``floor``: one manual forward+backward plus one autograd forward+backward.
 
 It prints the medians and the ratios check/gradcheck and check/floor, with the thread
-count and the load.  Usage: ``python benchmarks/check_speed.py [--rounds N] [--threads T]``.
+count and the load.  With ``--cli-allocator`` the process first makes the allocator
+setting the CLI makes (``limits.keep_freed_memory``: freed memory is kept for reuse, not
+faulted in again page by page); both sides then run with it.
+
+Usage: ``python benchmarks/check_speed.py [--rounds N] [--threads T] [--cli-allocator]``.
 """
 from __future__ import annotations
 
@@ -53,8 +57,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     ap.add_argument("--factors", default="0.25,1,2,4")
+    ap.add_argument("--cli-allocator", action="store_true",
+                    help="keep freed memory for reuse, as gradcheck-suite check does (glibc only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cli_allocator:
+        from gradcheck_suite.limits import keep_freed_memory
+        print(f"allocator keeps freed memory: {keep_freed_memory()}")
     model = load().get("mlp_relu")
     from gradcheck_suite.case import build
     from gradcheck_suite.oracles import autograd

@@ -345,6 +345,7 @@ def _check(rep: _Report, args) -> None:
     from . import limits, report
     from .runner import run_model
 
+    limits.keep_freed_memory()
     reg, lost = _load(rep, args, args.names)
     devices = []
     for dev in opts["devices"]:

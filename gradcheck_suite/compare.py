@@ -193,9 +193,9 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     err = torch.sub(m, r).abs_()
     if not every:
         err = err.where(finite, torch.zeros_like(r))
-    ratio = err / b
     base = REL_FLOOR * top if top > 0 else rel_floor(m, r)
     rel = torch.div(err, rabs.clamp_min_(max(base, TINY)), out=rabs)   # |reference| is not needed again
+    ratio = err.div_(b)                                                # nor is the error tensor
     flat_ratio = ratio.reshape(-1)
     worst = []
     if flat_ratio.numel():
@@ -204,11 +204,11 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
             values, indices = torch.topk(flat_ratio.nan_to_num(HUGE, HUGE), min(WORST, flat_ratio.numel()))
         else:                                # within tolerance: the closest call is enough
             values, indices = flat_ratio[top:top + 1], [top]
-        flat_m, flat_r, flat_err, flat_rel = m.reshape(-1), r.reshape(-1), err.reshape(-1), rel.reshape(-1)
+        flat_m, flat_r, flat_rel = m.reshape(-1), r.reshape(-1), rel.reshape(-1)
         for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices):
-            idx = unravel(i, r.shape)
-            worst.append(Element(idx, float(flat_m[i]), float(flat_r[i]), None,
-                                 float(flat_err[i]), min(HUGE, float(flat_rel[i])), min(HUGE, float(flat_ratio[i]))))
+            mi, ri = float(flat_m[i]), float(flat_r[i])
+            worst.append(Element(unravel(i, r.shape), mi, ri, None, abs(mi - ri) if math.isfinite(ri) else 0.0,
+                                 min(HUGE, float(flat_rel[i])), min(HUGE, float(flat_ratio[i]))))
         max_ratio = min(HUGE, float(values[0]))
     else:
         max_ratio = 0.0

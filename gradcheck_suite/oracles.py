@@ -91,7 +91,9 @@ class Traced:
 def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Traced:
     """:func:`autograd`, with the output's first-order rounding bound (see :class:`Traced`)."""
     names = model.differentiable
-    leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
+    # detached, not copied: autograd.grad writes no .grad, and a forward that changes a leaf
+    # in place raises (the contract check has already caught one that changes its inputs)
+    leaves = {n: (p[n] if n in p else d[n]).detach().requires_grad_(True) for n in names}
     P = Tensors((n, leaves[n]) for n in p)
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
     terms = _Terms()
@@ -194,10 +196,8 @@ def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mappi
         D = Tensors((n, _moved(n, x, direction, t)) for n, x in d.items())
         with torch.no_grad():
             out, _ = model.forward(P, D)
-        result = value(out)
-        if t == 0.0:
-            memo[t] = result
-        return result
+        memo[t] = value(out)
+        return memo[t]
 
     return phi
 
@@ -226,6 +226,20 @@ def estimate(phi: Phi, h: float) -> Estimate:
     if kink:
         error = max(error, gap2)
     return Estimate(value, error, kink, h)
+
+
+def central(phi: Phi, h: float, target: float, tol: float) -> Estimate | None:
+    """The central difference at ``h`` alone (two forward calls), where it agrees with
+    ``target`` within ``tol`` plus 8 times its rounding: the allowance :meth:`Estimate.agrees`
+    gives the same step, less its truncation error, so it accepts nothing the full
+    estimate at that step would not.  None where it does not agree: then the full
+    estimate decides (``phi`` keeps the two values)."""
+    (f0, a0), (fp, ap), (fm, am) = phi(0.0), phi(h), phi(-h)
+    value = (fp - fm) / (2 * h)
+    rounding = ROUNDING * EPS64 * max(a0, ap, am, abs(f0)) / h
+    if abs(value - target) <= 8.0 * rounding + tol:
+        return Estimate(value, rounding + abs(value - target), False, h)
+    return None
 
 
 class _Steps:

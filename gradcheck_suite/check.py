@@ -160,9 +160,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             idx = [tuple(i) for i in bad.nonzero().tolist()[:3]]
             raise _error(res, f"{n}: the manual gradient is NaN or Inf at {int(bad.sum())} element(s) where "
                               f"autograd is finite, e.g. at {', '.join(map(str, idx))}")
-    floors = {n: computation_floor(traced.resolution, oracles.scale_of(_tensor(p64, d64, n), case.scale),
-                                   traced.backward)
-              for n in model.differentiable}
+    typical = {n: oracles.scale_of(_tensor(p64, d64, n), case.scale) for n in model.differentiable}
+    floors = {n: computation_floor(traced.resolution, typical[n], traced.backward) for n in model.differentiable}
     res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n]) for n in model.differentiable}
     if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
         # only where the tight bound is crossed: are the two gradients that inexact here?
@@ -186,7 +185,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _autograd_only(res)
         return
     try:
-        _finite_differences(model, case, res, p64, d64, g, grads, ag, traced.resolution, out64,
+        _finite_differences(model, case, res, p64, d64, g, grads, ag, traced.resolution, out64, typical,
                             judge_all=not overflow)
     except Exception as e:  # the user's forward, at a point a finite-difference step away
         res.traceback = "".join(traceback.format_exception(e))
@@ -220,7 +219,8 @@ def _not_finite(model: Model, res: CaseResult, grads, ag, finite) -> bool:
     return found
 
 
-def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, out64, judge_all=True) -> None:
+def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, out64, sizes,
+                        judge_all=True) -> None:
     tensors64 = {**p64, **d64}
     mismatched = [c for c in res.tensors.values() if not c.ok]
     findings: dict[str, list[Finding]] = {}   # tensor -> what its probes concluded
@@ -261,7 +261,6 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, ou
                 for i in range(x.numel()):
                     examine(n, unravel(i, tuple(x.shape)))
         for k in range(PROBES):
-            sizes = {n: oracles.scale_of(tensors64[n], case.scale) for n in model.differentiable}
             v = oracles.random_direction(model, tensors64, case.seed * 7919 + k, case.scale, sizes)
             dm = sum(_dot(grads[n], v[n]) for n in v)
             da = sum(_dot(ag[n], v[n]) for n in v)

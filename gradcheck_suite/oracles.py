@@ -135,8 +135,8 @@ class _Terms(TorchFunctionMode):
 
     def _add(self, value: torch.Tensor, grad: torch.Tensor) -> None:
         size = grad.detach().abs().reshape(-1).to(torch.float64)
-        self.sums.append(torch.linalg.vecdot(value.abs().reshape(-1).to(torch.float64), size).to("cpu"))
-        self.tops.append(size.max().to("cpu") if size.numel() else torch.zeros((), dtype=torch.float64))
+        self.sums.append(torch.dot(value.abs().reshape(-1).to(torch.float64), size).cpu())
+        self.tops.append(size.max().cpu() if size.numel() else torch.zeros((), dtype=torch.float64))
 
     def largest(self) -> float:
         """The largest finite gradient of a value (0 where none is finite)."""

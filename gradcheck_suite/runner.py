@@ -17,7 +17,8 @@ from .spec import Model
 
 #: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
 #: the seed toward 0) for at most this many steps.
-SHRINK_STEPS = 60
+SHRINK_STEPS = 60      # shrinking a failure stops after this many cases ...
+SHRINK_SECONDS = 0.5   # ... or once it has run this long (the failure found so far is reported)
 
 
 @dataclasses.dataclass
@@ -200,9 +201,12 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
 
 def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> CaseResult:
     """Greedy steps toward a smaller failing case: the scale toward 1, each free dim toward
-    its low end (to it, halfway, one less), the seed toward 0."""
+    its low end (to it, halfway, one less), the seed toward 0.  It stops where no step is
+    left (the dims at their low ends, the scale 1, the seed 0), or at the budget of
+    ``SHRINK_STEPS`` cases and ``SHRINK_SECONDS``."""
     steps = 0
     improved = True
+    deadline = time.perf_counter() + SHRINK_SECONDS
     while improved and steps < SHRINK_STEPS:
         improved = False
         for case in _simpler(model, failure.case, fixed, seed, scale):
@@ -212,8 +216,10 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
             except _Failed as e:
                 failure, improved = e.result, True
                 break
-            if steps >= SHRINK_STEPS:
-                break
+            if steps >= SHRINK_STEPS or time.perf_counter() > deadline:
+                return failure
+        if time.perf_counter() > deadline:
+            break
     return failure
 
 

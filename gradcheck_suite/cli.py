@@ -340,11 +340,16 @@ def _check(rep: _Report, args) -> None:
     if rep.usage:  # a bad option would make every run meaningless
         return
     rep.summarize = True
-    import torch
+    import gc
+    gc.disable()   # torch's import makes about a million objects: the collector would scan them again and again
+    try:
+        import torch
 
-    from . import limits, report
-    from .runner import run_model
-
+        from . import limits, report
+        from .runner import run_model
+    finally:
+        gc.freeze()   # ... and leaves them out of every later collection
+        gc.enable()
     limits.keep_freed_memory()
     reg, lost = _load(rep, args, args.names)
     devices = []

@@ -17,7 +17,6 @@ Every figure is printed with the load (`uptime`) and the torch thread count it w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -160,7 +159,7 @@ def main() -> int:
     models.mkdir(exist_ok=True)
     (models / "sleepy_mlp_relu.py").write_text(SLEEPY)
     common = ["--quick", "--no-plots", "--models-from", str(models), "--models", "sleepy_mlp_relu"]
-    s0 = bench(common + ["--out", str(work / "sleep0")])
+    bench(common + ["--out", str(work / "sleep0")])
     base, _ = run_rows(work / "sleep0")
     backward = next(r for r in base.values() if r.phase == "backward")
     sleep = 0.2 * backward.manual.median

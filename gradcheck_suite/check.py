@@ -391,36 +391,58 @@ def _rounding(model, case, p64, d64, g, ag) -> dict[str, torch.Tensor]:
 
 
 #: Relative size of the jitter that measures rounding in float64: large enough to move
-#: the rounding of a sigmoid saturated to 1e-13, while the curvature it adds cancels
-#: between the two gradients (see :func:`_jitter`).
+#: the rounding of a sigmoid saturated to 1e-13 (see :func:`_jitter`).
 JITTER = 1e-4
 
 
 def _jitter(model, case, p, d, g, grads, ag) -> dict[str, torch.Tensor]:
-    """How much the difference between autograd and the manual gradient moves, beyond first
-    order, when every input is scaled by 1 +- JITTER element-wise: half its second
-    difference.  Both gradients curve alike, so what is left is their rounding, which
-    changes from point to point (and the jump of a kink or tie that the jitter crosses,
-    which ``compare.JITTER_CAP`` keeps out).  Scaling keeps exact zeros, so a unit that
-    sits exactly on a ReLU kink stays there."""
+    """How much the difference ``D = autograd - manual`` moves, element by element, when
+    every input is scaled by 1 +- JITTER element-wise.  Where the backward is correct the
+    two gradients are the same function, so ``D`` is their rounding alone and what moves
+    is rounding.  Two measures of that move, the larger kept:
+
+    - half the second difference of ``D``: the curvature of both gradients cancels, and a
+      wrong element moves by about JITTER squared times its error.  It sees rounding that
+      changes from point to point (a saturated sigmoid's ``s * (1 - s)``), but not one
+      that drifts smoothly with the inputs;
+    - each first difference, of ``D`` and of ``D`` relative to autograd (times autograd),
+      whichever moved less: it sees a smooth drift (a softmax's ``t_0 - <p, t>`` where
+      one probability is ~1), while an error that is a constant, or a constant fraction of
+      the element, leaves one of the two unmoved however steep the element is.
+
+    The jump of a kink or tie that the jitter crosses is kept out by
+    ``compare.JITTER_CAP``.  Scaling keeps exact zeros, so a unit that sits exactly on a
+    ReLU kink stays there."""
     gen = torch.Generator().manual_seed(case.seed ^ 0x717)
     signs = {n: (torch.randint(0, 2, t.shape, generator=gen) * 2 - 1).to(t.device, t.dtype)
              for n, t in (*p.items(), *d.items()) if t.is_floating_point()}
 
-    def gap(sign: float) -> dict[str, torch.Tensor]:
+    def gap(sign: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         P = Tensors((n, t * (1 + sign * JITTER * signs[n]) if n in signs else t) for n, t in p.items())
         D = Tensors((n, t * (1 + sign * JITTER * signs[n]) if n in signs else t) for n, t in d.items())
         with torch.no_grad():
             manual = model.backward(P, D, model.forward(P, D)[1], g)
         reference = oracles.autograd(model, P, D, g)
-        return {n: reference[n].double() - manual[n].double() for n in reference}
+        return ({n: reference[n].double() - manual[n].double() for n in reference},
+                {n: reference[n].double() for n in reference})
 
     try:
-        up, down = gap(1.0), gap(-1.0)
+        (up, a_up), (down, a_down) = gap(1.0), gap(-1.0)
     except Exception:     # the backward broke at a nearby point: no measurement, no allowance
         return {}
-    here = {n: ag[n].double() - grads[n].double() for n in ag}
-    return {n: (up[n] + down[n] - 2 * here[n]) / 2 for n in here if up[n].shape == here[n].shape}
+    out = {}
+    for n in ag:
+        a, here = ag[n].double(), ag[n].double() - grads[n].double()
+        if not up[n].shape == here.shape == down[n].shape:
+            continue
+        moved = (up[n] + down[n] - 2 * here).abs_().div_(2)
+        for other, a_other in ((up[n], a_up[n]), (down[n], a_down[n])):
+            plain = (other - here).abs_()
+            relative = (other * (a / a_other) - here).abs_()   # D / autograd moved, times autograd
+            first = torch.minimum(plain, relative.nan_to_num_(float("inf"), float("inf"), float("inf")))
+            moved = torch.maximum(moved, first)
+        out[n] = moved
+    return out
 
 
 def _kind(x: object) -> str:

@@ -145,8 +145,8 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
     least = max(least, absolute, TINY)
     if faded <= 0 and jitter is None:
         return ref.mul(tol.rtol).add_(least)
-    if faded > 0:     # faded * min(1, faded / |ref|)
-        extra = ref.clamp_min(faded).reciprocal_().mul_(faded * faded)
+    if faded > 0:     # faded * min(1, faded / |ref|), in an order that cannot overflow (faded**2 would at 1e155)
+        extra = torch.div(faded, ref.clamp_min(faded)).mul_(faded)
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
         extra = measured if faded <= 0 else extra.maximum(measured)

@@ -149,12 +149,63 @@ def test_a_tiny_gradient_against_an_exactly_zero_reference_is_not_a_failure():
 
 
 @pytest.mark.parametrize("k, seed, scale", [(6, 0, 1e3), (6, 1335, 100.0), (2, 1, 74.98942093324558),
-                                           (3, 6, 56.23413251903491), (5, 0, 86.59643233600653)])
+                                           (3, 6, 56.23413251903491), (5, 0, 86.59643233600653),
+                                           (5, 2487, 60.42963902381328)])
 def test_a_softmax_whose_autograd_cancels_to_zero_passes(k, seed, scale):
-    # the last three were found by the nightly sweep: autograd's t_0 - <p, t> cancels to 0,
-    # or leaves its rounding (2e-16) on a gradient of 1e-13 to 4e-10
+    # the last four were found by the nightly sweep: autograd's t_0 - <p, t> cancels to 0,
+    # or leaves its rounding (2e-16) on a gradient of 1e-13 to 7e-12; in the last one that
+    # rounding drifts smoothly with the jitter, and its second difference alone is ~0
     res = check_case(SOFTMAX_DOT, Case(SOFTMAX_DOT.name, {"K": k}, "float64", "cpu", seed, scale))
     assert res.verdict == PASS, (res.verdict, res.tensors["z"].worst)
+
+
+POWER = 1300
+
+
+def _steep_forward(p, d):
+    y = p.w ** POWER
+    return (y * d.t).sum(), y
+
+
+def _steep_backward(p, d, y, g):
+    return {"w": g * d.t * POWER * p.w ** (POWER - 1)}
+
+
+def _steep_tensors(dims, gen, dtype, scale):
+    # w ~ 1.49: each gradient element moves by 13% when the jitter scales w by 1e-4, and no
+    # element is below 1e-3 of the largest (where atol alone would cover a 1e-5 error)
+    k = dims["K"]
+    return {"w": 1.49 + 0.005 * torch.rand(k, generator=gen, dtype=torch.float64), "t": _randn(gen, k)}
+
+
+STEEP = Model(name="steep_power", dims={"K": Dim(1, 4, 4)}, params={"w": ("K",)}, data={"t": ("K",)},
+              forward=_steep_forward, backward=_steep_backward, make_tensors=_steep_tensors)
+
+
+def test_a_steep_gradient_off_by_1e5_in_one_element_still_fails():
+    """The jitter's first differences must not mask an error in an element whose value
+    moves by 13% with the jitter (8 times that is more than the error itself): a fraction
+    of the element, or a constant."""
+    case = Case(STEEP.name, {"K": 3}, "float64", "cpu", 0, 1.0)
+    assert check_case(STEEP, case).verdict == PASS
+    from gradcheck_suite.case import build
+    p, d = build(STEEP, case)
+    constant = float(1e-5 * _steep_backward(p, d, None, 1.0)["w"][1].abs())
+
+    def relative(p, d, y, g):
+        gw = _steep_backward(p, d, y, g)["w"].clone()
+        gw[1] *= 1 + 1e-5
+        return {"w": gw}
+
+    def shifted(p, d, y, g):
+        gw = _steep_backward(p, d, y, g)["w"].clone()
+        gw[1] += constant * g
+        return {"w": gw}
+
+    for backward in (relative, shifted):
+        res = check_case(dataclasses.replace(STEEP, backward=backward), case)
+        assert res.verdict == FAIL and res.failing == ["w"], (backward.__name__, res.verdict, res.tensors["w"].worst)
+        assert res.tensors["w"].worst[0].index == (1,)
 
 
 def test_a_wrong_softmax_backward_still_fails_at_every_scale():
@@ -239,3 +290,31 @@ def test_a_forward_that_raises_a_step_away_is_an_error_naming_the_forward():
 def _tensors(model, case):
     from gradcheck_suite.case import build
     return build(model, case)
+
+
+def _exp_forward(p, d):
+    y = torch.exp(p.w * d.x)      # the gradient reaching w * x is ~1e283
+    return (y * d.t).sum(), y
+
+
+EXP_HUGE = Model(name="exp_huge", dims={"K": Dim(1, 4, 4)}, params={"w": ("K",)}, data={"x": ("K",), "t": ("K",)},
+                 forward=_exp_forward, backward=lambda p, d, y, g: {"w": g * d.t * d.x * y},
+                 make_tensors=lambda dims, gen, dtype, scale: {
+                     "w": 650 + torch.rand(dims["K"], generator=gen, dtype=torch.float64),
+                     "x": torch.ones(dims["K"], dtype=torch.float64), "t": _randn(gen, dims["K"])})
+
+
+def test_gradients_near_1e283_keep_a_finite_tolerance():
+    """The computation floor squared the backward's scale (8 eps * 1e283) and overflowed:
+    every bound became inf and any error passed."""
+    case = Case(EXP_HUGE.name, {"K": 3}, "float64", "cpu", 0, 1.0)
+    res = check_case(EXP_HUGE, case)
+    assert res.verdict == PASS and bool(torch.isfinite(res.tensors["w"].bound).all())
+
+    def wrong(p, d, y, g):
+        gw = g * d.t * d.x * y
+        gw[0] *= 1 + 1e-5
+        return {"w": gw}
+
+    res = check_case(dataclasses.replace(EXP_HUGE, backward=wrong), case)
+    assert res.verdict == FAIL and res.failing == ["w"], (res.verdict, res.tensors["w"].worst)

@@ -134,9 +134,13 @@ class _Terms(TorchFunctionMode):
         return out
 
     def _add(self, value: torch.Tensor, grad: torch.Tensor) -> None:
-        size = grad.detach().abs().reshape(-1).to(torch.float64)
-        self.sums.append(torch.dot(value.abs().reshape(-1).to(torch.float64), size).cpu())
-        self.tops.append(size.max().cpu() if size.numel() else torch.zeros((), dtype=torch.float64))
+        if not grad.numel():
+            return
+        size, value = grad.detach().abs().reshape(-1), value.abs().reshape(-1)
+        if size.dtype != torch.float64:
+            size, value = size.double(), value.double()
+        self.sums.append(torch.dot(value, size))      # summed on the device, read once
+        self.tops.append(size.max())
 
     def largest(self) -> float:
         """The largest finite gradient of a value (0 where none is finite)."""
@@ -337,13 +341,15 @@ def random_direction(model: Model, tensors: Mapping[str, torch.Tensor], seed: in
     (``sizes``, where the caller has them): random signs (Rademacher), as good as Gaussian
     for a projection and cheaper to draw (one random bit each)."""
     draws = np.random.Generator(np.random.SFC64(seed % 2**64))
+    names = list(model.differentiable)
+    counts = [tensors[n].numel() for n in names]
+    bits = np.unpackbits(np.frombuffer(draws.bytes((sum(counts) + 7) // 8), np.uint8), count=sum(counts))
+    signs = torch.from_numpy(bits).to(torch.float64).mul_(2).sub_(1)     # one draw for every tensor
     out = {}
-    for n in model.differentiable:
+    for n, part in zip(names, signs.split(counts)):
         x = tensors[n]
         size = sizes[n] if sizes is not None else scale_of(x, fallback)
-        bits = np.unpackbits(np.frombuffer(draws.bytes((x.numel() + 7) // 8), np.uint8), count=x.numel())
-        signs = torch.from_numpy(bits).reshape(x.shape).to(torch.float64)
-        out[n] = signs.mul_(2 * size).sub_(size).to(x.device)
+        out[n] = part.reshape(x.shape).mul_(size).to(x.device)
     return out
 
 

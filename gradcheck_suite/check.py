@@ -146,9 +146,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _fd_only(model, case, res, p, d, g, grads)
         return
 
-    traced = _call(res, "autograd on the " + ("reference" if model.reference else "forward"),
-                   oracles.traced_autograd, model, p, d, g)
-    ag = traced.grads
+    what = "autograd on the " + ("reference" if model.reference else "forward")
+    ag = _call(res, what, oracles.traced_autograd, model, p, d, g, False).grads
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
     finite = {n: True if all_finite(ag[n]) else torch.isfinite(ag[n]) for n in model.differentiable}
@@ -161,14 +160,32 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             raise _error(res, f"{n}: the manual gradient is NaN or Inf at {int(bad.sum())} element(s) where "
                               f"autograd is finite, e.g. at {', '.join(map(str, idx))}")
     typical = {n: oracles.scale_of(_tensor(p64, d64, n), case.scale) for n in model.differentiable}
-    floors = {n: computation_floor(traced.resolution, typical[n], traced.backward) for n in model.differentiable}
-    res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n]) for n in model.differentiable}
-    if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
-        # only where the tight bound is crossed: are the two gradients that inexact here?
-        jitter = _jitter(model, case, p, d, g, grads, ag)
-        for n, c in res.tensors.items():
-            if not c.ok and n in jitter:
-                res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n])
+    traced: list[oracles.Traced] = []
+
+    def full() -> oracles.Traced:
+        """The comparison with the computation floor, which needs autograd traced once more
+        (hooks on every value the forward computes); the bounds only widen."""
+        if not traced:
+            phase = res.phase
+            traced.append(_call(res, what, oracles.traced_autograd, model, p, d, g))
+            res.phase = phase or what
+            floors = {n: computation_floor(traced[0].resolution, typical[n], traced[0].backward)
+                      for n in model.differentiable}
+            res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n])
+                           for n in model.differentiable}
+            if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
+                # only where the tight bound is crossed: are the two gradients that inexact here?
+                jitter = _jitter(model, case, p, d, g, grads, ag)
+                for n, c in res.tensors.items():
+                    if not c.ok and n in jitter:
+                        res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n])
+        return traced[0]
+
+    # first without the floor: where every element is within the tighter bound, and every
+    # further backward call repeats the first bitwise, the floor cannot change a thing
+    res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n)) for n in model.differentiable}
+    if not all(c.ok for c in res.tensors.values()) or not _bitwise(model, grads, again):
+        full()
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
     _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag, finite)
@@ -185,8 +202,10 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _autograd_only(res)
         return
     try:
-        _finite_differences(model, case, res, p64, d64, g, grads, ag, traced.resolution, out64, typical,
+        _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, typical,
                             judge_all=not overflow)
+    except _Stop:           # autograd, traced late, broke: already reported
+        raise
     except Exception as e:  # the user's forward, at a point a finite-difference step away
         res.traceback = "".join(traceback.format_exception(e))
         raise _error(res, f"forward raised {type(e).__name__}: {e}{_where(e)}, at a point a small step away "
@@ -219,17 +238,22 @@ def _not_finite(model: Model, res: CaseResult, grads, ag, finite) -> bool:
     return found
 
 
-def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, out64, sizes,
+def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, sizes,
                         judge_all=True) -> None:
+    """``full()`` traces autograd for the forward's rounding bound and compares with the
+    computation floor, where that has not run yet; only the random direction, where every
+    element agreed within the tighter bound, can go without it."""
     tensors64 = {**p64, **d64}
     mismatched = [c for c in res.tensors.values() if not c.ok]
     findings: dict[str, list[Finding]] = {}   # tensor -> what its probes concluded
     gen = torch.Generator().manual_seed(case.seed ^ 0xF1D)
 
-    def probe(direction) -> oracles.Phi:
-        return oracles.line(model, p64, d64, g, direction, resolution, at_zero=out64)
+    def probe(direction, resolution: float | None = None) -> oracles.Line:
+        return oracles.line(model, p64, d64, g, direction,
+                            full().resolution if resolution is None else resolution, at_zero=out64)
 
     def examine(name: str, index: tuple[int, ...]) -> Finding:
+        full()                     # the bound below is the one with the computation floor
         x = tensors64[name]
         v = oracles.element_direction(x, name, index, case.scale)
         size = float(v[name][index])
@@ -264,10 +288,18 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, ou
             v = oracles.random_direction(model, tensors64, case.seed * 7919 + k, case.scale, sizes)
             dm = sum(_dot(grads[n], v[n]) for n in v)
             da = sum(_dot(ag[n], v[n]) for n in v)
-            # |v| is each tensor's size everywhere (random signs)
-            tol = sum(sizes[n] * float(res.tensors[n].bound.sum()) for n in v)
-            phi = probe(v)
-            est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
+
+            def tolerance() -> float:   # |v| is each tensor's size everywhere (random signs)
+                return sum(sizes[n] * float(res.tensors[n].bound.sum()) for n in v)
+
+            # the two-call difference first with the tighter bounds and no rounding bound: what
+            # it accepts, the full ones accept too (both only widen the allowance)
+            phi = probe(v, 0.0)
+            est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tolerance())
+            if est is None:
+                phi.resolution = full().resolution
+                tol = tolerance()
+                est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
             if est is not None:
                 finding = Finding.AGREE
             else:
@@ -279,6 +311,13 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, resolution, ou
                 rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
                 res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
     _verdict(res, findings, bool(mismatched))
+
+
+def _bitwise(model: Model, grads, again: list) -> bool:
+    """Every further backward call returned the first call's gradients, bit for bit."""
+    return all(isinstance(other, Mapping) and all(
+        isinstance(other.get(n), torch.Tensor) and other[n].shape == grads[n].shape and _same(other[n], grads[n])
+        for n in model.differentiable) for other in again)
 
 
 def _norm1(a: torch.Tensor) -> float:

@@ -88,8 +88,10 @@ class Traced:
     backward: float = 0.0    # the largest |d<g, f>/dv| over the same values
 
 
-def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Traced:
-    """:func:`autograd`, with the output's first-order rounding bound (see :class:`Traced`)."""
+def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, trace: bool = True) -> Traced:
+    """:func:`autograd`, with the output's first-order rounding bound (see :class:`Traced`);
+    without ``trace``, autograd alone (the bound left at 0), which skips a hook on every
+    value the forward computes."""
     names = model.differentiable
     # detached, not copied: autograd.grad writes no .grad, and a forward that changes a leaf
     # in place raises (the contract check has already caught one that changes its inputs)
@@ -98,7 +100,10 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> Tr
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
     terms = _Terms()
     with torch.enable_grad():
-        with terms:
+        if trace:
+            with terms:
+                out = differentiated(model, P, D)
+        else:
             out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0)
@@ -173,8 +178,38 @@ def _tensors(*groups):
                 yield from _tensors(x)
 
 
+class Line:
+    """``phi(t) = (<g, f(theta + t v)>, its rounding scale)`` in float64, ``v`` given by
+    ``direction``; see :func:`line`.  Each ``t`` runs the forward once: the values are kept,
+    and ``resolution`` may be raised later without running them again."""
+
+    def __init__(self, model: Model, p: Tensors, d: Tensors, g: torch.Tensor,
+                 direction: Mapping[str, torch.Tensor], resolution: float = 0.0,
+                 at_zero: torch.Tensor | None = None):
+        self.model, self.p, self.d, self.direction = model, p, d, direction
+        self.g64 = g.detach().to(torch.float64)
+        self.resolution = resolution
+        self.memo: dict[float, tuple[float, float]] = {}
+        if at_zero is not None:
+            self.memo[0.0] = self._value(at_zero)
+
+    def _value(self, out: torch.Tensor) -> tuple[float, float]:
+        prod = self.g64 * out.to(torch.float64)
+        return float(prod.sum()), float(prod.abs_().sum())
+
+    def __call__(self, t: float) -> tuple[float, float]:
+        if t not in self.memo:
+            P = Tensors((n, _moved(n, x, self.direction, t)) for n, x in self.p.items())
+            D = Tensors((n, _moved(n, x, self.direction, t)) for n, x in self.d.items())
+            with torch.no_grad():
+                out, _ = self.model.forward(P, D)
+            self.memo[t] = self._value(out)
+        value, size = self.memo[t]
+        return value, max(size, self.resolution)
+
+
 def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mapping[str, torch.Tensor],
-         resolution: float = 0.0, at_zero: torch.Tensor | None = None) -> Phi:
+         resolution: float = 0.0, at_zero: torch.Tensor | None = None) -> Line:
     """``t -> (<g, f(theta + t v)>, its rounding scale)`` in float64, ``v`` given by ``direction``.
 
     The rounding scale is ``sum|g * f|``, or the forward's first-order rounding bound
@@ -182,28 +217,7 @@ def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mappi
     ``log(1 - sigmoid(z))`` returns exactly 0 after passing through 1.  ``phi(0)`` runs the
     forward once, or not at all where its output is given as ``at_zero``.
     """
-    g64 = g.detach().to(torch.float64)
-    floor = resolution
-    memo: dict[float, tuple[float, float]] = {}
-
-    def value(out: torch.Tensor) -> tuple[float, float]:
-        prod = g64 * out.to(torch.float64)
-        return float(prod.sum()), max(float(prod.abs_().sum()), floor)
-
-    if at_zero is not None:
-        memo[0.0] = value(at_zero)
-
-    def phi(t: float) -> tuple[float, float]:
-        if t in memo:
-            return memo[t]
-        P = Tensors((n, _moved(n, x, direction, t)) for n, x in p.items())
-        D = Tensors((n, _moved(n, x, direction, t)) for n, x in d.items())
-        with torch.no_grad():
-            out, _ = model.forward(P, D)
-        memo[t] = value(out)
-        return memo[t]
-
-    return phi
+    return Line(model, p, d, g, direction, resolution, at_zero)
 
 
 def _moved(name: str, x: torch.Tensor, direction: Mapping[str, torch.Tensor], t: float) -> torch.Tensor:

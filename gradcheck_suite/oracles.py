@@ -248,14 +248,14 @@ def estimate(phi: Phi, h: float) -> Estimate:
 
 def central(phi: Phi, h: float, target: float, tol: float) -> Estimate | None:
     """The central difference at ``h`` alone (two forward calls), where it agrees with
-    ``target`` within ``tol`` plus 8 times its rounding: the allowance :meth:`Estimate.agrees`
-    gives the same step, less its truncation error, so it accepts nothing the full
-    estimate at that step would not.  None where it does not agree: then the full
-    estimate decides (``phi`` keeps the two values)."""
+    ``target`` within ``tol`` plus 8 times its rounding, and that rounding is within
+    ``ENOUGH`` of the value: the allowance :meth:`Estimate.agrees` gives the same step,
+    less its truncation error, so it accepts nothing the full estimate at that step would
+    not.  None otherwise: then the full estimate decides (``phi`` keeps the two values)."""
     (f0, a0), (fp, ap), (fm, am) = phi(0.0), phi(h), phi(-h)
     value = (fp - fm) / (2 * h)
     rounding = ROUNDING * EPS64 * max(a0, ap, am, abs(f0)) / h
-    if abs(value - target) <= 8.0 * rounding + tol:
+    if abs(value - target) <= 8.0 * rounding + tol and rounding <= ENOUGH * max(abs(value), abs(target)):
         return Estimate(value, rounding + abs(value - target), False, h)
     return None
 

@@ -262,7 +262,7 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
         finding, est = oracles.judge(oracles.estimates(probe(v)), m * size, a * size, tol, PRECISE)
         findings.setdefault(name, []).append(finding)
         kink = finding is Finding.KINK
-        if est is not None and not kink:
+        if _resolved(est, max(abs(a), abs(m)) * size) and not kink:
             fd = est.value / size
             scale = max(abs(fd), rel_floor(grads[name], ag[name]), TINY)
             res.fd_rel_err = min(HUGE, max(res.fd_rel_err, abs(m - fd) / scale))
@@ -305,12 +305,18 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
             else:
                 finding, est = oracles.judge(oracles.estimates(phi, oracles.AGREED_STEPS), dm, da, tol, PRECISE)
             findings.setdefault("a random direction", []).append(finding)
-            if est is not None and finding is not Finding.KINK:
+            if _resolved(est, max(abs(da), abs(dm))) and finding is not Finding.KINK:
                 mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
                 mag = mag or sum(sizes[n] * _norm1(grads[n]) for n in v) / REL_FLOOR
                 rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
                 res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
     _verdict(res, findings, bool(mismatched))
+
+
+def _resolved(est: oracles.Estimate | None, reference: float) -> bool:
+    """An estimate precise enough to report a relative error against: its own error within
+    ``oracles.ENOUGH`` of the value (a loss of 1e60 leaves a slope of 1e45 unresolved)."""
+    return est is not None and est.error <= oracles.ENOUGH * max(abs(est.value), abs(reference))
 
 
 def _bitwise(model: Model, grads, again: list) -> bool:

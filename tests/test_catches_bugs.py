@@ -26,7 +26,7 @@ def test_missing_relu_mask_fails_on_w1_at_the_seed_size(registry, case_of):
     assert res.failing == ["w1"]
     worst = res.tensors["w1"].worst[0]
     # finite differences side with autograd, far from the manual value
-    assert abs(worst.finite_diff - worst.autograd) < 1e-4 * abs(worst.autograd)
+    assert abs(worst.finite_diff - worst.autograd) < 1e-3 * abs(worst.autograd)   # across a few ReLU kinks
     assert abs(worst.manual - worst.autograd) > abs(worst.autograd)     # the mask flips or doubles it
     assert res.tensors["w2"].ok
 

@@ -44,6 +44,11 @@ COMPUTATION_RTOL = 8.0 * torch.finfo(torch.float64).eps
 #: ~1e-16 of the element, so a 1e-5 error there still fails.
 JITTER_CAP = 1e-2
 
+#: The measured jitter is a few draws of a pseudo-random rounding, and now and then all of
+#: them come out well below its size (a saturated LSTM at 1/8.5 of it, a softmax at 1/8.3),
+#: so it is allowed 16 times over, twice a measured rounding's ``noise``.
+JITTER_NOISE = 16.0
+
 #: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
 REL_FLOOR = 1e-3
 WORST = 5
@@ -90,7 +95,11 @@ def computation_floor(resolution: float, typical: float, backward: float = 0.0) 
     - the largest gradient the ``backward`` passed through: the scale at which a saturated
       sigmoid's ``s * (1 - s)`` or a softmax's ``t_0 - <p, t>`` rounds, wherever the tensor
       is in the computation.  It is allowed in full where the reference is below it, and
-      fades as ``faded / |reference|`` above it (see :func:`bound`).
+      fades as ``sqrt(faded / |reference|)`` above it (see :func:`bound`): an element that
+      is the small difference of terms this large (a softmax's ``t_0 - <p, t>`` where one
+      probability is ~1) rounds at ``faded`` itself, one computed without a cancellation at
+      ``faded**2 / |reference|``, and nothing tells the two apart, so the allowance is
+      their geometric mean.
 
     Differences below them are negligible against the computation, even where the reference
     is exactly 0 (a softmax at 1e3, whose exact gradient is 1e-172) or itself inexact."""
@@ -145,10 +154,10 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
     least = max(least, absolute, TINY)
     if faded <= 0 and jitter is None:
         return ref.mul(tol.rtol).add_(least)
-    if faded > 0:     # faded * min(1, faded / |ref|), in an order that cannot overflow (faded**2 would at 1e155)
-        extra = torch.div(faded, ref.clamp_min(faded)).mul_(faded)
+    if faded > 0:     # faded * sqrt(min(1, faded / |ref|)), in an order that cannot overflow at 1e155
+        extra = torch.div(faded, ref.clamp_min(faded)).sqrt_().mul_(faded)
     if jitter is not None:
-        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(tol.noise), JITTER_CAP * ref)
+        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(JITTER_NOISE), JITTER_CAP * ref)
         extra = measured if faded <= 0 else extra.maximum(measured)
     return extra.clamp_min_(least).add_(ref, alpha=tol.rtol)
 

@@ -187,10 +187,12 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     # first without the floor: where every element is within the tighter bound, and every
     # further backward call repeats the first bitwise, the floor cannot change a thing
     res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n)) for n in model.differentiable}
-    if not all(c.ok for c in res.tensors.values()) or not _bitwise(model, grads, again):
+    bitwise = _bitwise(model, grads, again)
+    if not all(c.ok for c in res.tensors.values()) or not bitwise:
         full()
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
-    _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
+    if not bitwise:                # the same gradients bit for bit leave nothing to report
+        _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag, finite)
 
     res.phase = "finite differences"

@@ -10,6 +10,7 @@ from a smooth curve (their gap halves with the step).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -100,10 +101,7 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, trace
     D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
     terms = _Terms()
     with torch.enable_grad():
-        if trace:
-            with terms:
-                out = differentiated(model, P, D)
-        else:
+        with terms if trace else contextlib.nullcontext():
             out = differentiated(model, P, D)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0)

@@ -38,7 +38,8 @@ def keep_freed_memory() -> bool:
     A case allocates and frees a few dozen tensors the size of its largest one, and the
     next case asks for the same again; memory handed back must be faulted in page by page
     when it is reused, which costs as much as the arithmetic at a seed size (2-3 ms of a
-    10 ms case, measured on a 2-core VM).  The CLI calls this once: memory stays with the
+    10 ms case on a 2-core VM: benchmarks/check_speed.py with and without --cli-allocator).
+    The CLI calls this once: memory stays with the
     process until it exits.  Elsewhere (no glibc) it does nothing and returns False."""
     try:
         mallopt = ctypes.CDLL(None).mallopt

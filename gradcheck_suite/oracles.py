@@ -38,6 +38,7 @@ EPS64 = torch.finfo(torch.float64).eps
 ROUNDING = 64.0      # forward rounding taken as ROUNDING * eps * (its first-order bound, see Traced)
 KINK_RATIO = 0.7     # one-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink
 KINK_FLOOR = 1e-7    # a gap below this fraction of the slope is smooth, whatever the ratio
+JUMP = 1e-10         # the relative step to either side of an element at which autograd looks for a kink
 ENOUGH = 1e-3        # an agreement this precise (relative) settles a probe where manual and autograd agree
 
 
@@ -218,6 +219,34 @@ def line(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, direction: Mappi
     return Line(model, p, d, g, direction, resolution, at_zero)
 
 
+def jumps(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, name: str, index: tuple[int, ...],
+          size: float, manual: float, tol: float) -> bool:
+    """Whether one element sits on a kink that finite differences cannot resolve (its
+    slope is lost in the rounding of a large output): autograd's gradient of that element,
+    taken to either side and extrapolated to the point, jumps by more than ``tol``, and
+    ``manual`` lies between the two sides (within ``tol``), a one-sided derivative or a mix
+    of the two.  Each side is ``2 a(s) - a(2 s)`` at ``s = +-JUMP * size``, so that a
+    gradient that itself changes fast beside the kink (a large curvature on one side) does
+    not pass for a jump, or hide one.  Autograd is exact at any distance, so the steps can
+    be ones that no other kink is likely to fall within."""
+    x = p[name] if name in p else d[name]
+    v = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    v[index] = size
+    g64 = g.detach().to(torch.float64)
+
+    def at(t: float) -> float:
+        P = Tensors((n, _moved(n, y, {name: v}, t)) for n, y in p.items())
+        D = Tensors((n, _moved(n, y, {name: v}, t)) for n, y in d.items())
+        return float(autograd(model, P, D, g64)[name][index])
+
+    try:
+        sides = [2 * at(t) - at(2 * t) for t in (JUMP, -JUMP)]
+    except Exception:     # the reference fails beside the case: no evidence of a kink
+        return False
+    low, high = min(sides), max(sides)
+    return high - low > tol and low - tol <= manual <= high + tol
+
+
 def _moved(name: str, x: torch.Tensor, direction: Mapping[str, torch.Tensor], t: float) -> torch.Tensor:
     if not x.is_floating_point():
         return x
@@ -235,13 +264,31 @@ def estimate(phi: Phi, h: float) -> Estimate:
     value = (4 * d2 - d1) / 3
     rounding = ROUNDING * EPS64 * max(a0, ap, am, ap2, am2, abs(f0)) / h
     error = abs(value - d2) + rounding
-    gap1 = abs(fp - 2 * f0 + fm) / h
-    gap2 = abs(fp2 - 2 * f0 + fm2) / (h / 2)
+    bent1 = (fp - 2 * f0 + fm) / h            # one-sided slopes' gap, signed: the curvature,
+    bent2 = (fp2 - 2 * f0 + fm2) / (h / 2)    # times the step, plus any kink's jump
+    gap1, gap2 = abs(bent1), abs(bent2)
     floor = max(4 * rounding, KINK_FLOOR * (abs(d1) + abs(d2)))
-    kink = gap2 > KINK_RATIO * gap1 and gap2 > floor
+    kink = (gap2 > KINK_RATIO * gap1 and gap2 > floor) or _curved_kink(phi, h, f0, bent1, bent2, rounding, floor)
     if kink:
         error = max(error, gap2)
     return Estimate(value, error, kink, h)
+
+
+def _curved_kink(phi: Phi, h: float, f0: float, bent1: float, bent2: float, rounding: float,
+                 floor: float) -> bool:
+    """A kink whose sides curve apart, the curvature outweighing the jump at every step
+    (a unit on its kink under a large loss): the gap's ratio is then ~0.5, as if smooth.
+    Richardson on the signed gaps cancels the curvature, ``jump(h) = 2 gap(h/2) - gap(h)``:
+    a kink's jump stays as the step halves, a smooth curve's falls 8-fold (it is O(h^3)).
+    Two more forward calls (at +-h/4), only where ``jump(h)`` stands above rounding."""
+    jump1 = 2 * bent2 - bent1
+    if abs(jump1) <= max(10 * rounding, floor):   # 20/h of rounding in all, half of it as for gap2
+        return False
+    (fp4, ap4), (fm4, am4) = phi(h / 4), phi(-h / 4)
+    bent4 = (fp4 - 2 * f0 + fm4) / (h / 4)
+    jump2 = 2 * bent4 - bent2
+    rounding4 = max(rounding, ROUNDING * EPS64 * max(ap4, am4) / h)
+    return jump1 * jump2 > 0 and abs(jump2) > KINK_RATIO * abs(jump1) and abs(jump2) > max(20 * rounding4, floor)
 
 
 def central(phi: Phi, h: float, target: float, tol: float) -> Estimate | None:

@@ -5,16 +5,17 @@ all-zero references, backwards that are reproducible only within rounding, overf
 both gradients, and runs that crash."""
 import dataclasses
 import itertools
+import math
 
 import pytest
 import torch
 
-from gradcheck_suite import Case, Dim, Model, check_case
+from gradcheck_suite import Case, Dim, Model, check_case, oracles
 from gradcheck_suite.check import DISAGREE, ERROR, FAIL, NONDIFF, PASS, SKIPPED
 from gradcheck_suite.runner import run_model
 from tests.models.verdict_trust import (
-    HINGE, LOG_SUM, REORDERED, SATURATED_BCE, SATURATED_LSTM, SOFTMAX_DOT, _bce_backward, _hinge_backward,
-    _lstm_backward, _randn, _saturated, _set_order_backward)
+    HINGE, KINK_UNDER_LOAD, LOG_SUM, REORDERED, SATURATED_BCE, SATURATED_LSTM, SOFTMAX_DOT, _bce_backward,
+    _hinge_backward, _lstm_backward, _randn, _saturated, _set_order_backward)
 
 
 # -- 1. a kink that rounding hides at the smallest step -------------------------------
@@ -68,6 +69,64 @@ def test_a_dropped_factor_beside_the_kink_still_fails():
     bad = dataclasses.replace(HINGE, backward=lambda p, d, c, g: _hinge_backward(p, d, c, g, factor=0.5))
     res = check_case(bad, Case(bad.name, dict(N=4, I=3, H=3), "float64", "cpu", 1, 1e-3))
     assert res.verdict == FAIL and res.failing == ["w"]
+
+
+@pytest.mark.parametrize("dims, seed, scale", [({"N": 2, "I": 1, "H": 1}, 179, 1e-3),
+                                               ({"N": 1, "I": 1, "H": 3}, 6378, 1e3)])
+def test_a_unit_on_its_kink_that_no_step_resolves_is_not_a_failure(dims, seed, scale):
+    # found by the nightly sweep: at 1e-3 the unit's slope (1e-14) is lost in the rounding of
+    # the loss at every step; at 1e3 its curvature outweighs the jump at every step
+    res = check_case(HINGE, Case(HINGE.name, dims, "float64", "cpu", seed, scale))
+    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+
+
+def _loaded(w, a=1.0, k=0.0, q=0.0, c=0.0, backward=None):
+    """``kink_under_load`` at fixed values: the jump ``a`` at w = 0, a curvature ``k**2`` on
+    its right side and ``q**2`` on both, under an offset ``c`` that the jump cannot move."""
+    values = dict(w=w, a=a, k=k, q=q, c=c)
+    model = dataclasses.replace(KINK_UNDER_LOAD, make_tensors=lambda dims, gen, dtype, scale: {
+        n: torch.full((dims["N"],), float(x), dtype=torch.float64) for n, x in values.items()})
+    if backward is not None:
+        model = dataclasses.replace(model, backward=backward)
+    return check_case(model, Case(model.name, {"N": 1}, "float64", "cpu", 0, 1.0))
+
+
+@pytest.mark.parametrize("right, both", [(0.8, 1.1), (0.65, 1.5), (0.9, 2.0)])
+def test_a_kink_whose_curvature_outweighs_its_jump_at_every_step_is_a_kink(right, both):
+    # in units of the jump over the narrowest step: the central difference, pulled by the
+    # curvature, lands within autograd's allowance alone, and the one-sided gaps halve as if
+    # smooth; the curvature-free gap (Richardson on the signed gaps) keeps the jump
+    res = _loaded(0.0, k=(right * 1e8) ** 0.5, q=(both * 1e8) ** 0.5)
+    assert res.verdict == NONDIFF and res.tensors["w"].worst[0].kink, (res.verdict, res.tensors["w"].worst)
+
+
+def test_a_kink_lost_in_the_rounding_of_a_large_loss_is_a_kink():
+    # a jump of 1 under a loss of 1e13: no finite-difference step resolves it; autograd,
+    # extrapolated to either side of the element, jumps, and the manual 0 is one side
+    res = _loaded(0.0, c=1e13, k=3e3)
+    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+
+
+@pytest.mark.parametrize("w, k, c", [(0.0, 3e3, 1e13), (0.5, 0.0, 3e12)])
+def test_a_wrong_gradient_that_no_step_resolves_still_fails(w, k, c):
+    # 10% off under a loss of 1e13 (3e12), beyond its computation floor and within every
+    # step's rounding: on the kink, outside what autograd takes on either side; off it,
+    # where autograd does not jump at all
+    wrong = lambda p, d, r, g: {"w": 1.1 * g * (d.a + 2 * d.k ** 2 * r) * (p.w >= 0)}
+    res = _loaded(w, c=c, k=k, backward=wrong)
+    assert res.verdict == FAIL and res.failing == ["w"], (res.verdict, res.tensors["w"].worst)
+
+
+@pytest.mark.parametrize("phi", [
+    lambda t: math.exp(3e3 * t), lambda t: math.sin(1e4 * t) + 1e-3 * t, lambda t: 1 / (1 + (10 * t) ** 2),
+    lambda t: (1 + t) ** 9 * 1e12, lambda t: t ** 3 * 1e20 + t, lambda t: math.tanh(30 * t + 0.1)])
+def test_smooth_curves_are_never_kinks_at_any_step(phi):
+    # steep, oscillating, large and cubic smooth curves: the curvature-free gap falls 8-fold
+    # (a smooth step much narrower than the step itself is a kink at that step, rightly)
+    line = lambda t: (phi(t), abs(phi(t)))
+    for h in oracles.STEPS:
+        est = oracles.estimate(line, h)
+        assert not est.kink, (h, est)
 
 
 # -- 2. a forward that rounds away its own change --------------------------------------

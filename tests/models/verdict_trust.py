@@ -43,6 +43,36 @@ HINGE = Model(name="hinge_on_kink", dims={"N": Dim(1, 4, 4), "I": Dim(1, 3, 3), 
               forward=_hinge_forward, backward=_hinge_backward, make_tensors=_hinge_tensors)
 
 
+# -- a kink under a large loss: curvature or rounding outweighs its jump at every step ---
+
+def _loaded_forward(p, d):
+    r = p.w.clamp(min=0)
+    # a jump of a at the kink, a curvature k^2 on its right side, q^2 on both
+    return d.c + r * d.a + (r * d.k) ** 2 + (p.w * d.q) ** 2, r
+
+
+def _loaded_backward(p, d, r, g, *, factor=1.0):
+    kinked = (d.a + 2 * d.k ** 2 * r) * (p.w > 0)     # 0 at the kink, where autograd's clamp says a
+    return {"w": factor * g * (kinked + 2 * d.q ** 2 * p.w)}
+
+
+def _loaded_tensors(dims, gen, dtype, scale):
+    n = dims["N"]
+
+    def spread(decades):    # log-uniform magnitudes over that many decades, random signs
+        return 10 ** (decades * torch.rand(n, generator=gen, dtype=torch.float64)) * _randn(gen, n)
+
+    w = scale * _randn(gen, n)
+    w[torch.rand(n, generator=gen) < 0.5] = 0.0       # on the kink
+    # the offset up to 1e16 times the slope's effect; the curvatures from 1e-3 to 1e3 per scale
+    return {"w": w, "a": _randn(gen, n), "c": scale * spread(16),
+            "k": 1e-3 / scale * spread(6), "q": 1e-3 / scale * spread(6)}
+
+
+KINK_UNDER_LOAD = Model(name="kink_under_load", dims={"N": Dim(1, 4, 4)}, params={"w": ("N",)},
+                        data={"a": ("N",), "k": ("N",), "q": ("N",), "c": ("N",)},
+                        forward=_loaded_forward, backward=_loaded_backward, make_tensors=_loaded_tensors)
+
 
 # -- a forward that rounds away its own change ------------------------------------------
 

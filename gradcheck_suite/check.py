@@ -120,8 +120,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     model = Bound(model, case)   # hyperparameters passed on, a tuple of outputs joined
     p, d = _call(res, "the tensor factory", build, model, case)
     before = _snapshot(p, d)
-    with torch.no_grad():
-        returned = _call(res, "forward", model.forward, p, d)
+    returned, leaves, graph = _forward(model, res, p, d)
     if not (isinstance(returned, tuple) and len(returned) == 2):
         raise _error(res, f"forward must return (output, cache), got {type(returned).__name__}")
     out, cache = returned
@@ -135,6 +134,15 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     _reference_forward(model, case, res, p, d, out)
     g = upstream(out, case.seed)
     before["upstream gradient g"] = g.clone()
+    what = "autograd on the " + ("reference" if model.reference else "forward")
+    early = None      # autograd through the forward's own graph, before the backward can touch the cache
+    if graph is not None:
+        res.phase = what
+        try:
+            early = oracles.vjp(graph, g, leaves)
+        except Exception:
+            early = None  # autograd runs again in its place below, and reports what it raises
+        graph = None
 
     with torch.no_grad():
         grads = _call(res, "backward", model.backward, p, d, cache, g)
@@ -147,8 +155,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _fd_only(model, case, res, p, d, g, grads)
         return
 
-    what = "autograd on the " + ("reference" if model.reference else "forward")
-    ag = _call(res, what, oracles.traced_autograd, model, p, d, g, False).grads
+    ag = early if early is not None else _call(res, what, oracles.traced_autograd, model, p, d, g, False).grads
     p64, d64 = _float64(p), _float64(d)
     rounding = _rounding(model, case, p64, d64, g, ag)
     finite = {n: True if all_finite(ag[n]) else torch.isfinite(ag[n]) for n in model.differentiable}
@@ -219,6 +226,53 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
     _double_backward(model, case, res, p, d, g)
+
+
+def _forward(model, res: CaseResult, p: Tensors, d: Tensors):
+    """The forward's call, and its leaves and output as autograd's graph where autograd
+    differentiates the forward itself (no reference, not a two-way check): one call in grad
+    mode then serves both the manual gradient and autograd, its output and the cache the
+    backward gets detached.  The call runs plainly, under no_grad, where the forward raises
+    in grad mode (it changes a leaf in place, say: the contract check then says so); and
+    for the backward's cache where that is more than tensors and plain values in tuples,
+    lists and dicts (the graph still serves autograd)."""
+    leaves = graph = None
+    if model.reference is None and not model.two_way:
+        leaves, P, D = oracles.on_leaves(model, p, d)
+        res.phase = "forward"
+        try:
+            with torch.enable_grad():
+                returned = model.forward(P, D)
+        except Exception:
+            returned = None
+        if isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[0], torch.Tensor):
+            graph = returned[0]
+            try:
+                return (graph.detach(), _detached(returned[1])), leaves, graph
+            except _NotPlain:
+                pass
+    with torch.no_grad():
+        return _call(res, "forward", model.forward, p, d), leaves, graph
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _detached(x):
+    """``x`` with every tensor in it detached; :class:`_NotPlain` where it holds anything
+    but tensors, numbers, strings and None in tuples, lists and dicts."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
+        return x
+    if type(x) in (tuple, list):
+        return type(x)(_detached(v) for v in x)
+    if type(x) is dict:
+        return {k: _detached(v) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_fields"):          # a namedtuple
+        return type(x)(*(_detached(v) for v in x))
+    raise _NotPlain()
 
 
 def _tensor(p: Tensors, d: Tensors, name: str) -> torch.Tensor:

@@ -94,21 +94,32 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, trace
     """:func:`autograd`, with the output's first-order rounding bound (see :class:`Traced`);
     without ``trace``, autograd alone (the bound left at 0), which skips a hook on every
     value the forward computes."""
-    names = model.differentiable
-    # detached, not copied: autograd.grad writes no .grad, and a forward that changes a leaf
-    # in place raises (the contract check has already caught one that changes its inputs)
-    leaves = {n: (p[n] if n in p else d[n]).detach().requires_grad_(True) for n in names}
-    P = Tensors((n, leaves[n]) for n in p)
-    D = Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items())
+    leaves, P, D = on_leaves(model, p, d)
     terms = _Terms()
     with torch.enable_grad():
         with terms if trace else contextlib.nullcontext():
             out = differentiated(model, P, D)
-        if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            return Traced({n: torch.zeros_like(leaves[n]) for n in names}, 0.0)
-        grads = torch.autograd.grad(weighted(out, g), [leaves[n] for n in names], allow_unused=True)
-    grads = {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(names, grads)}
+        grads = vjp(out, g, leaves)
     return Traced(grads, terms.total(), terms.largest())
+
+
+def on_leaves(model: Model, p: Tensors, d: Tensors) -> tuple[dict[str, torch.Tensor], Tensors, Tensors]:
+    """The differentiable tensors as leaves that require grad, and the case's tensors with
+    them in place.  Detached, not copied: autograd.grad writes no .grad, and a forward that
+    changes a leaf in place raises (the contract check catches one that changes its inputs)."""
+    leaves = {n: (p[n] if n in p else d[n]).detach().requires_grad_(True) for n in model.differentiable}
+    return (leaves, Tensors((n, leaves[n]) for n in p),
+            Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items()))
+
+
+def vjp(out: object, g: torch.Tensor, leaves: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The gradient of ``<g, out>`` for each leaf, ``out`` computed from them in grad mode
+    (zeros where it does not depend on a leaf, or on none)."""
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        return {n: torch.zeros_like(x) for n, x in leaves.items()}
+    with torch.enable_grad():
+        grads = torch.autograd.grad(weighted(out, g), list(leaves.values()), allow_unused=True)
+    return {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(leaves, grads)}
 
 
 def weighted(out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -131,7 +131,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         res.verdict = SKIPPED
         res.notes.append(f"the forward's output is not finite at scale {case.scale!r}; nothing to compare")
         return
-    _reference_forward(model, case, res, p, d, out)
+    _reference_forward(model, case, res, p, d, out, before)
     g = upstream(out, case.seed)
     before["upstream gradient g"] = g.clone()
     what = "autograd on the " + ("reference" if model.reference else "forward")
@@ -578,12 +578,15 @@ def _kind(x: object) -> str:
 FD_ONLY_ELEMENTS = 24   # elements per tensor probed one by one when finite differences are the only oracle
 
 
-def _reference_forward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, out: torch.Tensor) -> None:
-    """The forward's value must match the reference's, within the dtype's tolerance."""
+def _reference_forward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, out: torch.Tensor,
+                       before: dict) -> None:
+    """The forward's value must match the reference's, within the dtype's tolerance; and
+    the reference, like the forward, must leave its inputs as they were (``before``)."""
     if model.reference is None:
         return
     with torch.no_grad():
         ref = _call(res, "reference", model.reference, p, d)
+    _unchanged(res, "the reference", before, p, d)
     if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
         raise _error(res, f"the reference returns {_kind(ref)}, the forward {_kind(out)}: they must match")
     rounding = None

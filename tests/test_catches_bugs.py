@@ -1,7 +1,7 @@
 """Deliberately wrong backwards: each must fail (or error) and name the right parameter."""
 import torch
 
-from gradcheck_suite import check_case
+from gradcheck_suite import Case, Dim, Model, check_case
 from gradcheck_suite.check import DISAGREE, ERROR, FAIL
 from gradcheck_suite.runner import run_model
 from tests.conftest import with_backward
@@ -222,6 +222,17 @@ def test_changing_an_input_in_place(registry, case_of):
 
     assert "changed its input upstream gradient g in place" in _errs(m, scales_g_in_place, case_of, N=3, I=4, O=5)
     assert "changed its input d.x in place" in _errs(m, zeroes_x, case_of, N=3, I=4, O=5)
+
+
+def test_a_reference_that_changes_its_input_in_place_is_an_error_naming_it():
+    def reference(p, d):            # clamps the data it was given: later steps would see it changed
+        return (d.x.clamp_(min=0) @ p.w).sum()
+
+    m = Model(name="clamped", dims={"N": Dim(1, 4, 4), "I": Dim(1, 3, 3)}, params={"w": ("I",)},
+              data={"x": ("N", "I")}, forward=lambda p, d: ((d.x.clamp(min=0) @ p.w).sum(), None),
+              backward=lambda p, d, c, g: {"w": g * d.x.clamp(min=0).sum(0)}, reference=reference)
+    res = check_case(m, Case(m.name, {"N": 3, "I": 2}, "float64", "cpu", 0, 1.0))
+    assert res.verdict == ERROR and "the reference changed its input d.x in place" in res.problems[0], res.problems
 
 
 def test_state_kept_between_calls(registry, case_of):

@@ -153,7 +153,7 @@ def _default(model: Model, name: str, case: Case, draws: np.random.Generator) ->
         return low + s * (_MARGIN + z.abs())
     if high is not None:
         return high - s * (_MARGIN + z.abs())
-    return s * z
+    return z.mul_(s)       # in place: the draw is ours, and a copy the size of the tensor costs a pass
 
 
 def _check_made(model: Model, case: Case, made: object) -> dict[str, torch.Tensor]:

@@ -238,8 +238,8 @@ def jumps(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, name: str, inde
     ``manual`` lies between the two sides (within ``tol``), a one-sided derivative or a mix
     of the two.  Each side is ``2 a(s) - a(2 s)`` at ``s = +-JUMP * size``, so that a
     gradient that itself changes fast beside the kink (a large curvature on one side) does
-    not pass for a jump, or hide one.  Autograd is exact at any distance, so the steps can
-    be ones that no other kink is likely to fall within."""
+    not pass for a jump, or hide one.  Autograd needs no step to resolve a slope, so the
+    steps can be ones that no other kink is likely to fall within."""
     x = p[name] if name in p else d[name]
     v = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     v[index] = size

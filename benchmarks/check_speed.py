@@ -1,7 +1,11 @@
 """One check against torch.autograd.gradcheck(fast_mode=True), in process, imports excluded.
 
 For mlp_relu at 0.25x, 1x, 2x and 4x its seed size (64x1000->100->10, float64), this times
-three things in interleaved rounds, so that drift on a shared machine hits all alike:
+three things in interleaved rounds, so that drift on a shared machine hits all alike; in
+each round each runs ``--block`` times in a row and the median is kept, so that each is
+timed in the memory state it leaves itself (as in a run of many cases), not in the one the
+other left behind (with glibc's default allocator that switch alone costs a few ms of page
+faults, to either side):
 
 - ``check``: one full case of the harness (both oracles, every contract check);
 - ``gradcheck fast``: torch's fast mode on the same manual backward wrapped in an
@@ -13,7 +17,7 @@ count and the load.  With ``--cli-allocator`` the process first makes the alloca
 setting the CLI makes (``limits.keep_freed_memory``: freed memory is kept for reuse, not
 faulted in again page by page); both sides then run with it.
 
-Usage: ``python benchmarks/check_speed.py [--rounds N] [--threads T] [--cli-allocator]``.
+Usage: ``python benchmarks/check_speed.py [--rounds N] [--block K] [--threads T] [--cli-allocator]``.
 """
 from __future__ import annotations
 
@@ -57,6 +61,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     ap.add_argument("--factors", default="0.25,1,2,4")
+    ap.add_argument("--block", type=int, default=5,
+                    help="runs of each in a row per round, their median kept (default: 5): each then runs "
+                         "in the memory state it leaves itself, as in a run of many cases, not in the one "
+                         "the other left (with glibc's default allocator, a switch can cost a few ms in page faults)")
     ap.add_argument("--cli-allocator", action="store_true",
                     help="keep freed memory for reuse, as gradcheck-suite check does (glibc only)")
     args = ap.parse_args()
@@ -95,7 +103,7 @@ def main() -> None:
             fn()
         for _ in range(args.rounds):
             for name, fn in (("check", check), ("gradcheck", gradcheck), ("floor", floor)):
-                times[name].append(_timed(fn))
+                times[name].append(statistics.median(_timed(fn) for _ in range(args.block)))
         ratio_gc = statistics.median(c / g_ for c, g_ in zip(times["check"], times["gradcheck"]))
         ratio_floor = statistics.median(c / f for c, f in zip(times["check"], times["floor"]))
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}

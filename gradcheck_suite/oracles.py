@@ -209,8 +209,7 @@ class Line:
 
     def __call__(self, t: float) -> tuple[float, float]:
         if t not in self.memo:
-            P = Tensors((n, _moved(n, x, self.direction, t)) for n, x in self.p.items())
-            D = Tensors((n, _moved(n, x, self.direction, t)) for n, x in self.d.items())
+            P, D = moved(self.p, self.d, self.direction, t)
             with torch.no_grad():
                 out, _ = self.model.forward(P, D)
             self.memo[t] = self._value(out)
@@ -246,9 +245,7 @@ def jumps(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, name: str, inde
     g64 = g.detach().to(torch.float64)
 
     def at(t: float) -> float:
-        P = Tensors((n, _moved(n, y, {name: v}, t)) for n, y in p.items())
-        D = Tensors((n, _moved(n, y, {name: v}, t)) for n, y in d.items())
-        return float(autograd(model, P, D, g64)[name][index])
+        return float(autograd(model, *moved(p, d, {name: v}, t), g64)[name][index])
 
     try:
         sides = [2 * at(t) - at(2 * t) for t in (JUMP, -JUMP)]
@@ -256,6 +253,12 @@ def jumps(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, name: str, inde
         return False
     low, high = min(sides), max(sides)
     return high - low > tol and low - tol <= manual <= high + tol
+
+
+def moved(p: Tensors, d: Tensors, direction: Mapping[str, torch.Tensor], t: float) -> tuple[Tensors, Tensors]:
+    """The case's tensors at ``theta + t v``, in float64 (``v`` given by ``direction``)."""
+    return (Tensors((n, _moved(n, x, direction, t)) for n, x in p.items()),
+            Tensors((n, _moved(n, x, direction, t)) for n, x in d.items()))
 
 
 def _moved(name: str, x: torch.Tensor, direction: Mapping[str, torch.Tensor], t: float) -> torch.Tensor:

@@ -13,8 +13,9 @@ faults, to either side):
 - ``floor``: one manual forward+backward plus one autograd forward+backward.
 
 It prints the medians and the ratios check/gradcheck and check/floor, with the thread
-count and the load.  With ``--cli-allocator`` the process first makes the allocator
-setting the CLI makes (``limits.keep_freed_memory``: freed memory is kept for reuse, not
+count and the load, and the median page faults per run of each (memory first touched,
+which the C library's allocator decides).  With ``--cli-allocator`` the process first makes
+the allocator setting the CLI makes (``limits.keep_freed_memory``: freed memory is kept for reuse, not
 faulted in again page by page); both sides then run with it.
 
 Usage: ``python benchmarks/check_speed.py [--rounds N] [--block K] [--threads T] [--cli-allocator]``.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 
@@ -50,10 +52,14 @@ def _function(model, d):
     return Manual
 
 
-def _timed(fn) -> float:
+def _timed(fn, faults: list[int]) -> float:
+    """``fn``'s wall time; the page faults it took (memory first touched) go on ``faults``."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return seconds
 
 
 def main() -> None:
@@ -77,7 +83,8 @@ def main() -> None:
     from gradcheck_suite.oracles import autograd
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}")
-    print(f"{'size':>6} {'check ms':>9} {'gradcheck ms':>13} {'floor ms':>9} {'check/gc':>9} {'check/floor':>12}")
+    print(f"{'size':>6} {'check ms':>9} {'gradcheck ms':>13} {'floor ms':>9} {'check/gc':>9} {'check/floor':>12} "
+          f"{'faults: check':>14} {'gradcheck':>10}")
     for factor in (float(f) for f in args.factors.split(",")):
         dims = {k: max(1, round(v * factor)) for k, v in model.bench_dims.items()}
         case = Case(model.name, dims, "float64", "cpu", 1, 1.0)
@@ -99,16 +106,18 @@ def main() -> None:
             autograd(model, p, d, g)
 
         times = {"check": [], "gradcheck": [], "floor": []}
+        faults = {name: [] for name in times}
         for fn in (check, gradcheck, floor):      # warm-up
             fn()
         for _ in range(args.rounds):
             for name, fn in (("check", check), ("gradcheck", gradcheck), ("floor", floor)):
-                times[name].append(statistics.median(_timed(fn) for _ in range(args.block)))
+                times[name].append(statistics.median(_timed(fn, faults[name]) for _ in range(args.block)))
         ratio_gc = statistics.median(c / g_ for c, g_ in zip(times["check"], times["gradcheck"]))
         ratio_floor = statistics.median(c / f for c, f in zip(times["check"], times["floor"]))
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         print(f"{factor:>5}x {med['check']:>9.2f} {med['gradcheck']:>13.2f} {med['floor']:>9.2f} "
-              f"{ratio_gc:>9.2f} {ratio_floor:>12.2f}")
+              f"{ratio_gc:>9.2f} {ratio_floor:>12.2f} {statistics.median(faults['check']):>14.0f} "
+              f"{statistics.median(faults['gradcheck']):>10.0f}")
     _wrong_backward(model)
     print(f"load after: {os.getloadavg()}")
 

@@ -141,7 +141,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         try:
             early = oracles.vjp(graph, g, leaves)
         except Exception:
-            early = None  # autograd runs again in its place below, and reports what it raises
+            pass          # autograd runs again in its place below, and reports what it raises
         graph = None
 
     with torch.no_grad():
@@ -347,7 +347,8 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
         if all(f is Finding.KINK for f in found):
             # all kinks: a few more mismatched elements, at random, beyond those already seen
             bad = (_ratio(grads[c.name], ag[c.name], c) > 1).reshape(-1).nonzero().reshape(-1)
-            others = (unravel(i, c.shape) for i in bad[torch.randperm(bad.numel(), generator=gen)[:EXAMINE + len(worst)]].tolist())
+            drawn = bad[torch.randperm(bad.numel(), generator=gen)[:EXAMINE + len(worst)]].tolist()
+            others = (unravel(i, c.shape) for i in drawn)
             for idx in itertools.islice((i for i in others if i not in worst), EXAMINE):
                 examine(c.name, idx)
     for name, tight in tolerated.items():

@@ -137,6 +137,10 @@ class Model:
         Opt in to checking the gradient of the backward itself.
     backward_runs
         How many times the backward runs on one case; all must agree (>= 2).
+    needs_contiguous
+        The backward is documented to take contiguous tensors only: the checker then
+        skips the layout variants (transposed, expanded and strided upstream gradients,
+        non-contiguous inputs) that training can hand it, and the report says so.
 
     A forward may return a tuple of tensors: each gets its own random upstream
     gradient, and the backward receives them as a tuple.
@@ -162,6 +166,7 @@ class Model:
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     double_backward: bool = False
     backward_runs: int = 2
+    needs_contiguous: bool = False
     kind: str = "model"            # set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
 
@@ -375,6 +380,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if not isinstance(m.needs_contiguous, bool):
+        return "needs_contiguous", f"must be True or False, got {m.needs_contiguous!r}"
     if not isinstance(m.backward_runs, int) or isinstance(m.backward_runs, bool) or m.backward_runs < 2:
         return "backward_runs", f"must be a whole number >= 2, got {m.backward_runs!r}"
     if m.kind not in KINDS:

@@ -7,20 +7,28 @@ it to a top-level name like any other record.
 ``op_model(MyFunction, ...)``
     The manual gradient is ``torch.autograd.grad`` through the user's op, exactly as
     training runs it.  The autograd oracle is ``reference``, a plain-torch function of
-    the same arguments.  On top of the usual contract the checker calls the op's backward
-    with its own ``ctx``: tensors saved on ``ctx`` must come back unchanged, and inputs
-    that need no gradient (data, non-tensor arguments, and each input in turn frozen)
-    must get ``None``.
+    the same arguments.  The op may be a wrapper (``lambda x, w: Fn.apply(x, (4,), w)``):
+    every message speaks of the wrapper's arguments.  On top of the usual contract the
+    checker calls the op's backward with its own ``ctx``, as the engine does: tensors saved
+    on ``ctx`` must come back unchanged, and with each input frozen in turn the backward
+    must still work and give the others the same gradients.  A gradient for a non-tensor
+    argument is an error (torch raises); one for a tensor that needs none is a note (torch
+    drops it: ``needs_input_grad`` is an optimisation).
 
 ``numpy_model(layer_forward, layer_backward, ...)``
     Course-style layers: ``layer_forward(*arrays) -> (out, cache)`` and
-    ``layer_backward(dout, cache) -> (d_first, d_second, ...)`` on float64 arrays.  With
+    ``layer_backward(dout, cache) -> (d_first, d_second, ...)`` on float64 arrays; a
+    forward with several outputs returns ``(out_1, ..., out_k, cache)`` and its backward
+    takes ``(dout_1, ..., dout_k, cache)``.  The backward gets its own copy of ``dout``.  With
     a torch ``reference`` the verdict is three-way; without one, it is finite
     differences alone, and the report says so.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,16 +45,24 @@ Args = Sequence[str]
 
 @dataclasses.dataclass(frozen=True)
 class OpCall:
-    """How to call the user's op from a case's tensors: the argument order, and which
-    arguments are differentiable inputs, data tensors or hyperparameters."""
+    """How to call the user's op from a case's tensors: the argument order, which
+    arguments are differentiable inputs, data tensors or hyperparameters, and which go by
+    keyword (a custom op's keyword-only arguments)."""
 
     call: Callable[..., Any]
     args: tuple[str, ...]
     inputs: tuple[str, ...]
     opcheck: bool = False
+    keywords: frozenset[str] = frozenset()
+    direct: bool = True      # the op itself, not a wrapper: its positions are ``args``
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
-        return [p[n] if n in p else d[n] if n in d else h[n] for n in self.args]
+        return [p[n] if n in p else d[n] if n in d else _own(h[n]) for n in self.args]
+
+    def invoke(self, p: Mapping, d: Mapping, h: Mapping | None):
+        values = self.arguments(p, d, h)
+        positional = [v for n, v in zip(self.args, values) if n not in self.keywords]
+        return self.call(*positional, **{n: v for n, v in zip(self.args, values) if n in self.keywords})
 
     def gradients(self, p: Tensors, d: Tensors, h, g) -> dict[str, torch.Tensor]:
         """The manual gradient: autograd through the user's op, as in training. Called
@@ -55,72 +71,132 @@ class OpCall:
         with torch.enable_grad():
             leaves = {n: p[n] if create and p[n].requires_grad else p[n].detach().requires_grad_(True)
                       for n in self.inputs}
-            outs = _outputs(self.call(*self.arguments(leaves, d, h)))
+            outs = _outputs(self.invoke(leaves, d, h))
             gs = g if isinstance(g, tuple) else (g,)
             if len(gs) != len(outs):
                 raise ContractError(f"the op returned {len(outs)} outputs, its forward {len(gs)}")
             pairs = [(o, gg) for o, gg in zip(outs, gs) if o.requires_grad]
             if not pairs:
                 return {n: torch.zeros_like(leaves[n]) for n in self.inputs}
-            grads = torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in self.inputs],
-                                        grad_outputs=[gg for _, gg in pairs], allow_unused=True, create_graph=create)
+            try:
+                grads = torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in self.inputs],
+                                            grad_outputs=[gg for _, gg in pairs], allow_unused=True,
+                                            create_graph=create)
+            except RuntimeError as e:
+                hint = self._position_hint(str(e))
+                if hint is None:
+                    raise
+                raise ContractError(hint) from None
         return {n: torch.zeros_like(leaves[n]) if gr is None else (gr if create else gr.detach())
                 for n, gr in zip(self.inputs, grads)}
 
-    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> str | None:
-        """Call the op's backward with its own ctx: with every input needing a gradient
-        (and checking what it saved), then with each input frozen in turn.  With
-        ``opcheck``, torch.library.opcheck first tests the op's registration."""
+    def _position_hint(self, message: str) -> str | None:
+        """Torch's own refusal of a gradient for a non-tensor argument, in the user's names."""
+        found = re.search(r"returned a gradient different than None at position (\d+), but the corresponding "
+                          r"forward input was not a Variable", message)
+        if found is None:
+            return None
+        i = int(found.group(1)) - 1
+        which = (f"{self.args[i]} (argument {i + 1}, not a tensor)" if self.direct and i < len(self.args)
+                 else f"argument {i + 1} of the Function's forward, which is not a tensor")
+        return (f"backward returned a gradient for {which}; torch raises there in training "
+                f"(\"{found.group(0)}\"): return None in that position")
+
+    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> tuple[str | None, list[str]]:
+        """Call the op's backward with its own ctx, as the autograd engine would: the
+        tensors it saved must come back unchanged; then again with each input frozen in
+        turn, where it must still work and give the other inputs the same gradients.
+        A gradient returned where ``ctx.needs_input_grad`` is False is valid torch (the
+        engine drops it) and only a note.  With ``opcheck``, torch.library.opcheck first
+        tests the op's registration.  Returns (the error or None, notes)."""
         if self.opcheck:
             text = self._registration_problem(p, d, h)
             if text:
-                return text
-        frozen_each = [(n,) for n in self.inputs] if len(self.inputs) > 1 else []
-        for frozen in [(), *frozen_each]:
-            text = self._direct_backward(p, d, h, g, frozen)
-            if text:
-                return text
-        return None
+                return text, []
+        gs = g if isinstance(g, tuple) else (g,)
+        full = self._direct_backward(p, d, h, gs, None)
+        if full is None:
+            return None, []   # not an autograd.Function node: the gradient checks still apply
+        needs, raw, problem = full
+        if problem:
+            return problem, []
+        unasked: dict[int, str] = {}      # positions where the backward computes what nobody asked for
+        for i, r in enumerate(raw):
+            if r is not None and i < len(needs) and not needs[i]:
+                unasked[i] = self._position_name(i)
+        for n in (self.inputs if len(self.inputs) > 1 else ()):
+            frozen = self._direct_backward(p, d, h, gs, n)
+            if frozen is None:
+                continue
+            needs_n, raw_n, _ = frozen
+            mine = [i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b]
+            for i in mine:
+                if i < len(raw_n) and raw_n[i] is not None:
+                    unasked[i] = n
+            for i, (a, b) in enumerate(zip(raw, raw_n)):
+                if i in mine or not (i < len(needs_n) and needs_n[i]):
+                    continue
+                if not isinstance(b, torch.Tensor) or (isinstance(a, torch.Tensor) and not _close(a, b)):
+                    other = self._position_name(i)
+                    got = "no gradient" if b is None else "another gradient"
+                    return (f"backward gives {got} for {other} when {n} needs no gradient "
+                            f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
+                            "must not depend on which other inputs need one"), []
+        notes = []
+        if unasked:
+            names = ", ".join(dict.fromkeys(unasked.values()))
+            notes.append(f"backward computes a gradient nobody asked for ({names}, where ctx.needs_input_grad is "
+                         "False); torch drops it, and skipping that work would save time")
+        return None, notes
+
+    def _position_name(self, i: int) -> str:
+        return self.args[i] if self.direct and i < len(self.args) else f"argument {i + 1} of the Function's forward"
 
     def _registration_problem(self, p, d, h) -> str | None:
         leaves = {n: p[n].detach().clone().requires_grad_(True) for n in self.inputs}
+        values = self.arguments(leaves, d, h)
+        positional = tuple(v for n, v in zip(self.args, values) if n not in self.keywords)
+        keywords = {n: v for n, v in zip(self.args, values) if n in self.keywords}
         try:
-            torch.library.opcheck(self.call, tuple(self.arguments(leaves, d, h)))
+            torch.library.opcheck(self.call, positional, keywords)
         except Exception as e:  # opcheck's verdict on the user's registration
             return f"torch.library.opcheck failed: {str(e).strip().splitlines()[0]}"
         return None
 
-    def _direct_backward(self, p, d, h, g, frozen: tuple[str, ...]) -> str | None:
+    def _direct_backward(self, p, d, h, gs, frozen: str | None):
+        """``(ctx.needs_input_grad, what backward returned, a problem or None)`` for the
+        op's node called directly, with ``frozen`` needing no gradient; None where the op
+        is not an autograd.Function node."""
         with torch.enable_grad():
-            leaves = {n: p[n].detach().clone().requires_grad_(n not in frozen) for n in self.inputs}
+            leaves = {n: p[n].detach().clone().requires_grad_(n != frozen) for n in self.inputs}
             args = self.arguments(leaves, d, h)
-            outs = _outputs(self.call(*args))
+            outs = _outputs(self.invoke(leaves, d, h))
         node = next((o.grad_fn for o in outs if o.grad_fn is not None), None)
         if not isinstance(node, torch.autograd.function.BackwardCFunction):
-            return None    # not an autograd.Function node: the gradient checks still apply
-        saved = list(node.saved_tensors)
-        before = [t.clone() for t in saved]
-        attrs = {k: v for k, v in vars(node).items() if isinstance(v, torch.Tensor)}
+            return None
+        needs = tuple(getattr(node, "needs_input_grad", ()))
+        saved = list(node.saved_tensors) if frozen is None else []
+        before = [None if t is None else t.clone() for t in saved]
+        attrs = {k: v for k, v in vars(node).items() if isinstance(v, torch.Tensor)} if frozen is None else {}
         attrs_before = {k: v.clone() for k, v in attrs.items()}
         with torch.no_grad():
-            raw = node.apply(*(g if isinstance(g, tuple) else (g,)))
+            raw = node.apply(*gs[:len(outs)])
         raw = raw if isinstance(raw, tuple) else (raw,)
-        for i, (name, arg) in enumerate(zip(self.args, args)):
-            if i < len(raw) and raw[i] is not None and not (isinstance(arg, torch.Tensor) and arg.requires_grad):
-                why = ("a non-tensor argument" if not isinstance(arg, torch.Tensor)
-                       else "frozen for this call" if name in frozen else "a data tensor, which never needs one")
-                return (f"backward returned a gradient for {name} ({why}) where ctx.needs_input_grad[{i}] is False; "
-                        f"it must return None there")
-        if frozen:
-            return None
         for i, (t, b) in enumerate(zip(saved, before)):
-            if not _same_values(t, b):
-                return (f"backward changed a tensor saved on ctx in place ({_saved_name(t, i, args, self.args, outs)}); "
-                        "a second backward through the same graph would read the changed values")
+            if t is not None and not _same_values(t, b):
+                return needs, raw, (f"backward changed a tensor saved on ctx in place "
+                                    f"({_saved_name(t, i, args, self.args, outs)}); a second backward through the "
+                                    "same graph would read the changed values")
         for k, t in attrs.items():
             if not _same_values(t, attrs_before[k]):
-                return f"backward changed ctx.{k} in place; a second backward would read the changed values"
-        return None
+                return needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values"
+        return needs, raw, None
+
+
+def _own(value: object) -> object:
+    """A call's own copy of a dict or list hyperparameter: course layers write into
+    ``bn_param`` (its running mean), which must not leak into the next call."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
 def _outputs(out) -> tuple[torch.Tensor, ...]:
@@ -133,6 +209,17 @@ def _outputs(out) -> tuple[torch.Tensor, ...]:
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal within the dtype's tolerance: the same gradient, computed in another order."""
+    from .compare import bound
+    if a.shape != b.shape:
+        return False
+    if _same_values(a, b):
+        return True
+    gap = (a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs()
+    return bool((gap <= bound(a, str(a.dtype).removeprefix("torch."))).all())
 
 
 def _saved_name(t: torch.Tensor, i: int, args: list, names: tuple[str, ...], outs) -> str:
@@ -152,6 +239,16 @@ def _kind_of(op: object) -> tuple[Callable[..., Any], str] | None:
     if callable(op):
         return op, "function"
     return None
+
+
+def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
+    """The names among ``names`` that ``fn`` takes by keyword only (``def op(x, *, c)``)."""
+    target = fn.forward if isinstance(fn, type) else getattr(fn, "_init_fn", fn)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(q.name for q in params if q.kind is inspect.Parameter.KEYWORD_ONLY and q.name in names)
 
 
 def _order(name: str, args: Args | None, groups: Mapping[str, Mapping]) -> tuple[str, ...]:
@@ -205,18 +302,22 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     if opcheck and (kind[1] != "custom op" or not hasattr(torch.library, "opcheck")):
         raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
     data, hyper = dict(data or {}), dict(hyper or {})
-    info = OpCall(kind[0], _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper}),
-                  tuple(inputs), bool(opcheck))
+    order = _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
+    info = OpCall(kind[0], order, tuple(inputs), bool(opcheck), _keyword_only(op, order),
+                  direct=isinstance(op, type) or kind[1] == "custom op")
+    by_name = _keyword_only(reference, order)
 
     def forward(p, d, h=None):
         with torch.no_grad():
-            return info.call(*info.arguments(p, d, h)), None
+            return info.invoke(p, d, h), None
 
     def backward(p, d, cache, g, h=None):
         return info.gradients(p, d, h, g)
 
     def ref(p, d, h=None):
-        return reference(*info.arguments(p, d, h))
+        values = info.arguments(p, d, h)
+        return reference(*[v for n, v in zip(order, values) if n not in by_name],
+                         **{n: v for n, v in zip(order, values) if n in by_name})
 
     return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=forward,
                  backward=backward, reference=ref, kind=kind[1], op=info, backward_runs=backward_runs,
@@ -251,18 +352,24 @@ def numpy_model(forward: Callable[..., Any], backward: Callable[..., Any], *, na
         raise SpecError(str(name), "dtype", "numpy models work in float64")
 
     def arrays(p, d, h):
-        return [_to_numpy(p[n]) if n in p else _to_numpy(d[n]) if n in d else h[n] for n in order]
+        return [_to_numpy(p[n]) if n in p else _to_numpy(d[n]) if n in d else _own(h[n]) for n in order]
+
+    spread = [False]     # the forward returned (out_1, ..., out_k, cache): one dout argument each
 
     def fwd(p, d, h=None):
         returned = forward(*arrays(p, d, h))
-        if not (isinstance(returned, tuple) and len(returned) == 2):
-            raise ContractError(f"{_name_of(forward)} must return (out, cache), got {type(returned).__name__}")
+        if not (isinstance(returned, tuple) and len(returned) >= 2):
+            raise ContractError(f"{_name_of(forward)} must return (out, cache) or (out_1, ..., out_k, cache), "
+                                f"got {type(returned).__name__}")
         like = next(iter(p.values()))
-        return _to_torch(returned[0], like, _name_of(forward)), returned[1]
+        spread[0] = len(returned) > 2
+        outs = returned[:-1] if spread[0] else returned[0]
+        return _to_torch(outs, like, _name_of(forward)), returned[-1]
 
     def bwd(p, d, cache, g, h=None):
-        dout = tuple(_to_numpy(x) for x in g) if isinstance(g, tuple) else _to_numpy(g)
-        got = backward(dout, cache)
+        # the backward's own copy: course code writes into dout (dx = dout; dx[x <= 0] = 0)
+        dout = tuple(_to_numpy(x, copy=True) for x in g) if isinstance(g, tuple) else _to_numpy(g, copy=True)
+        got = backward(*dout, cache) if spread[0] else backward(dout, cache)
         if len(names) == 1 and not isinstance(got, (tuple, list)):
             got = (got,)
         if not isinstance(got, (tuple, list)) or len(got) != len(names):
@@ -277,7 +384,7 @@ def numpy_model(forward: Callable[..., Any], backward: Callable[..., Any], *, na
             raise SpecError(str(name), "reference", f"must be callable or None, got {reference!r}")
 
         def ref(p, d, h=None):
-            return reference(*[p[n] if n in p else d[n] if n in d else h[n] for n in order])
+            return reference(*[p[n] if n in p else d[n] if n in d else _own(h[n]) for n in order])
 
     return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=fwd, backward=bwd,
                  reference=ref, kind="numpy",
@@ -288,9 +395,10 @@ def _name_of(fn: Callable) -> str:
     return getattr(fn, "__name__", "the numpy code")
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
+def _to_numpy(t: torch.Tensor, copy: bool = False) -> np.ndarray:
     t = t.detach().cpu()
-    return t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
+    arr = t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
+    return np.array(arr, copy=True) if copy else arr
 
 
 def _to_torch(out, like: torch.Tensor, who: str):

@@ -43,8 +43,23 @@ def _cube_backward(ctx, g):
 cube_mutates.register_autograd(_cube_backward, setup_context=_cube_setup)
 
 
-class ScaleIgnoresNeeds(torch.autograd.Function):
-    """y = x · w; always returns both gradients, whatever ctx.needs_input_grad says."""
+class ScaleGradForFactor(torch.autograd.Function):
+    """y = x · k for a float k; the backward returns a "gradient" for k, which torch refuses."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.save_for_backward(x)
+        ctx.k = k
+        return x * k
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ctx.k, (g * x).sum()           # k is a float: its slot must be None
+
+
+class MulCopiedNeeds(torch.autograd.Function):
+    """y = x · w, with the needs_input_grad guard copied from the line above unchanged."""
 
     @staticmethod
     def forward(ctx, x, w):
@@ -54,7 +69,12 @@ class ScaleIgnoresNeeds(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        return g * w, g * x
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = g * w
+        if ctx.needs_input_grad[0]:               # copied: [1] is w's
+            gw = g * x
+        return gx, gw
 
 
 def affine_forward(x, w):
@@ -90,7 +110,9 @@ _N = {"N": Dim(1, 12, 64)}
 models = [
     op_model(P3ForgetsFactor, name="p3_forgets_factor", dims=_N, inputs={"x": ("N",)}, reference=p3),
     op_model(cube_mutates, name="cube_mutates_saved", dims=_N, inputs={"x": ("N",)}, reference=lambda x: x ** 3),
-    op_model(ScaleIgnoresNeeds, name="scale_ignores_needs", dims=_N, inputs={"x": ("N",)}, data={"w": ("N",)},
+    op_model(ScaleGradForFactor, name="scale_grad_for_factor", dims=_N, inputs={"x": ("N",)},
+             hyper={"k": (0.5, 3.0)}, reference=lambda x, k: x * k),
+    op_model(MulCopiedNeeds, name="mul_copied_needs", dims=_N, inputs={"x": ("N",), "w": ("N",)},
              reference=lambda x, w: x * w),
     numpy_model(affine_forward, affine_backward_transposed, name="affine_np_transposed",
                 dims={"N": Dim(1, 8, 64), "D": Dim(1, 8, 32)}, inputs={"x": ("N", "D"), "w": ("D", "D")}),
@@ -102,7 +124,8 @@ models = [
 EXPECTED = {
     "p3_forgets_factor": ("fail", "the manual gradient of x disagrees"),
     "cube_mutates_saved": ("error", "backward changed a tensor saved on ctx in place (saved_tensors[0], the input x)"),
-    "scale_ignores_needs": ("error", "backward returned a gradient for w (a data tensor, which never needs one)"),
+    "scale_grad_for_factor": ("error", "backward returned a gradient for k (argument 2, not a tensor)"),
+    "mul_copied_needs": ("error", "backward gives no gradient for w when x needs no gradient"),
     "affine_np_transposed": ("fail", "the manual gradient of w disagrees with finite differences"),
     "p3_wrong_second": ("fail", "the double backward of x disagrees"),
 }

@@ -124,6 +124,11 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     return _bound(_finite_abs(reference.detach().to(torch.float64)), dtype, rounding, floor, jitter)
 
 
+def noise(dtype: str) -> float:
+    """How many times over a measured rounding is allowed in ``dtype``."""
+    return TOLERANCES[dtype].noise
+
+
 def all_finite(t: torch.Tensor) -> bool:
     """Every element finite.  One sum decides where it is finite (a NaN or an Inf would
     carry into it); the element-wise test runs only where it is not (possibly an overflow

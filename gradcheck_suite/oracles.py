@@ -175,6 +175,44 @@ def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
     return model.forward(p, d)[0]
 
 
+def _fused_ops() -> list:
+    aten = torch.ops.aten
+    names = ("native_layer_norm", "native_group_norm", "native_batch_norm", "_native_batch_norm_legit",
+             "_native_batch_norm_legit_no_training", "_softmax", "_log_softmax", "gelu", "silu", "mish",
+             "logsumexp", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
+             "smooth_l1_loss", "huber_loss", "_scaled_dot_product_attention_math", "cross_entropy_loss",
+             "nll_loss_forward", "log_sigmoid_forward", "softplus", "hardswish", "elu", "glu")
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
+
+def decomposed_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """Autograd of the same oracle with its fused ops (layer norm, softmax, GELU, the
+    losses, ...) decomposed into the elementary ops they are made of: a second
+    implementation of the same function, whose distance from the first measures the
+    rounding hidden inside the fused kernels (``F.layer_norm`` at a normalised size of 1
+    amplifies it by 1/sqrt(eps)).  None where the oracle cannot be traced."""
+    try:
+        from torch._decomp import get_decompositions
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        names = list(model.differentiable)
+
+        def loss(*xs):
+            at = dict(zip(names, xs))
+            P = Tensors((n, at.get(n, t)) for n, t in p.items())
+            D = Tensors((n, at.get(n, t)) for n, t in d.items())
+            return (differentiated(model, P, D) * g).sum()
+
+        start = [(p[n] if n in p else d[n]).detach() for n in names]
+        graph = make_fx(loss, decomposition_table=get_decompositions(_fused_ops()))(*start)
+        xs = [t.clone().requires_grad_(True) for t in start]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(graph(*xs), xs, allow_unused=True)
+    except Exception:       # not traceable (data-dependent Python, numpy, ...): no second implementation
+        return None
+    return {n: torch.zeros_like(x) if gr is None else gr.detach() for n, x, gr in zip(names, xs, grads)}
+
+
 Phi = Callable[[float], tuple[float, float]]
 
 

@@ -91,6 +91,8 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
                                 f"tolerance, worst relative error {_err(c.max_rel_err)}")
         lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
     lines += wrap_command(case.command(models_from), "  reproduce:")
+    if res.internal and res.traceback:
+        lines += ["  traceback (gradcheck-suite's own):", *("    " + t for t in res.traceback.rstrip().splitlines())]
     return "\n".join(lines)
 
 

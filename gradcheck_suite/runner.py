@@ -11,7 +11,7 @@ import unittest
 from collections.abc import Callable, Mapping
 
 from .case import Case
-from .check import FAIL, NONDIFF, SKIPPED, CaseResult
+from .check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
 from .spec import Model
 
@@ -41,6 +41,7 @@ class ModelRun:
     two_way: bool = False          # no autograd oracle: finite differences alone
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
+    compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
 
     def coverage(self) -> dict:
         """What the cases reached: the value scales, and the sizes of every dim."""
@@ -77,7 +78,7 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
 
     def judge(case: Case) -> CaseResult:
-        key = (tuple(case.dims.items()), tuple(case.hyper.items()), case.dtype, case.device, case.seed, case.scale)
+        key = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:
             try:
@@ -121,6 +122,11 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     if run.failure is not None:
         # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
         run.verdict = "fail" if run.failure.verdict == FAIL else "error"
+    if run.verdict == "pass" and not crashed:
+        empty = [f"{n} (shape {tuple(shape)})" for n, (count, shape) in run.compared.items() if count == 0]
+        if empty:
+            run.problems.append(f"nothing was compared for {', '.join(empty)}: 0 elements in every case "
+                                "(a size 0 in the record's shape, or a dim expression that is always 0?)")
     if crashed or (run.problems and run.verdict == "pass"):
         run.verdict = "error"
     run.seconds = time.perf_counter() - start
@@ -131,6 +137,11 @@ def _count(run: ModelRun, res: CaseResult) -> None:
     run.scales.add(res.case.scale)
     for k, v in res.case.dims.items():
         run.sizes.setdefault(k, set()).add(v)
+    for n, c in res.tensors.items():
+        if res.verdict in (PASS, NONDIFF) and " " not in n and not n.startswith("forward"):
+            count = math.prod(c.shape)
+            if count >= run.compared.get(n, (-1, ()))[0]:
+                run.compared[n] = (count, c.shape)
     if run.failure is not None:           # shrinking
         run.shrink_steps += 1
     elif res.verdict == NONDIFF:

@@ -72,10 +72,22 @@ class Dim:
 def _choices_problem(choices: object) -> str | None:
     if not isinstance(choices, (tuple, list)) or not choices:
         return f"must be Dim(low, high, bench) or a non-empty tuple of choices, got {choices!r}"
-    bad = [c for c in choices if not isinstance(c, (bool, int, float, str, type(None)))]
+    bad = [c for c in choices if not _literal(c)]
     if bad:
-        return f"choices must be numbers, strings, True/False or None (they go on the command line), got {bad[0]!r}"
+        return (f"choices must be numbers, strings, True/False, None, or tuples and dicts of them "
+                f"(they go on the command line), got {bad[0]!r}")
     return None
+
+
+def _literal(value: object) -> bool:
+    """A value that reads back from its repr: ``(8,)`` or ``{'stride': 1, 'pad': 1}`` too."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _literal(v) for k, v in value.items())
+    return False
 
 
 class Tensors(dict):
@@ -121,7 +133,9 @@ class Model:
         on it instead of ``forward``, and the forward's value must match it.
     hyper
         Optional ``{name: Dim(...) or (choice, ...)}``: non-tensor arguments drawn
-        like dims (a stride, a flag). With ``hyper``, forward, backward and
+        like dims (a stride, a flag).  A choice may be a tuple or a dict of plain values
+        (``normalized_shape=((8,),)``, ``conv_param={"stride": 1, "pad": 1}``: a dict
+        alone is its one choice); each call gets its own copy. With ``hyper``, forward, backward and
         reference get one more argument ``h`` (``h.stride``).
     where(values) -> bool
         Optional constraint on the drawn dims and hyperparameters, a callable of
@@ -173,8 +187,9 @@ class Model:
     def __post_init__(self) -> None:
         object.__setattr__(self, "grad_data", tuple(self.grad_data))
         if isinstance(self.hyper, Mapping):
-            object.__setattr__(self, "hyper", {k: tuple(v) if isinstance(v, list) else v
-                                               for k, v in self.hyper.items()})
+            # a list is a tuple of choices; a dict (cs231n's conv_param) is one choice
+            object.__setattr__(self, "hyper", {k: tuple(v) if isinstance(v, list) else (v,) if isinstance(v, dict)
+                                               else v for k, v in self.hyper.items()})
         problem = _first_problem(self)
         if problem is not None:
             field, text = problem

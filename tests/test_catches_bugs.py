@@ -204,7 +204,7 @@ def test_wrong_shape_and_dtype(registry, case_of):
         out = m.backward(p, d, c, g)
         return {**out, "w": out["w"].float()}
 
-    assert _errs(m, wrong_shape, case_of, N=3, I=4, O=5) == "b: gradient shape (1, 5), expected (5,)"
+    assert _errs(m, wrong_shape, case_of, N=3, I=4, O=5) == "b: gradient shape (1, 5), expected (5,): a sum with keepdims?"
     assert _errs(m, wrong_dtype, case_of, N=3, I=4, O=5) == "w: gradient dtype float32, expected float64"
 
 

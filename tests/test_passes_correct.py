@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model, check_case
-from gradcheck_suite.check import NONDIFF, PASS
+from gradcheck_suite.check import PASS
 from gradcheck_suite.runner import run_model
 
 SEED_MODELS = ["scalar_linear", "affine_scalar", "two_layer_scalar", "linear_regression", "linear_layer",
@@ -51,11 +51,12 @@ def _zero_column(model):
     return dataclasses.replace(model, make_tensors=make)
 
 
-def test_relu_kink_is_a_non_differentiable_point_not_a_failure(registry, case_of):
+def test_relu_kink_elements_are_set_aside_and_the_rest_decides(registry, case_of):
     m = _zero_column(registry.get("mlp_relu"))
     for dims in ({"N": 8, "D_in": 6, "H": 5, "D_out": 3}, registry.get("mlp_relu").bench_dims):
         res = check_case(m, case_of(m, seed=3, **dims))
-        assert res.verdict == NONDIFF
+        assert res.verdict == PASS, (res.verdict, res.problems)
+        assert any("kink or tie set aside" in n for n in res.notes), res.notes
         assert res.tensors["w1"].mismatched == dims["D_in"]  # (h > 0) and clamp's 1 at 0 differ there
         assert all(e.kink for e in res.tensors["w1"].worst)
 
@@ -96,5 +97,6 @@ def test_ties_in_a_max_pool_window_are_not_a_failure(case_of):
     m = Model(name="maxpool_ties", dims={"N": Dim(1, 6, 4), "K": Dim(1, 4, 2)}, params={"w": ("K", 4)},
               data={"x": ("N", "K", 4)}, forward=forward, backward=backward, make_tensors=make)
     res = check_case(m, case_of(m, seed=1, N=4, K=3))
-    assert res.verdict == NONDIFF, (res.verdict, res.problems)
+    assert res.verdict == PASS, (res.verdict, res.problems)    # the elements at ties set aside, the rest judged
     assert res.tensors["w"].mismatched > 0
+    assert any("kink or tie set aside" in n for n in res.notes), res.notes

@@ -18,17 +18,24 @@ from tests.models.verdict_trust import (
     _hinge_backward, _lstm_backward, _randn, _saturated, _set_order_backward)
 
 
+def at_kink(res) -> bool:
+    """A kink found and set aside: the whole case (nothing else to judge), or its kink
+    elements while the rest was judged and agrees."""
+    return res.verdict == NONDIFF or (res.verdict == PASS and any("kink or tie set aside" in n for n in res.notes))
+
+
 # -- 1. a kink that rounding hides at the smallest step -------------------------------
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 @pytest.mark.parametrize("dims", [dict(N=1, I=1, H=1), dict(N=2, I=1, H=2), dict(N=4, I=3, H=3)])
 def test_a_kink_hidden_by_rounding_at_the_smallest_step_is_not_a_failure(dims, scale):
-    verdicts = set()
+    verdicts, kinks = set(), False
     for seed in range(6):
         res = check_case(HINGE, Case(HINGE.name, dims, "float64", "cpu", seed, scale))
         assert res.verdict in (NONDIFF, PASS), (seed, res.verdict, res.problems, res.tensors["w"].worst)
         verdicts.add(res.verdict)
-    assert NONDIFF in verdicts            # some seeds put unit 0 on its kink
+        kinks = kinks or at_kink(res)
+    assert NONDIFF in verdicts or kinks   # some seeds put unit 0 on its kink
 
 
 def test_a_wide_step_across_a_kink_that_a_narrow_step_saw_does_not_decide():
@@ -36,7 +43,7 @@ def test_a_wide_step_across_a_kink_that_a_narrow_step_saw_does_not_decide():
     # central difference happened to land within autograd's tolerance
     case = Case(HINGE.name, {"N": 2, "I": 2, "H": 1}, "float64", "cpu", 17344, 17.78279410038923)
     res = check_case(HINGE, case)
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 @pytest.mark.parametrize("dims, seed", [({"N": 1, "I": 2, "H": 3}, 238), ({"N": 1, "I": 1, "H": 3}, 9352)])
@@ -45,7 +52,7 @@ def test_a_kink_at_tiny_magnitudes_is_seen_at_a_step_that_resolves_it(dims, seed
     # residual's 1e-3) rather than from what they move the output by (1e-6) hid the kink
     case = Case(HINGE.name, dims, "float64", "cpu", seed, 0.001)
     res = check_case(HINGE, case)
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 def test_a_kink_whose_sides_curve_apart_is_not_settled_by_a_wide_step():
@@ -53,7 +60,7 @@ def test_a_kink_whose_sides_curve_apart_is_not_settled_by_a_wide_step():
     # step sees smooth curvature and sides with autograd; 1e-6 and 1e-8 see the kink
     case = Case(HINGE.name, {"N": 2, "I": 2, "H": 1}, "float64", "cpu", 15962, 421.6965034285823)
     res = check_case(HINGE, case)
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 def test_a_kink_whose_two_sides_slope_alike_is_still_a_kink():
@@ -62,7 +69,7 @@ def test_a_kink_whose_two_sides_slope_alike_is_still_a_kink():
     # and the mask's all-off one
     case = Case(HINGE.name, {"N": 4, "I": 1, "H": 1}, "float64", "cpu", 852, 1000.0)
     res = check_case(HINGE, case)
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 def test_a_dropped_factor_beside_the_kink_still_fails():
@@ -77,7 +84,7 @@ def test_a_unit_on_its_kink_that_no_step_resolves_is_not_a_failure(dims, seed, s
     # found by the nightly sweep: at 1e-3 the unit's slope (1e-14) is lost in the rounding of
     # the loss at every step; at 1e3 its curvature outweighs the jump at every step
     res = check_case(HINGE, Case(HINGE.name, dims, "float64", "cpu", seed, scale))
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 def _loaded(w, a=1.0, k=0.0, q=0.0, c=0.0, backward=None):
@@ -97,14 +104,14 @@ def test_a_kink_whose_curvature_outweighs_its_jump_at_every_step_is_a_kink(right
     # curvature, lands within autograd's allowance alone, and the one-sided gaps halve as if
     # smooth; the curvature-free gap (Richardson on the signed gaps) keeps the jump
     res = _loaded(0.0, k=(right * 1e8) ** 0.5, q=(both * 1e8) ** 0.5)
-    assert res.verdict == NONDIFF and res.tensors["w"].worst[0].kink, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res) and res.tensors["w"].worst[0].kink, (res.verdict, res.tensors["w"].worst)
 
 
 def test_a_kink_lost_in_the_rounding_of_a_large_loss_is_a_kink():
     # a jump of 1 under a loss of 1e13: no finite-difference step resolves it; autograd,
     # extrapolated to either side of the element, jumps, and the manual 0 is one side
     res = _loaded(0.0, c=1e13, k=3e3)
-    assert res.verdict == NONDIFF, (res.verdict, res.tensors["w"].worst)
+    assert at_kink(res), (res.verdict, res.tensors["w"].worst)
 
 
 @pytest.mark.parametrize("w, k, c", [(0.0, 3e3, 1e13), (0.5, 0.0, 3e12)])

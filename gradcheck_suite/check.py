@@ -14,8 +14,8 @@ skipped          the forward is not finite at this case's values (a domain matte
 error            a broken contract: missing or extra gradients, wrong shape, dtype or
                  device, NaN/Inf where autograd is finite, inputs changed in place,
                  another result on a later call, an exception; for a shipped op also a
-                 tensor saved on ctx changed in place, or a gradient where
-                 ctx.needs_input_grad is False
+                 tensor saved on ctx changed in place, a gradient for a non-tensor
+                 argument, or another gradient when some other input is frozen
 """
 from __future__ import annotations
 

@@ -175,12 +175,14 @@ class OpCall:
         if not isinstance(node, torch.autograd.function.BackwardCFunction):
             return None
         needs = tuple(getattr(node, "needs_input_grad", ()))
-        saved = list(node.saved_tensors) if frozen is None else []
+        # saved tensors that reading would use up (clear_saved_tensors_on_access) stay unread
+        readable = not getattr(getattr(node, "_forward_cls", None), "clear_saved_tensors_on_access", False)
+        saved = list(node.saved_tensors) if frozen is None and readable else []
         before = [None if t is None else t.clone() for t in saved]
         attrs = {k: v for k, v in vars(node).items() if isinstance(v, torch.Tensor)} if frozen is None else {}
         attrs_before = {k: v.clone() for k, v in attrs.items()}
         with torch.no_grad():
-            raw = node.apply(*gs[:len(outs)])
+            raw = node.apply(*_node_grads(node, outs, gs))
         raw = raw if isinstance(raw, tuple) else (raw,)
         for i, (t, b) in enumerate(zip(saved, before)):
             if t is not None and not _same_values(t, b):
@@ -191,6 +193,18 @@ class OpCall:
             if not _same_values(t, attrs_before[k]):
                 return needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values"
         return needs, raw, None
+
+
+def _node_grads(node, outs, gs) -> list[torch.Tensor]:
+    """One upstream gradient for each of the Function's own outputs: the case's where the
+    op (a wrapper, maybe) returns that output, zeros where it keeps it to itself, as the
+    engine hands them."""
+    given = {o.output_nr: g for o, g in zip(outs, gs) if o.grad_fn is node}
+    meta = getattr(node, "_input_metadata", None)
+    if meta is None:
+        return list(gs[:len(outs)])
+    return [given[i] if i in given else torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
+            for i, m in enumerate(meta)]
 
 
 def _own(value: object) -> object:

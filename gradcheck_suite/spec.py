@@ -151,6 +151,10 @@ class Model:
         Opt in to checking the gradient of the backward itself.
     backward_runs
         How many times the backward runs on one case; all must agree (>= 2).
+    surrogate
+        The backward is not the forward's derivative on purpose (a straight-through
+        estimator, gradient reversal): the ``reference``'s autograd defines the gradient,
+        every element is compared with it, and finite differences are not consulted.
     needs_contiguous
         The backward is documented to take contiguous tensors only: the checker then
         skips the layout variants (transposed, expanded and strided upstream gradients,
@@ -181,6 +185,7 @@ class Model:
     double_backward: bool = False
     backward_runs: int = 2
     needs_contiguous: bool = False
+    surrogate: bool = False
     kind: str = "model"            # set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
 
@@ -395,6 +400,11 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if not isinstance(m.surrogate, bool):
+        return "surrogate", f"must be True or False, got {m.surrogate!r}"
+    if m.surrogate and m.reference is None:
+        return "surrogate", ("a surrogate gradient is defined by a reference: give one whose autograd gives it "
+                             "(for instance x.detach() + (f(x) - f(x).detach()))")
     if not isinstance(m.needs_contiguous, bool):
         return "needs_contiguous", f"must be True or False, got {m.needs_contiguous!r}"
     if not isinstance(m.backward_runs, int) or isinstance(m.backward_runs, bool) or m.backward_runs < 2:

@@ -141,6 +141,93 @@ def test_a_wrapper_with_a_wrong_gradient_fails_naming_the_wrappers_argument():
     assert case_message(run.failure).startswith("row_norm_bias_once: fail — the manual gradient of b disagrees")
 
 
+class CubeAndSlope(torch.autograd.Function):
+    """Two outputs, x³ and 3x²; a wrapper keeps the first to itself."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3, 3 * x ** 2
+
+    @staticmethod
+    def backward(ctx, g_cube, g_slope):
+        (x,) = ctx.saved_tensors
+        return g_cube * 3 * x ** 2 + g_slope * 6 * x
+
+
+class ScaleOnce(torch.autograd.Function):
+    """Its saved tensors can be read once (``clear_saved_tensors_on_access``)."""
+
+    clear_saved_tensors_on_access = True
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w, g * x
+
+
+def test_a_wrapper_that_keeps_one_of_the_functions_outputs_passes():
+    m = op_model(lambda x: CubeAndSlope.apply(x)[0], name="cube_only", dims={"N": Dim(1, 6, 8)},
+                 inputs={"x": ("N",)}, reference=lambda x: x ** 3)
+    run = run_model(m, examples=8)
+    assert run.verdict == "pass", run.failure and case_message(run.failure)
+
+
+def test_saved_tensors_that_reading_uses_up_are_left_unread():
+    m = op_model(ScaleOnce, name="scale_once", dims={"N": Dim(1, 6, 8)}, inputs={"x": ("N",), "w": ("N",)},
+                 reference=lambda x, w: x * w)
+    run = run_model(m, examples=8)
+    assert run.verdict == "pass", run.failure and case_message(run.failure)
+
+
+class Straight(torch.autograd.Function):
+    """Rounding with a straight-through gradient: the identity, on purpose."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class StraightHalved(Straight):
+    @staticmethod
+    def backward(ctx, g):
+        return g / 2
+
+
+def _straight(fn, name, **fields):
+    return op_model(fn, name=name, dims={"N": Dim(1, 6, 8)}, inputs={"x": ("N",)},
+                    reference=lambda x: x + (torch.round(x) - x).detach(), **fields)
+
+
+def test_a_surrogate_gradient_is_checked_against_its_reference_alone():
+    run = run_model(_straight(Straight, "straight", surrogate=True), examples=8)
+    assert run.verdict == "pass", run.failure and case_message(run.failure)
+    run = run_model(_straight(StraightHalved, "straight_halved", surrogate=True), examples=8)
+    assert run.verdict == "fail" and run.failure.failing == ["x"]
+
+
+def test_a_surrogate_gradient_without_the_flag_is_an_error_that_says_how_to_mark_it():
+    run = run_model(_straight(Straight, "straight_unmarked"), examples=8)
+    assert run.verdict == "error"
+    assert "set surrogate=True" in flat(case_message(run.failure))
+
+
+def test_a_surrogate_without_a_reference_is_a_record_error():
+    from gradcheck_suite import SpecError
+    with pytest.raises(SpecError, match="surrogate"):
+        Model(name="bad_surrogate", dims={"N": Dim(1, 6, 8)}, params={"w": ("N",)}, surrogate=True,
+              forward=lambda p, d: (p.w, None), backward=lambda p, d, c, g: {"w": g})
+
+
 # -- 3. a custom op that saves None; the harness's own failures ------------------------------
 
 @torch.library.custom_op("gradcheck_tests::muladd", mutates_args=())

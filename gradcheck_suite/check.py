@@ -22,15 +22,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
-import re
 import time
 import traceback
 from collections.abc import Mapping
 
 import torch
 
-from . import oracles
+from . import layouts, oracles
+from .blame import ours, where
 from .case import Bound, Case, ContractError, FactoryError, build, split, upstream
 from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, all_finite, bound, compare,
                       computation_floor, noise as compare_noise, rel_floor, unravel)
@@ -104,24 +103,11 @@ def _call(res: CaseResult, what: str, fn, *args):
     except (FactoryError, ContractError) as e:
         raise _error(res, str(e)) from None
     except Exception as e:  # the user's code: report it, never a traceback
-        if _ours(e):
+        if ours(e):
             _internal(res, what, e)
             raise _Stop() from None
         res.traceback = "".join(traceback.format_exception(e))
-        raise _error(res, f"{what} raised {type(e).__name__}: {e}{_where(e)}") from None
-
-
-_SIGNATURE = re.compile(r"\(\) (takes|missing|got)")
-
-
-def _ours(e: BaseException) -> bool:
-    """Raised by the harness's own code (the innermost frame is ours, not a model's)."""
-    frames = traceback.extract_tb(e.__traceback__)
-    if not frames or (isinstance(e, TypeError) and _SIGNATURE.search(str(e))):
-        return False      # none of ours ran, or the model's function was called with arguments it does not take
-    here = os.path.dirname(os.path.abspath(__file__))
-    last = os.path.abspath(frames[-1].filename)
-    return last.startswith(here + os.sep) and os.sep + "models" + os.sep not in last[len(here):]
+        raise _error(res, f"{what} raised {type(e).__name__}: {e}{where(e)}") from None
 
 
 def _internal(res: CaseResult, what: str, e: BaseException) -> None:
@@ -133,14 +119,6 @@ def _internal(res: CaseResult, what: str, e: BaseException) -> None:
     res.problems.append(f"internal error in gradcheck-suite while {what}: {type(e).__name__}: {e} "
                         f"(at {frame.filename}:{frame.lineno}); this is not your model's fault: "
                         "please report it with the traceback below")
-
-
-def _where(e: BaseException) -> str:
-    here = os.path.dirname(__file__)
-    torch_dir = os.path.dirname(torch.__file__)
-    frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if not f.filename.startswith((here, torch_dir)) or "/models/" in f.filename]
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def _check(model: Model, case: Case, res: CaseResult) -> None:
@@ -180,6 +158,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     if model.two_way:
         _repeated_backward(model, res, grads, again, None)
         _fd_only(model, case, res, p, d, g, grads)
+        _layouts(model, res, p, d, g, grads, out)
         return
 
     ag = early if early is not None else _call(res, what, oracles.traced_autograd, model, p, d, g, False).grads
@@ -232,6 +211,13 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag, finite)
 
+    if model.surrogate:           # the reference defines the gradient; finite differences do not apply
+        full()
+        res.notes.append("surrogate gradient: checked against the reference's autograd alone, every element "
+                         "(finite differences of the forward would give its true derivative)")
+        _autograd_only(res)
+        _layouts(model, res, p, d, g, grads, out)
+        return
     res.phase = "finite differences"
     try:
         if case.dtype == "float64":
@@ -250,11 +236,28 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         raise
     except Exception as e:  # the user's forward, at a point a finite-difference step away
         res.traceback = "".join(traceback.format_exception(e))
-        raise _error(res, f"forward raised {type(e).__name__}: {e}{_where(e)}, at a point a small step away "
+        raise _error(res, f"forward raised {type(e).__name__}: {e}{where(e)}, at a point a small step away "
                           "from the case (finite differences); keep the model's domain in its record") from None
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
+    _layouts(model, res, p, d, g, grads, out)
     _double_backward(model, case, res, p, d, g)
+
+
+def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads, out: torch.Tensor) -> None:
+    """The backward as training calls it: the same values in other memory layouts
+    (``layouts.problem``), for a case that otherwise passes."""
+    if res.verdict not in (PASS, NONDIFF):
+        return
+    if model.needs_contiguous:
+        res.notes.append("layouts not checked: the record says needs_contiguous (the backward takes "
+                         "contiguous tensors only)")
+        return
+    bounds = {n: res.tensors[n].bound for n in model.differentiable if n in res.tensors}
+    with torch.no_grad():
+        text = _call(res, "backward in training layouts", layouts.problem, model, p, d, g, grads, bounds, out)
+    if text:
+        raise _error(res, text)
 
 
 def _forward(model, res: CaseResult, p: Tensors, d: Tensors):
@@ -504,7 +507,9 @@ def _verdict(res: CaseResult, findings: dict[str, list[Finding]], mismatched: bo
         res.verdict = DISAGREE
         res.problems.append(
             "autograd and finite differences disagree on " + ", ".join(disputed)
-            + ": is the forward differentiable, and does it hide a custom autograd Function?")
+            + ": is the forward differentiable, and does it hide a custom autograd Function? (A gradient "
+            "that is not the derivative on purpose, straight-through or gradient reversal: set surrogate=True, "
+            "with a reference whose autograd gives it.)")
         return
     kinks = [n for n, found in findings.items() if Finding.KINK in found]
     if kinks and any(Finding.AGREE in found for found in findings.values()):

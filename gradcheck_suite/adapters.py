@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .blame import ours, where
 from .case import ContractError
 from .spec import Dim, Model, SpecError, Tensors
 
@@ -91,7 +92,16 @@ class OpCall:
                 for n, gr in zip(self.inputs, grads)}
 
     def _position_hint(self, message: str) -> str | None:
-        """Torch's own refusal of a gradient for a non-tensor argument, in the user's names."""
+        """Torch's own refusal of a gradient (for a non-tensor argument, or of the wrong
+        shape), in the user's names."""
+        shape = re.search(r"returned an invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape "
+                          r"compatible with \[([\d, ]*)\]", message)
+        if shape is not None:
+            i = int(shape.group(1))
+            got, want = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.group(2, 3))
+            from .check import _shape_hint
+            return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{_shape_hint(got, want)} "
+                    f"(torch raises: \"{shape.group(0)}\")")
         found = re.search(r"returned a gradient different than None at position (\d+), but the corresponding "
                           r"forward input was not a Variable", message)
         if found is None:
@@ -128,7 +138,9 @@ class OpCall:
             frozen = self._direct_backward(p, d, h, gs, n)
             if frozen is None:
                 continue
-            needs_n, raw_n, _ = frozen
+            needs_n, raw_n, problem = frozen
+            if problem:
+                return problem, []
             mine = [i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b]
             for i in mine:
                 if i < len(raw_n) and raw_n[i] is not None:
@@ -181,8 +193,14 @@ class OpCall:
         before = [None if t is None else t.clone() for t in saved]
         attrs = {k: v for k, v in vars(node).items() if isinstance(v, torch.Tensor)} if frozen is None else {}
         attrs_before = {k: v.clone() for k, v in attrs.items()}
-        with torch.no_grad():
-            raw = node.apply(*_node_grads(node, outs, gs))
+        try:
+            with torch.no_grad():
+                raw = node.apply(*_node_grads(node, outs, gs))
+        except Exception as e:
+            if frozen is None or ours(e):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return needs, (), f"backward raised {type(e).__name__}: {first} when {frozen} needs no gradient{where(e)}"
         raw = raw if isinstance(raw, tuple) else (raw,)
         for i, (t, b) in enumerate(zip(saved, before)):
             if t is not None and not _same_values(t, b):

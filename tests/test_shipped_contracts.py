@@ -91,6 +91,47 @@ def test_a_backward_that_breaks_when_an_input_is_frozen_is_an_error_naming_both(
     assert "backward gives no gradient for w when x needs no gradient" in res.problems[0]
 
 
+class MulSavesOnlyWhatIsNeeded(torch.autograd.Function):
+    """Saves only what the gradients asked for need, then reads the other one anyway."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w if ctx.needs_input_grad[0] else None, x if ctx.needs_input_grad[1] else None)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        w, x = ctx.saved_tensors
+        return g * w, g * x                    # w is None when x needs no gradient
+
+
+def test_a_backward_that_raises_when_an_input_is_frozen_says_which():
+    m = op_model(MulSavesOnlyWhatIsNeeded, name="mul_saves_needed", dims={"N": Dim(1, 6, 8)},
+                 inputs={"x": ("N",), "w": ("N",)}, reference=lambda x, w: x * w)
+    res = check_case(m, _at(m, {"N": 4}))
+    assert res.verdict == ERROR
+    assert res.problems[0].startswith("backward raised TypeError: ")
+    assert "when x needs no gradient (at " in res.problems[0] and "test_shipped_contracts.py" in res.problems[0]
+
+
+class BiasKeepdim(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b):
+        return x + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g.sum(0)[:1]                 # one element where b has D
+
+
+def test_a_gradient_torch_refuses_for_its_shape_is_named_in_the_users_names():
+    m = op_model(BiasKeepdim, name="bias_shape", dims={"N": Dim(1, 6, 8), "D": Dim(2, 6, 8)},
+                 inputs={"x": ("N", "D"), "b": ("D",)}, reference=lambda x, b: x + b)
+    res = check_case(m, _at(m, {"N": 3, "D": 4}))
+    assert res.verdict == ERROR
+    assert res.problems[0].startswith("b: gradient shape (1,), expected (4,)"), res.problems[0]
+
+
 # -- 2. wrapper callables: every message in the wrapper's names -------------------------------
 
 class RowNorm(torch.autograd.Function):

@@ -1,0 +1,203 @@
+"""How well does the harness judge real code?  A bank of public code with hand-written
+gradients (``benchmarks/public_bank/``), each labelled correct or wrong, judged by the
+harness and by ``torch.autograd.gradcheck(fast_mode=True)``.
+
+    python benchmarks/public_bank.py                  # the table (about 5 minutes on 2 cores)
+    python benchmarks/public_bank.py --examples 50 --json rows.json
+    python benchmarks/public_bank.py --only timm_mish_me_inplace
+    python benchmarks/public_bank.py --verify-labels  # brute-force check of every label
+
+The harness runs each record with ``run_model(record, examples=N, case_timeout=...)``:
+"pass" counts as judging the code correct, "fail" or "error" as judging it wrong.
+gradcheck gets what a user would write: float64, contiguous, fresh inputs requiring grad,
+at the entry's benchmark dims, seed 0; any exception counts as a failure.  numpy layers
+have no gradcheck ("n/a").  An entry that cannot be wrapped is that row's error, with
+its message below the table; it never stops the run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+from public_bank import Entry, entries  # noqa: E402  (the package beside this script)
+
+SUBSETS = (("Functions", "function"), ("custom ops", "custom op"), ("numpy layers", "numpy"))
+
+
+@dataclasses.dataclass
+class Row:
+    code: str
+    kind: str
+    expected: str
+    reason: str
+    source: str
+    harness: str = "error"            # pass, fail or error
+    harness_detail: str = ""
+    harness_seconds: float = 0.0
+    gradcheck: str = "n/a"            # pass, fail or n/a
+    gradcheck_detail: str = ""
+
+    def right(self, verdict: str) -> bool | None:
+        if verdict == "n/a":
+            return None
+        return (verdict == "pass") == (self.expected == "correct")
+
+
+def _first_line(text: str, limit: int = 240) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""
+
+
+def run_harness(entry: Entry, examples: int, case_timeout: float) -> tuple[str, str, float]:
+    from gradcheck_suite.runner import run_model
+
+    start = time.perf_counter()
+    try:
+        record = entry.record()
+    except Exception as e:  # a record the harness refuses today
+        return "error", f"record refused: {type(e).__name__}: {_first_line(e)}", time.perf_counter() - start
+    try:
+        run = run_model(record, examples=examples, case_timeout=case_timeout)
+    except Exception as e:  # the harness itself crashed on this record
+        return "error", f"run_model raised {type(e).__name__}: {_first_line(e)}", time.perf_counter() - start
+    detail = ""
+    if run.failure is not None:
+        f = run.failure
+        what = f.summary or "; ".join(f.problems[:1]) or ", ".join(f.failing)
+        detail = f"{f.verdict}: {_first_line(what)} ({f.case.describe()})"
+    elif run.problems:
+        detail = _first_line(run.problems[0])
+    return run.verdict, detail, time.perf_counter() - start
+
+
+def run_gradcheck(entry: Entry) -> tuple[str, str]:
+    made = entry.gradcheck_call()
+    if made is None:
+        return "n/a", ""
+    fn, inputs = made
+    try:
+        ok = torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    except Exception as e:  # GradcheckError, or the op raising: both a failure to the user
+        return "fail", f"{type(e).__name__}: {_first_line(e)}"
+    return ("pass", "") if ok else ("fail", "returned False")
+
+
+def judge(entry: Entry, examples: int, case_timeout: float) -> Row:
+    row = Row(entry.name, entry.kind, entry.expected, entry.reason, entry.source)
+    row.harness, row.harness_detail, row.harness_seconds = run_harness(entry, examples, case_timeout)
+    row.gradcheck, row.gradcheck_detail = run_gradcheck(entry)
+    return row
+
+
+def _mark(row: Row, verdict: str) -> str:
+    right = row.right(verdict)
+    return verdict if right is None else f"{verdict} {'✓' if right else '✗'}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| code | kind | expected | harness | gradcheck |", "|---|---|---|---|---|"]
+    lines += [f"| {r.code} | {r.kind} | {r.expected} | {_mark(r, r.harness)} | {_mark(r, r.gradcheck)} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _score(rows: list[Row], which: str) -> str:
+    judged = [r.right(getattr(r, which)) for r in rows]
+    judged = [j for j in judged if j is not None]
+    return f"{sum(judged)}/{len(judged)}" if judged else "n/a"
+
+
+def totals(rows: list[Row]) -> str:
+    lines = ["| subset | labels | n | harness right | gradcheck right |", "|---|---|---|---|---|"]
+    groups = [(title, [r for r in rows if r.kind == kind]) for title, kind in SUBSETS] + [("all", rows)]
+    for title, group in groups:
+        for label in ("correct", "wrong", "both"):
+            part = group if label == "both" else [r for r in group if r.expected == label]
+            if part:
+                lines.append(f"| {title} | {label} | {len(part)} | {_score(part, 'harness')} | "
+                             f"{_score(part, 'gradcheck')} |")
+    return "\n".join(lines)
+
+
+def details(rows: list[Row]) -> str:
+    out = []
+    for r in rows:
+        if r.harness != "pass" and r.harness_detail:
+            out.append(f"- {r.code}: harness {r.harness}: {r.harness_detail}")
+        if r.gradcheck == "fail" and r.gradcheck_detail:
+            out.append(f"- {r.code}: gradcheck: {r.gradcheck_detail}")
+    return "\n".join(out)
+
+
+def verify_labels(bank: list[Entry]) -> int:
+    from public_bank.verify import check_label
+
+    wrong = 0
+    for entry in bank:
+        start = time.perf_counter()
+        check = check_label(entry)
+        wrong += not check.holds
+        print(f"{'ok  ' if check.holds else 'FAIL'} {entry.name:34s} {entry.expected:8s} "
+              f"{check.evidence()}  ({time.perf_counter() - start:.1f}s)", flush=True)
+    print(f"\n{len(bank) - wrong} of {len(bank)} labels hold")
+    return 1 if wrong else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=20, help="harness cases per entry (20)")
+    parser.add_argument("--case-timeout", type=float, default=20.0, help="seconds per harness case (20)")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run this entry (repeatable)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    parser.add_argument("--verify-labels", action="store_true", help="check every label by brute force")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*saved_variables.*", category=DeprecationWarning)
+    bank = entries()
+    if args.only:
+        unknown = sorted(set(args.only) - {e.name for e in bank})
+        if unknown:
+            parser.error(f"no entry named {', '.join(unknown)}")
+        bank = [e for e in bank if e.name in args.only]
+    if args.verify_labels:
+        return verify_labels(bank)
+
+    rows = []
+    start = time.perf_counter()
+    for entry in bank:
+        try:
+            row = judge(entry, args.examples, args.case_timeout)
+        except Exception as e:  # never let one entry stop the table
+            row = Row(entry.name, entry.kind, entry.expected, entry.reason, entry.source,
+                      harness_detail=f"{type(e).__name__}: {_first_line(e)}")
+            traceback.print_exc()
+        rows.append(row)
+        print(f"{row.code}: harness {row.harness} ({row.harness_seconds:.1f}s), gradcheck {row.gradcheck}",
+              file=sys.stderr, flush=True)
+    print(table(rows))
+    print()
+    print(totals(rows))
+    notes = details(rows)
+    if notes:
+        print("\nWhy (first failure of each):\n" + notes)
+    print(f"\n{len(rows)} entries in {time.perf_counter() - start:.0f}s, examples={args.examples}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([dataclasses.asdict(r) for r in rows], f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

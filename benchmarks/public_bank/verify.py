@@ -1,0 +1,242 @@
+"""Brute-force check of a label: the manual gradient, called the way training calls it,
+against float64 autograd of the entry's plain-torch reference.
+
+For every entry: several dims (all at their low end, which is mostly size 1; all high;
+the benchmark dims; each dim alone at its low or high end; random draws), every
+hyperparameter choice, two seeds, and a random upstream gradient.  A Function or custom
+op is called through autograd (``torch.autograd.grad`` with that gradient) in these
+training-style variants:
+
+    plain          contiguous inputs, all requiring grad
+    frozen NAME    one input needs no grad (a data tensor, a frozen weight)
+    g transposed   the same upstream values with transposed strides (``f(x).t() @ w``)
+    g expanded     a stride-0 upstream gradient, as ``f(x).sum()`` hands it
+    g shared       the upstream tensor also feeds another branch (``f(x) + 3 * z``)
+    views          the inputs as non-contiguous views
+
+A numpy layer's backward gets a copy of the upstream gradient, C-ordered and then
+Fortran-ordered.  A "correct" label holds when every call agrees with autograd
+(``torch.allclose(rtol=1e-7, atol=1e-9)``), a "wrong" one when at least one call differs
+or raises.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradcheck_suite import Dim
+
+from ._entry import Entry, Spec, make_tensor
+
+RTOL, ATOL = 1e-7, 1e-9
+SEEDS = (0, 1)
+RANDOM_DIMS = 4
+
+
+class ReferenceError_(Exception):
+    """The reference itself failed: a mistake in the bank, not in the code under test."""
+
+
+@dataclasses.dataclass
+class LabelCheck:
+    entry: Entry
+    calls: int = 0
+    mismatches: list[str] = dataclasses.field(default_factory=list)
+    broken: str | None = None          # the bank's own mistake (a reference that raised)
+
+    @property
+    def holds(self) -> bool:
+        if self.broken:
+            return False
+        return bool(self.mismatches) == (self.entry.expected == "wrong")
+
+    def evidence(self) -> str:
+        if self.broken:
+            return f"BANK ERROR: {self.broken}"
+        if self.mismatches:
+            return f"{len(self.mismatches)} of {self.calls} calls differ; first: {self.mismatches[0]}"
+        return f"all {self.calls} calls agree"
+
+
+def check_label(entry: Entry) -> LabelCheck:
+    result = LabelCheck(entry)
+    spec = entry.spec
+    variants = _numpy_variants() if entry.kind == "numpy" else _op_variants(spec)
+    try:
+        for dims in dim_cases(spec, entry.name):
+            for hyper in spec.hyper_choices():
+                values = {**dims, **hyper}
+                if spec.where is not None and not spec.where(values):
+                    continue
+                for seed in SEEDS:
+                    for variant in variants:
+                        result.calls += 1
+                        where = f"{_show(dims)}{_show(hyper, ' ')} seed {seed} [{variant}]"
+                        problem = (_numpy_call(spec, values, hyper, seed, variant) if entry.kind == "numpy"
+                                   else _op_call(spec, values, hyper, seed, variant))
+                        if problem:
+                            result.mismatches.append(f"{where}: {problem}")
+    except ReferenceError_ as e:
+        result.broken = str(e)
+    return result
+
+
+def dim_cases(spec: Spec, name: str) -> list[dict[str, int]]:
+    dims: Mapping[str, Dim] = spec.dims
+    low = {k: d.low for k, d in dims.items()}
+    high = {k: d.high for k, d in dims.items()}
+    cases = [low, high, {k: d.bench for k, d in dims.items()}]
+    for k in dims:
+        cases += [{**high, k: low[k]}, {**low, k: high[k]}]
+    draw = random.Random(name)
+    cases += [{k: draw.randint(d.low, d.high) for k, d in dims.items()} for _ in range(RANDOM_DIMS)]
+    unique = []
+    for c in cases:
+        if c not in unique:
+            unique.append(c)
+    return unique
+
+
+def _show(values: Mapping[str, Any], lead: str = "") -> str:
+    return lead + ",".join(f"{k}={v}" for k, v in values.items()) if values else ""
+
+
+# --- Functions and custom ops -----------------------------------------------------------------
+
+def _op_variants(spec: Spec) -> list[str]:
+    frozen = [f"frozen {n}" for n in spec.inputs] if len(spec.inputs) > 1 else []
+    return ["plain", *frozen, "g transposed", "g expanded", "g shared", "views"]
+
+
+def _tensors(spec: Spec, values: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {n: make_tensor(spec, n, values, gen) for n in (*spec.inputs, *spec.data)}
+
+
+def _other_strides(t: torch.Tensor) -> torch.Tensor:
+    """The same values with other strides, differentiably: transposed for 2-D and up,
+    every other element of a buffer for 1-D."""
+    if t.dim() >= 2:
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
+
+
+def _outputs(out: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _op_call(spec: Spec, values: Mapping[str, Any], hyper: Mapping[str, Any], seed: int,
+             variant: str) -> str | None:
+    base = _tensors(spec, values, seed)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    frozen = variant[len("frozen "):] if variant.startswith("frozen ") else None
+
+    def run(manual: bool, upstream: list[torch.Tensor] | None, aux_value: torch.Tensor | None = None):
+        leaves = {n: base[n].clone().requires_grad_(n != frozen) for n in spec.inputs}
+        args = {n: (_other_strides(t) if variant == "views" else t) for n, t in leaves.items()}
+        data = {n: base[n].clone() for n in spec.data}
+        aux = z = None
+        if aux_value is not None:
+            aux = aux_value.clone().requires_grad_(True)
+            z = aux * 3.0                                   # made first: its backward runs after the op's
+        values_now = {**args, **data, **copy.deepcopy(dict(hyper))}
+        if manual:
+            outs = _outputs(spec.call(values_now))
+        else:
+            try:
+                outs = _outputs(spec.reference(*[values_now[n] for n in spec.order]))
+            except Exception as e:  # the bank's reference, not the code under test
+                raise ReferenceError_(f"reference raised {type(e).__name__}: {e}") from e
+        if upstream is None:
+            return outs
+        if z is not None:
+            outs = (outs[0] + z, *outs[1:])
+        wanted = [n for n in spec.inputs if n != frozen]
+        pairs = [(o, g) for o, g in zip(outs, upstream) if o.requires_grad]
+        targets = [leaves[n] for n in wanted] + ([aux] if aux is not None else [])
+        grads = torch.autograd.grad([o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True)
+        names = wanted + (["(shared branch)"] if aux is not None else [])
+        return {n: (torch.zeros_like(t) if gr is None else gr) for n, t, gr in zip(names, targets, grads)}
+
+    with torch.no_grad():
+        shapes = [o.shape for o in run(False, None)]
+    aux_value = torch.randn(shapes[0], generator=gen, dtype=torch.float64) if variant == "g shared" else None
+    if variant == "g expanded":
+        scalars = [torch.randn((), generator=gen, dtype=torch.float64) for _ in shapes]
+        upstream = [v.expand(s).contiguous() for v, s in zip(scalars, shapes)]
+        given = [v.clone().expand(s) for v, s in zip(scalars, shapes)]          # stride 0, as y.sum() gives it
+    else:
+        upstream = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        given = [_other_strides(g.clone()) if variant == "g transposed" else g.clone() for g in upstream]
+    want = run(False, [g.clone() for g in upstream], aux_value)
+    try:
+        got = run(True, given, aux_value)
+    except Exception as e:  # training would crash here
+        return f"raised {type(e).__name__}: {_first_line(e)}"
+    return _compare(got, want)
+
+
+def _compare(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> str | None:
+    for name, w in want.items():
+        g = got.get(name)
+        if g is None:
+            return f"no gradient for {name}"
+        g = torch.as_tensor(g, dtype=torch.float64)
+        if tuple(g.shape) != tuple(w.shape):
+            return f"{name} has shape {tuple(g.shape)}, autograd {tuple(w.shape)}"
+        if not torch.allclose(g, w, rtol=RTOL, atol=ATOL):
+            err = (g - w).abs().max().item()
+            return f"{name} differs from autograd by up to {err:.3g}"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else ""
+
+
+# --- numpy layers -----------------------------------------------------------------------------
+
+def _numpy_variants() -> list[str]:
+    return ["plain", "dout Fortran-ordered"]
+
+
+def _numpy_call(spec: Spec, values: Mapping[str, Any], hyper: Mapping[str, Any], seed: int,
+                variant: str) -> str | None:
+    forward, backward = spec.numpy
+    base = _tensors(spec, values, seed)
+    gen = torch.Generator().manual_seed(1000 + seed)
+
+    def arguments(tensor_like):
+        return [tensor_like(n) if n in base else copy.deepcopy(hyper[n]) for n in spec.order]
+
+    leaves = {n: base[n].clone().requires_grad_(n in spec.inputs) for n in base}
+    try:
+        ref = _outputs(spec.reference(*arguments(lambda n: leaves[n])))
+    except Exception as e:
+        raise ReferenceError_(f"reference raised {type(e).__name__}: {e}") from e
+    upstream = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in ref]
+    grads = torch.autograd.grad(ref, [leaves[n] for n in spec.inputs], upstream, allow_unused=True)
+    want = {n: (torch.zeros_like(leaves[n]) if g is None else g) for n, g in zip(spec.inputs, grads)}
+
+    try:
+        returned = forward(*arguments(lambda n: base[n].numpy().copy()))
+        outs, cache = returned[:-1], returned[-1]
+        if len(outs) != len(upstream):
+            return f"forward returned {len(outs)} outputs, the reference {len(upstream)}"
+        douts = [u.numpy().copy() for u in upstream]
+        if variant == "dout Fortran-ordered":
+            douts = [np.asfortranarray(d) if d.ndim else d for d in douts]
+        got = backward(*douts, cache)
+    except Exception as e:  # training would crash here
+        return f"raised {type(e).__name__}: {_first_line(e)}"
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    if len(got) != len(spec.inputs):
+        return f"backward returned {len(got)} gradients for {len(spec.inputs)} inputs"
+    return _compare({n: torch.from_numpy(np.array(g, dtype=np.float64)) for n, g in zip(spec.inputs, got)}, want)

@@ -2,7 +2,7 @@
 gradients (``benchmarks/public_bank/``), each labelled correct or wrong, judged by the
 harness and by ``torch.autograd.gradcheck(fast_mode=True)``.
 
-    python benchmarks/public_bank.py                  # the table (about 5 minutes on 2 cores)
+    python benchmarks/public_bank.py                  # the table (52 entries: about 10 s on 2 cores)
     python benchmarks/public_bank.py --examples 50 --json rows.json
     python benchmarks/public_bank.py --only timm_mish_me_inplace
     python benchmarks/public_bank.py --verify-labels  # brute-force check of every label

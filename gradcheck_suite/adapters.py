@@ -99,8 +99,8 @@ class OpCall:
         if shape is not None:
             i = int(shape.group(1))
             got, want = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.group(2, 3))
-            from .check import _shape_hint
-            return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{_shape_hint(got, want)} "
+            from .check import shape_hint
+            return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{shape_hint(got, want)} "
                     f"(torch raises: \"{shape.group(0)}\")")
         found = re.search(r"returned a gradient different than None at position (\d+), but the corresponding "
                           r"forward input was not a Variable", message)
@@ -130,10 +130,7 @@ class OpCall:
         needs, raw, problem = full
         if problem:
             return problem, []
-        unasked: dict[int, str] = {}      # positions where the backward computes what nobody asked for
-        for i, r in enumerate(raw):
-            if r is not None and i < len(needs) and not needs[i]:
-                unasked[i] = self._position_name(i)
+        frozen_runs = {}                  # input -> (its positions in the Function's arguments, what backward gave)
         for n in (self.inputs if len(self.inputs) > 1 else ()):
             frozen = self._direct_backward(p, d, h, gs, n)
             if frozen is None:
@@ -141,22 +138,26 @@ class OpCall:
             needs_n, raw_n, problem = frozen
             if problem:
                 return problem, []
-            mine = [i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b]
-            for i in mine:
-                if i < len(raw_n) and raw_n[i] is not None:
-                    unasked[i] = n
+            frozen_runs[n] = ([i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b], needs_n, raw_n)
+        named = {i: n for n, (mine, _, _) in frozen_runs.items() for i in mine}   # position -> the user's name
+
+        def name(i: int) -> str:
+            return named.get(i) or self._position_name(i)
+
+        unasked = [name(i) for i, r in enumerate(raw) if r is not None and i < len(needs) and not needs[i]]
+        for n, (mine, needs_n, raw_n) in frozen_runs.items():
+            unasked += [n for i in mine if i < len(raw_n) and raw_n[i] is not None]
             for i, (a, b) in enumerate(zip(raw, raw_n)):
                 if i in mine or not (i < len(needs_n) and needs_n[i]):
                     continue
                 if not isinstance(b, torch.Tensor) or (isinstance(a, torch.Tensor) and not _close(a, b)):
-                    other = self._position_name(i)
                     got = "no gradient" if b is None else "another gradient"
-                    return (f"backward gives {got} for {other} when {n} needs no gradient "
+                    return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
                             "must not depend on which other inputs need one"), []
         notes = []
         if unasked:
-            names = ", ".join(dict.fromkeys(unasked.values()))
+            names = ", ".join(dict.fromkeys(unasked))
             notes.append(f"backward computes a gradient nobody asked for ({names}, where ctx.needs_input_grad is "
                          "False); torch drops it, and skipping that work would save time")
         return None, notes

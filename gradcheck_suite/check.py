@@ -555,7 +555,7 @@ def _contract(model: Model, res: CaseResult, p: Tensors, d: Tensors, grads) -> N
             raise _error(res, f"{n}: gradient is {_kind(gr)}, expected a tensor")
         if gr.shape != x.shape:
             raise _error(res, f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(x.shape)}"
-                              + _shape_hint(tuple(gr.shape), tuple(x.shape)))
+                              + shape_hint(tuple(gr.shape), tuple(x.shape)))
         if gr.dtype != x.dtype:
             raise _error(res, f"{n}: gradient dtype {str(gr.dtype).removeprefix('torch.')}, "
                               f"expected {str(x.dtype).removeprefix('torch.')}")
@@ -563,7 +563,7 @@ def _contract(model: Model, res: CaseResult, p: Tensors, d: Tensors, grads) -> N
             raise _error(res, f"{n}: gradient on {gr.device}, expected {x.device}")
 
 
-def _shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+def shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     """What a gradient of the right size in the wrong shape usually means."""
     if [s for s in got if s != 1] == [s for s in want if s != 1] and len(got) > len(want):
         return ": a sum with keepdims?"

@@ -269,6 +269,20 @@ def test_a_surrogate_without_a_reference_is_a_record_error():
               forward=lambda p, d: (p.w, None), backward=lambda p, d, c, g: {"w": g})
 
 
+class RowNormBiasGuardCopied(RowNorm):
+    @staticmethod
+    def backward(ctx, dy):
+        dx, none, dw, db, eps = RowNorm.backward(ctx, dy)
+        return dx, none, dw, db if ctx.needs_input_grad[2] else None, eps    # [2] is the weight's; [3] the bias's
+
+
+def test_a_wrapper_whose_needs_guard_is_wrong_is_told_in_the_wrappers_names():
+    m = _row_norm(RowNormBiasGuardCopied, "row_norm_guard")
+    res = check_case(m, _at(m, {"M": 2, "D": 3}))
+    assert res.verdict == ERROR
+    assert res.problems[0].startswith("backward gives no gradient for b when w needs no gradient"), res.problems[0]
+
+
 # -- 3. a custom op that saves None; the harness's own failures ------------------------------
 
 @torch.library.custom_op("gradcheck_tests::muladd", mutates_args=())

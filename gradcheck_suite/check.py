@@ -462,7 +462,22 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
         masks = {c.name: _ratio(grads[c.name], ag[c.name], c) > 1 for c in mismatched}
         if direction(0, masks) is Finding.AGREE:
             mismatched = []
+            # the worst relative error is that of the elements judged, the kinks left out
+            res.autograd_rel_err = max((_rel_err(grads[n], ag[n], masks.get(n)) for n in model.differentiable),
+                                       default=0.0)
     _verdict(res, findings, bool(mismatched))
+
+
+def _rel_err(m: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """The worst relative error of ``m`` against ``a`` outside ``mask``, as ``compare`` takes it."""
+    m64, a64 = m.detach().to("cpu", torch.float64), a.detach().to("cpu", torch.float64)
+    if mask is not None:
+        m64, a64 = m64[~mask], a64[~mask]
+    if not a64.numel():
+        return 0.0
+    top = float(a64.abs().max())
+    base = REL_FLOOR * top if top > 0 else rel_floor(m64, a64)
+    return min(HUGE, float(((m64 - a64).abs() / a64.abs().clamp_min(max(base, TINY))).max()))
 
 
 def _only_kinks(findings: Mapping[str, list[Finding]]) -> bool:

@@ -563,3 +563,29 @@ def test_a_layer_object_that_accumulates_gradients_gets_the_documented_pattern()
     assert "accumulates gradients" in flat(run.failure.problems[0])
     run = run_model(numpy_model(forward, flushed, name="np_flushed", **common), examples=6)
     assert run.verdict == "pass", run.failure and case_message(run.failure)
+
+
+# -- a forward that rounds more than its reference, in float32 -------------------------------
+
+class SinhByExps(torch.autograd.Function):
+    """sinh as a difference of exps: it cancels near 0, in float32 far more than torch.sinh."""
+
+    @staticmethod
+    def forward(ctx, x, off):
+        ctx.save_for_backward(x)
+        return (torch.exp(x) - torch.exp(-x)) / 2 * off
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (torch.exp(x) + torch.exp(-x)) / 2, None
+
+
+@pytest.mark.parametrize("off, verdict", [(1.0, "pass"), (1.0 + 1e-2, "fail")])
+def test_the_forward_is_allowed_its_own_rounding_against_the_reference(off, verdict):
+    m = op_model(SinhByExps, name="sinh_by_exps", dims={"N": Dim(1, 6, 8)}, inputs={"x": ("N",)},
+                 hyper={"off": (off,)}, reference=lambda x, off: torch.sinh(x), dtype="float32")
+    res = check_case(m, _at(m, {"N": 4}, seed=0, scale=1e-3))
+    assert res.verdict == verdict, (res.verdict, case_message(res))
+    if verdict == "fail":
+        assert res.failing == ["forward"]

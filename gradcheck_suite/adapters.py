@@ -158,8 +158,9 @@ class OpCall:
         notes = []
         if unasked:
             names = ", ".join(dict.fromkeys(unasked))
-            notes.append(f"backward computes a gradient nobody asked for ({names}, where ctx.needs_input_grad is "
-                         "False); torch drops it, and skipping that work would save time")
+            notes.append(f"backward computes a gradient nobody asked for: for {names} while ctx.needs_input_grad "
+                         "is False there (a data tensor, or an input frozen); torch drops it, and skipping that "
+                         "work would save time")
         return None, notes
 
     def _position_name(self, i: int) -> str:

@@ -13,6 +13,7 @@ import torch
 from gradcheck_suite import Dim, Model, check, layouts, numpy_model, op_model
 from gradcheck_suite.case import Bound, Case, build, upstream
 from gradcheck_suite.compare import bound
+from tests import test_shipped_kinds as shipped_kinds
 
 HINT = "does the backward read storage as contiguous?"
 
@@ -238,22 +239,15 @@ def test_a_tuple_of_outputs_names_the_output_whose_gradient_is_misread():
         "the gradient of w changes when the upstream gradient of output 1 is a strided slice")
 
 
-class SinCos(torch.autograd.Function):
+class SinCos(shipped_kinds.SinCos):
     """Two outputs and a drawn argument k; ``wrong`` reads the second gradient's storage."""
 
     wrong = False
 
     @staticmethod
-    def forward(ctx, x, k):
-        ctx.save_for_backward(x)
-        ctx.k = k
-        return torch.sin(k * x), torch.cos(k * x)
-
-    @staticmethod
     def backward(ctx, g_sin, g_cos):
-        (x,) = ctx.saved_tensors
         g_cos = stored(g_cos) if SinCos.wrong else g_cos
-        return ctx.k * (g_sin * torch.cos(ctx.k * x) - g_cos * torch.sin(ctx.k * x)), None
+        return shipped_kinds.SinCos.backward(ctx, g_sin, g_cos)
 
 
 @pytest.fixture

@@ -60,6 +60,9 @@ class CaseResult:
     summary: str | None = None     # the headline, where it is not "the manual gradient of ... disagrees"
     phase: str = ""                # what runs now (or ran last): forward, backward, ...
     internal: bool = False         # the error is the harness's own (its traceback is always shown)
+    diagnosis: list = dataclasses.field(default_factory=list)   # diagnose.Kind per failing tensor
+    location: object = None        # diagnose.Location: the first wrong line of the backward
+    location_note: str | None = None   # why there is no location
 
     @property
     def ok(self) -> bool:

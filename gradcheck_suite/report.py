@@ -3,6 +3,7 @@ the seed, a table per run, and a JSON document for machines."""
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import textwrap
 from collections.abc import Sequence
@@ -87,9 +88,11 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
         if c.ok:
             lines += labelled(name, f"ok: shape {size}, worst relative error {_err(c.max_rel_err)}")
             continue
+        kind = next((k.text for k in res.diagnosis if k.tensor == name), None)
         lines += labelled(name, f"shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} outside "
-                                f"tolerance, worst relative error {_err(c.max_rel_err)}")
+                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)}")
         lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
+    lines += _look_at(res)
     lines += wrap_command(case.command(models_from), "  reproduce:")
     if res.internal and res.traceback:
         lines += ["  traceback (gradcheck-suite's own):", *("    " + t for t in res.traceback.rstrip().splitlines())]
@@ -154,6 +157,18 @@ def run_details(r: ModelRun, models_from: str | None = None) -> str:
     return "\n".join(parts)
 
 
+def _look_at(res: CaseResult) -> list[str]:
+    """``look at: file:line  code`` and what the variable should have been."""
+    loc = res.location
+    if loc is None:
+        return []
+    path = os.path.relpath(loc.file) if not os.path.relpath(loc.file).startswith("..") else loc.file
+    head = f"  look at: {path}:{loc.line}   {loc.code}"
+    lines = [head] if len(head) <= WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
+    why = f"{loc.variable} is not {loc.expected}" + (f"; {loc.right}" if loc.right else "")
+    return lines + _wrap(" " * 11 + why, 11)
+
+
 def case_json(res: CaseResult, models_from: str | None = None) -> dict:
     return {
         "verdict": res.verdict,
@@ -166,6 +181,9 @@ def case_json(res: CaseResult, models_from: str | None = None) -> dict:
                 "worst": [e.to_json() for e in c.worst if e.ratio > 1 or c.ok][:5]}
             for n, c in res.tensors.items()
         },
+        "diagnosis": [k.to_json() for k in res.diagnosis],
+        "location": None if res.location is None else res.location.to_json(),
+        "location_note": res.location_note,
         "message": case_message(res, models_from),
         "reproduce": res.case.command(models_from),
     }

@@ -122,6 +122,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     if run.failure is not None:
         # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
         run.verdict = "fail" if run.failure.verdict == FAIL else "error"
+        if run.failure.verdict == FAIL:
+            _diagnose(model, run.failure)
     if run.verdict == "pass" and not crashed:
         empty = [f"{n} (shape {tuple(shape)})" for n, (count, shape) in run.compared.items() if count == 0]
         if empty:
@@ -131,6 +133,19 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         run.verdict = "error"
     run.seconds = time.perf_counter() - start
     return run
+
+
+def _diagnose(model: Model, res: CaseResult) -> None:
+    """The kind of each failing tensor's mistake and the first wrong line of the backward, on
+    the shrunk failing case; a problem there is a note, never a lost report."""
+    from .diagnose import diagnose
+    try:
+        found = diagnose(model, res.case, res.failing, {n: c.bound for n, c in res.tensors.items()})
+    except Exception as e:   # the model's code, run again under a tracer, or the diagnosis itself
+        res.location_note = f"no diagnosis: {type(e).__name__}: {e}"
+        return
+    if found is not None:
+        res.diagnosis, res.location, res.location_note = found.kinds, found.location, found.location_note
 
 
 def _count(run: ModelRun, res: CaseResult) -> None:

@@ -1,0 +1,479 @@
+"""After a failure: what kind of mistake it is, and the line of the backward that goes wrong.
+
+Runs once, on the shrunk failing case, never while searching.
+
+Kind, per failing tensor.  The manual gradient M against autograd's A over the whole tensor,
+within the case's own per-element bound: the simplest relation that explains M.
+
+    ignores_upstream  M does not move when the upstream gradient g does, where A does
+    zero              M = 0 where A is not
+    sign              M = -A
+    scale             M = k·A, with k named where it is a simple fraction or a dim
+    transpose         M = Aᵀ (a square tensor, or the same elements reshaped)
+    swapped           M = A of another tensor of the same shape
+    partial           M = A except on some rows or columns, or a few elements
+    other             none of these
+
+Where.  The forward (or the reference, where autograd runs on one) and the backward run again
+under ``sys.settrace``, recording what each line of the user's own files assigns.  Autograd
+gives the gradient of every tensor the forward computed.  The backward's assignments are then
+walked in order: a value that is the gradient of a forward intermediate (by name: ``grad_h``,
+``h_grad``, ``dh``, ``gh`` for ``h``; or by value) is right; one that is named as such a
+gradient and is not, is wrong.  The first wrong one is reported, with what it should have been;
+where nothing matches, the report says so and guesses nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import linecache
+import math
+import os
+import re
+import sys
+import tokenize
+from collections.abc import Mapping
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from . import oracles
+from .case import Bound, Case, build, upstream
+from .compare import bound as tolerance
+from .spec import Model, Tensors
+
+KINDS = ("sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "partial", "other")
+
+
+@dataclasses.dataclass
+class Kind:
+    tensor: str
+    kind: str
+    factor: float | None
+    text: str
+
+    def to_json(self) -> dict:
+        return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text}
+
+
+@dataclasses.dataclass
+class Location:
+    file: str
+    line: int
+    variable: str
+    code: str
+    expected: str
+    right: str = ""     # an input of that line that is right, and where it was assigned
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "variable": self.variable, "code": self.code,
+                "expected": self.expected}
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    kinds: list[Kind]
+    location: Location | None
+    location_note: str | None
+
+
+def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, torch.Tensor]) -> Diagnosis | None:
+    """The kind of each failing tensor's mistake and the first wrong line, for the case that
+    failed; None where the case cannot be rebuilt (its failure was not a gradient's)."""
+    names = [n for n in failing if n in model.differentiable]
+    if not names:
+        return None
+    kinds = {}
+    # the kind at the benchmark size first: at the shrunk case's size 1, any wrong value is a
+    # "factor" of the right one; a relation must hold for a whole tensor of some size
+    for at in _larger(model, case):
+        try:
+            b, p, d, cache, g, manual, auto = _run(model, at)
+        except Exception:
+            continue
+        for n in names:
+            if n not in kinds and not _agrees(manual[n], auto[n], at):
+                kinds[n] = _kind(n, b, at, p, d, cache, g, manual, auto, {})
+    bound_model, p, d, cache, g, manual, auto = _run(model, case)
+    found = []
+    for n in names:
+        here = _kind(n, bound_model, case, p, d, cache, g, manual, auto, bounds)
+        big = kinds.get(n)
+        if big is not None and (here.kind != big.kind or (big.kind == "scale" and here.text != big.text)):
+            if big.kind == "scale":
+                big = Kind(n, "other", None, "no simple relation to autograd's gradient at every size (other)")
+            here = big
+        found.append(here)
+    try:
+        location, note = _locate(bound_model, case, p, d, g, manual, auto, names)
+    except Exception as e:   # tracing someone else's code: say so, never guess
+        location, note = None, f"could not trace the backward ({type(e).__name__}: {e})"
+    return Diagnosis(found, location, note)
+
+
+def _larger(model: Model, case: Case) -> list[Case]:
+    """The failing case at the record's benchmark sizes, where those fit and differ."""
+    dims = {k: max(v, model.dims[k].bench) for k, v in case.dims.items()}
+    if dims == dict(case.dims) or model.allows({**dims, **case.hyper}) is not None:
+        return []
+    return [dataclasses.replace(case, dims=dims)]
+
+
+def _run(model: Model, case: Case):
+    b = Bound(model, case)
+    p, d = build(b, case)
+    with torch.no_grad():
+        out, cache = b.forward(p, d)
+    g = upstream(out, case.seed)
+    with torch.no_grad():
+        manual = b.backward(p, d, cache, g)
+    return b, p, d, cache, g, manual, oracles.autograd(b, p, d, g)
+
+
+def _agrees(m: torch.Tensor, a: torch.Tensor, case: Case) -> bool:
+    m64, a64 = m.detach().to("cpu", torch.float64), a.detach().to("cpu", torch.float64)
+    return m64.shape == a64.shape and bool(((m64 - a64).abs() <= tolerance(a64, case.dtype)).all())
+
+
+# -- the kind ---------------------------------------------------------------------------------
+
+def _kind(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, auto, bounds) -> Kind:
+    m = manual[n].detach().to("cpu", torch.float64)
+    a = auto[n].detach().to("cpu", torch.float64)
+    given = bounds.get(n)
+
+    def explains(r: torch.Tensor) -> bool:
+        allowed = tolerance(r, case.dtype)
+        if given is not None and given.shape == allowed.shape:
+            allowed = torch.maximum(allowed, given)
+        return r.shape == m.shape and bool(((m - r).abs() <= allowed).all())
+
+    if _ignores_upstream(n, model, p, d, cache, g, m, a, case):
+        return Kind(n, "ignores_upstream", None, "the manual gradient does not change with the upstream gradient g, "
+                                                  "where autograd's does (ignores_upstream): is g multiplied in?")
+    if float(a.abs().max()) > 0 and explains(torch.zeros_like(a)):
+        return Kind(n, "zero", 0.0, "the manual gradient is 0 where autograd's is not (zero)")
+    if explains(-a):
+        return Kind(n, "sign", -1.0, "the manual gradient is −1 × autograd (sign)")
+    k = _factor(m, a)
+    if k is not None and explains(k * a):
+        named = _named_factor(k, case.dims)
+        return Kind(n, "scale", k, f"the manual gradient is {_show(k)} × autograd (scale{named})")
+    if a.dim() == 2 and a.shape[0] == a.shape[1] and a.shape[0] > 1 and explains(a.T):
+        return Kind(n, "transpose", None, "the manual gradient is autograd's transposed (transpose)")
+    if a.dim() >= 2 and a.numel() > 1 and explains(a.T.reshape(a.shape)) and not explains(a):
+        return Kind(n, "transpose", None, "the manual gradient holds autograd's elements transposed, reshaped "
+                                          "(transpose)")
+    for other, t in auto.items():
+        if other != n and tuple(t.shape) == tuple(a.shape) and explains(t.detach().to("cpu", torch.float64)):
+            return Kind(n, "swapped", None, f"the manual gradient of {n} is autograd's gradient of {other} "
+                                            f"(swapped): two gradients returned in each other's place?")
+    return _partial(n, m, a, explains, case)
+
+
+def _ignores_upstream(n, model, p, d, cache, g, m, a, case) -> bool:
+    """Called again with another upstream gradient: the manual one stays, autograd's moves."""
+    if g.dim():
+        gen = torch.Generator().manual_seed(case.seed ^ 0xD1A)
+        g2 = torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g.dtype) + g
+    else:
+        g2 = g * 2.0
+    with torch.no_grad():
+        m2 = model.backward(p, d, cache, g2)[n].detach().to("cpu", torch.float64)
+    a2 = oracles.autograd(model, p, d, g2)[n].detach().to("cpu", torch.float64)
+    still = bool(((m2 - m).abs() <= tolerance(m, case.dtype)).all())
+    moved = not bool(((a2 - a).abs() <= tolerance(a, case.dtype)).all())
+    return still and moved
+
+
+def _factor(m: torch.Tensor, a: torch.Tensor) -> float | None:
+    """The k of the least-squares fit m = k·a (None where a is 0, or k is 1 or not finite)."""
+    aa = float((a * a).sum())
+    if aa <= 0 or not math.isfinite(aa):
+        return None
+    k = float((m * a).sum()) / aa
+    return k if math.isfinite(k) and abs(k - 1) > 1e-9 and k != 0 else None
+
+
+def _named_factor(k: float, dims: Mapping[str, int]) -> str:
+    """``×0.5``, ``×N (N = 8): ...``: what a factor usually means."""
+    for name, size in dims.items():
+        if size > 1 and math.isclose(k, size, rel_tol=1e-6):
+            return f" ×{name} ({name} = {size}): a mean taken as a sum?"
+        if size > 1 and math.isclose(k, 1 / size, rel_tol=1e-6):
+            return f" ×1/{name} ({name} = {size}): a sum divided by {name}, as if it were a mean?"
+    frac = Fraction(k).limit_denominator(8)
+    if frac.denominator <= 8 and abs(frac.numerator) <= 8 and math.isclose(k, float(frac), rel_tol=1e-9):
+        text = f"{frac.numerator}" if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+        why = {Fraction(1, 2): ": a missing ½?", Fraction(2): ": a factor 2 too many?",
+               Fraction(-1, 2): ": a sign and a ½?"}.get(frac, "")
+        return f" ×{text}{why}"
+    return ""
+
+
+def _show(k: float) -> str:
+    frac = Fraction(k).limit_denominator(8)
+    if math.isclose(k, float(frac), rel_tol=1e-9) and frac.denominator <= 8:
+        return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+    return f"{k:.4g}"
+
+
+def _partial(n: str, m: torch.Tensor, a: torch.Tensor, explains, case: Case) -> Kind:
+    """Right except on some rows, columns or elements: which."""
+    allowed = tolerance(a, case.dtype)
+    wrong = (m - a).abs() > allowed
+    count, total = int(wrong.sum()), wrong.numel()
+    if 0 < count < total:
+        if wrong.dim() == 2:
+            rows = wrong.any(1).nonzero().reshape(-1).tolist()
+            cols = wrong.any(0).nonzero().reshape(-1).tolist()
+            if len(rows) < wrong.shape[0] and bool(wrong[rows].all()):
+                return Kind(n, "partial", None, f"the manual gradient is autograd's except in rows {_few(rows)} of "
+                                                f"{wrong.shape[0]} (partial)")
+            if len(cols) < wrong.shape[1] and bool(wrong[:, cols].all()):
+                return Kind(n, "partial", None, f"the manual gradient is autograd's except in columns {_few(cols)} "
+                                                f"of {wrong.shape[1]} (partial)")
+        where = [tuple(i) for i in wrong.nonzero().tolist()[:3]]
+        return Kind(n, "partial", None, f"the manual gradient is autograd's except at {count} of {total} elements, "
+                                        f"e.g. {', '.join(map(str, where))} (partial)")
+    return Kind(n, "other", None, "no simple relation to autograd's gradient (other)")
+
+
+def _few(items: list[int]) -> str:
+    return str(items) if len(items) <= 6 else f"[{', '.join(map(str, items[:6]))}, ...]"
+
+
+# -- where ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Assigned:
+    file: str
+    line: int
+    name: str
+    value: object          # a copy of what was assigned (a tensor or an array)
+    order: int
+
+
+class _Tracer:
+    """Records, for the frames of the user's own files, each local that a line assigns or
+    changes in place (tensors and arrays), in the order the lines ran."""
+
+    def __init__(self, keep_graph: bool = False):
+        self.records: list[_Assigned] = []
+        self.keep_graph = keep_graph     # the forward's own tensors, for autograd; else copies
+        self.seen: dict[int, dict[str, tuple]] = {}
+        self.where: dict[int, tuple[str, int]] = {}
+        self.outer: set[int] = set()
+        self.returns: list[tuple[str, int]] = []     # where the user's outermost functions returned
+        skip = [os.path.dirname(torch.__file__), os.path.dirname(np.__file__), os.path.dirname(os.__file__)]
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.skip = tuple(os.path.abspath(s) + os.sep for s in skip)
+        self.here = here + os.sep
+
+    def user(self, filename: str) -> bool:
+        if filename.startswith("<"):
+            return False
+        path = os.path.abspath(filename)
+        if path.startswith(self.skip):
+            return False
+        return not path.startswith(self.here) or path.startswith(self.here + "models" + os.sep)
+
+    def __call__(self, frame, event, arg):
+        if event == "call" and self.user(frame.f_code.co_filename):
+            caller = frame.f_back
+            if caller is None or not self.user(caller.f_code.co_filename):
+                self.outer.add(id(frame))      # the user's own function the harness called
+            return self.local
+        return None
+
+    def local(self, frame, event, arg):
+        key = id(frame)
+        if event in ("line", "return"):
+            if key in self.where:
+                self._changed(frame, *self.where[key])
+            self.where[key] = (frame.f_code.co_filename, frame.f_lineno)
+            if event == "return":
+                if key in self.outer:
+                    self.returns.append((frame.f_code.co_filename, frame.f_lineno))
+                    self.outer.discard(key)
+                self.where.pop(key, None)
+                self.seen.pop(key, None)
+        return self.local
+
+    def _changed(self, frame, file: str, line: int) -> None:
+        before = self.seen.setdefault(id(frame), {})
+        for name, value in list(frame.f_locals.items()):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                stamp = (id(value), value._version)
+            elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                stamp = (id(value), hash(value.tobytes()) if value.size <= 100_000 else value.size)
+            else:
+                continue
+            if before.get(name) == stamp:
+                continue
+            before[name] = stamp
+            kept = value if self.keep_graph and isinstance(value, torch.Tensor) else _copy(value)
+            self.records.append(_Assigned(file, line, name, kept, len(self.records)))
+
+    def run(self, fn, *args):
+        old = sys.gettrace()
+        sys.settrace(self)
+        try:
+            return fn(*args)
+        finally:
+            sys.settrace(old)
+
+
+def _copy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float64).clone()
+    return torch.from_numpy(np.array(value, dtype=np.float64, copy=True))
+
+
+_GRAD_NAME = [re.compile(p) for p in (r"^grad_(?P<x>\w+)$", r"^(?P<x>\w+)_grad$", r"^d_?(?P<x>\w+)$",
+                                      r"^g_?(?P<x>\w+)$", r"^grad(?P<x>[A-Z]\w*)$")]
+_OUTPUT_NAMES = ("out", "output", "y", "y_pred", "scores", "loss", "logits", "top")
+
+
+def _gradient_of(name: str) -> list[str]:
+    """The names ``name`` says it is the gradient of: grad_h, h_grad, dh, d_h, gh -> h."""
+    found = []
+    for pattern in _GRAD_NAME:
+        hit = pattern.match(name)
+        if hit and hit.group("x"):
+            found.append(hit.group("x"))
+    return found
+
+
+def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, failing: list[str]):
+    """The first assignment of the backward that is not the gradient it stands for."""
+    truth = _forward_gradients(model, p, d, g)
+    if not truth:
+        return None, ("could not localise: no forward intermediate of the user's code was seen "
+                      "(a compiled kernel, or a forward without named steps)")
+    tracer = _Tracer()
+    with torch.no_grad():
+        out, cache = model.forward(p, d)
+        tracer.run(model.backward, p, d, cache, g)
+    scalar_g = float(g) if g.dim() == 0 else None
+    for n in model.differentiable:
+        truth.setdefault(n, auto[n].detach().to("cpu", torch.float64))
+    status: dict[str, tuple[bool, int]] = {}
+    for rec in tracer.records:
+        value = rec.value
+        claimed = [x for x in _gradient_of(rec.name) if x in truth and tuple(truth[x].shape) == tuple(value.shape)]
+        if rec.name in ("dout", "grad_output", "grad_out", "g") and "output" in truth:
+            claimed.append("output")
+        if not claimed:
+            if any(_matches(value, t, case, scalar_g) for t in truth.values() if tuple(t.shape) == tuple(value.shape)):
+                status[rec.name] = (True, rec.line)
+            continue
+        target = claimed[0]
+        if _matches(value, truth[target], case, scalar_g):
+            status[rec.name] = (True, rec.line)
+            continue
+        code = _code(rec.file, rec.line)
+        inputs = [w for w in _names(code) if w != rec.name and w in status]
+        if any(not status[w][0] for w in inputs):
+            continue        # an input is already wrong: that line was reported first
+        right = next((f"{w} (line {status[w][1]}) is right" for w in inputs if status[w][0]), "")
+        what = "the gradient of the output" if target == "output" else f"the gradient of {target}"
+        return Location(rec.file, rec.line, rec.name, code, what + _defined(target, truth), right), None
+    if status and all(ok for ok, _ in status.values()) and tracer.returns:
+        # every gradient it computed on the way is right: the mistake is in what it returns
+        file, line = tracer.returns[-1]
+        code = _code(file, line)
+        n = failing[0]
+        right = next((f"{w} (line {status[w][1]}) is right" for w in _names(code) if w in status), "")
+        return Location(file, line, n, code, f"the gradient of {n}", right), None
+    return None, ("could not localise: no assignment of the backward names a gradient of the forward's "
+                  "steps, or matches one by value")
+
+
+def _defined(target: str, truth) -> str:
+    line = getattr(truth, "lines", {}).get(target)
+    return f", forward line {line}" if line else ""
+
+
+class _Truth(dict):
+    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned."""
+
+    lines: dict[str, int]
+
+
+def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
+    """Every named tensor the (differentiated) forward computed, and autograd's gradient of
+    ``<g, output>`` with respect to it; numpy forwards' locals get the gradient of the
+    reference's local with the same values."""
+    leaves, P, D = oracles.on_leaves(model, p, d)
+    tracer = _Tracer(keep_graph=True)
+    with torch.enable_grad():
+        out = tracer.run(oracles.differentiated, model, P, D)
+        seen = {}
+        for rec in tracer.records:
+            t = rec.value
+            if isinstance(t, torch.Tensor) and t.requires_grad and rec.name not in seen:
+                seen[rec.name] = (t, rec.line)
+        truth = _Truth()
+        truth.lines = {}
+        if isinstance(out, torch.Tensor) and out.requires_grad and seen:
+            names = list(seen)
+            grads = torch.autograd.grad((out * g).sum(), [seen[n][0] for n in names], allow_unused=True,
+                                        retain_graph=True)
+            for n, gr in zip(names, grads):
+                if gr is not None:
+                    truth[n] = gr.detach().to("cpu", torch.float64)
+                    truth.lines[n] = seen[n][1]
+            truth["output"] = g.detach().to("cpu", torch.float64)
+    if model.reference is not None or model.kind == "numpy":
+        _names_from_forward(model, p, d, truth, {n: seen[n][0].detach().to("cpu", torch.float64)
+                                                 for n in seen if n in truth})
+    return truth
+
+
+def _names_from_forward(model: Bound, p: Tensors, d: Tensors, truth: _Truth, values: dict) -> None:
+    """The forward's own locals (numpy, or a Function's) named after the reference's with the same values."""
+    tracer = _Tracer()
+    with torch.no_grad():
+        tracer.run(model.forward, p, d)
+    for rec in tracer.records:
+        if rec.name in truth:
+            continue
+        for ref_name, v in values.items():
+            if tuple(v.shape) == tuple(rec.value.shape) and torch.allclose(rec.value, v, rtol=1e-9, atol=1e-12):
+                truth[rec.name] = truth[ref_name]
+                truth.lines[rec.name] = rec.line
+                break
+
+
+def _matches(value: torch.Tensor, want: torch.Tensor, case: Case, scalar_g: float | None) -> bool:
+    """The same values within the dtype's tolerance, or up to the scalar upstream gradient
+    (code that multiplies by g at the end)."""
+    if tuple(value.shape) != tuple(want.shape):
+        return False
+    allowed = tolerance(want, case.dtype)
+    if bool(((value - want).abs() <= allowed).all()):
+        return True
+    if scalar_g not in (None, 0.0):
+        scaled = want / scalar_g
+        return bool(((value - scaled).abs() <= tolerance(scaled, case.dtype)).all())
+    return False
+
+
+def _code(file: str, line: int) -> str:
+    """The source line, its comment left out."""
+    text = linecache.getline(file, line).strip()
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return text
+    comment = next((t for t in tokens if t.type == tokenize.COMMENT), None)
+    return text[:comment.start[1]].rstrip() if comment else text
+
+
+def _names(code: str) -> list[str]:
+    try:
+        return [t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.NAME]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return re.findall(r"[A-Za-z_]\w*", code)

@@ -52,6 +52,8 @@ class Kind:
     kind: str
     factor: float | None
     text: str
+    same_as: str = ""      # what must match across sizes: a scale's dim, or its number
+
 
     def to_json(self) -> dict:
         return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text}
@@ -100,7 +102,7 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
     for n in names:
         here = _kind(n, bound_model, case, p, d, cache, g, manual, auto, bounds)
         big = kinds.get(n)
-        if big is not None and (here.kind != big.kind or (big.kind == "scale" and here.text != big.text)):
+        if big is not None and (here.kind != big.kind or here.same_as != big.same_as):
             if big.kind == "scale":
                 big = Kind(n, "other", None, "no simple relation to autograd's gradient at every size (other)")
             here = big
@@ -149,20 +151,24 @@ def _kind(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, a
             allowed = torch.maximum(allowed, given)
         return r.shape == m.shape and bool(((m - r).abs() <= allowed).all())
 
+    if float(a.abs().max()) > 0 and explains(torch.zeros_like(a)):
+        return Kind(n, "zero", 0.0, "the manual gradient is 0 where autograd's is not (zero)")
     if _ignores_upstream(n, model, p, d, cache, g, m, a, case):
         return Kind(n, "ignores_upstream", None, "the manual gradient does not change with the upstream gradient g, "
                                                   "where autograd's does (ignores_upstream): is g multiplied in?")
-    if float(a.abs().max()) > 0 and explains(torch.zeros_like(a)):
-        return Kind(n, "zero", 0.0, "the manual gradient is 0 where autograd's is not (zero)")
     if explains(-a):
         return Kind(n, "sign", -1.0, "the manual gradient is −1 × autograd (sign)")
     k = _factor(m, a)
     if k is not None and explains(k * a):
         named = _named_factor(k, case.dims)
-        return Kind(n, "scale", k, f"the manual gradient is {_show(k)} × autograd (scale{named})")
+        dim = next((name for name, size in case.dims.items()
+                    if size > 1 and (math.isclose(k, size, rel_tol=1e-6) or math.isclose(k, 1 / size, rel_tol=1e-6))),
+                   None)
+        return Kind(n, "scale", k, f"the manual gradient is {_show(k)} × autograd (scale{named})",
+                    f"dim {dim} {k > 1}" if dim else _show(k))
     if a.dim() == 2 and a.shape[0] == a.shape[1] and a.shape[0] > 1 and explains(a.T):
         return Kind(n, "transpose", None, "the manual gradient is autograd's transposed (transpose)")
-    if a.dim() >= 2 and a.numel() > 1 and explains(a.T.reshape(a.shape)) and not explains(a):
+    if a.dim() == 2 and a.numel() > 1 and explains(a.T.reshape(a.shape)) and not explains(a):
         return Kind(n, "transpose", None, "the manual gradient holds autograd's elements transposed, reshaped "
                                           "(transpose)")
     for other, t in auto.items():
@@ -253,15 +259,18 @@ class _Assigned:
     name: str
     value: object          # a copy of what was assigned (a tensor or an array)
     order: int
+    ident: int = 0         # the object's id: an in-place change keeps it, a new assignment does not
+    argument: bool = False  # an argument of the function, as it came in
 
 
 class _Tracer:
     """Records, for the frames of the user's own files, each local that a line assigns or
     changes in place (tensors and arrays), in the order the lines ran."""
 
-    def __init__(self, keep_graph: bool = False):
+    def __init__(self, keep_graph: bool = False, every_tensor: bool = False):
         self.records: list[_Assigned] = []
         self.keep_graph = keep_graph     # the forward's own tensors, for autograd; else copies
+        self.every_tensor = every_tensor  # masks and indices too, not only floating-point values
         self.seen: dict[int, dict[str, tuple]] = {}
         self.where: dict[int, tuple[str, int]] = {}
         self.outer: set[int] = set()
@@ -304,17 +313,20 @@ class _Tracer:
     def _changed(self, frame, file: str, line: int) -> None:
         before = self.seen.setdefault(id(frame), {})
         for name, value in list(frame.f_locals.items()):
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if isinstance(value, torch.Tensor) and (value.is_floating_point() or self.every_tensor):
                 stamp = (id(value), value._version)
-            elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            elif isinstance(value, np.ndarray) and (value.dtype.kind == "f" or
+                                                    (self.every_tensor and value.dtype.kind in "biu")):
                 stamp = (id(value), hash(value.tobytes()) if value.size <= 100_000 else value.size)
             else:
                 continue
             if before.get(name) == stamp:
                 continue
+            code = frame.f_code
+            argument = name not in before and name in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
             before[name] = stamp
             kept = value if self.keep_graph and isinstance(value, torch.Tensor) else _copy(value)
-            self.records.append(_Assigned(file, line, name, kept, len(self.records)))
+            self.records.append(_Assigned(file, line, name, kept, len(self.records), id(value), argument))
 
     def run(self, fn, *args):
         old = sys.gettrace()
@@ -326,9 +338,12 @@ class _Tracer:
 
 
 def _copy(value):
+    """A float64 copy of a floating-point tensor or array; other dtypes keep theirs."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", torch.float64).clone()
-    return torch.from_numpy(np.array(value, dtype=np.float64, copy=True))
+        t = value.detach().to("cpu")
+        return (t.to(torch.float64) if t.is_floating_point() else t).clone()
+    arr = np.array(value, copy=True)
+    return torch.from_numpy(arr.astype(np.float64) if arr.dtype.kind == "f" else arr)
 
 
 _GRAD_NAME = [re.compile(p) for p in (r"^grad_(?P<x>\w+)$", r"^(?P<x>\w+)_grad$", r"^d_?(?P<x>\w+)$",
@@ -349,38 +364,82 @@ def _gradient_of(name: str) -> list[str]:
 def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, failing: list[str]):
     """The first assignment of the backward that is not the gradient it stands for."""
     truth = _forward_gradients(model, p, d, g)
-    if not truth:
-        return None, ("could not localise: no forward intermediate of the user's code was seen "
-                      "(a compiled kernel, or a forward without named steps)")
-    tracer = _Tracer()
+    for n in model.differentiable:
+        truth.setdefault(n, auto[n].detach().to("cpu", torch.float64))
+    tracer = _Tracer(every_tensor=True)
     with torch.no_grad():
         out, cache = model.forward(p, d)
         tracer.run(model.backward, p, d, cache, g)
     scalar_g = float(g) if g.dim() == 0 else None
-    for n in model.differentiable:
-        truth.setdefault(n, auto[n].detach().to("cpu", torch.float64))
+    floats = [r for r in tracer.records if r.value.is_floating_point()]
+    # what the backward returns as each failing tensor's gradient is that gradient, whatever its name
+    returned = {}
+    for n in failing:
+        final = manual[n].detach().to("cpu", torch.float64)
+        hit = [r for r in floats if tuple(r.value.shape) == tuple(final.shape) and torch.equal(r.value, final)]
+        if hit:
+            returned[(hit[-1].file, hit[-1].name)] = n
+    history: dict[tuple[str, str, int], list[_Assigned]] = {}     # one object's successive values
+    last: dict[tuple[str, str], int] = {}
+    for r in floats:
+        history.setdefault((r.file, r.name, r.ident), []).append(r)
+        last[(r.file, r.name)] = r.order
+    misreturned: list[tuple[_Assigned, str, str]] = []
     status: dict[str, tuple[bool, int]] = {}
-    for rec in tracer.records:
+    computed = set()            # names the backward itself assigned (not its arguments as they came)
+    without_g: list = []        # assignments right only for an upstream gradient of 1
+    for rec in floats:
         value = rec.value
+        if not rec.argument:
+            computed.add(rec.name)
         claimed = [x for x in _gradient_of(rec.name) if x in truth and tuple(truth[x].shape) == tuple(value.shape)]
         if rec.name in ("dout", "grad_output", "grad_out", "g") and "output" in truth:
             claimed.append("output")
+        as_returned = returned.get((rec.file, rec.name))
+        if claimed and as_returned and as_returned != claimed[0] and last[(rec.file, rec.name)] == rec.order \
+                and _matches(value, truth[claimed[0]], case, scalar_g):
+            misreturned.append((rec, claimed[0], as_returned))     # right, and returned in another's place
+        elif as_returned:
+            claimed.insert(0, as_returned)
         if not claimed:
-            if any(_matches(value, t, case, scalar_g) for t in truth.values() if tuple(t.shape) == tuple(value.shape)):
+            if any(_matches(value, t, case, None) for t in truth.values() if tuple(t.shape) == tuple(value.shape)):
                 status[rec.name] = (True, rec.line)
             continue
         target = claimed[0]
-        if _matches(value, truth[target], case, scalar_g):
+        if _matches(value, truth[target], case, None):
             status[rec.name] = (True, rec.line)
+            without_g = [(r, t) for r, t in without_g if r.name != rec.name]    # g came in after all
             continue
+        if _matches(value, truth[target], case, scalar_g):
+            status[rec.name] = (True, rec.line)      # right for g = 1: g may come in later
+            without_g.append((rec, target))
+            continue
+        if last[(rec.file, rec.name)] > rec.order:
+            continue        # changed again later (grad_h = ...clone(); grad_h[h < 0] = 0): judged as it ends up
+        states = history[(rec.file, rec.name, rec.ident)]
+        rec = _first_with_final_error(states, truth[target], case, scalar_g)
         code = _code(rec.file, rec.line)
         inputs = [w for w in _names(code) if w != rec.name and w in status]
         if any(not status[w][0] for w in inputs):
             continue        # an input is already wrong: that line was reported first
+        helper = _recomputed(tracer, rec, code, truth)
+        if helper is not None:
+            return helper, None
         right = next((f"{w} (line {status[w][1]}) is right" for w in inputs if status[w][0]), "")
         what = "the gradient of the output" if target == "output" else f"the gradient of {target}"
         return Location(rec.file, rec.line, rec.name, code, what + _defined(target, truth), right), None
-    if status and all(ok for ok, _ in status.values()) and tracer.returns:
+    if without_g and not any(_matches(manual[n].detach().to("cpu", torch.float64), auto[n].detach().to(
+            "cpu", torch.float64), case, None) for n in failing):
+        rec, target = without_g[0]
+        return Location(rec.file, rec.line, rec.name, _code(rec.file, rec.line),
+                        f"the gradient of {target}{_defined(target, truth)}: it is that for g = 1, "
+                        "and g is never multiplied in"), None
+    if misreturned and tracer.returns:
+        rec, target, n = misreturned[0]
+        file, line = tracer.returns[-1]
+        return Location(file, line, n, _code(file, line), f"the gradient of {n}",
+                        f"it returns {rec.name} (line {rec.line}), which is the gradient of {target}"), None
+    if any(n in computed for n in status) and all(ok for ok, _ in status.values()) and tracer.returns:
         # every gradient it computed on the way is right: the mistake is in what it returns
         file, line = tracer.returns[-1]
         code = _code(file, line)
@@ -391,54 +450,123 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
                   "steps, or matches one by value")
 
 
+def _first_with_final_error(states: list[_Assigned], want: torch.Tensor, case: Case, scalar_g) -> _Assigned:
+    """Of the successive values of one object (``dW = ...``, ``dW += reg * W``, ``dW *= dout``),
+    the first of the run at the end whose error is already the final one (up to a scalar
+    ``g``): where it went wrong."""
+    def error(value: torch.Tensor) -> list[torch.Tensor]:
+        errs = [value - want]
+        if scalar_g not in (None, 0.0):
+            errs.append(value * scalar_g - want)
+        return errs
+
+    final = states[-1].value - want
+    allowed = tolerance(want, case.dtype)
+    first = states[-1]
+    for state in reversed(states):       # the run of values at the end that already carry the final error
+        if not (tuple(state.value.shape) == tuple(want.shape) and any(
+                bool(((e - final).abs() <= allowed).all()) for e in error(state.value))):
+            break
+        first = state
+    return first
+
+
+def _recomputed(tracer: _Tracer, wrong: _Assigned, code: str, truth: _Truth) -> Location | None:
+    """An input of the wrong line that the backward recomputes from the forward (a mask, a
+    causal pattern) and that differs from the forward's own value of that name."""
+    forward = getattr(truth, "named", {})
+    for name in _names(code):
+        if name == wrong.name or name not in forward:
+            continue
+        mine = [r for r in tracer.records if r.name == name and r.file == wrong.file and r.order < wrong.order]
+        if not mine:
+            continue
+        rec, theirs = mine[-1], forward[name]
+        if tuple(rec.value.shape) == tuple(theirs[0].shape) and not torch.allclose(
+                rec.value.double(), theirs[0].double(), rtol=1e-9, atol=1e-12):
+            return Location(rec.file, rec.line, name, _code(rec.file, rec.line),
+                            f"the forward's {name} (forward line {theirs[1]}), which it recomputes",
+                            f"{wrong.name} (line {wrong.line}) goes wrong with it")
+    return None
+
+
 def _defined(target: str, truth) -> str:
     line = getattr(truth, "lines", {}).get(target)
     return f", forward line {line}" if line else ""
 
 
 class _Truth(dict):
-    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned."""
+    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned;
+    ``named``: every tensor the forward's own code named, with its line (masks too)."""
 
     lines: dict[str, int]
+    named: dict[str, tuple[torch.Tensor, int]]
+
+
+class _Outputs(torch.overrides.TorchFunctionMode):
+    """Every tensor an op of the reference computes, named or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.requires_grad:
+            self.seen.append(out)
+        return out
 
 
 def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
     """Every named tensor the (differentiated) forward computed, and autograd's gradient of
-    ``<g, output>`` with respect to it; numpy forwards' locals get the gradient of the
-    reference's local with the same values."""
+    ``<g, output>`` with respect to it; numpy forwards' and Functions' locals get the gradient
+    of the tensor of the reference with the same values."""
     leaves, P, D = oracles.on_leaves(model, p, d)
     tracer = _Tracer(keep_graph=True)
+    ops = _Outputs()
+    truth = _Truth()
+    truth.lines, truth.named = {}, {}
     with torch.enable_grad():
-        out = tracer.run(oracles.differentiated, model, P, D)
+        with ops:
+            out = tracer.run(oracles.differentiated, model, P, D)
         seen = {}
         for rec in tracer.records:
             t = rec.value
             if isinstance(t, torch.Tensor) and t.requires_grad and rec.name not in seen:
                 seen[rec.name] = (t, rec.line)
-        truth = _Truth()
-        truth.lines = {}
-        if isinstance(out, torch.Tensor) and out.requires_grad and seen:
-            names = list(seen)
-            grads = torch.autograd.grad((out * g).sum(), [seen[n][0] for n in names], allow_unused=True,
-                                        retain_graph=True)
-            for n, gr in zip(names, grads):
-                if gr is not None:
-                    truth[n] = gr.detach().to("cpu", torch.float64)
-                    truth.lines[n] = seen[n][1]
-            truth["output"] = g.detach().to("cpu", torch.float64)
-    if model.reference is not None or model.kind == "numpy":
-        _names_from_forward(model, p, d, truth, {n: seen[n][0].detach().to("cpu", torch.float64)
-                                                 for n in seen if n in truth})
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return truth
+        unnamed = [t for t in ops.seen if all(t is not v for v, _ in seen.values())]
+        names = list(seen)
+        grads = torch.autograd.grad((out * g).sum(), [seen[n][0] for n in names] + unnamed, allow_unused=True,
+                                    retain_graph=True)
+    values = {}
+    for n, gr in zip(names, grads):
+        if gr is not None:
+            truth[n] = gr.detach().to("cpu", torch.float64)
+            truth.lines[n] = seen[n][1]
+            values[n] = seen[n][0].detach().to("cpu", torch.float64)
+    for i, (t, gr) in enumerate(zip(unnamed, grads[len(names):])):
+        if gr is not None:
+            truth[f"<op {i}>"] = gr.detach().to("cpu", torch.float64)
+            values[f"<op {i}>"] = t.detach().to("cpu", torch.float64)
+    truth["output"] = g.detach().to("cpu", torch.float64)
+    if model.reference is None:
+        truth.named = {r.name: (_copy(r.value), r.line) for r in tracer.records}
+    else:
+        _names_from_forward(model, p, d, truth, values)
     return truth
 
 
 def _names_from_forward(model: Bound, p: Tensors, d: Tensors, truth: _Truth, values: dict) -> None:
-    """The forward's own locals (numpy, or a Function's) named after the reference's with the same values."""
-    tracer = _Tracer()
+    """The forward's own locals (numpy, or a Function's) named after the reference's tensor
+    with the same values; every local it names kept in ``truth.named``."""
+    tracer = _Tracer(every_tensor=True)
     with torch.no_grad():
         tracer.run(model.forward, p, d)
     for rec in tracer.records:
-        if rec.name in truth:
+        truth.named.setdefault(rec.name, (rec.value, rec.line))
+        if rec.name in truth or not rec.value.is_floating_point():
             continue
         for ref_name, v in values.items():
             if tuple(v.shape) == tuple(rec.value.shape) and torch.allclose(rec.value, v, rtol=1e-9, atol=1e-12):

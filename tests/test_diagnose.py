@@ -144,7 +144,7 @@ def test_each_kind_is_named_and_the_line_found(backward, shape, kinds):
     assert res.location is not None, res.location_note
     assert (res.location.file, res.location.line) == (__file__, bug_line(backward)), res.location
     message = case_message(res)
-    assert f"look at: " in message and f":{bug_line(backward)}" in message
+    assert "look at: " in message and f":{bug_line(backward)}" in message
 
 
 def test_a_factor_is_named():

@@ -44,6 +44,10 @@ def test_a_wrong_backward_fails_with_the_report(pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*mlp_no_mask: fail — the manual gradient of w1 disagrees with autograd and*",
+        "*w1 * outside tolerance: no simple relation to autograd's",
+        "*gradient (other)*",
+        "*look at: *wrong_models.py:19   gh = gy @ p.w2.T*",
+        "*gh is not the gradient of h, forward line 11; gy (line 18) is right*",
         "*reproduce: gradcheck-suite check mlp_no_mask*",
         "*--models-from*wrong_models.py*",
         "*--seed*",

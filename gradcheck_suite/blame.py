@@ -5,6 +5,7 @@ import os
 import re
 import traceback
 
+import numpy as np
 import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,3 +29,17 @@ def where(e: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(e.__traceback__)
               if not os.path.abspath(f.filename).startswith((_HERE, torch_dir)) or "/models/" in f.filename]
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+_NOT_USER = tuple(os.path.abspath(os.path.dirname(m.__file__)) + os.sep for m in (torch, np, os))
+
+
+def user_code(filename: str) -> bool:
+    """A file of the user's own code: not torch's, numpy's, the standard library's, nor the
+    harness's (its built-in models excepted)."""
+    if filename.startswith("<"):
+        return False
+    path = os.path.abspath(filename)
+    if path.startswith(_NOT_USER):
+        return False
+    return not path.startswith(_HERE + os.sep) or path.startswith(os.path.join(_HERE, "models") + os.sep)

@@ -359,21 +359,31 @@ def _check(rep: _Report, args) -> None:
         else:
             devices.append(dev)
     models = []
+    broken = [t.split(":", 1)[0] for t in reg.problems]     # model files that failed to load
     for name in args.names or reg.names():
         if name in lost:
             continue
         try:
             models.append(reg.get(name))
         except KeyError as e:
-            rep.usage_error(str(e))
-    dims = opts["dims"]
-    unused = [k for k in dims if not any(k in m.dims for m in models)]
-    if unused:
-        rep.usage_error(f"--dims {', '.join(unused)}: no selected model has such a dimension")
-    hyper = opts["hyper"]
-    unused = [k for k in hyper if not any(k in m.hyper for m in models)]
-    if unused:
-        rep.usage_error(f"--hyper {', '.join(unused)}: no selected model has such a hyperparameter")
+            if name.endswith(".py") or os.path.exists(name):
+                rep.usage_error(f"{name}: not a model name; did you mean --models-from {name}?")
+            elif broken:
+                rep.model_error(f"{name}: not found; {', '.join(broken)} failed to load and may define it")
+            else:
+                rep.usage_error(str(e))
+    dims, hyper = opts["dims"], opts["hyper"]
+    unknown = [f"--dims {', '.join(k for k in dims if not any(k in m.dims for m in models))}: no selected model "
+               "has such a dimension",
+               f"--hyper {', '.join(k for k in hyper if not any(k in m.hyper for m in models))}: no selected model "
+               "has such a hyperparameter"]
+    stop = False
+    for text, given, field in zip(unknown, (dims, hyper), ("dims", "hyper")):
+        if models and any(not any(k in getattr(m, field) for m in models) for k in given):
+            rep.usage_error(text)
+            stop = True
+    if stop:        # a mistyped name would run every case without it: nothing runs
+        return
     if not models and not rep.problems:
         rep.usage_error("no models to check")
 
@@ -395,8 +405,10 @@ def _check(rep: _Report, args) -> None:
     table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
     rep.out.write(table.head())
     shown = not args.no_progress and rep.err.isatty()
-    progress = _Progress(rep.err, len(plan), enabled=shown,   # the profile's count loads hypothesis: only if shown
-                         goal=opts["examples"] or (_profile_examples(args.profile) if shown else 0))
+    # off a terminal (CI), a plain line now and then instead, so that a slow model is not silence
+    beat = _heartbeat() if not args.no_progress and not shown else None
+    progress = _Progress(rep.err, len(plan), enabled=shown or beat is not None, heartbeat=beat,
+                         goal=opts["examples"] or (_profile_examples(args.profile) if shown or beat else 0))
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)
@@ -438,13 +450,27 @@ def _profile_examples(profile: str) -> int:
     return PROFILES[profile]["max_examples"]
 
 
+#: seconds between heartbeat lines when stderr is not a terminal (GRADCHECK_SUITE_HEARTBEAT overrides)
+HEARTBEAT = 30.0
+
+
+def _heartbeat() -> float:
+    try:
+        return max(0.0, float(os.environ.get("GRADCHECK_SUITE_HEARTBEAT", HEARTBEAT)))
+    except ValueError:
+        return HEARTBEAT
+
+
 class _Progress:
     """One line on stderr while a model runs: which model, how many cases so far, the phase
     of the running case and the time.  It is redrawn after every case and, while a case
-    runs, by the waiting thread every ``limits.TICK`` seconds (see ``limits.run_case``)."""
+    runs, by the waiting thread every ``limits.TICK`` seconds (see ``limits.run_case``).
+    With ``heartbeat`` (stderr is not a terminal), the same facts go out as a plain line,
+    at most once every ``heartbeat`` seconds, naming the model's own code that is running."""
 
-    def __init__(self, stream: _Stream, total: int, enabled: bool, goal: int):
+    def __init__(self, stream: _Stream, total: int, enabled: bool, goal: int, heartbeat: float | None = None):
         self.stream, self.total, self.enabled, self.goal = stream, total, enabled, goal
+        self.heartbeat, self.last = heartbeat, time.monotonic()
         self.label, self.t0, self.done, self.phase, self.shrinking = "", 0.0, 0, "", False
 
     def start(self, i: int, name: str, dtype: str, device: str) -> None:
@@ -466,10 +492,14 @@ class _Progress:
             return
         state = f"shrinking, step {self.done}" if self.shrinking else f"case {min(self.done + 1, self.goal)}/{self.goal}"
         text = ", ".join(filter(None, [f"{self.label}: {state}", self.phase, f"{time.monotonic() - self.t0:.1f}s"]))
-        self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
+        if self.heartbeat is None:
+            self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
+        elif time.monotonic() - self.last >= self.heartbeat:
+            self.last = time.monotonic()
+            self.stream.write(f"gradcheck-suite: still running {text}")
 
     def clear(self) -> None:
-        if self.enabled:
+        if self.enabled and self.heartbeat is None:
             self.stream.write("\r\x1b[K", end="")
 
 

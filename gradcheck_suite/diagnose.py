@@ -28,7 +28,6 @@ import dataclasses
 import io
 import linecache
 import math
-import os
 import re
 import sys
 import tokenize
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from . import oracles
+from .blame import user_code
 from .case import Bound, Case, build, upstream
 from .compare import bound as tolerance
 from .spec import Model, Tensors
@@ -275,18 +275,7 @@ class _Tracer:
         self.where: dict[int, tuple[str, int]] = {}
         self.outer: set[int] = set()
         self.returns: list[tuple[str, int]] = []     # where the user's outermost functions returned
-        skip = [os.path.dirname(torch.__file__), os.path.dirname(np.__file__), os.path.dirname(os.__file__)]
-        here = os.path.dirname(os.path.abspath(__file__))
-        self.skip = tuple(os.path.abspath(s) + os.sep for s in skip)
-        self.here = here + os.sep
-
-    def user(self, filename: str) -> bool:
-        if filename.startswith("<"):
-            return False
-        path = os.path.abspath(filename)
-        if path.startswith(self.skip):
-            return False
-        return not path.startswith(self.here) or path.startswith(self.here + "models" + os.sep)
+        self.user = user_code
 
     def __call__(self, frame, event, arg):
         if event == "call" and self.user(frame.f_code.co_filename):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -96,8 +97,9 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
                 break
             elapsed = time.monotonic() - start
             if timeout is not None and elapsed >= timeout:
+                where = running_in(worker)
                 _abandon(worker)
-                raise CaseTimeout(_timed_out(model, case, res.phase, timeout, elapsed))
+                raise CaseTimeout(_timed_out(model, case, res.phase, timeout, elapsed, where))
             if tick is not None:
                 tick(res.phase, elapsed)
     except KeyboardInterrupt:
@@ -123,11 +125,24 @@ def _warm_up(device: str) -> None:
         pass
 
 
-def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: float) -> CaseResult:
+def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: float, where: str = "") -> CaseResult:
     res = CaseResult(model.name, case, verdict=ERROR, seconds=elapsed, phase=phase)
-    res.problems.append(f"{phase or 'the case'} did not finish within {limit:g} s (--case-timeout); "
+    inside = f", inside {where}" if where else ""
+    res.problems.append(f"{phase or 'the case'} did not finish within {limit:g} s (--case-timeout){inside}; "
                         "the case was abandoned")
     return res
+
+
+def running_in(worker: threading.Thread) -> str:
+    """The model's own function the worker is running now, as ``forward (my_model.py:12)``:
+    the innermost frame of the user's code (not torch's, numpy's or the harness's)."""
+    from .blame import user_code
+    frame = sys._current_frames().get(worker.ident) if worker.ident is not None else None
+    while frame is not None:
+        if user_code(frame.f_code.co_filename):
+            return f"{frame.f_code.co_name} ({os.path.relpath(frame.f_code.co_filename)}:{frame.f_lineno})"
+        frame = frame.f_back
+    return ""
 
 
 def _abandon(worker: threading.Thread) -> None:

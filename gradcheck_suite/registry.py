@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -127,7 +128,11 @@ class Registry:
             if isinstance(e, KeyboardInterrupt):
                 raise
             sys.modules.pop(name, None)
-            self._fail(f"{_line_in(e, path)}: the model file raised {type(e).__name__}: {e}", e)
+            field = _unknown_field(e)
+            if field is not None:
+                self._fail(f"{_line_in(e, path)}: {field}", e)
+            else:
+                self._fail(f"{_line_in(e, path)}: the model file raised {type(e).__name__}: {e}", e)
             return 0
         return self.load_module(module, path)
 
@@ -191,6 +196,24 @@ class Registry:
                 except (SpecError, TypeError) as e:
                     self.problems.append(str(e))
         return count
+
+
+def _unknown_field(e: BaseException) -> str | None:
+    """A misspelled field of a record (``Model(param=...)``), said as such, with the nearest name."""
+    import dataclasses
+    import inspect
+
+    found = re.search(r"(Model\.__init__|op_model|numpy_model)\(\) got an unexpected keyword argument '(\w+)'",
+                      str(e)) if isinstance(e, TypeError) else None
+    if found is None:
+        return None
+    from . import adapters
+    known = {f.name for f in dataclasses.fields(Model)} - {"kind", "op"}
+    for fn in (adapters.op_model, adapters.numpy_model):
+        known |= set(inspect.signature(fn).parameters) - {"fields", "op", "forward", "backward"}
+    close = difflib.get_close_matches(found.group(2), sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(sorted(known))}"
+    return f"unknown field {found.group(2)!r}{hint}"
 
 
 def _models_in(module: ModuleType) -> list[Model]:

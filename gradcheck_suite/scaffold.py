@@ -140,9 +140,13 @@ def render(kind: str, name: str) -> str:
 
 
 def write(kind: str, name: str, path: str | None = None) -> str:
-    """Write the starting file (``NAME.py`` unless ``path``); never over an existing file."""
+    """Write the starting file (``NAME.py``, in ``path`` where that is a folder, or at
+    ``path``); never over an existing file."""
     text = render(kind, name)
     path = path or f"{name}.py"
+    if os.path.isdir(path) or path.endswith(os.sep):     # --out FOLDER: the file goes inside it
+        os.makedirs(path, exist_ok=True)
+        path = os.path.join(path, f"{name}.py")
     if os.path.exists(path):
         raise ValueError(f"{path} already exists; choose another NAME or --out")
     with open(path, "x") as f:

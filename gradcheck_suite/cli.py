@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", metavar="FILE",
                        help="also write a JSON report to FILE; '-' writes it to stdout and the rest to stderr")
         p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks from model code")
+        p.add_argument("--builtin", action="store_true",
+                       help="also the built-in example models (default: only where the project's settings say "
+                            "builtin = true, or when named)")
 
     p = sub.add_parser("list", help="list the registered models")
     common(p)
@@ -62,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", metavar="X", help="fix the value scale (default: drawn from 1e-3 to 1e3)")
     p.add_argument("--case-timeout", metavar="SECONDS", default=str(CASE_TIMEOUT),
                    help=f"a case running longer is abandoned as an error; 0 for no limit (default: {CASE_TIMEOUT:g})")
-    p.add_argument("--profile", default="quick", choices=["quick", "nightly"], help="hypothesis profile (default: quick)")
+    p.add_argument("--profile", default=None, choices=["quick", "nightly"],
+                   help="hypothesis profile (default: the project's, else quick)")
     p.add_argument("--threads", metavar="N", default=str(THREADS),
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
                         f"models in parallel (pytest -n auto) (default: {THREADS})")
@@ -100,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             rep.usage_error(problem)
             return rep.finish()
     try:
-        if args.command == "list":
+        if not _settings(rep, args):
+            pass
+        elif args.command == "list":
             _list(rep, args)
         else:
             _check(rep, args)
@@ -242,12 +248,39 @@ class _Report:
             self.err.write(f"gradcheck-suite: error: cannot write the JSON report: {e}")
 
 
+def _settings(rep: _Report, args) -> bool:
+    """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
+    models, files, profile and dtypes.  False where the settings themselves are wrong."""
+    from .config import ConfigError, find
+    try:
+        cfg = find()
+    except ConfigError as e:
+        rep.usage_error(str(e))
+        return False
+    args.config = cfg
+    args.asked = list(getattr(args, "names", []) or [])       # named on the command line
+    args.from_config = not args.models_from and bool(cfg.models_from)
+    if args.from_config:
+        args.models_from = list(cfg.models_from)
+    if getattr(args, "names", None) == [] and cfg.models:
+        args.names = list(cfg.models)
+    if getattr(args, "profile", "") is None:
+        args.profile = cfg.profile or "quick"
+    if getattr(args, "dtype", "") is None and cfg.dtypes:
+        args.dtype = ",".join(cfg.dtypes)
+    return True
+
+
 def _load(rep: _Report, args, names: list[str] = ()):
     """The registry, with its problems reported; a name defined in a model file that did
-    not load is that file's problem (exit 1), not an unknown name."""
+    not load is that file's problem (exit 1), not an unknown name.  The built-in example
+    models come along unless the project's settings name its own and leave them out."""
     from . import registry
     rep.verbose = args.verbose
-    reg = registry.load(args.models_from)
+    cfg = args.config
+    # the built-in models are examples: loaded when asked for, by the option, the settings or a name
+    builtin = args.builtin or cfg.builtin is True or bool(args.asked) or args.command == "list"
+    reg = registry.load(args.models_from, builtin=builtin, root=cfg.folder)
     for text in reg.not_found:
         rep.usage_error(text)
     lost = {text: [] for text in reg.problems}
@@ -335,8 +368,14 @@ def _parse_dims(text: str | None) -> dict[str, int]:
     return dims
 
 
+NOTHING_CONFIGURED = ("no models configured: add [tool.gradcheck-suite] models-from = \"my_models/\" to "
+                      "pyproject.toml, or give --models-from (--builtin checks the example models)")
+
+
 def _check(rep: _Report, args) -> None:
     opts = _options(rep, args)
+    if not (args.models_from or args.asked or args.builtin or args.config.builtin):
+        rep.usage_error(NOTHING_CONFIGURED)
     if rep.usage:  # a bad option would make every run meaningless
         return
     rep.summarize = True
@@ -417,7 +456,8 @@ def _check(rep: _Report, args) -> None:
                             case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
                             hyper={k: v for k, v in hyper.items() if k in m.hyper})
             progress.clear()
-            rep.runs.append((run, reg.asked_as(run.model)))
+            # a model from the project's settings is found again from any of its folders
+            rep.runs.append((run, None if args.from_config else reg.asked_as(run.model)))
             rep.out.write(table.row(run))
     except KeyboardInterrupt:
         progress.clear()

@@ -28,15 +28,20 @@ def _checked(parse):
 
 _OPTIONS = (
     ("--gradcheck-models", dict(metavar="NAMES", default=None,
-                                help="comma-separated models to check (default: all registered)")),
+                                help="comma-separated models to check (default: the project's [tool.gradcheck-suite] "
+                                     "models, else all registered)")),
     ("--gradcheck-models-from", dict(metavar="PATH", action="append", default=[],
-                                     help="model file, folder or dotted module to add; repeatable (default: none)")),
+                                     help="model file, folder or dotted module to add; repeatable (default: the "
+                                          "project's [tool.gradcheck-suite] models-from)")),
+    ("--gradcheck-builtin", dict(action="store_true", default=False,
+                                 help="also the built-in example models (default: only where the project's "
+                                      "settings say builtin = true, or when named)")),
     ("--gradcheck-device", dict(metavar="DEVICES", default="cpu,cuda",
                                 help="comma-separated devices; cuda is skipped when absent (default: cpu,cuda)")),
     ("--gradcheck-dtype", dict(metavar="DTYPES", default=None,
                                help="comma-separated dtypes (default: each model's own)")),
-    ("--gradcheck-profile", dict(metavar="NAME", default="quick", choices=["quick", "nightly"],
-                                 help="hypothesis profile: quick or nightly (default: quick)")),
+    ("--gradcheck-profile", dict(metavar="NAME", default=None, choices=["quick", "nightly"],
+                                 help="hypothesis profile: quick or nightly (default: the project's, else quick)")),
     ("--gradcheck-examples", dict(metavar="N", default=None,
                                   type=_checked(lambda t: number("", t)),
                                   help="generated cases per target (default: the profile's)")),
@@ -91,20 +96,35 @@ _CACHE: dict = {}
 
 
 def _registry(options: dict):
-    key = tuple(options["models_from"])
+    key = (tuple(options["models_from"]), options["builtin"], options["root"])
     if key not in _CACHE:
         from . import registry
-        _CACHE[key] = registry.load(list(key))
+        _CACHE[key] = registry.load(list(key[0]), builtin=options["builtin"], root=options["root"])
     return _CACHE[key]
 
 
 def _options(config: pytest.Config) -> dict:
+    """The command line's options over the project's ``[tool.gradcheck-suite]`` settings."""
+    from .config import ConfigError, find
+    try:
+        cfg, problem = find(config.rootpath), None
+    except ConfigError as e:
+        from .config import Config
+        cfg, problem = Config(), str(e)
+    given = config.getoption("--gradcheck-models-from")
+    from_config = not given and bool(cfg.models_from)
+    named = config.getoption("--gradcheck-models")
     return {
-        "models": config.getoption("--gradcheck-models"),
-        "models_from": config.getoption("--gradcheck-models-from"),
+        "models": named or (",".join(cfg.models) or None),
+        "models_from": given or list(cfg.models_from),
+        "from_config": from_config,
+        # the built-in models are examples: loaded when asked for, by the option, the settings or a name
+        "builtin": config.getoption("--gradcheck-builtin") or cfg.builtin is True or bool(named),
+        "root": cfg.folder,
+        "config_problem": problem,
         "devices": config.getoption("--gradcheck-device"),
-        "dtypes": config.getoption("--gradcheck-dtype"),
-        "profile": config.getoption("--gradcheck-profile"),
+        "dtypes": config.getoption("--gradcheck-dtype") or (",".join(cfg.dtypes) or None),
+        "profile": config.getoption("--gradcheck-profile") or cfg.profile or "quick",
         "examples": config.getoption("--gradcheck-examples"),
         "case_timeout": config.getoption("--gradcheck-case-timeout"),
         "threads": config.getoption("--gradcheck-threads"),
@@ -116,6 +136,13 @@ def _targets(options: dict) -> list:
 
     from .spec import DTYPES
 
+    if options["config_problem"]:
+        return [pytest.param(GradcheckTarget("config", "cpu", None, options, problem=options["config_problem"]),
+                             id="config-problem")]
+    if not (options["models_from"] or options["builtin"]):
+        text = ("no models configured: add [tool.gradcheck-suite] models-from = \"my_models/\" to pyproject.toml, "
+                "or give --gradcheck-models-from (--gradcheck-builtin checks the example models)")
+        return [pytest.param(GradcheckTarget("none", "cpu", None, options, problem=text), id="no-models-configured")]
     reg = _registry(options)
     params = [pytest.param(GradcheckTarget(f"load-{i}", "cpu", None, options, problem=text), id=f"load-problem-{i}")
               for i, text in enumerate(reg.not_found + reg.problems)]
@@ -137,7 +164,8 @@ def _targets(options: dict) -> list:
                 shown = dtype or model.dtype
                 marks = ([pytest.mark.skip(reason="CUDA not available")]
                          if device == "cuda" and not torch.cuda.is_available() else [])
-                target = GradcheckTarget(name, device, dtype, options, models_from=reg.asked_as(name))
+                asked = None if options["from_config"] else reg.asked_as(name)    # settings: found from any folder
+                target = GradcheckTarget(name, device, dtype, options, models_from=asked)
                 params.append(pytest.param(target, id=f"{name}-{device}-{shown}", marks=marks))
     return params
 

@@ -249,8 +249,12 @@ def _line_in(e: BaseException, path: str) -> str:
     return f"{path}:{lines[-1]}" if lines else path
 
 
-def load(models_from: list[str] | tuple[str, ...] = (), *, builtin: bool = True, entry_points: bool = True) -> Registry:
-    """A registry with the built-in models, entry points, and the user's files or modules."""
+def load(models_from: list[str] | tuple[str, ...] = (), *, builtin: bool = True, entry_points: bool = True,
+         root: str | None = None) -> Registry:
+    """A registry with the built-in models, entry points, and the user's files or modules;
+    ``root``, the project's folder (its configuration's), makes its dotted modules importable."""
+    if root is not None:
+        _importable(root)
     reg = Registry()
     if builtin:
         reg.load_builtin()

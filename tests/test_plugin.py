@@ -18,11 +18,19 @@ def test_backward(gradcheck_target):
 
 def test_parametrizes_over_the_registry_with_readable_ids(pytester):
     pytester.makepyfile(test_user_models=TEST_FILE)
-    result = pytester.runpytest("--collect-only", "-q", "--gradcheck-dtype", "float64,float32")
+    result = pytester.runpytest("--collect-only", "-q", "--gradcheck-builtin", "--gradcheck-dtype", "float64,float32")
     out = result.stdout.str()
     for name in ("mlp_relu-cpu-float64", "mlp_relu-cpu-float32", "linear_layer-cuda-float64", "two_layer_net-cpu-float32"):
         assert f"test_user_models.py::test_backward[{name}]" in out
     assert "36 tests collected" in out
+
+
+def test_with_nothing_configured_it_says_so_in_one_line(pytester):
+    pytester.makepyfile(test_user_models=TEST_FILE)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no models configured: add [[]tool.gradcheck-suite[]] models-from = *"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_selects_models_and_skips_cuda_with_the_reason(pytester):

@@ -439,17 +439,18 @@ def test_12_a_threshold_that_is_not_a_number_is_refused_by_bench(tmp_path):
         one_line(r.stderr, f"argument --threshold: '{value}' {wanted}")
 
 
-def test_13_the_readme_failure_is_what_examples_wrong_py_prints():
+def test_13_every_check_output_in_the_readme_is_what_the_command_prints():
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"^```\n\$ (gradcheck-suite check mlp_no_mask .*?)\n(.*?)^```", readme, re.M | re.S)
-    command, shown = block.groups()
-    r = gcs(*shlex.split(command)[1:], cwd=ROOT)
-    assert r.returncode == 1
+    blocks = re.findall(r"^```\n\$ (gradcheck-suite check .*?)\n(.*?)^```", readme, re.M | re.S)
+    assert [shlex.split(c)[2] for c, _ in blocks] == ["mlp_no_mask", "p3_wrong_second"]
 
     def stable(text):  # numbers and times may move with the checker and the machine; the story may not
         return re.sub(r" +", " ", re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "#", text)).strip()
 
-    assert stable(r.stdout) == stable(shown)
+    for command, shown in blocks:
+        r = gcs(*shlex.split(command)[1:], cwd=ROOT)
+        assert r.returncode == 1
+        assert stable(r.stdout) == stable(shown), command
 
 
 @pytest.mark.parametrize("argv", [["list"], ["--help"], ["check", "--help"]])

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
                         f"models in parallel (pytest -n auto) (default: {THREADS})")
     p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
+    p.add_argument("--isolate", action="store_true",
+                   help="each model in a child process: one that crashes the process (a segfault, os._exit, "
+                        "out of memory) is its own error, and the others run (default: off)")
 
     from .scaffold import KINDS
     p = sub.add_parser("init", help="write a starting model file that passes the check")
@@ -384,7 +387,7 @@ def _check(rep: _Report, args) -> None:
     try:
         import torch
 
-        from . import limits, report
+        from . import isolate, limits, report
         from .runner import run_model
     finally:
         gc.freeze()   # ... and leaves them out of every later collection
@@ -451,7 +454,8 @@ def _check(rep: _Report, args) -> None:
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)
-            run = run_model(m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
+            run = (isolate.run_isolated if args.isolate else run_model)(
+                            m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
                             seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
                             case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
                             hyper={k: v for k, v in hyper.items() if k in m.hyper})

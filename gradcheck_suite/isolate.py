@@ -1,0 +1,123 @@
+"""``check --isolate``: each model in a child process, so that a model whose code kills the
+process (a segfault in an extension, ``os._exit``, the out-of-memory killer) is that model's
+error, with the signal and the phase it was in, and the other models still run.
+
+The child is forked from the command's own process, which has already imported torch and
+loaded the models (lambdas and all), so it starts in milliseconds.  It reports its progress
+through a pipe, which keeps the progress line and the heartbeat alive, and sends its
+``ModelRun`` back at the end.  ``faulthandler`` writes a dying child's stack to a file, from
+which the parent names the model's own function that was running.
+"""
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .blame import user_code
+from .runner import ModelRun, run_model
+
+
+def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
+                 on_tick: Callable[[ModelRun, str, float], None] | None = None, **kwargs: Any) -> ModelRun:
+    """:func:`runner.run_model` in a child process; a child that dies is an error run."""
+    import hypothesis  # noqa: F401  (imported once here, not in every child)
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    stack = tempfile.NamedTemporaryFile("w+", prefix="gradcheck-suite-", suffix=".stack", delete=False)
+    child = ctx.Process(target=_child, args=(model, send, on_tick is not None, kwargs, stack.name), daemon=True)
+    child.start()
+    send.close()
+    shown = ModelRun(model.name, kwargs.get("dtype") or model.dtype, kwargs.get("device", "cpu"))
+    phase, result, start = "", None, time.perf_counter()
+    try:
+        while True:
+            if receive.poll(0.2):
+                try:
+                    kind, *payload = receive.recv()
+                except EOFError:
+                    break
+                if kind == "case":
+                    shown.checked, shown.nondiff, shown.skipped, shown.shrink_steps = payload[0]
+                    phase = ""
+                    if on_case is not None:
+                        on_case(payload[1])
+                elif kind == "tick":
+                    phase = payload[0]
+                    if on_tick is not None:
+                        on_tick(shown, *payload)
+                elif kind == "done":
+                    result = payload[0]
+                    break
+            elif not child.is_alive():
+                break
+    except KeyboardInterrupt:
+        child.terminate()
+        raise
+    child.join()
+    try:
+        with open(stack.name) as f:
+            where = _where(f.read())
+    finally:
+        stack.close()
+        os.unlink(stack.name)
+    if result is not None:
+        return result
+    run = _died(model, shown, child.exitcode, phase, where)
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def _child(model, send, ticks: bool, kwargs: dict, stack: str) -> None:
+    faulthandler.enable(open(stack, "w"), all_threads=True)
+
+    def on_case(run: ModelRun) -> None:
+        send.send(("case", (run.checked, run.nondiff, run.skipped, run.shrink_steps), run))
+
+    def on_tick(run: ModelRun, phase: str, seconds: float) -> None:
+        send.send(("tick", phase, seconds))
+
+    run = run_model(model, on_case=on_case, on_tick=on_tick if ticks else _phase_only(send), **kwargs)
+    send.send(("done", run))
+    send.close()
+
+
+def _phase_only(send):
+    """Without a progress display, the phase still reaches the parent (at most every few ticks)."""
+    last = [""]
+
+    def tick(run: ModelRun, phase: str, seconds: float) -> None:
+        if phase != last[0]:
+            last[0] = phase
+            send.send(("tick", phase, seconds))
+    return tick
+
+
+def _where(dump: str) -> str:
+    """The innermost frame of the model's own code in a ``faulthandler`` dump."""
+    for path, line, func in re.findall(r'File "([^"]+)", line (\d+) in (\S+)', dump):
+        if user_code(path):
+            return f"{func} ({os.path.relpath(path)}:{line})"
+    return ""
+
+
+def _died(model, shown: ModelRun, code: int | None, phase: str, where: str) -> ModelRun:
+    run = ModelRun(model.name, shown.dtype, shown.device, verdict="error", checked=shown.checked,
+                   nondiff=shown.nondiff, skipped=shown.skipped)
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    during = (f" during {phase}" if phase else "") + (f", inside {where}" if where else "")
+    run.problems.append(f"the model's process {how}{during}, after {shown.checked + shown.nondiff + shown.skipped} "
+                        "case(s) had passed; --isolate kept the other models running")
+    return run

@@ -27,7 +27,7 @@ from .runner import ModelRun, run_model
 def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
                  on_tick: Callable[[ModelRun, str, float], None] | None = None, **kwargs: Any) -> ModelRun:
     """:func:`runner.run_model` in a child process; a child that dies is an error run."""
-    import hypothesis  # noqa: F401  (imported once here, not in every child)
+    from . import strategies  # noqa: F401  (hypothesis, imported once here, not in every child)
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
     stack = tempfile.NamedTemporaryFile("w+", prefix="gradcheck-suite-", suffix=".stack", delete=False)

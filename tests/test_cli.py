@@ -439,8 +439,8 @@ def test_12_a_threshold_that_is_not_a_number_is_refused_by_bench(tmp_path):
         one_line(r.stderr, f"argument --threshold: '{value}' {wanted}")
 
 
-def test_13_every_check_output_in_the_readme_is_what_the_command_prints():
-    readme = (ROOT / "README.md").read_text()
+def test_13_every_check_output_in_the_docs_is_what_the_command_prints():
+    readme = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     blocks = re.findall(r"^```\n\$ (gradcheck-suite check .*?)\n(.*?)^```", readme, re.M | re.S)
     assert [shlex.split(c)[2] for c, _ in blocks] == ["mlp_no_mask", "p3_wrong_second"]
 

@@ -128,7 +128,11 @@ class Table:
     def row(self, r: ModelRun) -> str:
         # an error before any comparison (a broken contract, a timeout) has no errors to show
         compared = r.checked > (r.failure is not None and not r.failure.tensors)
-        errs = [_err(e) if compared else "-" for e in (r.worst_autograd, r.worst_fd)]
+        worst = (r.worst_autograd, r.worst_fd)
+        if r.failure is not None and r.failure.tensors:
+            # a failing model shows the figures of the case its message shows (the shrunk one)
+            worst = (max(c.max_rel_err for c in r.failure.tensors.values()), r.failure.fd_rel_err)
+        errs = [_err(e) if compared else "-" for e in worst]
         if r.two_way:
             errs[0] = "fd only"
         cells = [r.model, r.dtype, r.device, str(r.checked), str(r.nondiff + r.skipped), _scales(r), *errs,

@@ -1,8 +1,11 @@
 """What a user sees when a command goes wrong in their own folder: through the real command."""
 import json
 import os
+import re
 
-from tests.test_cli import gcs, one_line
+import pytest
+
+from tests.test_cli import ROOT, gcs, one_line
 
 TYPO = """
 from gradcheck_suite import Dim, Model
@@ -84,3 +87,15 @@ def test_off_a_terminal_a_slow_run_says_it_is_alive_and_a_timeout_names_the_code
     assert "inside forward (slow.py:6)" in r.stdout
     assert "forward did not finish within 1.5 s (--case-timeout), inside stuck_forward (slow.py:11)" in \
         " ".join(r.stdout.split())
+
+
+@pytest.mark.parametrize("name, source", [("mlp_no_mask", "examples/wrong.py"),
+                                          ("p3_wrong_second", "tests/shipped/wrong_kinds.py")])
+def test_the_table_shows_the_figure_the_message_shows(name, source):
+    r = gcs("check", name, "--models-from", ROOT / source, "--examples", "10", cwd=ROOT)
+    assert r.returncode == 1
+    row = next(line for line in r.stdout.splitlines() if line.startswith(name))
+    in_table = float(row.split()[6])
+    flat = " ".join(r.stdout.split())
+    in_message = max(float(x) for x in re.findall(r"worst relative error ([-+.\de]+\d)", flat))
+    assert in_table == in_message, (row, in_message)

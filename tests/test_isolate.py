@@ -48,3 +48,18 @@ def test_isolated_runs_report_what_in_process_runs_report(tmp_path):
         doc = json.loads((tmp_path / "r.json").read_text())
         reports.append([(m["name"], m["verdict"], m["failure"] and m["failure"]["message"]) for m in doc["models"]])
     assert reports[0] == reports[1]
+
+
+TEST_FILE = """
+def test_backward(gradcheck_target):
+    gradcheck_target.check()
+"""
+
+
+def test_under_pytest_xdist_a_crash_is_that_tests_failure_and_the_others_run(pytester):
+    pytester.makepyfile(crash_models=CRASH, test_grads=TEST_FILE)
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "--gradcheck-models-from", "crash_models.py",
+                                           "--gradcheck-models", "segv,fine", "--gradcheck-device", "cpu",
+                                           "--gradcheck-examples", "5")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*worker*crashed while running*test_backward[[]segv-cpu-float64[]]*"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import tempfile
@@ -40,7 +41,7 @@ def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
         while True:
             if receive.poll(0.2):
                 try:
-                    kind, *payload = receive.recv()
+                    kind, *payload = pickle.loads(receive.recv_bytes())
                 except EOFError:
                     break
                 if kind == "case":
@@ -77,25 +78,29 @@ def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
 def _child(model, send, ticks: bool, kwargs: dict, stack: str) -> None:
     faulthandler.enable(open(stack, "w"), all_threads=True)
 
+    def post(*message) -> None:
+        # plain pickle: tensors travel as copies, not as file descriptors that die with this process
+        send.send_bytes(pickle.dumps(message))
+
     def on_case(run: ModelRun) -> None:
-        send.send(("case", (run.checked, run.nondiff, run.skipped, run.shrink_steps), run))
+        post("case", (run.checked, run.nondiff, run.skipped, run.shrink_steps), run)
 
     def on_tick(run: ModelRun, phase: str, seconds: float) -> None:
-        send.send(("tick", phase, seconds))
+        post("tick", phase, seconds)
 
-    run = run_model(model, on_case=on_case, on_tick=on_tick if ticks else _phase_only(send), **kwargs)
-    send.send(("done", run))
+    run = run_model(model, on_case=on_case, on_tick=on_tick if ticks else _phase_only(post), **kwargs)
+    post("done", run)
     send.close()
 
 
-def _phase_only(send):
-    """Without a progress display, the phase still reaches the parent (at most every few ticks)."""
+def _phase_only(post):
+    """Without a progress display, the phase still reaches the parent, when it changes."""
     last = [""]
 
     def tick(run: ModelRun, phase: str, seconds: float) -> None:
         if phase != last[0]:
             last[0] = phase
-            send.send(("tick", phase, seconds))
+            post("tick", phase, seconds)
     return tick
 
 

@@ -80,6 +80,18 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def float64(tensors: Tensors) -> Tensors:
+    """The floating-point tensors in float64, detached; the others as they are."""
+    return Tensors((n, x.detach().to(torch.float64) if x.is_floating_point() else x) for n, x in tensors.items())
+
+
+def describe(x: object) -> str:
+    """What a value is, for a message: ``a float32 tensor of shape (2, 3)``, ``tuple``, ``None``."""
+    if isinstance(x, torch.Tensor):
+        return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}"
+    return "None" if x is None else type(x).__name__
+
+
 class FactoryError(Exception):
     """The model's tensors could not be built as its record says."""
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import torch
 
 from .blame import ours, where
-from .case import ContractError, FactoryError, join, split
+from .case import ContractError, FactoryError, describe, float64, join, split
 from .compare import TOLERANCES, bound, unravel
 from .spec import Tensors
 
@@ -256,7 +256,7 @@ class _Layouts:
         except ContractError as e:
             raise _Failed(f"{e} when {desc}") from None
         if self.out0 is not None and (not isinstance(flat, torch.Tensor) or flat.shape != self.out0.shape):
-            raise _Failed(f"forward returned {_kind(flat)} when {desc}, {_kind(self.out0)} otherwise")
+            raise _Failed(f"forward returned {describe(flat)} when {desc}, {describe(self.out0)} otherwise")
         return flat, returned[1]
 
     def _backward(self, P, D, cache, gs, desc: str) -> Mapping[str, torch.Tensor]:
@@ -266,7 +266,7 @@ class _Layouts:
         for n, want in self.grads.items():
             t = got.get(n)
             if not isinstance(t, torch.Tensor) or t.shape != want.shape:
-                raise _Failed(f"backward returned {_kind(t)} for {n} when {desc}, {_kind(want)} otherwise")
+                raise _Failed(f"backward returned {describe(t)} for {n} when {desc}, {describe(want)} otherwise")
         return got
 
     def _user(self, who: str, desc: str, fn, *args):
@@ -324,9 +324,7 @@ class _Layouts:
     def _output_rounding(self, ref: torch.Tensor) -> torch.Tensor | None:
         try:
             with torch.no_grad():
-                p64 = Tensors((n, _float64(t)) for n, t in self.p.items())
-                d64 = Tensors((n, _float64(t)) for n, t in self.d.items())
-                out64, _ = join(self.record.forward(p64, d64, *self.extra)[0], "forward")
+                out64, _ = join(self.record.forward(float64(self.p), float64(self.d), *self.extra)[0], "forward")
             return ref.detach().to(torch.float64) - out64.to(ref.device, torch.float64)
         except Exception:
             return None
@@ -431,11 +429,3 @@ def _dtype(t: torch.Tensor) -> str:
     return name if name in TOLERANCES else "float32"
 
 
-def _float64(t):
-    return t.detach().to(torch.float64) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-
-
-def _kind(x: object) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}"
-    return "None" if x is None else type(x).__name__

@@ -9,6 +9,7 @@ import torch
 from gradcheck_suite import Dim, Model, numpy_model, op_model
 from gradcheck_suite.report import case_message, case_json
 from gradcheck_suite.runner import run_model
+from tests.models.diagnosis_bank import tut_backward, tut_forward
 
 
 def bug_line(fn) -> int:
@@ -16,15 +17,8 @@ def bug_line(fn) -> int:
     return next(start + i for i, text in enumerate(lines) if "# BUG" in text)
 
 
-# -- a two-layer net in the "learning PyTorch with examples" style -----------------------------
-
-def tutorial_forward(p, d):
-    h = d.x.mm(p.w1)
-    h_relu = h.clamp(min=0)
-    y_pred = h_relu.mm(p.w2)
-    loss = (y_pred - d.y).pow(2).sum()
-    return loss, (h, h_relu, y_pred)
-
+# -- a two-layer net in the "learning PyTorch with examples" style: the bank's forward and its
+#    right backward (tests/models/diagnosis_bank.py), each wrong backward below one line off it
 
 def sign_w2(p, d, cache, g):
     h, h_relu, y_pred = cache
@@ -103,17 +97,6 @@ def no_mask(p, d, cache, g):
     return {"w1": grad_w1, "w2": grad_w2}
 
 
-def right(p, d, cache, g):
-    h, h_relu, y_pred = cache
-    grad_y_pred = 2.0 * (y_pred - d.y) * g
-    grad_w2 = h_relu.t().mm(grad_y_pred)
-    grad_h_relu = grad_y_pred.mm(p.w2.t())
-    grad_h = grad_h_relu.clone()
-    grad_h[h < 0] = 0
-    grad_w1 = d.x.t().mm(grad_h)
-    return {"w1": grad_w1, "w2": grad_w2}
-
-
 def _tutorial(backward, square=False, hidden=(1, 6, 6)):
     """``square``: every weight H×H, so that transposed and swapped gradients keep their shapes."""
     d_dim, o_dim = ("H", "H") if square else ("D", "O")
@@ -121,7 +104,7 @@ def _tutorial(backward, square=False, hidden=(1, 6, 6)):
     if square:
         del dims["O"], dims["D"]
     return Model(name=f"tutorial_{backward.__name__}", dims=dims, params={"w1": (d_dim, "H"), "w2": ("H", o_dim)},
-                 data={"x": ("N", d_dim), "y": ("N", o_dim)}, forward=tutorial_forward, backward=backward)
+                 data={"x": ("N", d_dim), "y": ("N", o_dim)}, forward=tut_forward, backward=backward)
 
 
 CASES = [
@@ -184,7 +167,7 @@ def test_a_missing_mask_is_other_and_located():
 
 
 def test_a_correct_backward_gets_no_diagnosis():
-    run = run_model(_tutorial(right), examples=20)
+    run = run_model(_tutorial(tut_backward), examples=20)
     assert run.verdict == "pass" and run.failure is None
 
 

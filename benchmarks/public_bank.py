@@ -6,6 +6,7 @@ harness and by ``torch.autograd.gradcheck(fast_mode=True)``.
     python benchmarks/public_bank.py --examples 50 --json rows.json
     python benchmarks/public_bank.py --only timm_mish_me_inplace
     python benchmarks/public_bank.py --verify-labels  # brute-force check of every label
+    python benchmarks/public_bank.py --dtype float32 --examples 30   # the correct ones in float32
 
 The harness runs each record with ``run_model(record, examples=N, case_timeout=...)``:
 "pass" counts as judging the code correct, "fail" or "error" as judging it wrong.
@@ -59,7 +60,7 @@ def _first_line(text: str, limit: int = 240) -> str:
     return lines[0][:limit] if lines else ""
 
 
-def run_harness(entry: Entry, examples: int, case_timeout: float) -> tuple[str, str, float]:
+def run_harness(entry: Entry, examples: int, case_timeout: float, dtype: str | None = None) -> tuple[str, str, float]:
     from gradcheck_suite.runner import run_model
 
     start = time.perf_counter()
@@ -68,7 +69,7 @@ def run_harness(entry: Entry, examples: int, case_timeout: float) -> tuple[str, 
     except Exception as e:  # a record the harness refuses today
         return "error", f"record refused: {type(e).__name__}: {_first_line(e)}", time.perf_counter() - start
     try:
-        run = run_model(record, examples=examples, case_timeout=case_timeout)
+        run = run_model(record, examples=examples, case_timeout=case_timeout, dtype=dtype)
     except Exception as e:  # the harness itself crashed on this record
         return "error", f"run_model raised {type(e).__name__}: {_first_line(e)}", time.perf_counter() - start
     detail = ""
@@ -154,6 +155,18 @@ def verify_labels(bank: list[Entry]) -> int:
     return 1 if wrong else 0
 
 
+def in_dtype(bank: list[Entry], dtype: str, examples: int, case_timeout: float) -> int:
+    """Do the correct Functions and custom ops pass in ``dtype`` too?  Each verdict, then the count."""
+    chosen = [e for e in bank if e.kind != "numpy" and e.expected == "correct"]
+    passed = 0
+    for entry in chosen:
+        verdict, detail, seconds = run_harness(entry, examples, case_timeout, dtype)
+        passed += verdict == "pass"
+        print(f"{entry.name}: {verdict} ({seconds:.1f}s){' ' + detail if detail else ''}")
+    print(f"\n{dtype}: {passed}/{len(chosen)} correct Functions and custom ops pass, examples={examples}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=20, help="harness cases per entry (20)")
@@ -161,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME", help="run this entry (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     parser.add_argument("--verify-labels", action="store_true", help="check every label by brute force")
+    parser.add_argument("--dtype", metavar="DTYPE",
+                        help="instead of the table: the correct Functions and custom ops checked in this dtype "
+                             "(their labels hold in float64; numpy layers work in float64 only)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -173,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         bank = [e for e in bank if e.name in args.only]
     if args.verify_labels:
         return verify_labels(bank)
+    if args.dtype:
+        return in_dtype(bank, args.dtype, args.examples, args.case_timeout)
 
     rows = []
     start = time.perf_counter()

@@ -1,0 +1,99 @@
+"""What three parts of a check cost, each against the same run without it, interleaved:
+
+    python benchmarks/feature_costs.py [--rounds 5]
+
+- layouts: the 20-case check of ``mlp_relu`` at its seed size (64x1000->100->10, float64),
+  in process, with and without the rerun in training layouts (``check._layouts``);
+- diagnosis: the run of a wrong backward (``mlp_no_mask`` of ``examples/wrong.py``) at the
+  seed size, failure and report included, with and without ``runner._diagnose``;
+- isolate: ``gradcheck-suite check --no-progress`` over the 9 built-in models (20 cases
+  each) and ``check mlp_relu`` at the seed size, whole processes, with and without ``--isolate``.
+
+Each prints the medians, the ratio, the torch threads (1) and the load before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED_DIMS = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10}
+CLI = [os.path.join(os.path.dirname(sys.executable), "gradcheck-suite")]
+
+
+def interleaved(rounds: int, with_it, without_it) -> tuple[float, float]:
+    on, off = [], []
+    for _ in range(rounds):
+        for fn, into in ((with_it, on), (without_it, off)):
+            start = time.perf_counter()
+            fn()
+            into.append(time.perf_counter() - start)
+    return statistics.median(on), statistics.median(off)
+
+
+def show(what: str, on: float, off: float) -> None:
+    print(f"{what:<44} with {on:7.3f} s   without {off:7.3f} s   ratio {on / off:5.2f}   "
+          f"difference {1000 * (on - off):+7.1f} ms", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from gradcheck_suite import Case, check, check_case, load, runner
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}", flush=True)
+
+    model = load().get("mlp_relu")
+    cases = [Case("mlp_relu", SEED_DIMS, "float64", "cpu", seed, 1.0) for seed in range(20)]
+    layouts = check._layouts
+
+    def checks(with_layouts: bool):
+        def run():
+            check._layouts = layouts if with_layouts else (lambda *a: None)
+            try:
+                for case in cases:
+                    assert check_case(model, case).verdict == "pass"
+            finally:
+                check._layouts = layouts
+        return run
+
+    checks(True)()      # warm
+    show("layouts: 20 mlp_relu cases, seed size", *interleaved(args.rounds, checks(True), checks(False)))
+
+    wrong = load([os.path.join(ROOT, "examples", "wrong.py")]).get("mlp_no_mask")
+    diagnose = runner._diagnose
+
+    def failing(with_diagnosis: bool):
+        def run():
+            runner._diagnose = diagnose if with_diagnosis else (lambda *a: None)
+            try:
+                assert runner.run_model(wrong, dims=SEED_DIMS, examples=20).verdict == "fail"
+            finally:
+                runner._diagnose = diagnose
+        return run
+
+    failing(True)()
+    show("diagnosis: a wrong backward at the seed size", *interleaved(args.rounds, failing(True), failing(False)))
+
+    for what, extra in (("isolate: 9 built-in models, 20 cases each", []),
+                        ("isolate: mlp_relu at the seed size",
+                         ["mlp_relu", "--dims", ",".join(f"{k}={v}" for k, v in SEED_DIMS.items()),
+                          "--dtype", "float64"])):
+        def command(isolated: bool, extra=extra):
+            return lambda: subprocess.run([*CLI, "check", *extra, "--no-progress", *(["--isolate"] * isolated)],
+                                          cwd=ROOT, capture_output=True, check=True)
+        show(what, *interleaved(args.rounds, command(True), command(False)))
+    print(f"load after {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,6 +37,7 @@ import torch
 
 from .blame import ours, where
 from .case import ContractError
+from .compare import bound
 from .spec import Dim, Model, SpecError, Tensors
 
 __all__ = ["op_model", "numpy_model"]
@@ -247,7 +248,6 @@ def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal within the dtype's tolerance: the same gradient, computed in another order."""
-    from .compare import bound
     if a.shape != b.shape:
         return False
     if _same_values(a, b):

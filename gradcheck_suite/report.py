@@ -166,7 +166,8 @@ def _look_at(res: CaseResult) -> list[str]:
     loc = res.location
     if loc is None:
         return []
-    path = os.path.relpath(loc.file) if not os.path.relpath(loc.file).startswith("..") else loc.file
+    path = os.path.relpath(loc.file)
+    path = loc.file if path.startswith("..") else path
     head = f"  look at: {path}:{loc.line}   {loc.code}"
     lines = [head] if len(head) <= WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
     why = f"{loc.variable} is not {loc.expected}" + (f"; {loc.right}" if loc.right else "")

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                          ["mlp_relu", "--dims", ",".join(f"{k}={v}" for k, v in SEED_DIMS.items()),
                           "--dtype", "float64"])):
         def command(isolated: bool, extra=extra):
-            return lambda: subprocess.run([*CLI, "check", *extra, "--no-progress", *(["--isolate"] * isolated)],
+            return lambda: subprocess.run([*CLI, "check", *extra, "--no-progress", "--isolate" if isolated else "--no-isolate"],
                                           cwd=ROOT, capture_output=True, check=True)
         show(what, *interleaved(args.rounds, command(True), command(False)))
     print(f"load after {os.getloadavg()}")

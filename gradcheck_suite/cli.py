@@ -71,9 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
                         f"models in parallel (pytest -n auto) (default: {THREADS})")
     p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
-    p.add_argument("--isolate", action="store_true",
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="each model in a child process: one that crashes the process (a segfault, os._exit, "
-                        "out of memory) is its own error, and the others run (default: off)")
+                        "out of memory) is its own error, and the others run (default: on when more than one "
+                        "model runs on the CPU, where it costs about 30 ms a model)")
 
     from .scaffold import KINDS
     p = sub.add_parser("init", help="write a starting model file that passes the check")
@@ -84,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
                                  "(gradcheck-suite bench --help)")
     return ap
+
+
+def _isolate(asked: bool | None, plan: list, rep) -> bool:
+    """--isolate as asked; by default, whenever more than one model runs and only on the CPU.
+
+    The children are forked: cheap where fork exists, and safe only before CUDA is in use.
+    """
+    import multiprocessing
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    if asked is None:
+        return forks and len({m.name for m, *_ in plan}) > 1 and all(dev == "cpu" for _, _, dev, _ in plan)
+    if asked and not forks:
+        rep.usage_error("--isolate: this platform cannot fork a process; the models run in this one")
+        return False
+    return asked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +199,7 @@ class _Report:
         self.listed: list | None = None
         self.interrupted = False
         self.planned = 0               # runs planned, for the summary of an interrupted check
+        self.isolated = False          # each model ran in a child process
         self.verbose = False
         self.summarize = False         # the summary line, once a check has begun
 
@@ -234,7 +251,7 @@ class _Report:
             from .report import run_json
             models = [run_json(r, asked) for r, asked in self.runs]
         self._write_json({"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
-                          "interrupted": self.interrupted, "problems": self.problems, "models": models})
+                          "interrupted": self.interrupted, "isolated": self.isolated, "problems": self.problems, "models": models})
         return code
 
     def _write_json(self, doc: dict) -> None:
@@ -451,10 +468,11 @@ def _check(rep: _Report, args) -> None:
     beat = _heartbeat() if not args.no_progress and not shown else None
     progress = _Progress(rep.err, len(plan), enabled=shown or beat is not None, heartbeat=beat,
                          goal=opts["examples"] or (_profile_examples(args.profile) if shown or beat else 0))
+    rep.isolated = isolated = _isolate(args.isolate, plan, rep)
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)
-            run = (isolate.run_isolated if args.isolate else run_model)(
+            run = (isolate.run_isolated if isolated else run_model)(
                             m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
                             seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
                             case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,

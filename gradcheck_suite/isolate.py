@@ -10,13 +10,16 @@ which the parent names the model's own function that was running.
 """
 from __future__ import annotations
 
+import ctypes
 import faulthandler
+import functools
 import multiprocessing
 import os
 import pickle
 import re
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +31,7 @@ from .runner import ModelRun, run_model
 def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
                  on_tick: Callable[[ModelRun, str, float], None] | None = None, **kwargs: Any) -> ModelRun:
     """:func:`runner.run_model` in a child process; a child that dies is an error run."""
-    from . import strategies  # noqa: F401  (hypothesis, imported once here, not in every child)
+    _warm_hypothesis()
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
     stack = tempfile.NamedTemporaryFile("w+", prefix="gradcheck-suite-", suffix=".stack", delete=False)
@@ -75,8 +78,31 @@ def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
     return run
 
 
+@functools.cache
+def _warm_hypothesis() -> None:
+    """What hypothesis does once per process, done once here rather than in every child.
+
+    Its first test in a process imports the rest of hypothesis, registers torch's random
+    state (with a full garbage collection) and scans the loaded modules for constants:
+    about 50 ms, which each child would otherwise pay again.
+    """
+    from hypothesis import Phase, given, settings
+    from hypothesis import strategies as st
+
+    from . import strategies  # noqa: F401
+
+    # the first example is the simplest; the next ones make a hundred random draws, one of
+    # which surely asks for a constant, which starts the scan
+    @settings(max_examples=3, database=None, deadline=None, phases=[Phase.generate])
+    @given(st.lists(st.integers(), min_size=100, max_size=100))
+    def once(_: list) -> None:
+        pass
+    once()
+
+
 def _child(model, send, ticks: bool, kwargs: dict, stack: str) -> None:
     faulthandler.enable(open(stack, "w"), all_threads=True)
+    _die_with_parent()
 
     def post(*message) -> None:
         # plain pickle: tensors travel as copies, not as file descriptors that die with this process
@@ -91,6 +117,27 @@ def _child(model, send, ticks: bool, kwargs: dict, stack: str) -> None:
     run = run_model(model, on_case=on_case, on_tick=on_tick if ticks else _phase_only(post), **kwargs)
     post("done", run)
     send.close()
+
+
+def _die_with_parent() -> None:
+    """A child outlives a parent killed outright (SIGKILL, a CI job's timeout) and would
+    hold its output pipe open: it goes too.  Linux says so in one call; elsewhere a thread
+    watches for the parent to change."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:      # PR_SET_PDEATHSIG
+            if os.getppid() == parent:                        # not already orphaned
+                return
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _phase_only(post):

@@ -38,10 +38,26 @@ def test_a_crash_is_that_models_error_and_the_others_run(tmp_path):
     assert "1 passed, 0 failed, 2 errors" in r.stdout and "Traceback" not in r.stderr
 
 
+def test_isolation_is_the_default_when_more_than_one_model_runs(tmp_path):
+    (tmp_path / "crash.py").write_text(CRASH)
+    r = gcs("check", "--models-from", "crash.py", "--examples", "5", "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 1
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["isolated"] is True
+    assert {m["name"]: m["verdict"] for m in doc["models"]} == {"segv": "error", "quits": "error", "fine": "pass"}
+    # a single model runs in this process
+    r = gcs("check", "fine", "--models-from", "crash.py", "--examples", "5", "--json", "one.json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads((tmp_path / "one.json").read_text())["isolated"] is False
+    # --no-isolate keeps every model here: the segfault takes the whole command down
+    r = gcs("check", "fine", "segv", "--no-isolate", "--models-from", "crash.py", "--examples", "5",
+            "--json", "none.json", cwd=tmp_path)
+    assert (r.returncode < 0 or r.returncode > 128) and not (tmp_path / "none.json").exists()
+
+
 def test_isolated_runs_report_what_in_process_runs_report(tmp_path):
     (tmp_path / "w.py").write_text(WRONG.read_text())
     reports = []
-    for extra in ([], ["--isolate"]):
+    for extra in (["--no-isolate"], ["--isolate"]):
         r = gcs("check", "affine_scalar", "mlp_no_mask", "--models-from", "w.py", *extra, "--examples", "5",
                 "--json", "r.json", cwd=tmp_path)
         assert r.returncode == 1
@@ -63,3 +79,49 @@ def test_under_pytest_xdist_a_crash_is_that_tests_failure_and_the_others_run(pyt
                                            "--gradcheck-examples", "5")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*worker*crashed while running*test_backward[[]segv-cpu-float64[]]*"])
+
+
+SPINS = """
+import os, time
+from gradcheck_suite import Dim, Model
+
+def spin_forward(p, d):
+    with open(os.environ["SPIN_PID"], "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(0.1)
+
+spins = Model(name="spins", dims={"N": Dim(1, 4, 4)}, params={"w": ("N",)}, forward=spin_forward,
+              backward=lambda p, d, c, g: {"w": g})
+fine = Model(name="fine", dims={"N": Dim(1, 4, 4)}, params={"w": ("N",)},
+             forward=lambda p, d: ((p.w ** 2).sum(), None), backward=lambda p, d, c, g: {"w": 2 * g * p.w})
+"""
+
+
+def test_a_child_goes_when_the_command_is_killed(tmp_path):
+    """A CI job's timeout kills the command outright: its model's child must not live on
+    holding the output pipe open."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_cli import COMMAND
+
+    (tmp_path / "spin.py").write_text(SPINS)
+    pid_file = tmp_path / "child.pid"
+    proc = subprocess.Popen([*COMMAND, "check", "fine", "spins", "--models-from", "spin.py", "--examples", "3",
+                             "--case-timeout", "0"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "SPIN_PID": str(pid_file)})
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert child != proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)        # the pipe closes: nothing holds it any more
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2]

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check hand-written backward passes against autograd and finite differences.",
         epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error, 130 interrupted.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,bench,init}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,train,bench,init}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--models-from", action="append", default=[], metavar="PATH",
@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
     p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
+
+    from .train_command import add_parser
+    add_parser(sub, common)
 
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
                                  "(gradcheck-suite bench --help)")
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         elif args.command == "list":
             _list(rep, args)
+        elif args.command == "train":
+            _train(rep, args)
         else:
             _check(rep, args)
     except KeyboardInterrupt:
@@ -196,6 +201,7 @@ class _Report:
         self.usage = False             # a usage error: exit 2
         self.errors = 0                # model files that did not load: exit 1
         self.runs: list = []           # (ModelRun, its --models-from) of every model checked
+        self.trained: list | None = None   # TrainResult of every model trained
         self.listed: list | None = None
         self.interrupted = False
         self.planned = 0               # runs planned, for the summary of an interrupted check
@@ -224,11 +230,18 @@ class _Report:
             return EXIT_INTERRUPTED
         if self.usage:
             return EXIT_USAGE
-        if self.errors or any(r.verdict != "pass" for r, _ in self.runs):
+        if self.errors or any(r.verdict != "pass" for r, _ in self.runs) or \
+                any(r.verdict != "same" for r in self.trained or ()):
             return EXIT_FAILED
         return EXIT_OK
 
     def summary(self) -> str:
+        if self.trained is not None:
+            verdicts = ("same", "manual diverges", "both diverge", "error")
+            parts = [f"{sum(r.verdict == v for r in self.trained)} {v}" for v in verdicts]
+            if self.problems:
+                parts.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)} above")
+            return ", ".join(parts)
         counts = {v: sum(r.verdict == v for r, _ in self.runs) for v in ("pass", "fail", "error")}
         parts = [f"{counts['pass']} passed", f"{counts['fail']} failed"]
         errors = counts["error"] + self.errors
@@ -250,6 +263,8 @@ class _Report:
         if self.runs:  # the report module loads torch: only when something ran
             from .report import run_json
             models = [run_json(r, asked) for r, asked in self.runs]
+        elif self.trained is not None:
+            models = [r.to_json() for r in self.trained]
         self._write_json({"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
                           "interrupted": self.interrupted, "isolated": self.isolated, "problems": self.problems, "models": models})
         return code
@@ -392,6 +407,44 @@ NOTHING_CONFIGURED = ("no models configured: add [tool.gradcheck-suite] models-f
                       "pyproject.toml, or give --models-from (--builtin checks the example models)")
 
 
+def _selected(rep: _Report, args, reg, lost) -> list:
+    """The models named (or all), each name that is not one reported as such."""
+    models = []
+    broken = [t.split(":", 1)[0] for t in reg.problems]     # model files that failed to load
+    for name in args.names or reg.names():
+        if name in lost:
+            continue
+        try:
+            models.append(reg.get(name))
+        except KeyError as e:
+            if name.endswith(".py") or os.path.exists(name):
+                rep.usage_error(f"{name}: not a model name; did you mean --models-from {name}?")
+            elif broken:
+                rep.model_error(f"{name}: not found; {', '.join(broken)} failed to load and may define it")
+            else:
+                rep.usage_error(str(e))
+    return models
+
+
+def _train(rep: _Report, args) -> None:
+    from . import train_command
+    opts = train_command.options(rep, args)
+    if not (args.models_from or args.asked or args.builtin or args.config.builtin):
+        rep.usage_error(NOTHING_CONFIGURED)
+    if opts is None or rep.usage:
+        return
+    reg, lost = _load(rep, args, args.names)
+    models = _selected(rep, args, reg, lost)
+    if rep.usage:
+        return
+    if not models:
+        if not rep.problems:
+            rep.usage_error("no models to train")
+        return
+    rep.summarize = True
+    train_command.run(rep, args, models, opts)
+
+
 def _check(rep: _Report, args) -> None:
     opts = _options(rep, args)
     if not (args.models_from or args.asked or args.builtin or args.config.builtin):
@@ -417,20 +470,7 @@ def _check(rep: _Report, args) -> None:
             rep.usage_error("--device cuda: CUDA is not available on this machine; skipping the cuda cases")
         else:
             devices.append(dev)
-    models = []
-    broken = [t.split(":", 1)[0] for t in reg.problems]     # model files that failed to load
-    for name in args.names or reg.names():
-        if name in lost:
-            continue
-        try:
-            models.append(reg.get(name))
-        except KeyError as e:
-            if name.endswith(".py") or os.path.exists(name):
-                rep.usage_error(f"{name}: not a model name; did you mean --models-from {name}?")
-            elif broken:
-                rep.model_error(f"{name}: not found; {', '.join(broken)} failed to load and may define it")
-            else:
-                rep.usage_error(str(e))
+    models = _selected(rep, args, reg, lost)
     dims, hyper = opts["dims"], opts["hyper"]
     unknown = [f"--dims {', '.join(k for k in dims if not any(k in m.dims for m in models))}: no selected model "
                "has such a dimension",

@@ -91,6 +91,29 @@ class GradcheckTarget:
         if run.verdict != "pass":
             pytest.fail(report.run_details(run, self.models_from), pytrace=False)
 
+    def train(self, *, steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
+              batch: str | None = None, dims: dict | None = None, seed: int = 0):
+        """Train with the manual gradient next to autograd (``gradcheck-suite train``); the
+        result, or the test fails with its message unless the verdict is ``same``."""
+        if self.problem:
+            pytest.fail(self.problem, pytrace=False)
+        import torch
+
+        from .train_command import details
+        from .training import Options, train
+
+        model = _registry(self.options).get(self.name)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.options["threads"])
+        try:
+            result = train(model, Options(steps=steps, lr=lr, optimizer=optimizer, batch=batch, dims=dims,
+                                          dtype=self.dtype, seed=seed, device=self.device))
+        finally:
+            torch.set_num_threads(threads)
+        if result.verdict != "same":
+            pytest.fail(details(result), pytrace=False)
+        return result
+
 
 _CACHE: dict = {}
 

@@ -6,6 +6,8 @@ draws concrete dimensions, values and seeds for it (see ``strategies.py``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +19,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
 KINDS = ("model", "function", "custom op", "numpy")
+#: what a record's ``train`` dict may hold (see training.py)
+TRAIN_KEYS = ("lr", "steps", "optimizer", "batch", "dims", "loss", "data", "start")
+TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
+TRAIN_BATCHES = ("fixed", "fresh")
+TRAIN_LOSSES = ("sum", "square")
 
 
 class SpecError(ValueError):
@@ -159,6 +166,14 @@ class Model:
         The backward is documented to take contiguous tensors only: the checker then
         skips the layout variants (transposed, expanded and strided upstream gradients,
         non-contiguous inputs) that training can hand it, and the report says so.
+    train
+        Optional defaults for ``gradcheck-suite train``: ``dict(lr=1e-4, steps=500,
+        optimizer="sgd", batch="fresh", dims={...}, loss="sum")``, and a tutorial's own
+        data and start: ``data(step, dims, generator, dtype) -> {name: tensor}`` for the
+        data of each step, ``start(dims, generator, dtype) -> {name: tensor}`` for the
+        parameters.  ``loss`` turns the output into the loss trained on: ``"sum"`` (the
+        default for a scalar), ``"square"`` (half the mean square, the default otherwise)
+        or a torch callable of the output.
 
     A forward may return a tuple of tensors: each gets its own random upstream
     gradient, and the backward receives them as a tuple.
@@ -186,6 +201,7 @@ class Model:
     backward_runs: int = 2
     needs_contiguous: bool = False
     surrogate: bool = False
+    train: Mapping[str, Any] | None = None
     kind: str = "model"            # set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
 
@@ -371,6 +387,36 @@ def _range_problem(bounds: object) -> str | None:
     return None
 
 
+def _train_problem(train: object) -> str | None:
+    """What is wrong with a record's ``train`` dict, or None."""
+    if not isinstance(train, Mapping):
+        return f"must be a dict such as dict(lr=1e-3, steps=200), got {type(train).__name__}"
+    for key in train:
+        if key not in TRAIN_KEYS:
+            near = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(TRAIN_KEYS)})"
+            return f"unknown key {key!r}{hint}"
+    lr = train.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf):
+        return f"lr must be a positive number, got {lr!r}"
+    steps = train.get("steps")
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+        return f"steps must be a whole number >= 1, got {steps!r}"
+    for key, allowed in (("optimizer", TRAIN_OPTIMIZERS), ("batch", TRAIN_BATCHES)):
+        if key in train and train[key] not in allowed:
+            return f"{key} must be one of {', '.join(allowed)}, got {train[key]!r}"
+    loss = train.get("loss")
+    if loss is not None and loss not in TRAIN_LOSSES and not callable(loss):
+        return f"loss must be 'sum', 'square' or a callable of the output, got {loss!r}"
+    for key in ("data", "start"):
+        if train.get(key) is not None and not callable(train[key]):
+            return f"{key} must be callable, got {train[key]!r}"
+    dims = train.get("dims")
+    if dims is not None and not isinstance(dims, Mapping):
+        return f"dims must map dimension names to sizes, got {dims!r}"
+    return None
+
+
 def _new_fields_problem(m: Model) -> tuple[str, str] | None:
     if m.reference is not None and not callable(m.reference):
         return "reference", f"must be callable or None, got {m.reference!r}"
@@ -409,6 +455,10 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
         return "needs_contiguous", f"must be True or False, got {m.needs_contiguous!r}"
     if not isinstance(m.backward_runs, int) or isinstance(m.backward_runs, bool) or m.backward_runs < 2:
         return "backward_runs", f"must be a whole number >= 2, got {m.backward_runs!r}"
+    if m.train is not None:
+        text = _train_problem(m.train)
+        if text:
+            return "train", text
     if m.kind not in KINDS:
         return "kind", f"{m.kind!r} is not one of {', '.join(KINDS)}"
     return None

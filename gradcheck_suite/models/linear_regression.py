@@ -37,5 +37,6 @@ model = Model(
     backward=backward,
     make_tensors=make_tensors,
     flops=lambda s: (2 * s["N"] * s["F"] * s["O"] + 4 * s["N"] * s["O"], 2 * s["N"] * s["F"] * s["O"] + 2 * s["N"] * s["O"]),
+    train=dict(lr=1e-4, steps=500, batch="fresh"),   # seed 002: 500 steps of fresh batches of 32
     doc=__doc__,
 )

@@ -34,5 +34,6 @@ model = Model(
     forward=forward,
     backward=backward,
     flops=_flops,
+    train=dict(lr=1e-6),   # seed 004: randn start and data, lr 1e-6
     doc=__doc__,
 )

@@ -1,0 +1,451 @@
+"""Training with the hand-written gradient next to autograd: does it train the same?
+
+A check compares one gradient at one point.  Training asks the question a learner asks
+at the end of every tutorial: K optimiser steps with my gradient, K with autograd's, from
+the same start: do the losses and the parameters follow the same path?  Three runs:
+
+- ``manual``: the model's forward and hand-written backward, in the model's dtype;
+- ``autograd``: autograd of the reference (or of the forward), in the same dtype;
+- ``float64``: the same in float64, the reference path.
+
+Two correct gradients never give the same path bit for bit: they round differently, and
+training amplifies that wherever the dynamics are sensitive.  How far apart two correct
+runs drift is measured, not assumed: the **envelope** at step s is the largest distance so
+far between autograd in the dtype and in float64 (for a float64 model, between autograd in
+float32 and in float64: the nearest run that rounds differently).  The manual run
+**parts** at the first step where its distance from the autograd run exceeds ``MARGIN``
+times the envelope.  A large learning rate, where any rounding grows, widens the envelope
+with it, so it is not blamed on the gradient.
+
+Steps count from 1.  Step s computes the loss and the gradient at the parameters that
+s - 1 steps made, then updates them; ``losses[s - 1]`` is its loss.  The distance between
+two runs at step s is the larger of the difference of their step-s losses, over the largest
+loss of the float64 run so far, and the difference of their parameters after the update,
+over the norm of the float64 run's (all parameters as one vector).
+
+Verdicts: ``same``; ``manual diverges`` (parts at step s); ``both diverge`` (autograd's own
+loss becomes non-finite or grows ``BLOWUP`` times its start: the learning rate or the model,
+not the gradient); ``error`` (a broken contract or an exception, in one line).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .case import Bound, Case, ContractError, FactoryError, build, torch_dtype
+from .spec import TRAIN_BATCHES, TRAIN_OPTIMIZERS, Model, Tensors
+
+SAME, MANUAL, BOTH, ERROR = "same", "manual diverges", "both diverge", "error"
+
+MARGIN = 10.0          # a parting leaves the envelope by this factor
+BLOWUP = 1e4           # a finite loss this many times its start has blown up
+STEPS = 100
+FIRST_STEP = 0.05      # the default SGD step lowers the loss by this fraction, to first order
+ADAM_LR = 1e-3         # torch's own default
+
+
+@dataclasses.dataclass
+class Options:
+    """One training run's settings; None where the record's ``train`` dict or the default decides."""
+
+    steps: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    batch: str | None = None
+    dims: Mapping[str, int] | None = None
+    dtype: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    name: str
+    dtype: str
+    verdict: str
+    steps: int
+    lr: float | None = None
+    optimizer: str = "sgd"
+    batch: str = "fixed"
+    dims: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    parted_at: int | None = None
+    nonfinite_at: dict = dataclasses.field(default_factory=lambda: {"manual": None, "autograd": None})
+    diverged_at: int | None = None               # autograd's own loss blew up or left the numbers
+    losses: dict = dataclasses.field(default_factory=lambda: {"manual": [], "autograd": [], "float64": []})
+    distance: list = dataclasses.field(default_factory=list)   # manual from autograd, per step
+    envelope: list = dataclasses.field(default_factory=list)   # the threshold per step (MARGIN x drift)
+    envelope_from: str = ""
+    message: str = ""
+    notes: list = dataclasses.field(default_factory=list)
+    params: dict = dataclasses.field(default_factory=dict)    # the manual run's last parameters
+    seconds: float = 0.0
+    plot: str | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "verdict": self.verdict, "steps": self.steps,
+                "lr": self.lr, "optimizer": self.optimizer, "batch": self.batch, "dims": self.dims,
+                "seed": self.seed, "parted_at": self.parted_at, "nonfinite_at": self.nonfinite_at,
+                "diverged_at": self.diverged_at,
+                "losses": {k: [_number(v) for v in vs] for k, vs in self.losses.items()},
+                "distance": [_number(v) for v in self.distance],
+                "envelope": [_number(v) for v in self.envelope], "envelope_from": self.envelope_from,
+                "message": self.message, "notes": self.notes, "plot": self.plot,
+                "seconds": round(self.seconds, 3)}
+
+
+def _number(v: float | None) -> float | None:
+    """JSON has no NaN or Inf: a step that did not happen, or a non-finite value, is null."""
+    return None if v is None or not math.isfinite(v) else v
+
+
+class TrainError(Exception):
+    """A contract problem or an exception of the model's code: the run's one-line message."""
+
+
+# -- the runs -----------------------------------------------------------------------------
+
+
+def _loss_fn(loss: object, out: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    if callable(loss):
+        return loss
+    if loss is None:
+        loss = "sum" if out.numel() == 1 else "square"
+    if loss == "sum":
+        return lambda y: y.sum()
+    return lambda y: 0.5 * (y * y).mean()
+
+
+def _optimizer(kind: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if kind == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=lr)
+
+
+class _Run:
+    """One trajectory: parameters, optimiser, and the loss and gradient of each step."""
+
+    def __init__(self, label: str, model: Bound, start: Mapping[str, torch.Tensor], dtype: torch.dtype,
+                 device: str, optimizer: str, lr: float, manual: bool):
+        self.label, self.model, self.manual = label, model, manual
+        self.dtype, self.device = dtype, device
+        self.params = {n: t.detach().to(device=device, dtype=dtype).clone() for n, t in start.items()}
+        self.opt = _optimizer(optimizer, list(self.params.values()), lr)
+        self.losses: list[float | None] = []
+        self.stopped = False
+
+    def cast(self, d: Mapping[str, torch.Tensor]) -> Tensors:
+        return Tensors((n, t.to(device=self.device, dtype=self.dtype) if t.is_floating_point() else t.to(self.device))
+                       for n, t in d.items())
+
+    def step(self, d: Mapping[str, torch.Tensor], loss: object) -> float:
+        """One forward, backward and optimiser step on the batch ``d``; the loss before the step."""
+        data = self.cast(d)
+        grads, value = (self._manual if self.manual else self._autograd)(data, loss)
+        for n, p in self.params.items():
+            p.grad = grads[n]
+        self.opt.step()
+        return value
+
+    def _manual(self, data: Tensors, loss: object):
+        p = Tensors(self.params.items())
+        with torch.no_grad():
+            returned = _user(self.model.forward, "forward", p, data)
+        if not (isinstance(returned, tuple) and len(returned) == 2) or not isinstance(returned[0], torch.Tensor):
+            raise TrainError("forward must return (output, cache); `gradcheck-suite check` says more")
+        out, cache = returned
+        value, g = _loss_and_upstream(loss, out)
+        with torch.no_grad():
+            grads = _user(self.model.backward, "backward", p, data, cache, g)
+        return _params_grads(self.model, grads, self.params), value
+
+    def _autograd(self, data: Tensors, loss: object):
+        from .oracles import differentiated
+        leaves = {n: t.detach().requires_grad_(True) for n, t in self.params.items()}
+        with torch.enable_grad():
+            out = _user(differentiated, "reference" if self.model.reference else "forward", self.model,
+                        Tensors(leaves.items()), data)
+            if not isinstance(out, torch.Tensor):
+                raise TrainError(f"the {'reference' if self.model.reference else 'forward'}'s output is "
+                                 f"{type(out).__name__}, not a tensor")
+            total = _loss_fn(loss, out)(out)
+            grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        grads = {n: torch.zeros_like(leaves[n]) if gr is None else gr for n, gr in zip(leaves, grads)}
+        return grads, float(total.detach())
+
+
+def _loss_and_upstream(loss: object, out: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """The loss of the manual forward's output and its gradient there: the upstream ``g``."""
+    y = out.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = _loss_fn(loss, y)(y)
+        (g,) = torch.autograd.grad(total, [y])
+    return float(total.detach()), g
+
+
+def _user(fn, what: str, *args):
+    try:
+        return fn(*args)
+    except TrainError:
+        raise
+    except Exception as e:
+        from .blame import where
+        raise TrainError(f"{what} raised {type(e).__name__}: {e}{where(e)}") from e
+
+
+def _params_grads(model: Bound, grads: object, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not isinstance(grads, Mapping):
+        raise TrainError(f"backward returned {type(grads).__name__}, expected a dict of gradients by name "
+                         "(`gradcheck-suite check` says more)")
+    out = {}
+    for n, p in params.items():
+        gr = grads.get(n)
+        if not isinstance(gr, torch.Tensor):
+            raise TrainError(f"backward gave no gradient for {n} (`gradcheck-suite check` says more)")
+        if tuple(gr.shape) != tuple(p.shape):
+            raise TrainError(f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(p.shape)} "
+                             "(`gradcheck-suite check` says more)")
+        out[n] = gr.detach().to(dtype=p.dtype)
+    return out
+
+
+def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors.values()))
+
+
+def _gap(a: _Run, b: _Run) -> float:
+    return math.sqrt(sum(float((a.params[n].double().cpu() - b.params[n].double().cpu()).pow(2).sum())
+                         for n in a.params))
+
+
+class _Batches:
+    """The data of each step: one batch (``fixed``), or the case of seed S + s at step s
+    (``fresh``), or the record's own ``data(step, dims, gen, dtype)``."""
+
+    def __init__(self, model: Model, case: Case, batch: str, data: Callable | None, first: Tensors):
+        self.model, self.case, self.batch, self.data, self.first = model, case, batch, data, first
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        if self.data is not None:
+            gen = torch.Generator().manual_seed(self.case.seed + step)
+            made = _user(self.data, "train data", step, dict(self.case.values), gen, torch.float64)
+            missing = [n for n in self.model.data if not isinstance(made, Mapping) or n not in made]
+            if missing:
+                raise TrainError(f"train data gave no {', '.join(missing)} at step {step}")
+            return {n: torch.as_tensor(made[n]) for n in self.model.data}
+        if self.batch == "fixed" or step == 0:
+            return dict(self.first)
+        case = dataclasses.replace(self.case, seed=(self.case.seed + step) % 2**32)
+        try:
+            return dict(build(self.model, case)[1])
+        except (FactoryError, ContractError) as e:
+            raise TrainError(str(e)) from e
+
+
+def settings(model: Model, opts: Options) -> dict[str, Any]:
+    """The run's settings: the options, over the record's ``train`` dict, over the defaults."""
+    own = dict(model.train or {})
+    return {
+        "steps": opts.steps or own.get("steps") or STEPS,
+        "lr": opts.lr or own.get("lr"),
+        "optimizer": opts.optimizer or own.get("optimizer") or "sgd",
+        "batch": opts.batch or own.get("batch") or "fixed",
+        "dims": {**model.bench_dims, **dict(own.get("dims") or {}), **dict(opts.dims or {})},
+        "dtype": opts.dtype or model.dtype,
+        "loss": own.get("loss"),
+        "data": own.get("data"),
+        "start": own.get("start"),
+    }
+
+
+def train(model: Model, opts: Options | None = None, on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """K steps with the manual gradient, with autograd in the dtype, and in float64."""
+    opts = opts or Options()
+    began = time.perf_counter()
+    s = settings(model, opts)
+    result = TrainResult(model.name, s["dtype"], ERROR, s["steps"], s["lr"], s["optimizer"], s["batch"],
+                         dict(s["dims"]), opts.seed)
+    try:
+        _train(model, opts, s, result, on_step)
+    except TrainError as e:
+        result.verdict, result.message = ERROR, f"{model.name}: {e}"
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -> None:
+    from .spec import _train_problem
+    text = _train_problem({k: s[k] for k in ("lr", "steps", "optimizer", "batch")})
+    if text:
+        raise TrainError(text)
+    if model.two_way:
+        raise TrainError("numpy code without a reference has no autograd to train against: give the record a "
+                         "`reference` in torch")
+    if not model.params:
+        raise TrainError("nothing to train: the record has no params (its gradients are for data only)")
+    problem_ = model.check_dims(s["dims"])
+    if problem_:
+        raise TrainError(problem_)
+    hyper = model.bench_hyper
+    case = Case(model.name, dict(s["dims"]), "float64", opts.device, opts.seed, 1.0, hyper)
+    bound = Bound(model, case)
+    try:
+        p, d = build(model, case)
+    except (FactoryError, ContractError) as e:
+        raise TrainError(str(e)) from e
+    start = dict(p)
+    if s["start"] is not None:
+        gen = torch.Generator().manual_seed(opts.seed)
+        made = _user(s["start"], "train start", dict(case.values), gen, torch.float64)
+        start.update({n: torch.as_tensor(made[n], dtype=torch.float64) for n in model.params
+                      if isinstance(made, Mapping) and n in made})
+    batches = _Batches(model, case, s["batch"], s["data"], d)
+    dtype = torch_dtype(s["dtype"])
+    lr = s["lr"]
+    if lr is None:
+        lr = _default_lr(bound, start, batches(0), s, opts.device)
+        result.notes.append(f"learning rate {lr:.3g}: " + (
+            "torch's Adam default" if s["optimizer"] == "adam" else
+            f"the step that lowers the first loss by {FIRST_STEP:.0%} to first order (--lr to choose one)"))
+    result.lr = lr
+    envelope_dtype = torch.float32 if dtype == torch.float64 else dtype
+    result.envelope_from = (f"autograd in {str(envelope_dtype).replace('torch.', '')} against autograd in float64"
+                            + (" (the nearest run that rounds differently from a float64 one)"
+                               if dtype == torch.float64 else ""))
+    runs = {
+        "manual": _Run("manual", bound, start, dtype, opts.device, s["optimizer"], lr, manual=True),
+        "autograd": _Run("autograd", bound, start, dtype, opts.device, s["optimizer"], lr, manual=False),
+        "float64": _Run("float64", bound, start, torch.float64, opts.device, s["optimizer"], lr, manual=False),
+    }
+    if envelope_dtype != dtype:
+        runs["envelope"] = _Run("envelope", bound, start, envelope_dtype, opts.device, s["optimizer"], lr, manual=False)
+    drift_run = runs.get("envelope", runs["autograd"])
+    reference = runs["float64"]
+    eps = torch.finfo(envelope_dtype).eps
+    floor, drift_max, loss_scale = eps, 0.0, 0.0
+    start_loss = None
+    for step in range(1, s["steps"] + 1):
+        batch = batches(step - 1)
+        for r in runs.values():
+            if r.stopped:
+                r.losses.append(None)
+                continue
+            value = r.step(batch, s["loss"])
+            r.losses.append(value)
+            if not math.isfinite(value):
+                r.stopped = True
+        ref_loss = reference.losses[-1]
+        if ref_loss is not None and math.isfinite(ref_loss):
+            loss_scale = max(loss_scale, abs(ref_loss))
+        if start_loss is None:
+            start_loss = ref_loss if ref_loss is not None and math.isfinite(ref_loss) else None
+        param_scale = max(_norm(reference.params), 1e-300)
+        drift = _distance(drift_run, reference, loss_scale, param_scale)
+        if drift is not None:
+            drift_max = max(drift_max, drift)
+        result.envelope.append(MARGIN * max(drift_max, floor))
+        result.distance.append(_distance(runs["manual"], runs["autograd"], loss_scale, param_scale))
+        _watch(result, runs, step, start_loss)
+        if on_step is not None:
+            on_step(step, s["steps"])
+        if runs["manual"].stopped and runs["autograd"].stopped and reference.stopped:
+            break
+    missing = [None] * (s["steps"] - len(result.envelope))     # the steps that did not happen: null
+    for key in ("manual", "autograd", "float64"):
+        result.losses[key] = list(runs[key].losses) + missing
+    result.distance += missing
+    result.envelope += missing
+    result.params = {n: t.detach().clone() for n, t in runs["manual"].params.items()}
+    _verdict(result)
+
+
+def _distance(a: _Run, b: _Run, loss_scale: float, param_scale: float) -> float | None:
+    la, lb = a.losses[-1], b.losses[-1]
+    if la is None or lb is None or not (math.isfinite(la) and math.isfinite(lb)):
+        return None
+    loss = abs(la - lb) / loss_scale if loss_scale > 0 else 0.0
+    return max(loss, _gap(a, b) / param_scale)
+
+
+def _watch(result: TrainResult, runs: Mapping[str, _Run], step: int, start_loss: float | None) -> None:
+    """Non-finite losses, autograd's blow-up, and the manual run's parting, at this step."""
+    for key in ("manual", "autograd"):
+        value = runs[key].losses[-1]
+        if value is not None and not math.isfinite(value) and result.nonfinite_at[key] is None:
+            result.nonfinite_at[key] = step
+    if result.diverged_at is None:
+        for key in ("autograd", "float64"):
+            value = runs[key].losses[-1]
+            if value is not None and (not math.isfinite(value) or (
+                    start_loss is not None and abs(value) > BLOWUP * max(abs(start_loss), 1e-300))):
+                result.diverged_at = step
+                break
+    if result.parted_at is None:
+        manual, auto = runs["manual"].losses[-1], runs["autograd"].losses[-1]
+        distance = result.distance[-1]
+        if manual is not None and not math.isfinite(manual) and auto is not None and math.isfinite(auto):
+            result.parted_at = step
+        elif distance is not None and distance > result.envelope[-1]:
+            result.parted_at = step
+
+
+def _verdict(result: TrainResult) -> None:
+    m, a = result.losses["manual"], result.losses["autograd"]
+
+    def loss(values: list, step: int) -> str:
+        v = values[step - 1] if step - 1 < len(values) else None
+        return "not run" if v is None else f"{v:.6g}"
+
+    if result.diverged_at is not None:
+        t = result.diverged_at
+        result.verdict = BOTH
+        result.message = (f"{result.name}: the learning rate or the model, not your gradient: autograd diverges too "
+                          f"at step {t} (loss {loss(a, t)}, from {loss(a, 1)} at step 1); lower --lr to compare "
+                          "the gradients")
+        if result.parted_at is not None and result.parted_at < t:
+            result.notes.append(f"the manual run had parted from autograd at step {result.parted_at}, before "
+                                "autograd diverged: train again with a lower learning rate to tell a wrong "
+                                "gradient from an unstable one")
+        return
+    if result.parted_at is not None:
+        s = result.parted_at
+        result.verdict = MANUAL
+        distance, last = result.distance[s - 1], max((i + 1 for i, v in enumerate(m) if v is not None), default=s)
+        if distance is None:
+            how = f"its loss is {loss(m, s)} where autograd's is {loss(a, s)}"
+        else:
+            how = (f"the runs are {distance:.2g} apart (relative), where two correct gradients drift at most "
+                   f"{result.envelope[s - 1] / MARGIN:.2g} by then")
+            if loss(m, s) != loss(a, s):
+                how += f"; loss {loss(m, s)} against autograd's {loss(a, s)}"
+            if last > s:
+                how += f"; at step {last}, loss {loss(m, last)} against {loss(a, last)}"
+        result.message = f"{result.name}: the manual gradient trains differently from autograd from step {s}: {how}"
+        return
+    result.verdict = SAME
+    done = len(m)
+    result.message = (f"{result.name}: trains like autograd for {done} steps; final loss {loss(m, done)} "
+                      f"against autograd's {loss(a, done)}")
+
+
+def _default_lr(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], s: dict,
+                device: str) -> float:
+    """Adam: torch's default.  SGD: the step that lowers the first loss by ``FIRST_STEP`` to
+    first order, ``FIRST_STEP * |L| / |grad L|^2`` (a tenth of that with momentum, whose steps
+    add up to about ten times one)."""
+    if s["optimizer"] == "adam":
+        return ADAM_LR
+    run = _Run("probe", model, start, torch.float64, device, "sgd", 1.0, manual=False)
+    grads, value = run._autograd(run.cast(batch), s["loss"])
+    squared = sum(float(gr.double().pow(2).sum()) for gr in grads.values())
+    if not (math.isfinite(value) and math.isfinite(squared)) or squared == 0 or value == 0:
+        return 1e-3
+    lr = FIRST_STEP * abs(value) / squared
+    return lr / 10 if s["optimizer"] == "momentum" else lr

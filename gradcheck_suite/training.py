@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .case import Bound, Case, ContractError, FactoryError, build, torch_dtype
-from .spec import TRAIN_BATCHES, TRAIN_OPTIMIZERS, Model, Tensors
+from .spec import Model, Tensors
 
 SAME, MANUAL, BOTH, ERROR = "same", "manual diverges", "both diverge", "error"
 

@@ -121,9 +121,19 @@ def _loss_fn(loss: object, out: torch.Tensor) -> Callable[[torch.Tensor], torch.
     return lambda y: 0.5 * (y * y).mean()
 
 
-def _optimizer(kind: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+class _PlainSGD:
+    """p -= lr * grad: what torch.optim.SGD does without momentum, minus its per-step overhead."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float):
+        self.params, self.lr = params, lr
+
+    def step(self) -> None:
+        torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-self.lr)
+
+
+def _optimizer(kind: str, params: list[torch.Tensor], lr: float):
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return _PlainSGD(params, lr)
     if kind == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     return torch.optim.Adam(params, lr=lr)
@@ -140,8 +150,17 @@ class _Run:
         self.opt = _optimizer(optimizer, list(self.params.values()), lr)
         self.losses: list[float | None] = []
         self.stopped = False
+        self._cast: tuple | None = None
 
     def cast(self, d: Mapping[str, torch.Tensor]) -> Tensors:
+        """The batch in this run's dtype and device; a fixed batch is cast once."""
+        if self._cast is not None and self._cast[0] is d:
+            return self._cast[1]
+        cast = self._convert(d)
+        self._cast = (d, cast)
+        return cast
+
+    def _convert(self, d: Mapping[str, torch.Tensor]) -> Tensors:
         return Tensors((n, t.to(device=self.device, dtype=self.dtype) if t.is_floating_point() else t.to(self.device))
                        for n, t in d.items())
 
@@ -182,7 +201,14 @@ class _Run:
 
 
 def _loss_and_upstream(loss: object, out: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """The loss of the manual forward's output and its gradient there: the upstream ``g``."""
+    """The loss of the manual forward's output and its gradient there: the upstream ``g``
+    (written out for the two named losses, autograd's for a callable)."""
+    if loss is None:
+        loss = "sum" if out.numel() == 1 else "square"
+    if loss == "sum":
+        return float(out.sum()), torch.ones_like(out)
+    if loss == "square":
+        return float(0.5 * (out * out).mean()), out / out.numel()
     y = out.detach().requires_grad_(True)
     with torch.enable_grad():
         total = _loss_fn(loss, y)(y)
@@ -217,12 +243,20 @@ def _params_grads(model: Bound, grads: object, params: Mapping[str, torch.Tensor
 
 
 def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors.values()))
+    return math.sqrt(sum(float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2 for t in tensors.values()))
 
 
 def _gap(a: _Run, b: _Run) -> float:
-    return math.sqrt(sum(float((a.params[n].double().cpu() - b.params[n].double().cpu()).pow(2).sum())
-                         for n in a.params))
+    """The norm of the difference of two runs' parameters (all as one vector), in float64."""
+    total = 0.0
+    for n, x in a.params.items():
+        y = b.params[n]
+        if y.dtype != x.dtype:
+            # the envelope run against the float64 one, in the envelope's dtype: rounding the
+            # float64 side moves the result by at most eps/2 relative, half the envelope's floor
+            y = y.to(x.dtype)
+        total += float(torch.linalg.vector_norm(x - y, dtype=torch.float64)) ** 2
+    return math.sqrt(total)
 
 
 class _Batches:
@@ -230,7 +264,7 @@ class _Batches:
     (``fresh``), or the record's own ``data(step, dims, gen, dtype)``."""
 
     def __init__(self, model: Model, case: Case, batch: str, data: Callable | None, first: Tensors):
-        self.model, self.case, self.batch, self.data, self.first = model, case, batch, data, first
+        self.model, self.case, self.batch, self.data, self.first = model, case, batch, data, dict(first)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         if self.data is not None:
@@ -241,7 +275,7 @@ class _Batches:
                 raise TrainError(f"train data gave no {', '.join(missing)} at step {step}")
             return {n: torch.as_tensor(made[n]) for n in self.model.data}
         if self.batch == "fixed" or step == 0:
-            return dict(self.first)
+            return self.first
         case = dataclasses.replace(self.case, seed=(self.case.seed + step) % 2**32)
         try:
             return dict(build(self.model, case)[1])
@@ -322,12 +356,13 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
     runs = {
         "manual": _Run("manual", bound, start, dtype, opts.device, s["optimizer"], lr, manual=True),
         "autograd": _Run("autograd", bound, start, dtype, opts.device, s["optimizer"], lr, manual=False),
-        "float64": _Run("float64", bound, start, torch.float64, opts.device, s["optimizer"], lr, manual=False),
     }
-    if envelope_dtype != dtype:
+    if dtype == torch.float64:      # autograd in the dtype is the float64 run: once is enough
         runs["envelope"] = _Run("envelope", bound, start, envelope_dtype, opts.device, s["optimizer"], lr, manual=False)
+    else:
+        runs["float64"] = _Run("float64", bound, start, torch.float64, opts.device, s["optimizer"], lr, manual=False)
     drift_run = runs.get("envelope", runs["autograd"])
-    reference = runs["float64"]
+    reference = runs.get("float64", runs["autograd"])
     eps = torch.finfo(envelope_dtype).eps
     floor, drift_max, loss_scale = eps, 0.0, 0.0
     start_loss = None
@@ -355,11 +390,11 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
         _watch(result, runs, step, start_loss)
         if on_step is not None:
             on_step(step, s["steps"])
-        if runs["manual"].stopped and runs["autograd"].stopped and reference.stopped:
+        if all(r.stopped for r in runs.values()):
             break
     missing = [None] * (s["steps"] - len(result.envelope))     # the steps that did not happen: null
     for key in ("manual", "autograd", "float64"):
-        result.losses[key] = list(runs[key].losses) + missing
+        result.losses[key] = list(runs.get(key, reference).losses) + missing
     result.distance += missing
     result.envelope += missing
     result.params = {n: t.detach().clone() for n, t in runs["manual"].params.items()}
@@ -382,7 +417,7 @@ def _watch(result: TrainResult, runs: Mapping[str, _Run], step: int, start_loss:
             result.nonfinite_at[key] = step
     if result.diverged_at is None:
         for key in ("autograd", "float64"):
-            value = runs[key].losses[-1]
+            value = runs[key].losses[-1] if key in runs else None
             if value is not None and (not math.isfinite(value) or (
                     start_loss is not None and abs(value) > BLOWUP * max(abs(start_loss), 1e-300))):
                 result.diverged_at = step

@@ -242,3 +242,21 @@ def test_losses_are_finite_numbers_or_none():
     doc = r.to_json()
     json.dumps(doc, allow_nan=False)
     assert all(v is None or math.isfinite(v) for vs in doc["losses"].values() for v in vs)
+
+
+def test_every_train_output_in_the_docs_is_what_the_command_prints():
+    import re
+    import shlex
+
+    from tests.test_cli import ROOT
+    docs = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    blocks = re.findall(r"^```\n\$ (gradcheck-suite train .*?)\n(.*?)^```", docs, re.M | re.S)
+    assert [shlex.split(c)[2] for c, _ in blocks] == ["mlp_no_mask"]
+
+    def stable(text):  # numbers may move with the machine's rounding; the story may not
+        return re.sub(r" +", " ", re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "#", text)).strip()
+
+    for command, shown in blocks:
+        r = gcs(*shlex.split(command)[1:], cwd=ROOT)
+        assert r.returncode == 1
+        assert stable(r.stdout) == stable(shown), command

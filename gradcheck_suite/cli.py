@@ -301,7 +301,7 @@ def _settings(rep: _Report, args) -> bool:
         args.names = list(cfg.models)
     if getattr(args, "profile", "") is None:
         args.profile = cfg.profile or "quick"
-    if getattr(args, "dtype", "") is None and cfg.dtypes:
+    if args.command == "check" and args.dtype is None and cfg.dtypes:   # train: one dtype, the model's
         args.dtype = ",".join(cfg.dtypes)
     return True
 

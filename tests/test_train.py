@@ -260,3 +260,16 @@ def test_every_train_output_in_the_docs_is_what_the_command_prints():
         r = gcs(*shlex.split(command)[1:], cwd=ROOT)
         assert r.returncode == 1
         assert stable(r.stdout) == stable(shown), command
+
+
+def test_a_users_repository_trains_its_configured_models(tmp_path):
+    """The project's [tool.gradcheck-suite] settings choose the models, from any folder."""
+    (tmp_path / "pyproject.toml").write_text('[tool.gradcheck-suite]\nmodels-from = ["models/"]\n'
+                                             'dtypes = ["float64", "float32"]\n')
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "wrong.py").write_text(WRONG.read_text())
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    r = gcs("train", "--steps", "5", "--json", "t.json", cwd=tmp_path / "deep" / "er")
+    assert r.returncode == 1, r.stderr
+    names = [m["name"] for m in json.loads((tmp_path / "deep" / "er" / "t.json").read_text())["models"]]
+    assert "mlp_no_mask" in names and "linear_regression" not in names     # the built-ins are not the user's

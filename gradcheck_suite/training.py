@@ -111,12 +111,43 @@ class TrainError(Exception):
 # -- the runs -----------------------------------------------------------------------------
 
 
+class Target:
+    """The default loss of an output that is not a scalar: half the mean square distance
+    from a fixed random target, as large as the first output.  Unlike the output's own
+    square, its gradient is not zero where the output is, so a backward that forgets a
+    mask there still trains differently."""
+
+    def __init__(self, target: torch.Tensor):
+        self.target = target
+        self._cast: dict = {}
+
+    def _t(self, y: torch.Tensor) -> torch.Tensor:
+        key = (y.dtype, y.device)
+        if key not in self._cast:
+            if tuple(y.shape) != tuple(self.target.shape):
+                raise TrainError(f"the output's shape changed from {tuple(self.target.shape)} to "
+                                 f"{tuple(y.shape)} between steps")
+            self._cast[key] = self.target.to(dtype=y.dtype, device=y.device)
+        return self._cast[key]
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((y - self._t(y)) ** 2).mean()
+
+    def upstream(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self._t(y)) / y.numel()
+
+
+def _target(out: torch.Tensor, seed: int) -> Target:
+    gen = torch.Generator().manual_seed(seed ^ 0x7A46E7)
+    size = float(out.double().pow(2).mean().sqrt()) if out.numel() else 1.0
+    size = size if math.isfinite(size) and size > 0 else 1.0
+    return Target(size * torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device))
+
+
 def _loss_fn(loss: object, out: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     if callable(loss):
         return loss
-    if loss is None:
-        loss = "sum" if out.numel() == 1 else "square"
-    if loss == "sum":
+    if loss == "sum" or (loss is None and out.numel() == 1):
         return lambda y: y.sum()
     return lambda y: 0.5 * (y * y).mean()
 
@@ -203,9 +234,9 @@ class _Run:
 def _loss_and_upstream(loss: object, out: torch.Tensor) -> tuple[float, torch.Tensor]:
     """The loss of the manual forward's output and its gradient there: the upstream ``g``
     (written out for the two named losses, autograd's for a callable)."""
-    if loss is None:
-        loss = "sum" if out.numel() == 1 else "square"
-    if loss == "sum":
+    if isinstance(loss, Target):
+        return float(loss(out)), loss.upstream(out)
+    if loss == "sum" or (loss is None and out.numel() == 1):
         return float(out.sum()), torch.ones_like(out)
     if loss == "square":
         return float(0.5 * (out * out).mean()), out / out.numel()
@@ -342,6 +373,8 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
                       if isinstance(made, Mapping) and n in made})
     batches = _Batches(model, case, s["batch"], s["data"], d)
     dtype = torch_dtype(s["dtype"])
+    if s["loss"] is None:            # a scalar is the loss; any other output trains toward a target
+        s = {**s, "loss": _first_target(bound, start, batches(0), opts)}
     lr = s["lr"]
     if lr is None:
         lr = _default_lr(bound, start, batches(0), s, opts.device)
@@ -468,6 +501,20 @@ def _verdict(result: TrainResult) -> None:
     done = len(m)
     result.message = (f"{result.name}: trains like autograd for {done} steps; final loss {loss(m, done)} "
                       f"against autograd's {loss(a, done)}")
+
+
+def _first_target(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+                  opts: Options) -> object:
+    """``"sum"`` for a scalar output, else a :class:`Target` drawn from the seed."""
+    from .oracles import differentiated
+    run = _Run("probe", model, start, torch.float64, opts.device, "sgd", 1.0, manual=False)
+    with torch.no_grad():
+        out = _user(differentiated, "reference" if model.reference else "forward", model,
+                    Tensors(run.params.items()), run.cast(batch))
+    if not isinstance(out, torch.Tensor):
+        raise TrainError(f"the {'reference' if model.reference else 'forward'}'s output is "
+                         f"{type(out).__name__}, not a tensor")
+    return "sum" if out.numel() == 1 else _target(out, opts.seed)
 
 
 def _default_lr(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], s: dict,

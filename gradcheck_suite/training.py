@@ -471,6 +471,13 @@ def _verdict(result: TrainResult) -> None:
         v = values[step - 1] if step - 1 < len(values) else None
         return "not run" if v is None else f"{v:.6g}"
 
+    first, ref = a[0] if a else None, result.losses["float64"][0] if result.losses["float64"] else None
+    if a and (first is None or not math.isfinite(first)) and ref is not None and math.isfinite(ref):
+        result.verdict = ERROR
+        result.message = (f"{result.name}: the loss is {first} in {result.dtype} from the start, where float64 gives "
+                          f"{ref:.6g}: it does not fit {result.dtype} here; train in a wider dtype or at smaller "
+                          "--dims")
+        return
     if result.diverged_at is not None:
         t = result.diverged_at
         result.verdict = BOTH

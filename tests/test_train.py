@@ -273,3 +273,12 @@ def test_a_users_repository_trains_its_configured_models(tmp_path):
     assert r.returncode == 1, r.stderr
     names = [m["name"] for m in json.loads((tmp_path / "deep" / "er" / "t.json").read_text())["models"]]
     assert "mlp_no_mask" in names and "linear_regression" not in names     # the built-ins are not the user's
+
+
+def test_a_loss_that_does_not_fit_the_dtype_is_said_so_not_blamed_on_the_learning_rate():
+    big = Model(name="big_sum", dims={"N": Dim(1, 4096, 4096)}, params={"w": ("N",)},
+                forward=lambda p, d: (((100 * p.w) ** 2).sum(), None),
+                backward=lambda p, d, c, g: {"w": 2e4 * g * p.w})
+    r = train(big, Options(steps=5, dtype="float16"))
+    assert r.verdict == "error" and "does not fit float16" in r.message, r.message
+    assert train(big, Options(steps=5, dtype="float32")).verdict == SAME

@@ -183,6 +183,16 @@ class _Run:
         self.stopped = False
         self._cast: tuple | None = None
 
+    def advance(self, d: Mapping[str, torch.Tensor], loss: object) -> None:
+        """One step, its loss recorded; a run whose loss left the numbers stops (its losses None)."""
+        if self.stopped:
+            self.losses.append(None)
+            return
+        value = self.step(d, loss)
+        self.losses.append(value)
+        if not math.isfinite(value):
+            self.stopped = True
+
     def cast(self, d: Mapping[str, torch.Tensor]) -> Tensors:
         """The batch in this run's dtype and device; a fixed batch is cast once."""
         if self._cast is not None and self._cast[0] is d:
@@ -274,20 +284,20 @@ def _params_grads(model: Bound, grads: object, params: Mapping[str, torch.Tensor
 
 
 def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2 for t in tensors.values()))
+    return math.hypot(*(float(torch.linalg.vector_norm(t, dtype=torch.float64)) for t in tensors.values()))
 
 
 def _gap(a: _Run, b: _Run) -> float:
     """The norm of the difference of two runs' parameters (all as one vector), in float64."""
-    total = 0.0
+    norms = []
     for n, x in a.params.items():
         y = b.params[n]
         if y.dtype != x.dtype:
             # the envelope run against the float64 one, in the envelope's dtype: rounding the
             # float64 side moves the result by at most eps/2 relative, half the envelope's floor
             y = y.to(x.dtype)
-        total += float(torch.linalg.vector_norm(x - y, dtype=torch.float64)) ** 2
-    return math.sqrt(total)
+        norms.append(float(torch.linalg.vector_norm(x - y, dtype=torch.float64)))
+    return math.hypot(*norms)      # no overflow where the runs blow up
 
 
 class _Batches:
@@ -341,6 +351,12 @@ def train(model: Model, opts: Options | None = None, on_step: Callable[[int, int
         _train(model, opts, s, result, on_step)
     except TrainError as e:
         result.verdict, result.message = ERROR, f"{model.name}: {e}"
+    except Exception as e:         # the harness's own fault: said so, with where, not the model's
+        import traceback
+        result.verdict = ERROR
+        result.message = (f"{model.name}: internal error in gradcheck-suite while training ({type(e).__name__}: "
+                          f"{e}); not your model's fault, please report it")
+        result.notes.append("".join(traceback.format_exception(e)).rstrip())
     result.seconds = time.perf_counter() - began
     return result
 
@@ -390,41 +406,38 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
         "manual": _Run("manual", bound, start, dtype, opts.device, s["optimizer"], lr, manual=True),
         "autograd": _Run("autograd", bound, start, dtype, opts.device, s["optimizer"], lr, manual=False),
     }
-    if dtype == torch.float64:      # autograd in the dtype is the float64 run: once is enough
-        runs["envelope"] = _Run("envelope", bound, start, envelope_dtype, opts.device, s["optimizer"], lr, manual=False)
-    else:
+    if dtype != torch.float64:
         runs["float64"] = _Run("float64", bound, start, torch.float64, opts.device, s["optimizer"], lr, manual=False)
-    drift_run = runs.get("envelope", runs["autograd"])
     reference = runs.get("float64", runs["autograd"])
-    eps = torch.finfo(envelope_dtype).eps
-    floor, drift_max, loss_scale = eps, 0.0, 0.0
+    # autograd in the dtype is the float64 run for a float64 model; its envelope run (float32)
+    # starts only once the manual run leaves the envelope's floor, which no drift can lower
+    envelope = _Envelope(bound, start, envelope_dtype, opts.device, s, lr, batches,
+                         drift_run=None if dtype == torch.float64 else runs["autograd"])
     start_loss = None
     for step in range(1, s["steps"] + 1):
         batch = batches(step - 1)
         for r in runs.values():
-            if r.stopped:
-                r.losses.append(None)
-                continue
-            value = r.step(batch, s["loss"])
-            r.losses.append(value)
-            if not math.isfinite(value):
-                r.stopped = True
+            r.advance(batch, s["loss"])
+        envelope.advance(step, batch)
         ref_loss = reference.losses[-1]
-        if ref_loss is not None and math.isfinite(ref_loss):
-            loss_scale = max(loss_scale, abs(ref_loss))
+        envelope.scale(ref_loss, _norm(reference.params))
         if start_loss is None:
             start_loss = ref_loss if ref_loss is not None and math.isfinite(ref_loss) else None
-        param_scale = max(_norm(reference.params), 1e-300)
-        drift = _distance(drift_run, reference, loss_scale, param_scale)
-        if drift is not None:
-            drift_max = max(drift_max, drift)
-        result.envelope.append(MARGIN * max(drift_max, floor))
-        result.distance.append(_distance(runs["manual"], runs["autograd"], loss_scale, param_scale))
+        distance = _distance(runs["manual"], runs["autograd"], envelope.loss_scale, envelope.param_scale)
+        if not envelope.measured and (distance is None or distance > envelope.threshold(step)):
+            envelope.catch_up(step, runs["autograd"])
+        result.distance.append(distance)
+        result.envelope.append(envelope.threshold(step, reference))
         _watch(result, runs, step, start_loss)
         if on_step is not None:
             on_step(step, s["steps"])
         if all(r.stopped for r in runs.values()):
             break
+    result.envelope = envelope.thresholds(len(result.envelope))
+    if not envelope.measured:
+        result.notes.append(f"the manual run stayed within {MARGIN:g} × {str(envelope_dtype).replace('torch.', '')}'s "
+                            "epsilon of autograd, where no drift could make it part: the "
+                            f"{str(envelope_dtype).replace('torch.', '')} run was not needed")
     missing = [None] * (s["steps"] - len(result.envelope))     # the steps that did not happen: null
     for key in ("manual", "autograd", "float64"):
         result.losses[key] = list(runs.get(key, reference).losses) + missing
@@ -432,6 +445,68 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
     result.envelope += missing
     result.params = {n: t.detach().clone() for n, t in runs["manual"].params.items()}
     _verdict(result)
+
+
+class _Envelope:
+    """The drift of two correct runs, step by step, as the parting line ``MARGIN`` x drift
+    (never below ``MARGIN`` x the envelope dtype's epsilon).
+
+    Where autograd in the model's dtype is not the float64 run, the drift is theirs and is
+    measured every step.  For a float64 model the drift is a float32 run's against the
+    float64 one, and that run starts late: while the manual run stays under the floor, no
+    drift could make it part.  When it first leaves the floor at step s, the float32 run and a
+    second float64 run replay steps 1..s from the same start and batches (both are
+    deterministic), and the float32 run goes on next to autograd from there.
+    """
+
+    def __init__(self, bound: Bound, start, dtype: torch.dtype, device: str, s: dict, lr: float, batches,
+                 drift_run: _Run | None):
+        self.bound, self.start, self.dtype, self.device, self.s, self.lr = bound, start, dtype, device, s, lr
+        self.batches, self.run = batches, drift_run
+        self.floor = torch.finfo(dtype).eps
+        self.measured = drift_run is not None
+        self.loss_scale, self.param_scale = 0.0, 1e-300
+        self.scales: list[tuple[float, float]] = []     # per step, for a replay
+        self.drifts: list[float] = []                   # the running maximum per step
+
+    def scale(self, ref_loss: float | None, ref_norm: float) -> None:
+        if ref_loss is not None and math.isfinite(ref_loss):
+            self.loss_scale = max(self.loss_scale, abs(ref_loss))
+        self.param_scale = max(ref_norm, 1e-300)
+        self.scales.append((self.loss_scale, self.param_scale))
+
+    def threshold(self, step: int, reference: _Run | None = None) -> float:
+        """The parting line at ``step``; with ``reference``, this step's drift is measured first."""
+        if reference is not None and self.run is not None and len(self.drifts) < step:
+            drift = _distance(self.run, reference, self.loss_scale, self.param_scale)
+            last = self.drifts[-1] if self.drifts else 0.0
+            self.drifts.append(max(last, drift) if drift is not None else last)
+        drift = self.drifts[step - 1] if len(self.drifts) >= step else 0.0
+        return MARGIN * max(drift, self.floor)
+
+    def advance(self, step: int, batch) -> None:
+        """The envelope's own run, once it started, keeps step with the others."""
+        if self.run is not None and len(self.run.losses) < step:
+            self.run.advance(batch, self.s["loss"])
+
+    def thresholds(self, steps: int) -> list[float]:
+        return [self.threshold(i) for i in range(1, steps + 1)]
+
+    def catch_up(self, step: int, reference: _Run) -> None:
+        """Replay steps 1..step with the envelope's run and a second float64 run."""
+        make = lambda label, dtype: _Run(label, self.bound, self.start, dtype, self.device,  # noqa: E731
+                                         self.s["optimizer"], self.lr, manual=False)
+        self.run, replay = make("envelope", self.dtype), make("float64 replay", torch.float64)
+        self.drifts, last = [], 0.0
+        for t in range(1, step + 1):
+            batch = self.batches(t - 1)
+            self.run.advance(batch, self.s["loss"])
+            replay.advance(batch, self.s["loss"])
+            drift = _distance(self.run, replay, *self.scales[t - 1])
+            last = max(last, drift) if drift is not None else last
+            self.drifts.append(last)
+        self.measured = True
+        del replay
 
 
 def _distance(a: _Run, b: _Run, loss_scale: float, param_scale: float) -> float | None:

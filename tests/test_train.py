@@ -282,3 +282,13 @@ def test_a_loss_that_does_not_fit_the_dtype_is_said_so_not_blamed_on_the_learnin
     r = train(big, Options(steps=5, dtype="float16"))
     assert r.verdict == "error" and "does not fit float16" in r.message, r.message
     assert train(big, Options(steps=5, dtype="float32")).verdict == SAME
+
+
+def test_the_float32_envelope_run_starts_only_when_the_manual_run_leaves_the_floor():
+    floor = 10 * torch.finfo(torch.float32).eps
+    right = train(_mlp("mlp_right"), Options(steps=30))
+    assert right.verdict == SAME and all(e == pytest.approx(floor) for e in right.envelope)
+    assert any("run was not needed" in n for n in right.notes)
+    wrong = train(load([str(WRONG)]).get("mlp_no_mask"), Options(lr=1e-6, dims=SEED_DIMS, steps=30))
+    assert wrong.verdict == MANUAL and max(wrong.envelope) > 10 * floor    # measured, from step 1 on
+    assert not any("run was not needed" in n for n in wrong.notes)

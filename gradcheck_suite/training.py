@@ -572,9 +572,8 @@ def _verdict(result: TrainResult) -> None:
             how = f"its loss is {loss(m, s)} where autograd's is {loss(a, s)}"
         else:
             how = (f"the runs are {distance:.2g} apart (relative), where two correct gradients drift at most "
-                   f"{result.envelope[s - 1] / MARGIN:.2g} by then")
-            if loss(m, s) != loss(a, s):
-                how += f"; loss {loss(m, s)} against autograd's {loss(a, s)}"
+                   f"{result.envelope[s - 1] / MARGIN:.2g} by then; loss {loss(m, s)} against autograd's "
+                   f"{loss(a, s)}")
             if last > s:
                 how += f"; at step {last}, loss {loss(m, last)} against {loss(a, last)}"
         result.message = f"{result.name}: the manual gradient trains differently from autograd from step {s}: {how}"

@@ -1,0 +1,56 @@
+"""How close correct models come to parting: ``train`` swept across the stability limit.
+
+    python benchmarks/train_margin.py [--margin 10] [--steps 200]
+
+Correct models (``linear_regression``, ``mlp_relu``, ``two_layer_scalar`` and a float32
+tanh net of the tests) train at learning rates from a tenth of the stable step to several
+times it, with SGD, momentum and Adam, in float32 and float64.  With ``--margin M`` the
+parting line is M x the measured drift instead of ``training.MARGIN``: at 1, the runs that
+would part show how much room the chosen margin leaves.  Prints every run that parts and the
+count of verdicts; a correct model must never come out ``manual diverges`` at the margin in use.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from gradcheck_suite import training  # noqa: E402
+from gradcheck_suite.registry import load  # noqa: E402
+from tests.test_train import _tanh_net  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--margin", type=float, default=training.MARGIN)
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    training.MARGIN = args.margin
+    print(f"torch {torch.__version__}, 1 thread, margin {args.margin:g}, load {os.getloadavg()}", flush=True)
+    reg = load()
+    counts: collections.Counter = collections.Counter()
+    for model, lrs in ((reg.get("linear_regression"), (1e-4, 3e-4, 4.4e-4, 4.7e-4, 5e-4, 8e-4)),
+                       (_tanh_net("float32"), (0.003, 0.01, 0.03, 0.06, 0.1, 0.2, 0.4)),
+                       (reg.get("mlp_relu"), (3e-7, 1e-6, 3e-6, 1e-5)),
+                       (reg.get("two_layer_scalar"), (0.01, 0.1, 0.3, 1.0))):
+        for optimizer, factor in (("sgd", 1), ("momentum", 2), ("adam", 30)):
+            for lr in lrs:
+                for dtype in ("float32", "float64"):
+                    r = training.train(model, training.Options(lr=lr * factor, dtype=dtype, optimizer=optimizer,
+                                                               steps=args.steps))
+                    counts[r.verdict] += 1
+                    if r.verdict == training.MANUAL:
+                        print(f"{model.name} {optimizer} lr {lr * factor:.3g} {dtype}: {r.message}", flush=True)
+    print(dict(counts), f"load after {os.getloadavg()}")
+    return 1 if counts[training.MANUAL] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -387,7 +387,7 @@ def _range_problem(bounds: object) -> str | None:
     return None
 
 
-def _train_problem(train: object) -> str | None:
+def train_problem(train: object) -> str | None:
     """What is wrong with a record's ``train`` dict, or None."""
     if not isinstance(train, Mapping):
         return f"must be a dict such as dict(lr=1e-3, steps=200), got {type(train).__name__}"
@@ -456,7 +456,7 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
     if not isinstance(m.backward_runs, int) or isinstance(m.backward_runs, bool) or m.backward_runs < 2:
         return "backward_runs", f"must be a whole number >= 2, got {m.backward_runs!r}"
     if m.train is not None:
-        text = _train_problem(m.train)
+        text = train_problem(m.train)
         if text:
             return "train", text
     if m.kind not in KINDS:

@@ -362,8 +362,8 @@ def train(model: Model, opts: Options | None = None, on_step: Callable[[int, int
 
 
 def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -> None:
-    from .spec import _train_problem
-    text = _train_problem({k: s[k] for k in ("lr", "steps", "optimizer", "batch")})
+    from .spec import train_problem
+    text = train_problem({k: s[k] for k in ("lr", "steps", "optimizer", "batch")})
     if text:
         raise TrainError(text)
     if model.two_way:

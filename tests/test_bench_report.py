@@ -41,6 +41,16 @@ def visits(model, ratios, **kw):
     return [entry(model, rounds(r, seed=i), visit=i, **kw) for i, r in enumerate(ratios)]
 
 
+def table_line(text, model):
+    """The row of ``model`` in the report's main table (the one a reader decides from)."""
+    main = text.split("## Details")[0]
+    return next(ln for ln in main.splitlines() if ln.startswith(f"| {model} "))
+
+
+def detail_line(text, model):
+    return next(ln for ln in text.split("## Details")[1].splitlines() if ln.startswith(f"| {model} "))
+
+
 # --------------------------------------------------------------------------- statistics
 
 def test_interval_contains_the_median_and_narrows_with_more_rounds():
@@ -183,7 +193,7 @@ def test_a_failing_check_is_marked_and_never_a_winner(tmp_path):
     r_bad, r_good = rows.rows(data)
     assert r_bad.faster == "none: check fail" and r_good.faster == "manual"
     text, _ = report.report(data, tmp_path, plots=False)
-    line = next(ln for ln in text.splitlines() if ln.startswith("| mlp_no_mask "))
+    line = table_line(text, "mlp_no_mask")
     assert "**FAIL**" in line and "none: check fail" in line and "| manual |" not in line
     assert "never called faster" in text and cmd in text
 
@@ -198,18 +208,22 @@ def test_a_row_above_the_matmul_rate_carries_a_note(tmp_path):
     data = run(entry("m", fast, flops=10**6, matmul={"shape": [1, 4, 1], "flops": 10**6}))
     text, _ = report.report(data, tmp_path, plots=False)
     assert "1000% (note 1)" in text and "1. m cpu float32 forward+backward, manual: 1000% of the matmul rate" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
+    line = detail_line(text, "m")
     assert "100% |" in line                       # autograd exactly at the rate: no note
 
 
 def test_report_shows_spread_interval_threads_and_load(tmp_path):
     text, _ = report.report(run(*visits("m", [0.5, 0.5])), tmp_path, plots=False)
     assert "1 torch thread(s)" in text and "load average 0.50 at the start" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
-    cells = [c.strip() for c in line.split("|")]
-    assert "(" in cells[6] and "–" in cells[6]                 # median (q1–q3)
-    assert cells[8].startswith("0.5") and "[" in cells[8]      # ratio [CI]
-    assert cells[10] == "80 in 2"
+    head = next(ln for ln in text.splitlines() if ln.startswith("| model | phase |"))
+    assert [c.strip() for c in head.strip("|").split("|")] == [
+        "model", "phase", "check", "manual", "autograd", "manual/autograd [95% CI]", "faster",
+        "kept: manual / autograd", "peak: manual / autograd"]
+    cells = [c.strip() for c in table_line(text, "m").split("|")]
+    assert cells[6].startswith("0.5") and "[" in cells[6]      # ratio [CI]
+    details = [c.strip() for c in detail_line(text, "m").split("|")]
+    assert "(" in details[4] and "–" in details[4]             # median (q1–q3)
+    assert details[6] == "80 in 2" and details[2] == "cpu float32"
 
 
 def sweep_run():
@@ -244,7 +258,7 @@ def test_baseline_section_same_machine_and_another(tmp_path):
     base = run(entry("m", rounds(0.5)))
     text, regressed = report.report(run(entry("m", rounds(0.8))), tmp_path, base, plots=False)
     assert "Same machine and setup." in text and "manual time then → now" in text
-    assert [c.row.model for c in regressed] == ["m"] and "**slower**" in text
+    assert [c.row.model for c in regressed.slower] == ["m"] and "**slower**" in text and not regressed.memory
     text, _ = report.report(run(entry("m", rounds(0.5)), node="other"), tmp_path, base, plots=False)
     assert "another machine or setup: only manual/autograd ratios are compared" in text
     assert "manual time then → now" not in text and "0 slower" in text

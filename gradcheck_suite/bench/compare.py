@@ -7,6 +7,20 @@ runs, the change is median ratio now / median ratio then, with a bootstrap inter
 that resamples the rounds of both runs.  A row is flagged only when that whole interval
 lies beyond the threshold: a lone median that happens to land past it is not enough.
 
+The sequential rule.  With a baseline, ``--quick`` gives a row whose interval still
+straddles the threshold more visits (up to :data:`EXTRA_VISITS`, within
+:data:`EXTRA_BUDGET` seconds for all rows), looking again after each one.  Looking
+repeatedly would inflate false flags if every look used a 95% interval, so the error
+rate ``ALPHA`` (5%) is split evenly over the ``L`` looks the run may take (Bonferroni
+over looks): every look, the first included, judges with a ``1 - ALPHA/L`` interval.
+The chance that any look flags a row that did not change is then at most ``ALPHA``
+(as far as the bootstrap interval holds its level).  A row still undecided when its
+looks or the budget run out is reported inconclusive.
+
+Memory is deterministic, so its gate is exact: a row whose manual kept or peak bytes
+grew by more than the memory threshold (0%: any growth) against the baseline is a
+memory regression.
+
 On the same machine and setup, the report also shows the change of the absolute manual
 time.  It never flags a row by itself, but a ratio that says slower while the manual time
 grew less than the whole machine slowed (or the reverse) is reported as contradicted, not
@@ -22,24 +36,56 @@ from collections.abc import Iterable, Mapping
 
 from . import stats
 from .rows import GRID, Row, machine
+from .timing import FORWARD_BACKWARD
 
-DEFAULT_THRESHOLD = 10.0
+#: A 10% slowdown is flagged once the interval of the change is narrower than ±5 points.
+DEFAULT_THRESHOLD = 5.0
+#: Memory: growth beyond this percentage is a regression (0: any growth).
+DEFAULT_MEMORY_THRESHOLD = 0.0
+#: A peak partly measured by tracemalloc (numpy models) moves by a few hundred bytes of
+#: Python objects from run to run: growth within this fraction is not a regression.
+APPROXIMATE_SLACK = 0.01
+#: The error rate of the time gate, split over the looks of the sequential rule.
+ALPHA = 0.05
+#: --quick with a baseline: the most extra visits to a row that is still undecided, and
+#: the seconds all extra visits may take together.
+EXTRA_VISITS = 6
+EXTRA_BUDGET = 20.0
 SLOWER, FASTER, SAME, UNCLEAR = "slower", "faster", "within threshold", "inconclusive"
 #: On the same machine: the ratio moved one way and the manual time the other.
 CONTRADICTED = "contradicted by the times"
 
 
-def threshold(text: str) -> float:
+def threshold(text: str, option: str = "--threshold") -> float:
     """--threshold PCT: a finite number, at least 0 (ValueError with the reason if not)."""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--threshold {text!r} is not a number (a percentage, e.g. 10)") from None
+        raise ValueError(f"{option} {text!r} is not a number (a percentage, e.g. 10)") from None
     if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"--threshold {text!r} must be a finite percentage")
+        raise ValueError(f"{option} {text!r} must be a finite percentage")
     if value < 0:
-        raise ValueError(f"--threshold {text!r} must be at least 0")
+        raise ValueError(f"{option} {text!r} must be at least 0")
     return value
+
+
+def look_confidence(looks: int) -> float:
+    """The confidence of every look when the run may look ``looks`` times."""
+    return 1 - ALPHA / max(1, looks)
+
+
+def change(current, baseline, looks: int = 1) -> stats.Interval:
+    """Ratio now / ratio then, with its interval at the per-look confidence."""
+    return stats.change_interval(current, baseline, confidence=look_confidence(looks))
+
+
+def look(visits, base: Row, threshold_pct: float, looks: int) -> str:
+    """One look of the sequential rule during a run: the status of a row from the samples
+    of its visits so far (``[{side: [seconds per round]}]``) against its baseline row."""
+    ratios = [[m / a for m, a in zip(v["manual"], v["autograd"]) if a > 0] for v in visits]
+    if not any(ratios):
+        return UNCLEAR
+    return judge(change(ratios, base.ratios, looks), threshold_pct)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,25 +113,28 @@ def judge(change: stats.Interval, threshold_pct: float) -> str:
 
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,), same: bool = False) -> list[Comparison]:
+            kinds: tuple[str, ...] = (GRID,), same: bool = False, looks: int = 1) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
     against the baseline is the median over rows of autograd's time now / then, and a row
     whose ratio says slower while its manual time grew less than that speed explains (or
     faster while it grew more) is contradicted, not a change of the code.
+
+    ``looks``: how many looks the run's sequential rule could take (its intervals are at
+    ``1 - ALPHA/looks``), so that the report judges as the run decided.
     """
     base = {r.key: r for r in baseline if r.kind in kinds}
     pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
     speed = machine_speed(pairs)
     out = []
     for r, b in pairs:
-        change = stats.change_interval(r.ratios, b.ratios)
-        status = judge(change, threshold_pct)
+        interval = change(r.ratios, b.ratios, looks)
+        status = judge(interval, threshold_pct)
         manual = r.manual.median / b.manual.median
         if same and speed and ((status == SLOWER and manual < speed) or (status == FASTER and manual > speed)):
             status = CONTRADICTED
-        out.append(Comparison(r, b, change, status))
+        out.append(Comparison(r, b, interval, status))
     return out
 
 
@@ -103,3 +152,42 @@ def same_machine(run: Mapping, baseline: Mapping) -> bool:
 def regressions(comparisons: Iterable[Comparison]) -> list[Comparison]:
     """The rows flagged slower, worst first."""
     return sorted((c for c in comparisons if c.status == SLOWER), key=lambda c: -c.change.low)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryChange:
+    """The manual path's kept and peak bytes now against the baseline's, for one row."""
+
+    row: Row
+    base: Row
+    grew: tuple[str, ...]     # "kept", "peak": the figures that grew beyond the threshold
+
+    def describe(self, what: str) -> str:
+        then, now = self.base.memory_of("manual", what), self.row.memory_of("manual", what)
+        return f"{what} {then} → {now} bytes"
+
+
+def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
+                   threshold_pct: float = DEFAULT_MEMORY_THRESHOLD) -> list[MemoryChange]:
+    """Rows measured in both runs (forward+backward rows of the grid: the figures are the
+    model's, the same for both phases), with the figures that grew beyond the threshold."""
+    base = {r.key: r for r in baseline if r.kind == GRID and r.has_memory}
+    out = []
+    for r in current:
+        b = base.get(r.key)
+        if b is None or not r.has_memory or r.phase != FORWARD_BACKWARD:
+            continue
+        grew = []
+        for what in ("kept", "peak"):
+            now, then = r.memory_of("manual", what), b.memory_of("manual", what)
+            if now is None or then is None:
+                continue
+            slack = APPROXIMATE_SLACK if what == "peak" and (r.memory or {}).get("approximate_peak") else 0.0
+            if now > then * (1 + threshold_pct / 100 + slack):
+                grew.append(what)
+        out.append(MemoryChange(r, b, tuple(grew)))
+    return out
+
+
+def memory_regressions(changes: Iterable[MemoryChange]) -> list[MemoryChange]:
+    return [c for c in changes if c.grew]

@@ -35,6 +35,25 @@ class Row:
     check: dict
     visits: list           # one {side: seconds per call, one per round} per visit
     matmul: dict | None    # {"shape": [m, k, n], "flops": ...}
+    memory: dict | None = None   # {"manual": {"kept", "peak"}, "autograd": {...}, "peak_method"} or {"error"}
+
+    @property
+    def has_memory(self) -> bool:
+        return bool(self.memory) and "manual" in self.memory and "autograd" in self.memory
+
+    def memory_of(self, side: str, what: str) -> int | None:
+        """Bytes ``side`` kept for its backward (``what="kept"``) or its peak (``"peak"``)."""
+        if not self.has_memory:
+            return None
+        value = (self.memory.get(side) or {}).get(what)
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def memory_ratio(self, what: str) -> float | None:
+        """manual / autograd bytes; None where either is missing or autograd's is 0."""
+        m, a = self.memory_of("manual", what), self.memory_of("autograd", what)
+        if m is None or a is None or a == 0:
+            return None
+        return m / a
 
     def pooled(self, side: str) -> list[float]:
         return [t for v in self.visits for t in v.get(side, [])]
@@ -121,9 +140,11 @@ def rows(run: Mapping) -> list[Row]:
                   device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
                   dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
                   threads=info.get("threads"), check=info.get("check") or {}, visits=[samples],
-                  matmul=info.get("matmul"))
+                  matmul=info.get("matmul"), memory=info.get("memory"))
         if row.key in out:
             out[row.key].visits.append(samples)
+            if row.memory and not out[row.key].memory:
+                out[row.key] = dataclasses.replace(out[row.key], memory=row.memory)
         else:
             out[row.key] = row
     return list(out.values())

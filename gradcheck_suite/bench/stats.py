@@ -9,6 +9,7 @@ report shows and what the regression gate compares.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -117,6 +118,8 @@ def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float]
     """median(current) / median(baseline), with a bootstrap interval that resamples both
     runs independently (they are separate runs, so their rounds are not paired)."""
     cur, base = _groups(current), _groups(baseline)
+    # at least 20 resamples in each tail, so that a 99% interval is not one sample's luck
+    resamples = max(resamples, math.ceil(40 / (1 - confidence)))
     rng = np.random.default_rng(_SEED)
     estimates = _resampled_medians(cur, rng, resamples) / _resampled_medians(base, rng, resamples)
     low, high = _bounds(estimates, confidence)

@@ -66,23 +66,46 @@ class Region:
     info: dict
 
 
+def setup(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "float32", seed: int = 0):
+    """The model bound to its case, its parameters and data, and the upstream gradient:
+    the inputs that the timed regions and the memory rounds share (same seed, same values)."""
+    import torch
+
+    from ..case import Bound, Case, build, upstream
+
+    case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
+    model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
+    p, d = build(model, case)
+    with torch.no_grad():
+        out, _ = model.forward(p, d)
+    return model, p, d, upstream(out, seed)
+
+
+def autograd_inputs(model, p, d):
+    """Copies of the differentiable inputs that require grad, the parameters and data
+    holding them, and the list autograd differentiates with respect to."""
+    from ..spec import Tensors
+
+    names = model.differentiable
+    leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
+    P = Tensors((n, leaves[n]) for n in p)
+    D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
+    return P, D, [leaves[n] for n in names]
+
+
 def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = "cpu",
            dtype: str = "float32", seed: int = 0) -> Region:
     """Build tensors (and, for the backward phase, run the forward) and return the timed region."""
     import torch
 
-    from ..case import Bound, Case, build, upstream
     from ..oracles import differentiated
-    from ..spec import Tensors
 
     if impl not in IMPLS or phase not in PHASES:
         raise ValueError(f"impl must be one of {IMPLS} and phase one of {PHASES}, got {impl!r}, {phase!r}")
-    case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
-    model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
-    p, d = build(model, case)
+    flops = model_flops(model, dims, phase, device, dtype)
+    model, p, d, g = setup(model, dims, device, dtype, seed)
     with torch.no_grad():
-        out, cache = model.forward(p, d)
-    g = upstream(out, seed)
+        _, cache = model.forward(p, d)
 
     if impl == "manual":
         if phase == BACKWARD:
@@ -93,11 +116,7 @@ def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = 
                 _, c = model.forward(p, d)
                 return model.backward(p, d, c, g)
     else:
-        names = model.differentiable
-        leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
-        P = Tensors((n, leaves[n]) for n in p)
-        D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
-        inputs = [leaves[n] for n in names]
+        P, D, inputs = autograd_inputs(model, p, d)
         if phase == BACKWARD:
             with torch.enable_grad():
                 graph_out = differentiated(model, P, D)     # the reference, where the model has one
@@ -108,13 +127,19 @@ def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = 
             def run():
                 return torch.autograd.grad(differentiated(model, P, D), inputs, g, allow_unused=True)
 
-    flops = None
-    if model.flops is not None:
-        fwd, bwd = model.flops(case.values)
-        flops = int(bwd if phase == BACKWARD else fwd + bwd)
     info = {"model": model.name, "impl": impl, "phase": phase, "device": device, "dtype": dtype,
             "dims": dict(dims)}
     return Region(synced(run, device), impl == "autograd", flops, info)
+
+
+def model_flops(model, dims: Mapping[str, int], phase: str, device: str = "cpu", dtype: str = "float32") -> int:
+    """The FLOPs of one call of ``phase``: from the record's ``flops``, or, where it gives
+    none, counted from the ops the model runs (:mod:`.flops`)."""
+    from .flops import counted
+
+    values = {**dict(dims), **dict(model.bench_hyper)}
+    fwd, bwd = model.flops(values) if model.flops is not None else counted(model, dims, device, dtype)
+    return int(bwd if phase == BACKWARD else fwd + bwd)
 
 
 def synced(run: Callable[[], object], device: str) -> Callable[[], object]:

@@ -21,11 +21,11 @@ def rounds(ratio, n=40, spread=0.05, autograd=1e-3, seed=0):
 
 
 def entry(model, samples, *, phase=FB, kind="grid", visit=0, verdict="pass", flops=None, matmul=None, factor=None,
-          reproduce=None):
+          reproduce=None, memory=None):
     """One benchmark as pytest-benchmark writes it, with this suite's extra_info."""
     info = {"kind": kind, "model": model, "phase": phase, "device": "cpu", "dtype": "float32", "dims": {"N": 4},
             "flops": flops, "threads": 1, "visit": visit, "samples": samples, "matmul": matmul, "factor": factor,
-            "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}}
+            "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}, "memory": memory}
     return {"name": f"test_model[visit{visit}-{model}-{phase}]", "extra_info": info,
             "stats": {"median": 1.0, "min": 1.0, "rounds": len(samples["manual"])}}
 
@@ -144,6 +144,65 @@ def test_rows_are_matched_by_model_device_dtype_and_phase_and_sweeps_are_not_gat
                         entry("a", rounds(5.0), kind="sweep", factor=0.5)))
     (c,) = compare.compare(now, base)
     assert c.row.model == "a" and c.status == compare.SLOWER
+
+
+def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
+    """One visit's rounds: the whole visit drifts by ``drift`` (the machine's state), each
+    round scatters by ``noise`` around it."""
+    level = ratio * (1 + rng.normal(0, drift))
+    a = 1e-4 * (1 + rng.uniform(0, 3, n))
+    m = a * level * (1 + rng.normal(0, noise, n))
+    return {"manual": m.tolist(), "autograd": a.tolist()}
+
+
+def sequential(rng, base, ratio, noise, threshold=5.0):
+    """What the run does with a row: its regular visits, then extra ones while it is undecided."""
+    extra, regular = compare.EXTRA_VISITS, timing.VISITS
+    visits = [drifting_visit(rng, ratio, noise) for _ in range(regular)]
+    while (status := compare.look(visits, base, threshold, len(visits) - regular, extra)) == compare.UNCLEAR \
+            and len(visits) < regular + extra:
+        visits.append(drifting_visit(rng, ratio, noise))
+    return status, visits
+
+
+def test_adaptive_rounds_decide_a_10pct_slowdown_that_fixed_rounds_leave_inconclusive():
+    # a well-measured baseline (9 visits), and a run on a noisier machine that is 10% slower
+    rng = np.random.default_rng(5)
+    (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(9))))
+    state = rng.bit_generator.state
+    fixed = [drifting_visit(rng, 0.55, 0.25) for _ in range(timing.VISITS)]
+    assert compare.look(fixed, base, 5.0) == compare.UNCLEAR           # one 95% look after the regular visits
+    rng.bit_generator.state = state                                     # the same regular visits, then more
+    status, visits = sequential(rng, base, 0.55, 0.25)
+    assert status == compare.SLOWER and timing.VISITS < len(visits) <= timing.VISITS + compare.EXTRA_VISITS
+    assert visits[:timing.VISITS] == fixed
+    # the report judges the finished run as the run decided it
+    data = run(*(entry("m", v, visit=i) for i, v in enumerate(visits)))
+    data["machine_info"]["gate"] = {"visits": timing.VISITS, "extra_visits": compare.EXTRA_VISITS}
+    (c,) = compare.compare(rows.rows(data), [base], 5.0, visits=timing.VISITS, extra=compare.EXTRA_VISITS)
+    assert c.status == compare.SLOWER and len(c.row.visits) == len(visits)
+
+
+def test_the_sequential_rule_flags_no_row_that_did_not_change():
+    flagged = []
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(3))))
+        status, _ = sequential(rng, base, 0.5, 0.1)
+        flagged += [status] if status in (compare.SLOWER, compare.FASTER) else []
+    assert flagged == []
+
+
+def test_each_look_spends_its_share_of_the_error_rate():
+    assert compare.look_confidence(0, 0) == pytest.approx(0.95)             # no extra visits: one 95% look
+    extra = compare.EXTRA_VISITS
+    spent = (1 - compare.look_confidence(0, extra)) + sum(1 - compare.look_confidence(k, extra)
+                                                          for k in range(1, extra + 1))
+    assert spent == pytest.approx(compare.ALPHA)
+    narrow = stats.change_interval(rounds(0.5)["manual"], rounds(0.5, seed=1)["manual"], confidence=0.95)
+    wide = stats.change_interval(rounds(0.5)["manual"], rounds(0.5, seed=1)["manual"],
+                                 confidence=compare.look_confidence(1, extra))
+    assert wide.low < narrow.low and wide.high > narrow.high
 
 
 @pytest.mark.parametrize("text", ["nan", "NaN", "-1", "-0.5", "abc", "", "inf", "1e999"])
@@ -344,3 +403,38 @@ def test_formatting():
 def test_row_key_ignores_the_visit():
     a, b = (rows.rows(run(e))[0] for e in visits("m", [0.5, 0.5]))
     assert a.key == b.key and dataclasses.replace(a, factor=2.0).key != a.key
+
+
+# --------------------------------------------------------------------------- memory
+
+def mem(kept, peak, a_kept=1000, a_peak=4000):
+    return {"manual": {"kept": kept, "peak": peak}, "autograd": {"kept": a_kept, "peak": a_peak},
+            "peak_method": "test", "approximate_peak": False}
+
+
+def test_a_backward_that_keeps_less_is_called_out_and_both_figures_are_in_the_table(tmp_path):
+    data = run(entry("lean", rounds(0.5), memory=mem(250, 3000)), entry("lean", rounds(0.5), phase=BW),
+               entry("fat", rounds(0.5), memory=mem(2000, 9000)))
+    text, _ = report.report(data, tmp_path, plots=False)
+    assert "- lean (cpu float32) keeps 0.25× autograd's saved bytes (250 B against 1000 B)." in text
+    assert "fat (cpu float32) keeps" not in text
+    cells = [c.strip() for c in table_line(text, "fat").split("|")]
+    assert cells[8] == "1.95 KiB / 1000 B (2.00×)" and cells[9] == "8.79 KiB / 3.91 KiB (2.25×)"
+
+
+@pytest.mark.parametrize("now,grew", [(mem(1000, 4000), ()), (mem(1001, 4000), ("kept",)), (mem(900, 4100), ("peak",)),
+                                      (mem(1200, 5000), ("kept", "peak"))])
+def test_any_growth_of_kept_or_peak_bytes_is_a_memory_regression(tmp_path, now, grew):
+    base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
+    current = run(entry("m", rounds(0.5), memory=now))
+    (c,) = compare.memory_changes(rows.rows(current), rows.rows(base))
+    assert c.grew == grew
+    text, gate = report.report(current, tmp_path, base, plots=False)
+    assert bool(gate.memory) == bool(grew) and ("**memory regression**" in text) == bool(grew)
+    # a threshold lets growth within it pass
+    assert compare.memory_changes(rows.rows(current), rows.rows(base), 30.0)[0].grew == ()
+
+
+def test_rows_without_memory_in_the_baseline_are_not_memory_gated():
+    base = run(entry("m", rounds(0.5)))
+    assert compare.memory_changes(rows.rows(run(entry("m", rounds(0.5), memory=mem(1, 1)))), rows.rows(base)) == []

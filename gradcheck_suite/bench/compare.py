@@ -11,11 +11,11 @@ The sequential rule.  With a baseline, ``--quick`` gives a row whose interval st
 straddles the threshold more visits (up to :data:`EXTRA_VISITS`, within
 :data:`EXTRA_BUDGET` seconds for all rows), looking again after each one.  Looking
 repeatedly would inflate false flags if every look used a 95% interval, so the error
-rate ``ALPHA`` (5%) is split evenly over the ``L`` looks the run may take (Bonferroni
-over looks): every look, the first included, judges with a ``1 - ALPHA/L`` interval.
-The chance that any look flags a row that did not change is then at most ``ALPHA``
-(as far as the bootstrap interval holds its level).  A row still undecided when its
-looks or the budget run out is reported inconclusive.
+rate ``ALPHA`` (5%) is spent over the looks (Bonferroni over looks): the first look,
+after the regular visits, judges with a ``1 - ALPHA/2`` interval, and each of the ``E``
+extra looks with ``1 - ALPHA/(2E)``.  The chance that any look flags a row that did not
+change is then at most ``ALPHA`` (as far as the bootstrap interval holds its level).
+A row still undecided when its looks or the budget run out is reported inconclusive.
 
 Memory is deterministic, so its gate is exact: a row whose manual kept or peak bytes
 grew by more than the memory threshold (0%: any growth) against the baseline is a
@@ -69,23 +69,28 @@ def threshold(text: str, option: str = "--threshold") -> float:
     return value
 
 
-def look_confidence(looks: int) -> float:
-    """The confidence of every look when the run may look ``looks`` times."""
-    return 1 - ALPHA / max(1, looks)
+def look_confidence(look: int = 0, extra: int = 0) -> float:
+    """The confidence of one look of the sequential rule.  Look 0 is the one after the
+    run's regular visits, looks 1 to ``extra`` follow the extra visits.  Without extra
+    visits the one look has all of ``ALPHA``; with them, look 0 has half of it and each
+    extra look an equal share of the other half."""
+    if extra <= 0:
+        return 1 - ALPHA
+    return 1 - (ALPHA / 2 if look <= 0 else ALPHA / (2 * extra))
 
 
-def change(current, baseline, looks: int = 1) -> stats.Interval:
-    """Ratio now / ratio then, with its interval at the per-look confidence."""
-    return stats.change_interval(current, baseline, confidence=look_confidence(looks))
+def change(current, baseline, look: int = 0, extra: int = 0) -> stats.Interval:
+    """Ratio now / ratio then, with its interval at the confidence of that look."""
+    return stats.change_interval(current, baseline, confidence=look_confidence(look, extra))
 
 
-def look(visits, base: Row, threshold_pct: float, looks: int) -> str:
+def look(visits, base: Row, threshold_pct: float, index: int = 0, extra: int = 0) -> str:
     """One look of the sequential rule during a run: the status of a row from the samples
     of its visits so far (``[{side: [seconds per round]}]``) against its baseline row."""
     ratios = [[m / a for m, a in zip(v["manual"], v["autograd"]) if a > 0] for v in visits]
     if not any(ratios):
         return UNCLEAR
-    return judge(change(ratios, base.ratios, looks), threshold_pct)
+    return judge(change(ratios, base.ratios, index, extra), threshold_pct)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +118,8 @@ def judge(change: stats.Interval, threshold_pct: float) -> str:
 
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,), same: bool = False, looks: int = 1) -> list[Comparison]:
+            kinds: tuple[str, ...] = (GRID,), same: bool = False, visits: int = 0,
+            extra: int = 0) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
@@ -121,15 +127,16 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
     whose ratio says slower while its manual time grew less than that speed explains (or
     faster while it grew more) is contradicted, not a change of the code.
 
-    ``looks``: how many looks the run's sequential rule could take (its intervals are at
-    ``1 - ALPHA/looks``), so that the report judges as the run decided.
+    ``visits`` and ``extra``: the run's regular visits and the most extra visits its
+    sequential rule could add; a row with ``visits + k`` visits is judged at look ``k``'s
+    confidence, as the run decided it.
     """
     base = {r.key: r for r in baseline if r.kind in kinds}
     pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
     speed = machine_speed(pairs)
     out = []
     for r, b in pairs:
-        interval = change(r.ratios, b.ratios, looks)
+        interval = change(r.ratios, b.ratios, max(0, len(r.visits) - visits) if extra else 0, extra)
         status = judge(interval, threshold_pct)
         manual = r.manual.median / b.manual.median
         if same and speed and ((status == SLOWER and manual < speed) or (status == FASTER and manual > speed)):

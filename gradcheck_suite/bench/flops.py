@@ -10,7 +10,8 @@ Every aten op that runs under :class:`OpCounter` (a ``TorchDispatchMode``) is co
 * reductions (aten's ``reduction`` tag: sum, mean, max, ...): one per input element;
 * the fused losses and activations that carry neither tag: one per element of their
   largest tensor, per elementary step (``mse_loss`` is a subtraction, a square and a sum);
-* everything else (views, copies, fills, new tensors) is free.
+* everything else (views, copies, fills, new tensors) is free, also where aten tags a
+  copy as pointwise (``clone``, ``_to_copy``).
 
 A custom op's body is hidden from the dispatcher behind its own name, and numpy code
 never reaches it, so :func:`counted` counts autograd's forward and backward of the model's
@@ -29,10 +30,10 @@ FUSED = {"mse_loss": 3, "mse_loss_backward": 2, "_softmax": 4, "_softmax_backwar
          "threshold_backward": 1, "binary_cross_entropy": 6, "binary_cross_entropy_backward": 6}
 
 
-def _numel(x) -> int:
-    import torch
-
-    return x.numel() if isinstance(x, torch.Tensor) else 0
+#: Copies and fills that aten may tag pointwise: they move data, they compute nothing.
+FREE = frozenset({"clone", "copy", "copy_", "_to_copy", "alias", "detach", "lift_fresh", "lift_fresh_copy", "fill",
+                  "fill_", "zero_", "zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones",
+                  "new_empty", "new_full", "_unsafe_view", "contiguous"})
 
 
 def op_flops(func, args, kwargs, out) -> int:
@@ -42,6 +43,8 @@ def op_flops(func, args, kwargs, out) -> int:
     from torch.utils.flop_counter import flop_registry
 
     packet = func._overloadpacket
+    if packet.__name__ in FREE:
+        return 0
     if packet in flop_registry:
         return int(flop_registry[packet](*args, **kwargs, out_val=out))
     tensors_in = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]

@@ -75,10 +75,9 @@ class _Gate:
     """The sequential rule during the run: the baseline's rows, every row's visits so far,
     and the time the extra visits have taken."""
 
-    def __init__(self, baseline: dict | None, threshold: float, extra: int, budget: float):
+    def __init__(self, baseline: dict | None, threshold: float, visits: int, extra: int, budget: float):
         self.baseline = {r.key: r for r in rows.rows(baseline)} if baseline else {}
-        self.threshold, self.extra, self.budget = threshold, extra, budget
-        self.looks = 1 + extra
+        self.threshold, self.visits, self.extra, self.budget = threshold, visits, extra, budget
         self.seen: dict[tuple, list] = {}     # row key -> the samples of each visit so far
         self.spent = 0.0
 
@@ -89,7 +88,8 @@ class _Gate:
         extra = config.getoption("bench_extra_visits")
         if extra is None:
             extra = compare.EXTRA_VISITS if baseline and config.getoption("bench_quick") else 0
-        return cls(baseline, config.getoption("bench_threshold"), max(0, extra), config.getoption("bench_extra_budget"))
+        return cls(baseline, config.getoption("bench_threshold"), config.getoption("bench_visits"), max(0, extra),
+                   config.getoption("bench_extra_budget"))
 
     def undecided(self, key: tuple) -> str | None:
         """Why the row needs no extra visit (None: it does)."""
@@ -97,7 +97,7 @@ class _Gate:
         if base is None:
             return "no baseline row to decide against"
         seen = self.seen.get(key, [])
-        status = compare.look(seen, base, self.threshold, self.looks)
+        status = compare.look(seen, base, self.threshold, len(seen) - self.visits, self.extra)
         if status != compare.UNCLEAR:
             return f"decided after {len(seen)} visits: {status}"
         if self.spent >= self.budget:
@@ -269,5 +269,5 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["quick"] = bool(config.getoption("bench_quick"))
     gate = config.stash[_GATE]
     # the report judges with the same per-look confidence the run decided with
-    machine_info["gate"] = {"looks": gate.looks, "alpha": compare.ALPHA, "threshold": gate.threshold,
-                            "extra_visits": gate.extra, "extra_seconds": round(gate.spent, 3)}
+    machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "alpha": compare.ALPHA,
+                            "threshold": gate.threshold, "extra_seconds": round(gate.spent, 3)}

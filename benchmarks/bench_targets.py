@@ -6,8 +6,10 @@
    (--baseline, --fail-on-regression, default threshold): nothing flagged, exit 0;
    quiet, then with one core busy (a bounded busy loop this script starts and stops);
 2. with one core busy, every seed model's manual/autograd ratio within 25% of the quiet run's;
-3. a slowdown is flagged: a copy of mlp_relu whose backward sleeps 20% of its own time
-   (time.sleep), or does 20% more work (an extra matmul);
+3. a 10% slowdown of a backward of 100 µs or more is flagged: a copy of mlp_relu (backward
+   about 110 µs) whose backward spins for 10% of its own time (a busy wait, calibrated
+   from a run without it), quiet and with one core busy; and one that does 10% more work
+   (an extra matmul), with the slowdown it achieved;
 4. `bench --quick` under 60 s;
 5. a fresh virtual environment with a non-editable install runs `bench --quick
    --models-from examples/` from a folder outside the repository and writes the report.
@@ -35,9 +37,10 @@ RATIO_TOLERANCE = 0.25
 QUICK_LIMIT_S = 60.0
 
 SLEEPY = textwrap.dedent('''
-    """mlp_relu with a known slowdown in its backward: time.sleep(GRADCHECK_SLEEP_S), or
-    GRADCHECK_EXTRA_WORK more of the work it does (an extra matmul shaped like its main one,
-    with that fraction of its columns), which slows with the machine as the rest does."""
+    """mlp_relu with a known slowdown in its backward: time.sleep(GRADCHECK_SLEEP_S), a busy
+    wait of GRADCHECK_SPIN_S seconds (exact where sleep is not), or GRADCHECK_EXTRA_WORK more
+    of the work it does (an extra matmul shaped like its main one, with that fraction of its
+    columns), which slows with the machine as the rest does."""
     import dataclasses
     import os
     import time
@@ -45,6 +48,7 @@ SLEEPY = textwrap.dedent('''
     from gradcheck_suite.models.mlp_relu import model as base
 
     SLEEP = float(os.environ.get("GRADCHECK_SLEEP_S", "0"))
+    SPIN = float(os.environ.get("GRADCHECK_SPIN_S", "0"))
     EXTRA = float(os.environ.get("GRADCHECK_EXTRA_WORK", "0"))
 
 
@@ -52,6 +56,10 @@ SLEEPY = textwrap.dedent('''
         grads = base.backward(p, d, cache, g)
         if SLEEP:
             time.sleep(SLEEP)
+        if SPIN:
+            end = time.perf_counter() + SPIN
+            while time.perf_counter() < end:
+                pass
         if EXTRA:
             cols = max(1, round(EXTRA * p.w1.shape[1]))
             d.x.T @ d.x[:, :cols]          # as x.T @ gh, the backward's main matmul, on EXTRA of its columns
@@ -159,22 +167,39 @@ def main() -> int:
     models.mkdir(exist_ok=True)
     (models / "sleepy_mlp_relu.py").write_text(SLEEPY)
     common = ["--quick", "--no-plots", "--models-from", str(models), "--models", "sleepy_mlp_relu"]
-    bench(common + ["--out", str(work / "sleep0")])
-    base, _ = run_rows(work / "sleep0")
-    backward = next(r for r in base.values() if r.phase == "backward")
-    sleep = 0.2 * backward.manual.median
-    for label, env in (("time.sleep of 20% of its time", {"GRADCHECK_SLEEP_S": repr(sleep)}),
-                       ("20% more work (an extra matmul)", {"GRADCHECK_EXTRA_WORK": "0.2"})):
-        folder = work / f"slow-{next(iter(env))}"
-        s1 = bench(common + ["--out", str(folder), "--baseline", str(work / "sleep0/benchmarks.json"),
-                             "--fail-on-regression"], env=env)
-        slow, _ = run_rows(folder)
-        after = slow[backward.key]
-        met.append(show(f"3 a backward slowed by {label} is flagged",
-                        s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"],
-                        f"backward {backward.manual.median * 1e6:.0f} µs ({env}), measured backward "
-                        f"{after.manual.median * 1e6:.0f} µs; ratio {fmt(backward)} -> {fmt(after)}; {gated(s1)}; "
-                        f"stderr: {s1['out'].strip().splitlines()[-1]}", s1))
+    for busy in (False, True):
+        where = "one core busy" if busy else "quiet"
+        loop = busy_loop(args.busy_seconds) if busy else None
+        try:
+            if busy:
+                time.sleep(2)
+            tag = "busy" if busy else "quiet"
+            bench(common + ["--out", str(work / f"sleep0-{tag}")])
+            base, binfo = run_rows(work / f"sleep0-{tag}")
+            backward = next(r for r in base.values() if r.phase == "backward")
+            cases = [(f"a busy wait of 10% of its time ({where})", {"GRADCHECK_SPIN_S": repr(0.1 * backward.manual.median)})]
+            if not busy:
+                cases.append((f"10% more work, an extra matmul ({where})", {"GRADCHECK_EXTRA_WORK": "0.1"}))
+            for label, env in cases:
+                folder = work / f"slow-{tag}-{next(iter(env))}"
+                s1 = bench(common + ["--out", str(folder), "--baseline", str(work / f"sleep0-{tag}/benchmarks.json"),
+                                     "--fail-on-regression"], env=env)
+                slow, sinfo = run_rows(folder)
+                after = slow[backward.key]
+                line = next((ln for ln in s1["out"].splitlines() if ln.startswith("| sleepy_mlp_relu | cpu | float32 | "
+                                                                                 "backward |")), "no row")
+                met.append(show(f"3 a backward of {backward.manual.median * 1e6:.0f} µs slowed by {label} is flagged",
+                                s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"],
+                                f"{env}; manual backward {backward.manual.median * 1e6:.1f} µs -> "
+                                f"{after.manual.median * 1e6:.1f} µs ({100 * (after.manual.median / backward.manual.median - 1):+.1f}%); "
+                                f"ratio {fmt(backward)} -> {fmt(after)}\n  gate row: {line}\n  {gated(s1)}; "
+                                f"extra visits took {sinfo.get('gate', {}).get('extra_seconds')} s; threads "
+                                f"{binfo['torch_threads']} and {sinfo['torch_threads']}\n  "
+                                f"stderr: {s1['out'].strip().splitlines()[-1]}", s1))
+        finally:
+            if loop is not None:
+                loop.kill()
+                loop.wait()
 
     if not args.skip_install:
         venv, outside = work / "venv", work / "user-project"

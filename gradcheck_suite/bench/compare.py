@@ -35,7 +35,7 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 from . import stats
-from .rows import GRID, Row, machine
+from .rows import GRID, Row, machine, paired_ratios
 from .timing import FORWARD_BACKWARD
 
 #: A 10% slowdown is flagged once the interval of the change is narrower than ±5 points.
@@ -51,6 +51,9 @@ ALPHA = 0.05
 #: the seconds all extra visits may take together.
 EXTRA_VISITS = 6
 EXTRA_BUDGET = 20.0
+#: An extra visit is this many regular visits long: the penalty of a look is per look, not
+#: per round, so fewer and longer looks decide more for the same error rate.
+EXTRA_VISIT_SCALE = 3
 SLOWER, FASTER, SAME, UNCLEAR = "slower", "faster", "within threshold", "inconclusive"
 #: On the same machine: the ratio moved one way and the manual time the other.
 CONTRADICTED = "contradicted by the times"
@@ -87,7 +90,7 @@ def change(current, baseline, look: int = 0, extra: int = 0) -> stats.Interval:
 def look(visits, base: Row, threshold_pct: float, index: int = 0, extra: int = 0) -> str:
     """One look of the sequential rule during a run: the status of a row from the samples
     of its visits so far (``[{side: [seconds per round]}]``) against its baseline row."""
-    ratios = [[m / a for m, a in zip(v["manual"], v["autograd"]) if a > 0] for v in visits]
+    ratios = [paired_ratios(v) for v in visits]
     if not any(ratios):
         return UNCLEAR
     return judge(change(ratios, base.ratios, index, extra), threshold_pct)

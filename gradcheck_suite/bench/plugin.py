@@ -226,7 +226,8 @@ def bench_pair(request, benchmark):
         if flops:
             sides["matmul"] = calibration.matmul_region(shape, device, dtype)
         timer = timing.Interleaved(sides, block_seconds=timing.BLOCK_SECONDS)
-        rounds = timer.rounds_for(budget, low, high)
+        scale = compare.EXTRA_VISIT_SCALE if visit >= visits else 1
+        rounds = timer.rounds_for(budget * scale, low * scale, high * scale)
         benchmark.group = f"{kind} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
         gate.seen.setdefault(key, []).append(timer.samples)

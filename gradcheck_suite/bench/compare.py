@@ -50,7 +50,7 @@ ALPHA = 0.05
 #: --quick with a baseline: the most extra visits to a row that is still undecided, and
 #: the seconds all extra visits may take together.
 EXTRA_VISITS = 6
-EXTRA_BUDGET = 20.0
+EXTRA_BUDGET = 10.0
 #: An extra visit is this many regular visits long: the penalty of a look is per look, not
 #: per round, so fewer and longer looks decide more for the same error rate.
 EXTRA_VISIT_SCALE = 3

@@ -2,9 +2,9 @@
 
 A paired sample is one round of interleaved blocks: manual and autograd timed back to
 back in the same process, so that whatever slowed the machine during that round
-slowed both.  The figure that survives a shared runner is the per-round ratio
-manual/autograd; its median over the rounds, with a bootstrap interval, is what the
-report shows and what the regression gate compares.
+slowed both.  The figure that survives a shared runner is the ratio
+manual/autograd over each full rotation of the order of the sides; its median, with a
+bootstrap interval, is what the report shows and what the regression gate compares.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ How (:class:`Interleaved`): each round times one block of every side (manual, au
 and the matmul that calibrates the throughput) back to back, in an order that rotates
 from round to round.  A block repeats its side enough calls to last about
 ``block_seconds``.  Whatever slows the machine during a round slows every side of it,
-so the per-round ratio manual/autograd stays put while absolute times swing.
+so the ratio manual/autograd (taken over each full rotation of the order, see
+:func:`~gradcheck_suite.bench.rows.paired_ratios`) stays put while absolute times swing.
 """
 from __future__ import annotations
 

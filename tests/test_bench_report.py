@@ -458,3 +458,15 @@ def test_any_growth_of_kept_or_peak_bytes_is_a_memory_regression(tmp_path, now, 
 def test_rows_without_memory_in_the_baseline_are_not_memory_gated():
     base = run(entry("m", rounds(0.5)))
     assert compare.memory_changes(rows.rows(run(entry("m", rounds(0.5), memory=mem(1, 1)))), rows.rows(base)) == []
+
+
+def test_the_peak_is_gated_only_against_a_baseline_of_the_same_torch_cpu_and_threads(tmp_path):
+    base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
+    current = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), node="another-runner")
+    text, gate = report.report(current, tmp_path, base, plots=False)
+    assert [c.grew for c in gate.memory] == [("peak",)]                 # another host, the same build: gated
+    other = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), threads=2)
+    text, gate = report.report(other, tmp_path, base, plots=False)
+    assert not gate.memory and "shown but not gated" in text and "(not gated)" in text
+    kept = run(entry("m", rounds(0.5), memory=mem(2000, 5000)), threads=2)
+    assert [c.grew for c in report.report(kept, tmp_path, base, plots=False)[1].memory] == [("kept",)]

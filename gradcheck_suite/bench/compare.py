@@ -49,7 +49,7 @@ APPROXIMATE_SLACK = 0.01
 ALPHA = 0.05
 #: --quick with a baseline: the most extra visits to a row that is still undecided, and
 #: the seconds all extra visits may take together.
-EXTRA_VISITS = 6
+EXTRA_VISITS = 3
 EXTRA_BUDGET = 10.0
 #: An extra visit is this many regular visits long: the penalty of a look is per look, not
 #: per round, so fewer and longer looks decide more for the same error rate.
@@ -154,6 +154,13 @@ def machine_speed(pairs: Iterable[tuple[Row, Row]]) -> float | None:
     return statistics.median(times) if times else None
 
 
+def same_build(run: Mapping, baseline: Mapping) -> bool:
+    """Whether both runs had the same torch, CPU, GPU and threads: what a peak depends on
+    beyond the code (the host may differ)."""
+    now, then = machine(run), machine(baseline)
+    return all(now[k] == then[k] for k in ("cpu", "gpu", "torch", "threads"))
+
+
 def same_machine(run: Mapping, baseline: Mapping) -> bool:
     """Whether both runs name the same machine and setup (host, CPU, cores, GPU, torch, threads)."""
     return machine(run) == machine(baseline)
@@ -178,9 +185,13 @@ class MemoryChange:
 
 
 def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
-                   threshold_pct: float = DEFAULT_MEMORY_THRESHOLD) -> list[MemoryChange]:
+                   threshold_pct: float = DEFAULT_MEMORY_THRESHOLD, peak: bool = True) -> list[MemoryChange]:
     """Rows measured in both runs (forward+backward rows of the grid: the figures are the
-    model's, the same for both phases), with the figures that grew beyond the threshold."""
+    model's, the same for both phases), with the figures that grew beyond the threshold.
+
+    ``peak``: also gate the peak.  Kept bytes are the sizes of the tensors the code keeps,
+    the same on any machine; the peak also counts what torch's kernels allocate for
+    themselves, which another torch or another CPU may do differently."""
     base = {r.key: r for r in baseline if r.kind == GRID and r.has_memory}
     out = []
     for r in current:
@@ -188,7 +199,7 @@ def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
         if b is None or not r.has_memory or r.phase != FORWARD_BACKWARD:
             continue
         grew = []
-        for what in ("kept", "peak"):
+        for what in ("kept", "peak") if peak else ("kept",):
             now, then = r.memory_of("manual", what), b.memory_of("manual", what)
             if now is None or then is None:
                 continue

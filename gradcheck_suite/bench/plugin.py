@@ -44,7 +44,8 @@ def pytest_addoption(parser):
                     help=f"visits to every row, spread over the run; the rounds are split among them "
                          f"(default: {timing.VISITS})")
     group.addoption("--bench-budget", type=float, metavar="SECONDS",
-                    help="time per row (default: 0.3 with --bench-quick, else 1.5)")
+                    help=f"time per row (default: {timing.BUDGETS[True][0]:g} with --bench-quick, else "
+                         f"{timing.BUDGETS[False][0]:g})")
     group.addoption("--bench-check-json", metavar="FILE",
                     help="read check verdicts from this `gradcheck-suite check --json` report "
                          "(default: run a quick check of each model first)")

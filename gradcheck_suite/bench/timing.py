@@ -47,7 +47,7 @@ SWEEP = {
     "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
 }
 #: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
-BUDGETS = {True: (0.36, 24, 600), False: (1.5, 60, 3000)}
+BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
 VISITS = 3

@@ -122,7 +122,7 @@ def test_a_real_quick_run_checks_first_and_marks_a_wrong_backward(tmp_path):
     assert len(rows) == 2 and all("**FAIL**" in r and "none: check fail" in r for r in rows)
     assert "reproduce: `gradcheck-suite check mlp_no_mask --models-from my_models" in text
     data = json.loads((out / "benchmarks.json").read_text())      # pytest-benchmark's own JSON
-    assert data["machine_info"]["torch_threads"] == 1 and len(data["benchmarks"]) == 6   # 2 phases x 3 visits
+    assert data["machine_info"]["torch_threads"] == 1 and len(data["benchmarks"]) == 12  # 2 phases x 6 quick visits
     info = data["benchmarks"][0]["extra_info"]
     assert info["check"]["verdict"] == "fail" and len(info["samples"]["manual"]) == len(info["samples"]["autograd"])
 

@@ -175,31 +175,35 @@ def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
     return {"manual": m.tolist(), "autograd": a.tolist()}
 
 
+REGULAR = timing.QUICK_VISITS
+
+
 def sequential(rng, base, ratio, noise, threshold=5.0):
-    """What the run does with a row: its regular visits, then extra ones while it is undecided."""
-    extra, regular = compare.EXTRA_VISITS, timing.VISITS
-    visits = [drifting_visit(rng, ratio, noise) for _ in range(regular)]
-    while (status := compare.look(visits, base, threshold, len(visits) - regular, extra)) == compare.UNCLEAR \
-            and len(visits) < regular + extra:
-        visits.append(drifting_visit(rng, ratio, noise))
+    """What the run does with a row: its regular visits, then batches of extra ones while
+    it is undecided, a look after each batch."""
+    per, looks = compare.VISITS_PER_LOOK, compare.EXTRA_LOOKS
+    visits = [drifting_visit(rng, ratio, noise) for _ in range(REGULAR)]
+    index = 0
+    while (status := compare.look(visits, base, threshold, index, looks)) == compare.UNCLEAR and index < looks:
+        visits += [drifting_visit(rng, ratio, noise) for _ in range(per)]
+        index += 1
     return status, visits
 
 
 def test_adaptive_rounds_decide_a_10pct_slowdown_that_fixed_rounds_leave_inconclusive():
     # a well-measured baseline (9 visits), and a run on a noisier machine that is 10% slower
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(11)
     (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(9))))
     state = rng.bit_generator.state
-    fixed = [drifting_visit(rng, 0.55, 0.25) for _ in range(timing.VISITS)]
+    fixed = [drifting_visit(rng, 0.55, 0.25) for _ in range(REGULAR)]
     assert compare.look(fixed, base, 5.0) == compare.UNCLEAR           # one 95% look after the regular visits
     rng.bit_generator.state = state                                     # the same regular visits, then more
     status, visits = sequential(rng, base, 0.55, 0.25)
-    assert status == compare.SLOWER and timing.VISITS < len(visits) <= timing.VISITS + compare.EXTRA_VISITS
-    assert visits[:timing.VISITS] == fixed
+    assert status == compare.SLOWER and REGULAR < len(visits) <= REGULAR + compare.EXTRA_VISITS
+    assert visits[:REGULAR] == fixed
     # the report judges the finished run as the run decided it
     data = run(*(entry("m", v, visit=i) for i, v in enumerate(visits)))
-    data["machine_info"]["gate"] = {"visits": timing.VISITS, "extra_visits": compare.EXTRA_VISITS}
-    (c,) = compare.compare(rows.rows(data), [base], 5.0, visits=timing.VISITS, extra=compare.EXTRA_VISITS)
+    (c,) = compare.compare(rows.rows(data), [base], 5.0, visits=REGULAR, looks=compare.EXTRA_LOOKS)
     assert c.status == compare.SLOWER and len(c.row.visits) == len(visits)
 
 
@@ -215,7 +219,7 @@ def test_the_sequential_rule_flags_no_row_that_did_not_change():
 
 def test_each_look_spends_its_share_of_the_error_rate():
     assert compare.look_confidence(0, 0) == pytest.approx(0.95)             # no extra visits: one 95% look
-    extra = compare.EXTRA_VISITS
+    extra = compare.EXTRA_LOOKS
     spent = (1 - compare.look_confidence(0, extra)) + sum(1 - compare.look_confidence(k, extra)
                                                           for k in range(1, extra + 1))
     assert spent == pytest.approx(compare.ALPHA)

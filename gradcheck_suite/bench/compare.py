@@ -8,12 +8,12 @@ that resamples the rounds of both runs.  A row is flagged only when that whole i
 lies beyond the threshold: a lone median that happens to land past it is not enough.
 
 The sequential rule.  With a baseline, ``--quick`` gives a row whose interval still
-straddles the threshold more visits (up to :data:`EXTRA_VISITS`, within
-:data:`EXTRA_BUDGET` seconds for all rows), looking again after each one.  Looking
-repeatedly would inflate false flags if every look used a 95% interval, so the error
-rate ``ALPHA`` (5%) is spent over the looks (Bonferroni over looks): the first look,
-after the regular visits, judges with a ``1 - ALPHA/2`` interval, and each of the ``E``
-extra looks with ``1 - ALPHA/(2E)``.  The chance that any look flags a row that did not
+straddles the threshold more visits, :data:`VISITS_PER_LOOK` at a time, looking again
+after each batch, up to :data:`EXTRA_LOOKS` times (within :data:`EXTRA_BUDGET` seconds
+for all rows).  Looking repeatedly would inflate false flags if every look used a 95%
+interval, so the error rate ``ALPHA`` (5%) is spent over the looks (Bonferroni over
+looks): the first look, after the regular visits, judges with a ``1 - ALPHA/2``
+interval, and each of the ``L`` extra looks with ``1 - ALPHA/(2L)``.  The chance that any look flags a row that did not
 change is then at most ``ALPHA`` (as far as the bootstrap interval holds its level).
 A row still undecided when its looks or the budget run out is reported inconclusive.
 
@@ -47,13 +47,14 @@ DEFAULT_MEMORY_THRESHOLD = 0.0
 APPROXIMATE_SLACK = 0.01
 #: The error rate of the time gate, split over the looks of the sequential rule.
 ALPHA = 0.05
-#: --quick with a baseline: the most extra visits to a row that is still undecided, and
-#: the seconds all extra visits may take together.
-EXTRA_VISITS = 3
+#: --quick with a baseline: a row still undecided gets VISITS_PER_LOOK more visits before
+#: each extra look, up to EXTRA_LOOKS looks; all extra visits together get EXTRA_BUDGET
+#: seconds.  The penalty is per look, not per visit, and what varies most is the machine
+#: between visits (another process on the other core), so a look waits for several.
+EXTRA_LOOKS = 3
+VISITS_PER_LOOK = 3
+EXTRA_VISITS = EXTRA_LOOKS * VISITS_PER_LOOK
 EXTRA_BUDGET = 10.0
-#: An extra visit is this many regular visits long: the penalty of a look is per look, not
-#: per round, so fewer and longer looks decide more for the same error rate.
-EXTRA_VISIT_SCALE = 3
 SLOWER, FASTER, SAME, UNCLEAR = "slower", "faster", "within threshold", "inconclusive"
 #: On the same machine: the ratio moved one way and the manual time the other.
 CONTRADICTED = "contradicted by the times"
@@ -72,28 +73,34 @@ def threshold(text: str, option: str = "--threshold") -> float:
     return value
 
 
-def look_confidence(look: int = 0, extra: int = 0) -> float:
+def look_confidence(look: int = 0, looks: int = 0) -> float:
     """The confidence of one look of the sequential rule.  Look 0 is the one after the
-    run's regular visits, looks 1 to ``extra`` follow the extra visits.  Without extra
-    visits the one look has all of ``ALPHA``; with them, look 0 has half of it and each
-    extra look an equal share of the other half."""
-    if extra <= 0:
+    run's regular visits, looks 1 to ``looks`` follow batches of extra visits.  Without
+    extra looks the one look has all of ``ALPHA``; with them, look 0 has half of it and
+    each extra look an equal share of the other half."""
+    if looks <= 0:
         return 1 - ALPHA
-    return 1 - (ALPHA / 2 if look <= 0 else ALPHA / (2 * extra))
+    return 1 - (ALPHA / 2 if look <= 0 else ALPHA / (2 * looks))
 
 
-def change(current, baseline, look: int = 0, extra: int = 0) -> stats.Interval:
+def look_index(visits: int, regular: int, per_look: int = VISITS_PER_LOOK) -> int:
+    """Which look a row with ``visits`` visits is at: 0 after its regular visits, then one
+    more for every batch of extra visits begun."""
+    return -(-max(0, visits - regular) // max(1, per_look))
+
+
+def change(current, baseline, look: int = 0, looks: int = 0) -> stats.Interval:
     """Ratio now / ratio then, with its interval at the confidence of that look."""
-    return stats.change_interval(current, baseline, confidence=look_confidence(look, extra))
+    return stats.change_interval(current, baseline, confidence=look_confidence(look, looks))
 
 
-def look(visits, base: Row, threshold_pct: float, index: int = 0, extra: int = 0) -> str:
+def look(visits, base: Row, threshold_pct: float, index: int = 0, looks: int = 0) -> str:
     """One look of the sequential rule during a run: the status of a row from the samples
     of its visits so far (``[{side: [seconds per round]}]``) against its baseline row."""
     ratios = [paired_ratios(v) for v in visits]
     if not any(ratios):
         return UNCLEAR
-    return judge(change(ratios, base.ratios, index, extra), threshold_pct)
+    return judge(change(ratios, base.ratios, index, looks), threshold_pct)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +128,8 @@ def judge(change: stats.Interval, threshold_pct: float) -> str:
 
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,), same: bool = False, visits: int = 0,
-            extra: int = 0) -> list[Comparison]:
+            kinds: tuple[str, ...] = (GRID,), same: bool = False, visits: int = 0, looks: int = 0,
+            per_look: int = VISITS_PER_LOOK) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
@@ -130,16 +137,16 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
     whose ratio says slower while its manual time grew less than that speed explains (or
     faster while it grew more) is contradicted, not a change of the code.
 
-    ``visits`` and ``extra``: the run's regular visits and the most extra visits its
-    sequential rule could add; a row with ``visits + k`` visits is judged at look ``k``'s
-    confidence, as the run decided it.
+    ``visits``, ``looks`` and ``per_look``: the run's regular visits, the most extra looks
+    its sequential rule could take and the visits before each; a row is judged at the
+    confidence of the look its visits reached, as the run decided it.
     """
     base = {r.key: r for r in baseline if r.kind in kinds}
     pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
     speed = machine_speed(pairs)
     out = []
     for r, b in pairs:
-        interval = change(r.ratios, b.ratios, max(0, len(r.visits) - visits) if extra else 0, extra)
+        interval = change(r.ratios, b.ratios, look_index(len(r.visits), visits, per_look) if looks else 0, looks)
         status = judge(interval, threshold_pct)
         manual = r.manual.median / b.manual.median
         if same and speed and ((status == SLOWER and manual < speed) or (status == FASTER and manual > speed)):

@@ -149,8 +149,6 @@ def _quiet_stderr() -> Iterator[None]:
 
 def _allocation_deltas(prof) -> list[tuple[int, int]]:
     """(time in ns, bytes) of every CPU allocation (+) and free (-) the profiler saw."""
-    import torch
-
     deltas = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
@@ -159,7 +157,6 @@ def _allocation_deltas(prof) -> list[tuple[int, int]]:
         if type(extra).__name__ == "_ExtraFields_Allocation" and extra.device.type == "cpu":
             deltas.append((event.start_time_ns, int(extra.alloc_size)))
         stack.extend(event.children)
-    del torch
     return sorted(deltas, key=lambda d: d[0])
 
 

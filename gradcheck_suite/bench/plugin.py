@@ -40,9 +40,9 @@ def pytest_addoption(parser):
                     help="also the built-in example models (default: only the models of --bench-models-from)")
     group.addoption("--bench-root", metavar="DIR", help="the project's folder, for dotted model modules (default: none)")
     group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
-    group.addoption("--bench-visits", type=int, default=timing.VISITS, metavar="N",
+    group.addoption("--bench-visits", type=int, metavar="N",
                     help=f"visits to every row, spread over the run; the rounds are split among them "
-                         f"(default: {timing.VISITS})")
+                         f"(default: {timing.QUICK_VISITS} with --bench-quick, else {timing.VISITS})")
     group.addoption("--bench-budget", type=float, metavar="SECONDS",
                     help=f"time per row (default: {timing.BUDGETS[True][0]:g} with --bench-quick, else "
                          f"{timing.BUDGETS[False][0]:g})")
@@ -54,8 +54,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-threshold", type=float, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
                     help=f"the gate's threshold the extra visits decide against (default: {compare.DEFAULT_THRESHOLD:g})")
     group.addoption("--bench-extra-visits", type=int, metavar="N",
-                    help=f"most extra visits to an undecided row (default: {compare.EXTRA_VISITS} with "
-                         "--bench-quick and a baseline, else 0)")
+                    help=f"most extra visits to an undecided row, a look after every {compare.VISITS_PER_LOOK} "
+                         f"(default: {compare.EXTRA_VISITS} with --bench-quick and a baseline, else 0)")
     group.addoption("--bench-extra-budget", type=float, default=compare.EXTRA_BUDGET, metavar="SECONDS",
                     help=f"time for all extra visits together (default: {compare.EXTRA_BUDGET:g})")
     group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
@@ -79,6 +79,8 @@ class _Gate:
     def __init__(self, baseline: dict | None, threshold: float, visits: int, extra: int, budget: float):
         self.baseline = {r.key: r for r in rows.rows(baseline)} if baseline else {}
         self.threshold, self.visits, self.extra, self.budget = threshold, visits, extra, budget
+        self.per_look = compare.VISITS_PER_LOOK
+        self.looks = -(-extra // self.per_look)
         self.seen: dict[tuple, list] = {}     # row key -> the samples of each visit so far
         self.spent = 0.0
 
@@ -89,7 +91,7 @@ class _Gate:
         extra = config.getoption("bench_extra_visits")
         if extra is None:
             extra = compare.EXTRA_VISITS if baseline and config.getoption("bench_quick") else 0
-        return cls(baseline, config.getoption("bench_threshold"), config.getoption("bench_visits"), max(0, extra),
+        return cls(baseline, config.getoption("bench_threshold"), visits_of(config), max(0, extra),
                    config.getoption("bench_extra_budget"))
 
     def undecided(self, key: tuple) -> str | None:
@@ -98,12 +100,21 @@ class _Gate:
         if base is None:
             return "no baseline row to decide against"
         seen = self.seen.get(key, [])
-        status = compare.look(seen, base, self.threshold, len(seen) - self.visits, self.extra)
-        if status != compare.UNCLEAR:
-            return f"decided after {len(seen)} visits: {status}"
         if self.spent >= self.budget:
             return f"undecided after {len(seen)} visits, and the {self.budget:g} s for extra visits is spent"
+        done = len(seen) - self.visits
+        if done % self.per_look:             # inside a batch: the next look comes after it
+            return None
+        status = compare.look(seen, base, self.threshold, done // self.per_look, self.looks)
+        if status != compare.UNCLEAR:
+            return f"decided after {len(seen)} visits: {status}"
         return None
+
+
+def visits_of(config) -> int:
+    """Regular visits to every row: --bench-visits, else more and shorter ones in the quick pass."""
+    given = config.getoption("bench_visits")
+    return given if given else timing.QUICK_VISITS if config.getoption("bench_quick") else timing.VISITS
 
 
 def pytest_collect_file(file_path, parent):
@@ -145,7 +156,7 @@ def pytest_generate_tests(metafunc):
     import torch
 
     if "visit" in metafunc.fixturenames:
-        visits = range(metafunc.config.getoption("bench_visits") + metafunc.config.stash[_GATE].extra)
+        visits = range(visits_of(metafunc.config) + metafunc.config.stash[_GATE].extra)
         metafunc.parametrize("visit", visits, ids=[f"visit{v}" for v in visits])
     if "model" in metafunc.fixturenames:
         models = selected(metafunc.config)
@@ -207,7 +218,7 @@ def bench_pair(request, benchmark):
     config = request.config
     budget, low, high = timing.BUDGETS[config.getoption("bench_quick")]
     budget = config.getoption("bench_budget") or budget
-    visits = config.getoption("bench_visits")
+    visits = visits_of(config)
     budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
     gate = config.stash[_GATE]
 
@@ -227,8 +238,7 @@ def bench_pair(request, benchmark):
         if flops:
             sides["matmul"] = calibration.matmul_region(shape, device, dtype)
         timer = timing.Interleaved(sides, block_seconds=timing.BLOCK_SECONDS)
-        scale = compare.EXTRA_VISIT_SCALE if visit >= visits else 1
-        rounds = timer.rounds_for(budget * scale, low * scale, high * scale)
+        rounds = timer.rounds_for(budget, low, high)
         benchmark.group = f"{kind} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
         gate.seen.setdefault(key, []).append(timer.samples)
@@ -271,5 +281,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["quick"] = bool(config.getoption("bench_quick"))
     gate = config.stash[_GATE]
     # the report judges with the same per-look confidence the run decided with
-    machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "alpha": compare.ALPHA,
+    machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "visits_per_look": gate.per_look,
+                            "looks": gate.looks, "alpha": compare.ALPHA,
                             "threshold": gate.threshold, "extra_seconds": round(gate.spent, 3)}

@@ -188,33 +188,34 @@ def header(run: Mapping) -> list[str]:
     return lines
 
 
-def gate_visits(run: Mapping) -> tuple[int, int]:
-    """(regular visits, most extra visits) of the run's sequential rule; (0, 0) where it had none."""
+def gate_visits(run: Mapping) -> tuple[int, int, int]:
+    """(regular visits, most extra looks, extra visits per look) of the run's sequential
+    rule; (0, 0, 1) where it had none."""
     gate = (run.get("machine_info") or {}).get("gate") or {}
-    visits, extra = gate.get("visits"), gate.get("extra_visits")
-    if isinstance(visits, int) and isinstance(extra, int) and visits >= 1 and extra >= 1:
-        return visits, extra
-    return 0, 0
+    visits, looks, per = gate.get("visits"), gate.get("looks"), gate.get("visits_per_look")
+    if all(isinstance(x, int) and x >= 1 for x in (visits, looks, per)):
+        return visits, looks, per
+    return 0, 0, 1
 
 
 def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[compare.Comparison],
                      threshold_pct: float) -> list[str]:
     same = compare.same_machine(run, baseline)
-    visits, extra = gate_visits(run)
+    visits, looks, per_look = gate_visits(run)
     b = machine(baseline)
     parts = ["", "## Against the baseline", "",
              f"Baseline: CPU {b['cpu'] or '?'}, {b['threads'] or '?'} torch thread(s), torch {b['torch'] or '?'}; "
              f"run {baseline.get('datetime', '?')}, commit {(baseline.get('commit_info') or {}).get('id', '?')}.",
              ("Same machine and setup." if same else
               "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
-             f"Gate: a row is slower (or faster) only when the {compare.look_confidence(0, extra):.1%} interval of "
+             f"Gate: a row is slower (or faster) only when the {compare.look_confidence(0, looks):.1%} interval of "
              f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
              + ("; on the same machine, not when the manual time moved less than the machine's speed "
                 "explains (contradicted)." if same else ".")
-             + (f" A row still undecided after its {visits} visits got up to {extra} more, with a look after each "
-                f"at {compare.look_confidence(1, extra):.2%}: the {compare.ALPHA:.0%} error rate is spent over the "
-                "looks, so looking again does not add false flags. Inconclusive: still undecided when the looks "
-                "or the time ran out." if extra else "")]
+             + (f" A row still undecided after its {visits} visits got {per_look} more at a time, up to "
+                f"{looks * per_look}, with a look after each batch at {compare.look_confidence(1, looks):.2%}: the "
+                f"{compare.ALPHA:.0%} error rate is spent over the looks, so looking again does not add false flags. "
+                "Inconclusive: still undecided when the looks or the time ran out." if looks else "")]
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
@@ -348,9 +349,9 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
     gate = Gate([], [])
     if baseline is not None:
         base_rows = rows(baseline)
-        visits, extra = gate_visits(run)
+        visits, looks, per_look = gate_visits(run)
         comparisons = compare.compare(all_rows, base_rows, threshold_pct, same=compare.same_machine(run, baseline),
-                                      visits=visits, extra=extra)
+                                      visits=visits, looks=looks, per_look=per_look)
         peak = compare.same_build(run, baseline)
         changes = compare.memory_changes(all_rows, base_rows, memory_threshold_pct, peak=peak)
         gate = Gate(compare.regressions(comparisons), compare.memory_regressions(changes))

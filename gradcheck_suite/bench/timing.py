@@ -51,6 +51,9 @@ BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
 VISITS = 3
+#: The quick pass visits every row more often, each visit shorter: what varies most between
+#: visits is the machine (another process on the other core), and more visits average it.
+QUICK_VISITS = 6
 #: How long one block of calls of one side lasts, about: short, so that most rounds run
 #: inside one scheduler time slice (a few ms) when other processes share the core.  With
 #: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.

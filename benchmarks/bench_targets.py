@@ -6,8 +6,11 @@
    (--baseline, --fail-on-regression, default threshold): nothing flagged, exit 0;
    quiet, then with one core busy (a bounded busy loop this script starts and stops);
 2. with one core busy, every seed model's manual/autograd ratio within 25% of the quiet run's;
-3. a slowdown is flagged: a copy of mlp_relu whose backward sleeps 20% of its own time
-   (time.sleep), or does 20% more work (an extra matmul);
+3. a 10% slowdown of a backward of 100 µs or more is flagged: a copy of mlp_relu (backward
+   about 110 µs) whose backward spins for 10% of its own time (a busy wait, calibrated
+   from a run without it), quiet and with one core busy, three times each (--slowdown-runs),
+   each against a fresh quick baseline; and one that does 10% more work
+   (an extra matmul), with the slowdown it achieved;
 4. `bench --quick` under 60 s;
 5. a fresh virtual environment with a non-editable install runs `bench --quick
    --models-from examples/` from a folder outside the repository and writes the report.
@@ -35,9 +38,10 @@ RATIO_TOLERANCE = 0.25
 QUICK_LIMIT_S = 60.0
 
 SLEEPY = textwrap.dedent('''
-    """mlp_relu with a known slowdown in its backward: time.sleep(GRADCHECK_SLEEP_S), or
-    GRADCHECK_EXTRA_WORK more of the work it does (an extra matmul shaped like its main one,
-    with that fraction of its columns), which slows with the machine as the rest does."""
+    """mlp_relu with a known slowdown in its backward: time.sleep(GRADCHECK_SLEEP_S), a busy
+    wait of GRADCHECK_SPIN_S seconds (exact where sleep is not), or GRADCHECK_EXTRA_WORK more
+    of the work it does (an extra matmul shaped like its main one, with that fraction of its
+    columns), which slows with the machine as the rest does."""
     import dataclasses
     import os
     import time
@@ -45,6 +49,7 @@ SLEEPY = textwrap.dedent('''
     from gradcheck_suite.models.mlp_relu import model as base
 
     SLEEP = float(os.environ.get("GRADCHECK_SLEEP_S", "0"))
+    SPIN = float(os.environ.get("GRADCHECK_SPIN_S", "0"))
     EXTRA = float(os.environ.get("GRADCHECK_EXTRA_WORK", "0"))
 
 
@@ -52,6 +57,10 @@ SLEEPY = textwrap.dedent('''
         grads = base.backward(p, d, cache, g)
         if SLEEP:
             time.sleep(SLEEP)
+        if SPIN:
+            end = time.perf_counter() + SPIN
+            while time.perf_counter() < end:
+                pass
         if EXTRA:
             cols = max(1, round(EXTRA * p.w1.shape[1]))
             d.x.T @ d.x[:, :cols]          # as x.T @ gh, the backward's main matmul, on EXTRA of its columns
@@ -109,6 +118,7 @@ def main() -> int:
     ap.add_argument("--skip-install", action="store_true", help="skip target 5 (the fresh non-editable install)")
     ap.add_argument("--busy-seconds", type=int, default=300, help="upper bound on the busy loop's life")
     ap.add_argument("--work", help="folder for the reports (default: a temporary one)")
+    ap.add_argument("--slowdown-runs", type=int, default=3, help="runs of target 3 in each condition (default: 3)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-targets-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -159,22 +169,54 @@ def main() -> int:
     models.mkdir(exist_ok=True)
     (models / "sleepy_mlp_relu.py").write_text(SLEEPY)
     common = ["--quick", "--no-plots", "--models-from", str(models), "--models", "sleepy_mlp_relu"]
-    bench(common + ["--out", str(work / "sleep0")])
-    base, _ = run_rows(work / "sleep0")
-    backward = next(r for r in base.values() if r.phase == "backward")
-    sleep = 0.2 * backward.manual.median
-    for label, env in (("time.sleep of 20% of its time", {"GRADCHECK_SLEEP_S": repr(sleep)}),
-                       ("20% more work (an extra matmul)", {"GRADCHECK_EXTRA_WORK": "0.2"})):
-        folder = work / f"slow-{next(iter(env))}"
-        s1 = bench(common + ["--out", str(folder), "--baseline", str(work / "sleep0/benchmarks.json"),
-                             "--fail-on-regression"], env=env)
-        slow, _ = run_rows(folder)
-        after = slow[backward.key]
-        met.append(show(f"3 a backward slowed by {label} is flagged",
-                        s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"],
-                        f"backward {backward.manual.median * 1e6:.0f} µs ({env}), measured backward "
-                        f"{after.manual.median * 1e6:.0f} µs; ratio {fmt(backward)} -> {fmt(after)}; {gated(s1)}; "
-                        f"stderr: {s1['out'].strip().splitlines()[-1]}", s1))
+    for busy in (False, True):
+        where = "one core busy" if busy else "quiet"
+        loop = busy_loop(args.busy_seconds * args.slowdown_runs) if busy else None
+        tag = "busy" if busy else "quiet"
+        flagged, details = 0, []
+        try:
+            if busy:
+                time.sleep(2)
+            for rep in range(args.slowdown_runs):
+                # a fresh baseline each time: what a CI run compares against is one quick run too
+                bench(common + ["--out", str(work / f"sleep0-{tag}-{rep}")])
+                base, binfo = run_rows(work / f"sleep0-{tag}-{rep}")
+                backward = next(r for r in base.values() if r.phase == "backward")
+                cases = [("spin", {"GRADCHECK_SPIN_S": repr(0.1 * backward.manual.median)})]
+                if not busy and rep == 0:
+                    cases.append(("work", {"GRADCHECK_EXTRA_WORK": "0.1"}))
+                for kind, env in cases:
+                    folder = work / f"slow-{tag}-{kind}-{rep}"
+                    s1 = bench(common + ["--out", str(folder), "--baseline",
+                                         str(work / f"sleep0-{tag}-{rep}/benchmarks.json"), "--fail-on-regression"],
+                               env=env)
+                    slow, sinfo = run_rows(folder)
+                    after = slow[backward.key]
+                    ok = s1["rc"] == 1 and "sleepy_mlp_relu backward" in s1["out"]
+                    line = next((ln for ln in s1["out"].splitlines()
+                                 if ln.startswith("| sleepy_mlp_relu | cpu | float32 | backward |")), "no row")
+                    text = (f"{env}; manual backward {backward.manual.median * 1e6:.1f} µs -> "
+                            f"{after.manual.median * 1e6:.1f} µs "
+                            f"({100 * (after.manual.median / backward.manual.median - 1):+.1f}%); ratio {fmt(backward)} -> "
+                            f"{fmt(after)}\n  gate row: {line}\n  {gated(s1)}; extra visits took "
+                            f"{sinfo.get('gate', {}).get('extra_seconds')} s; threads {binfo['torch_threads']} and "
+                            f"{sinfo['torch_threads']}; other cores busy {binfo['other_cores']:.2f} and "
+                            f"{sinfo['other_cores']:.2f}\n  stderr: {s1['out'].strip().splitlines()[-1]}")
+                    if kind == "work":
+                        met.append(show(f"3 a backward of {backward.manual.median * 1e6:.0f} µs given 10% more work "
+                                        f"(an extra matmul) is flagged ({where})", ok, text, s1))
+                    else:
+                        flagged += ok
+                        details.append((ok, text, s1))
+        finally:
+            if loop is not None:
+                loop.kill()
+                loop.wait()
+        for ok, text, result in details:
+            show(f"  run: {'flagged' if ok else 'not flagged'}", ok, text, result)
+        met.append(show(f"3 a 10% slowdown (busy wait) of a backward of about 110 µs is flagged ({where})",
+                        flagged == len(details), f"flagged in {flagged} of {len(details)} runs, each against a fresh "
+                                                 "quick baseline"))
 
     if not args.skip_install:
         venv, outside = work / "venv", work / "user-project"

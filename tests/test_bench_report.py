@@ -21,11 +21,11 @@ def rounds(ratio, n=40, spread=0.05, autograd=1e-3, seed=0):
 
 
 def entry(model, samples, *, phase=FB, kind="grid", visit=0, verdict="pass", flops=None, matmul=None, factor=None,
-          reproduce=None):
+          reproduce=None, memory=None):
     """One benchmark as pytest-benchmark writes it, with this suite's extra_info."""
     info = {"kind": kind, "model": model, "phase": phase, "device": "cpu", "dtype": "float32", "dims": {"N": 4},
             "flops": flops, "threads": 1, "visit": visit, "samples": samples, "matmul": matmul, "factor": factor,
-            "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}}
+            "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}, "memory": memory}
     return {"name": f"test_model[visit{visit}-{model}-{phase}]", "extra_info": info,
             "stats": {"median": 1.0, "min": 1.0, "rounds": len(samples["manual"])}}
 
@@ -39,6 +39,16 @@ def run(*benchmarks, node="box", threads=1):
 
 def visits(model, ratios, **kw):
     return [entry(model, rounds(r, seed=i), visit=i, **kw) for i, r in enumerate(ratios)]
+
+
+def table_line(text, model):
+    """The row of ``model`` in the report's main table (the one a reader decides from)."""
+    main = text.split("## Details")[0]
+    return next(ln for ln in main.splitlines() if ln.startswith(f"| {model} "))
+
+
+def detail_line(text, model):
+    return next(ln for ln in text.split("## Details")[1].splitlines() if ln.startswith(f"| {model} "))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -59,6 +69,26 @@ def test_drift_between_visits_widens_the_interval():
     assert grouped.high - grouped.low > 3 * (pooled.high - pooled.low)
     tight = stats.median_interval(steady)
     assert tight.high - tight.low < 0.05
+
+
+def test_the_advantage_of_running_second_cancels_over_a_rotation():
+    # the order rotates each round (manual first, then autograd first); whichever runs
+    # second is 15% faster, its cache warm.  Per round the ratio is 0.87 or 1.15 around
+    # the true 1.0, and a median of such a mixture lands on either; per rotation it is 1.0.
+    manual, autograd = [], []
+    for k in range(40):
+        first = "manual" if k % 2 == 0 else "autograd"
+        manual.append(1e-4 * (1.0 if first == "manual" else 0.85))
+        autograd.append(1e-4 * (1.0 if first == "autograd" else 0.85))
+    samples = {"manual": manual, "autograd": autograd}
+    per_round = [m / a for m, a in zip(manual, autograd)]
+    assert sorted({round(r, 2) for r in per_round}) == [0.85, 1.18]
+    assert rows.paired_ratios(samples) == pytest.approx([1.0] * 20)
+    (r,) = rows.rows(run(entry("m", samples)))
+    assert r.ratio.value == pytest.approx(1.0) and r.rounds == 40
+    # with the matmul as a third side, a rotation is three rounds
+    three = {**samples, "matmul": [1e-4] * 40}
+    assert len(rows.paired_ratios(three)) == 13
 
 
 def test_summary_quartiles():
@@ -136,6 +166,69 @@ def test_rows_are_matched_by_model_device_dtype_and_phase_and_sweeps_are_not_gat
     assert c.row.model == "a" and c.status == compare.SLOWER
 
 
+def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
+    """One visit's rounds: the whole visit drifts by ``drift`` (the machine's state), each
+    round scatters by ``noise`` around it."""
+    level = ratio * (1 + rng.normal(0, drift))
+    a = 1e-4 * (1 + rng.uniform(0, 3, n))
+    m = a * level * (1 + rng.normal(0, noise, n))
+    return {"manual": m.tolist(), "autograd": a.tolist()}
+
+
+REGULAR = timing.QUICK_VISITS
+
+
+def sequential(rng, base, ratio, noise, threshold=5.0):
+    """What the run does with a row: its regular visits, then batches of extra ones while
+    it is undecided, a look after each batch."""
+    per, looks = compare.VISITS_PER_LOOK, compare.EXTRA_LOOKS
+    visits = [drifting_visit(rng, ratio, noise) for _ in range(REGULAR)]
+    index = 0
+    while (status := compare.look(visits, base, threshold, index, looks)) == compare.UNCLEAR and index < looks:
+        visits += [drifting_visit(rng, ratio, noise) for _ in range(per)]
+        index += 1
+    return status, visits
+
+
+def test_adaptive_rounds_decide_a_10pct_slowdown_that_fixed_rounds_leave_inconclusive():
+    # a well-measured baseline (9 visits), and a run on a noisier machine that is 10% slower
+    rng = np.random.default_rng(11)
+    (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(9))))
+    state = rng.bit_generator.state
+    fixed = [drifting_visit(rng, 0.55, 0.25) for _ in range(REGULAR)]
+    assert compare.look(fixed, base, 5.0) == compare.UNCLEAR           # one 95% look after the regular visits
+    rng.bit_generator.state = state                                     # the same regular visits, then more
+    status, visits = sequential(rng, base, 0.55, 0.25)
+    assert status == compare.SLOWER and REGULAR < len(visits) <= REGULAR + compare.EXTRA_VISITS
+    assert visits[:REGULAR] == fixed
+    # the report judges the finished run as the run decided it
+    data = run(*(entry("m", v, visit=i) for i, v in enumerate(visits)))
+    (c,) = compare.compare(rows.rows(data), [base], 5.0, visits=REGULAR, looks=compare.EXTRA_LOOKS)
+    assert c.status == compare.SLOWER and len(c.row.visits) == len(visits)
+
+
+def test_the_sequential_rule_flags_no_row_that_did_not_change():
+    flagged = []
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(3))))
+        status, _ = sequential(rng, base, 0.5, 0.1)
+        flagged += [status] if status in (compare.SLOWER, compare.FASTER) else []
+    assert flagged == []
+
+
+def test_each_look_spends_its_share_of_the_error_rate():
+    assert compare.look_confidence(0, 0) == pytest.approx(0.95)             # no extra visits: one 95% look
+    extra = compare.EXTRA_LOOKS
+    spent = (1 - compare.look_confidence(0, extra)) + sum(1 - compare.look_confidence(k, extra)
+                                                          for k in range(1, extra + 1))
+    assert spent == pytest.approx(compare.ALPHA)
+    narrow = stats.change_interval(rounds(0.5)["manual"], rounds(0.5, seed=1)["manual"], confidence=0.95)
+    wide = stats.change_interval(rounds(0.5)["manual"], rounds(0.5, seed=1)["manual"],
+                                 confidence=compare.look_confidence(1, extra))
+    assert wide.low < narrow.low and wide.high > narrow.high
+
+
 @pytest.mark.parametrize("text", ["nan", "NaN", "-1", "-0.5", "abc", "", "inf", "1e999"])
 def test_threshold_rejects_what_is_not_a_finite_percentage(text):
     with pytest.raises(ValueError, match="--threshold"):
@@ -183,7 +276,7 @@ def test_a_failing_check_is_marked_and_never_a_winner(tmp_path):
     r_bad, r_good = rows.rows(data)
     assert r_bad.faster == "none: check fail" and r_good.faster == "manual"
     text, _ = report.report(data, tmp_path, plots=False)
-    line = next(ln for ln in text.splitlines() if ln.startswith("| mlp_no_mask "))
+    line = table_line(text, "mlp_no_mask")
     assert "**FAIL**" in line and "none: check fail" in line and "| manual |" not in line
     assert "never called faster" in text and cmd in text
 
@@ -198,18 +291,22 @@ def test_a_row_above_the_matmul_rate_carries_a_note(tmp_path):
     data = run(entry("m", fast, flops=10**6, matmul={"shape": [1, 4, 1], "flops": 10**6}))
     text, _ = report.report(data, tmp_path, plots=False)
     assert "1000% (note 1)" in text and "1. m cpu float32 forward+backward, manual: 1000% of the matmul rate" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
+    line = detail_line(text, "m")
     assert "100% |" in line                       # autograd exactly at the rate: no note
 
 
 def test_report_shows_spread_interval_threads_and_load(tmp_path):
     text, _ = report.report(run(*visits("m", [0.5, 0.5])), tmp_path, plots=False)
     assert "1 torch thread(s)" in text and "load average 0.50 at the start" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("| m "))
-    cells = [c.strip() for c in line.split("|")]
-    assert "(" in cells[6] and "–" in cells[6]                 # median (q1–q3)
-    assert cells[8].startswith("0.5") and "[" in cells[8]      # ratio [CI]
-    assert cells[10] == "80 in 2"
+    head = next(ln for ln in text.splitlines() if ln.startswith("| model | phase |"))
+    assert [c.strip() for c in head.strip("|").split("|")] == [
+        "model", "phase", "check", "manual", "autograd", "manual/autograd [95% CI]", "faster",
+        "kept: manual / autograd", "peak: manual / autograd"]
+    cells = [c.strip() for c in table_line(text, "m").split("|")]
+    assert cells[6].startswith("0.5") and "[" in cells[6]      # ratio [CI]
+    details = [c.strip() for c in detail_line(text, "m").split("|")]
+    assert "(" in details[4] and "–" in details[4]             # median (q1–q3)
+    assert details[6] == "80 in 2" and details[2] == "cpu float32"
 
 
 def sweep_run():
@@ -244,7 +341,7 @@ def test_baseline_section_same_machine_and_another(tmp_path):
     base = run(entry("m", rounds(0.5)))
     text, regressed = report.report(run(entry("m", rounds(0.8))), tmp_path, base, plots=False)
     assert "Same machine and setup." in text and "manual time then → now" in text
-    assert [c.row.model for c in regressed] == ["m"] and "**slower**" in text
+    assert [c.row.model for c in regressed.slower] == ["m"] and "**slower**" in text and not regressed.memory
     text, _ = report.report(run(entry("m", rounds(0.5)), node="other"), tmp_path, base, plots=False)
     assert "another machine or setup: only manual/autograd ratios are compared" in text
     assert "manual time then → now" not in text and "0 slower" in text
@@ -330,3 +427,50 @@ def test_formatting():
 def test_row_key_ignores_the_visit():
     a, b = (rows.rows(run(e))[0] for e in visits("m", [0.5, 0.5]))
     assert a.key == b.key and dataclasses.replace(a, factor=2.0).key != a.key
+
+
+# --------------------------------------------------------------------------- memory
+
+def mem(kept, peak, a_kept=1000, a_peak=4000):
+    return {"manual": {"kept": kept, "peak": peak}, "autograd": {"kept": a_kept, "peak": a_peak},
+            "peak_method": "test", "approximate_peak": False}
+
+
+def test_a_backward_that_keeps_less_is_called_out_and_both_figures_are_in_the_table(tmp_path):
+    data = run(entry("lean", rounds(0.5), memory=mem(250, 3000)), entry("lean", rounds(0.5), phase=BW),
+               entry("fat", rounds(0.5), memory=mem(2000, 9000)))
+    text, _ = report.report(data, tmp_path, plots=False)
+    assert "- lean (cpu float32) keeps 0.25× autograd's saved bytes (250 B against 1000 B)." in text
+    assert "fat (cpu float32) keeps" not in text
+    cells = [c.strip() for c in table_line(text, "fat").split("|")]
+    assert cells[8] == "1.95 KiB / 1000 B (2.00×)" and cells[9] == "8.79 KiB / 3.91 KiB (2.25×)"
+
+
+@pytest.mark.parametrize("now,grew", [(mem(1000, 4000), ()), (mem(1001, 4000), ("kept",)), (mem(900, 4100), ("peak",)),
+                                      (mem(1200, 5000), ("kept", "peak"))])
+def test_any_growth_of_kept_or_peak_bytes_is_a_memory_regression(tmp_path, now, grew):
+    base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
+    current = run(entry("m", rounds(0.5), memory=now))
+    (c,) = compare.memory_changes(rows.rows(current), rows.rows(base))
+    assert c.grew == grew
+    text, gate = report.report(current, tmp_path, base, plots=False)
+    assert bool(gate.memory) == bool(grew) and ("**memory regression**" in text) == bool(grew)
+    # a threshold lets growth within it pass
+    assert compare.memory_changes(rows.rows(current), rows.rows(base), 30.0)[0].grew == ()
+
+
+def test_rows_without_memory_in_the_baseline_are_not_memory_gated():
+    base = run(entry("m", rounds(0.5)))
+    assert compare.memory_changes(rows.rows(run(entry("m", rounds(0.5), memory=mem(1, 1)))), rows.rows(base)) == []
+
+
+def test_the_peak_is_gated_only_against_a_baseline_of_the_same_torch_cpu_and_threads(tmp_path):
+    base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
+    current = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), node="another-runner")
+    text, gate = report.report(current, tmp_path, base, plots=False)
+    assert [c.grew for c in gate.memory] == [("peak",)]                 # another host, the same build: gated
+    other = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), threads=2)
+    text, gate = report.report(other, tmp_path, base, plots=False)
+    assert not gate.memory and "shown but not gated" in text and "(not gated)" in text
+    kept = run(entry("m", rounds(0.5), memory=mem(2000, 5000)), threads=2)
+    assert [c.grew for c in report.report(kept, tmp_path, base, plots=False)[1].memory] == [("kept",)]

@@ -1,7 +1,12 @@
 """``gradcheck-suite bench``: run the benchmark suite under pytest-benchmark and write the report.
 
 Exit codes: 0 done, 1 a benchmark failed or (with ``--fail-on-regression``) a row is
-slower than the baseline beyond the threshold, 2 bad input (one line, no traceback).
+slower than the baseline beyond the threshold or keeps or peaks at more bytes, 2 bad
+input (one line, no traceback).
+
+The models are the project's: ``--models-from``, else ``models-from`` of
+``[tool.gradcheck-suite]`` in its pyproject.toml; the built-in examples only with
+``--builtin``, ``builtin = true`` in the settings, or a model named with ``--models``.
 """
 from __future__ import annotations
 
@@ -34,6 +39,17 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--threshold ")) from None
 
 
+NOTHING_CONFIGURED = ("no models configured: add [tool.gradcheck-suite] models-from = \"my_models/\" to "
+                      "pyproject.toml, or give --models-from (--builtin benchmarks the example models)")
+
+
+def _memory_threshold(text: str) -> float:
+    try:
+        return compare.threshold(text, "--memory-threshold")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-threshold ")) from None
+
+
 def _positive(kind):
     """An argparse type: a finite number (of ``kind``) above 0."""
     def parse(text: str):
@@ -61,8 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"short CI pass: CPU float32 only, {quick_budget:g} s per row, no size sweep (default: full grid "
                          f"and sweep, {full_budget:g} s per row)")
     ap.add_argument("--models-from", action="append", default=[], metavar="PATH",
-                    help="also benchmark the models of this file, folder or module; repeatable (default: none)")
-    ap.add_argument("--models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")
+                    help="benchmark the models of this file, folder or module; repeatable (default: the settings' "
+                         "models-from in [tool.gradcheck-suite] of pyproject.toml)")
+    ap.add_argument("--models", metavar="NAMES",
+                    help="comma-separated models to benchmark (default: the settings' models, else all of the project's)")
+    ap.add_argument("--builtin", action="store_true",
+                    help="also the built-in example models (default: only where the settings say builtin = true, "
+                         "or a model is named with --models)")
     ap.add_argument("--threads", type=_positive(int), default=1, metavar="N",
                     help="torch intra-op threads while timing (default: 1; with more, torch stalls whenever "
                          "another process takes a core)")
@@ -72,7 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threshold", type=_threshold, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
                     help="a row is a regression when the confidence interval of its manual/autograd ratio "
                          f"change lies wholly above +PCT%% (default: {compare.DEFAULT_THRESHOLD:g})")
-    ap.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a row regressed (default: off)")
+    ap.add_argument("--memory-threshold", type=_memory_threshold, default=compare.DEFAULT_MEMORY_THRESHOLD,
+                    metavar="PCT", help="a row is a memory regression when the manual path's kept or peak bytes grew "
+                                        f"by more than PCT%% (default: {compare.DEFAULT_MEMORY_THRESHOLD:g}: any growth)")
+    ap.add_argument("--fail-on-regression", action="store_true",
+                    help="exit 1 when a row regressed in time or memory (default: off)")
     ap.add_argument("--check-json", metavar="FILE",
                     help="take check verdicts from this `gradcheck-suite check --json` report "
                          "(default: a quick check of each model before timing it)")
@@ -94,7 +119,8 @@ def _writable(path: str) -> Path:
 
 def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float | None = None,
                 models_from: Iterable[str] = (), models: str | None = None, check_json: str | None = None,
-                extra: Iterable[str] = ()) -> list[str]:
+                builtin: bool = True, root: str | None = None, baseline: str | None = None,
+                threshold: float = compare.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
     """The pytest command line that runs the suite inside the installed package."""
     args = [str(SUITE), "-p", "gradcheck_suite.bench.plugin", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
             "--assert=plain", "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",
@@ -110,15 +136,22 @@ def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float |
         args += ["--bench-models", models]
     if check_json:
         args += ["--bench-check-json", check_json]
+    if builtin:
+        args.append("--bench-builtin")
+    if root:
+        args.append(f"--bench-root={root}")
+    if baseline:
+        args += ["--bench-baseline", str(Path(baseline).resolve()), f"--bench-threshold={threshold}"]
     return args + list(extra)
 
 
-def _check_models(models_from: list[str], names: str | None) -> list[str]:
+def _check_models(models_from: list[str], names: str | None, builtin: bool = True,
+                  root: str | None = None) -> list[str]:
     """Model files that do not exist and unknown names are usage errors, before anything
     runs; the problems of model files that exist but are broken are returned."""
     from ..registry import load
 
-    reg = load(models_from)
+    reg = load(models_from, builtin=builtin, root=root)
     if reg.not_found:
         raise BenchInputError(reg.not_found[0])
     for name in (names or "").split(","):
@@ -159,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         given = load_run(args.from_json, "--from-json file") if args.from_json else None
         if args.check_json:
             verdicts.from_check_json(args.check_json)
+        cfg = _settings(args)
         out = _writable(args.out)
     except (BenchInputError, verdicts.CheckFileError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -176,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                   "pip install 'gradcheck-suite[test]'", file=sys.stderr)
             return 2
         try:
-            problems = _check_models(args.models_from, args.models)
+            if not (args.models_from or args.builtin):
+                raise BenchInputError(NOTHING_CONFIGURED)
+            problems = _check_models(args.models_from, args.models, args.builtin, cfg.folder)
         except BenchInputError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
@@ -186,14 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         json_path.unlink(missing_ok=True)
         code = pytest.main(pytest_args(json_path, quick=args.quick, threads=args.threads, max_time=args.max_time,
                                        models_from=args.models_from, models=args.models, check_json=args.check_json,
-                                       extra=extra))
+                                       builtin=args.builtin, root=cfg.folder, baseline=args.baseline,
+                                       threshold=args.threshold, extra=extra))
         if not json_path.is_file():
             print(f"{PROG}: the benchmarks did not run (pytest exit code {int(code)})", file=sys.stderr)
             return 1
         failed = code != 0 or bool(problems)
         run = load_run(json_path)
 
-    text, regressed = report(run, out, baseline, args.threshold, plots=not args.no_plots)
+    text, regressed = report(run, out, baseline, args.threshold, plots=not args.no_plots,
+                             memory_threshold_pct=args.memory_threshold)
     (out / REPORT_NAME).write_text(text, encoding="utf-8")
     print(text)
     print(f"Report written to {out / REPORT_NAME}")
@@ -204,7 +242,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: some benchmarks or model files failed; see the messages above", file=sys.stderr)
         return 1
     if regressed and args.fail_on_regression:
-        names = ", ".join(f"{c.row.model} {c.row.phase}" for c in regressed)
-        print(f"{PROG}: {len(regressed)} regression(s) beyond {args.threshold:g}%: {names}", file=sys.stderr)
+        if regressed.slower:
+            names = ", ".join(f"{c.row.model} {c.row.phase}" for c in regressed.slower)
+            print(f"{PROG}: {len(regressed.slower)} regression(s) beyond {args.threshold:g}%: {names}", file=sys.stderr)
+        if regressed.memory:
+            names = ", ".join(f"{c.row.model} ({', '.join(c.describe(w) for w in c.grew)})" for c in regressed.memory)
+            print(f"{PROG}: {len(regressed.memory)} memory regression(s) beyond {args.memory_threshold:g}%: {names}",
+                  file=sys.stderr)
         return 1
     return 0
+
+
+def _settings(args):
+    """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
+    its model files, its models, and whether the built-in examples come along."""
+    from ..config import ConfigError, find
+
+    try:
+        cfg = find()
+    except ConfigError as e:
+        raise BenchInputError(str(e)) from None
+    named = bool(args.models)
+    if not args.models_from:
+        args.models_from = list(cfg.models_from)
+    if not args.models and cfg.models:
+        args.models = ",".join(cfg.models)
+    # the built-in models are examples: benchmarked when asked for, by the option, the settings or a name
+    args.builtin = args.builtin or cfg.builtin is True or named
+    return cfg

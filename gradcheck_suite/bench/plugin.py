@@ -8,7 +8,11 @@
   torch stalls whenever another process takes a core);
 * the ``bench_pair`` fixture checks the model, then times manual and autograd (and a
   matmul of the model's shape) in interleaved rounds under pytest-benchmark's
-  ``pedantic`` mode, and records the per-round samples in ``extra_info``;
+  ``pedantic`` mode, and records the per-round samples in ``extra_info``; on a row's
+  first visit it also measures memory (:mod:`.memory`) in untimed rounds;
+* with a baseline (``--bench-baseline``), extra visits (``--bench-extra-visits``) go to
+  the rows whose change against it is still undecided, by the sequential rule of
+  :mod:`.compare`, until they are decided or the time budget is spent;
 * records the thread count, the load and the GPU in the JSON's machine info.
 """
 from __future__ import annotations
@@ -18,12 +22,12 @@ import time
 
 import pytest
 
-from . import calibration, timing, verdicts
+from . import calibration, compare, memory, rows, timing, verdicts
 
 _REGISTRY = pytest.StashKey()
 _START = pytest.StashKey()
 _VERDICTS = pytest.StashKey()
-
+_GATE = pytest.StashKey()
 
 
 def pytest_addoption(parser):
@@ -32,15 +36,28 @@ def pytest_addoption(parser):
     group.addoption("--bench-models-from", action="append", default=[], metavar="PATH",
                     help="also benchmark the models of this file, folder or module; repeatable")
     group.addoption("--bench-models", metavar="NAMES", help="comma-separated models to benchmark (default: all)")
+    group.addoption("--bench-builtin", action="store_true",
+                    help="also the built-in example models (default: only the models of --bench-models-from)")
+    group.addoption("--bench-root", metavar="DIR", help="the project's folder, for dotted model modules (default: none)")
     group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
-    group.addoption("--bench-visits", type=int, default=timing.VISITS, metavar="N",
+    group.addoption("--bench-visits", type=int, metavar="N",
                     help=f"visits to every row, spread over the run; the rounds are split among them "
-                         f"(default: {timing.VISITS})")
+                         f"(default: {timing.QUICK_VISITS} with --bench-quick, else {timing.VISITS})")
     group.addoption("--bench-budget", type=float, metavar="SECONDS",
-                    help="time per row (default: 0.3 with --bench-quick, else 1.5)")
+                    help=f"time per row (default: {timing.BUDGETS[True][0]:g} with --bench-quick, else "
+                         f"{timing.BUDGETS[False][0]:g})")
     group.addoption("--bench-check-json", metavar="FILE",
                     help="read check verdicts from this `gradcheck-suite check --json` report "
                          "(default: run a quick check of each model first)")
+    group.addoption("--bench-baseline", metavar="FILE",
+                    help="an earlier benchmarks.json: rows still undecided against it get extra visits (default: none)")
+    group.addoption("--bench-threshold", type=float, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
+                    help=f"the gate's threshold the extra visits decide against (default: {compare.DEFAULT_THRESHOLD:g})")
+    group.addoption("--bench-extra-visits", type=int, metavar="N",
+                    help=f"most extra visits to an undecided row, a look after every {compare.VISITS_PER_LOOK} "
+                         f"(default: {compare.EXTRA_VISITS} with --bench-quick and a baseline, else 0)")
+    group.addoption("--bench-extra-budget", type=float, default=compare.EXTRA_BUDGET, metavar="SECONDS",
+                    help=f"time for all extra visits together (default: {compare.EXTRA_BUDGET:g})")
     group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
                     help=f"cases per model in the check before timing (default: {verdicts.QUICK_EXAMPLES})")
 
@@ -52,6 +69,52 @@ def pytest_configure(config):
     config.stash[_START] = (timing.cpu_snapshot(), time.monotonic(), timing.load_average())
     path = config.getoption("bench_check_json")
     config.stash[_VERDICTS] = (verdicts.from_check_json(path) if path else None, {})
+    config.stash[_GATE] = _Gate.from_config(config)
+
+
+class _Gate:
+    """The sequential rule during the run: the baseline's rows, every row's visits so far,
+    and the time the extra visits have taken."""
+
+    def __init__(self, baseline: dict | None, threshold: float, visits: int, extra: int, budget: float):
+        self.baseline = {r.key: r for r in rows.rows(baseline)} if baseline else {}
+        self.threshold, self.visits, self.extra, self.budget = threshold, visits, extra, budget
+        self.per_look = compare.VISITS_PER_LOOK
+        self.looks = -(-extra // self.per_look)
+        self.seen: dict[tuple, list] = {}     # row key -> the samples of each visit so far
+        self.spent = 0.0
+
+    @classmethod
+    def from_config(cls, config) -> _Gate:
+        path = config.getoption("bench_baseline")
+        baseline = rows.load_run(path, "baseline file") if path else None
+        extra = config.getoption("bench_extra_visits")
+        if extra is None:
+            extra = compare.EXTRA_VISITS if baseline and config.getoption("bench_quick") else 0
+        return cls(baseline, config.getoption("bench_threshold"), visits_of(config), max(0, extra),
+                   config.getoption("bench_extra_budget"))
+
+    def undecided(self, key: tuple) -> str | None:
+        """Why the row needs no extra visit (None: it does)."""
+        base = self.baseline.get(key)
+        if base is None:
+            return "no baseline row to decide against"
+        seen = self.seen.get(key, [])
+        if self.spent >= self.budget:
+            return f"undecided after {len(seen)} visits, and the {self.budget:g} s for extra visits is spent"
+        done = len(seen) - self.visits
+        if done % self.per_look:             # inside a batch: the next look comes after it
+            return None
+        status = compare.look(seen, base, self.threshold, done // self.per_look, self.looks)
+        if status != compare.UNCLEAR:
+            return f"decided after {len(seen)} visits: {status}"
+        return None
+
+
+def visits_of(config) -> int:
+    """Regular visits to every row: --bench-visits, else more and shorter ones in the quick pass."""
+    given = config.getoption("bench_visits")
+    return given if given else timing.QUICK_VISITS if config.getoption("bench_quick") else timing.VISITS
 
 
 def pytest_collect_file(file_path, parent):
@@ -65,7 +128,8 @@ def _registry(config):
     if _REGISTRY not in config.stash:
         from ..registry import load
 
-        config.stash[_REGISTRY] = load(config.getoption("bench_models_from"))
+        config.stash[_REGISTRY] = load(config.getoption("bench_models_from"), builtin=config.getoption("bench_builtin"),
+                                       root=config.getoption("bench_root"))
     return config.stash[_REGISTRY]
 
 
@@ -92,7 +156,7 @@ def pytest_generate_tests(metafunc):
     import torch
 
     if "visit" in metafunc.fixturenames:
-        visits = range(metafunc.config.getoption("bench_visits"))
+        visits = range(visits_of(metafunc.config) + metafunc.config.stash[_GATE].extra)
         metafunc.parametrize("visit", visits, ids=[f"visit{v}" for v in visits])
     if "model" in metafunc.fixturenames:
         models = selected(metafunc.config)
@@ -108,12 +172,17 @@ def _visit(item) -> int:
     return getattr(getattr(item, "callspec", None), "params", {}).get("visit", 0)
 
 
+@pytest.hookimpl(trylast=True)     # after -k and -m have deselected: check only what runs
 def pytest_collection_modifyitems(config, items):
     # every row once, then every row again: the visits to one row lie far apart in time,
     # so drift of the machine during the run shows up as a spread between visits
     items.sort(key=_visit)
-    if not config.getoption("bench_quick"):
-        return
+    if config.getoption("bench_quick"):
+        _quick_only(config, items)
+    _check_first(config, items)
+
+
+def _quick_only(config, items) -> None:
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -123,6 +192,25 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _check_first(config, items) -> None:
+    """Every model's check before any timing.  Run lazily, a check came right before its
+    row's first visit and left that visit 4-6% off the others (mlp_relu's backward: 0.60
+    against 0.62-0.64), which widened every interval; now every visit follows timing."""
+    import torch
+
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        model, device, dtype = params.get("model"), params.get("device"), params.get("dtype")
+        if model is None or device is None or (device == "cuda" and not torch.cuda.is_available()):
+            continue
+        if model.two_way:
+            continue
+        try:
+            _verdict(config, model, dtype, device)
+        except Exception:  # the row's own visit runs it again and fails with the error
+            continue
 
 
 @pytest.fixture(scope="session")
@@ -154,12 +242,19 @@ def bench_pair(request, benchmark):
     config = request.config
     budget, low, high = timing.BUDGETS[config.getoption("bench_quick")]
     budget = config.getoption("bench_budget") or budget
-    visits = config.getoption("bench_visits")
+    visits = visits_of(config)
     budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
+    gate = config.stash[_GATE]
 
     def run(model, dims, phase, device, dtype, kind, visit, **extra):
         if model.two_way:
             pytest.skip(f"{model.name}: numpy code without a reference has no autograd side to time against")
+        key = (kind, model.name, device, dtype, phase, extra.get("factor"))
+        if visit >= visits:                 # an extra visit: only while the row is undecided
+            why = gate.undecided(key) if kind == rows.GRID else "size-sweep rows are not gated"
+            if why:
+                pytest.skip(why)
+        started = time.perf_counter()
         check = _verdict(config, model, dtype, device)
         sides = {impl: timing.region(model, dims, impl, phase, device, dtype) for impl in timing.IMPLS}
         flops = sides["manual"].flops
@@ -170,11 +265,29 @@ def bench_pair(request, benchmark):
         rounds = timer.rounds_for(budget, low, high)
         benchmark.group = f"{kind} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
+        gate.seen.setdefault(key, []).append(timer.samples)
+        mem = _memory(model, dims, device, dtype) if visit == 0 and kind == rows.GRID else None
+        if visit >= visits:
+            gate.spent += time.perf_counter() - started
         benchmark.extra_info.update(
             kind=kind, model=model.name, phase=phase, device=device, dtype=dtype, dims=dict(dims), flops=flops,
             threads=torch.get_num_threads(), check=check, visit=visit, samples=timer.samples, calls=timer.calls,
-            matmul={"shape": list(shape), "flops": sides["matmul"].flops} if flops else None, **extra)
+            matmul={"shape": list(shape), "flops": sides["matmul"].flops} if flops else None, memory=mem, **extra)
     return run
+
+
+def _memory(model, dims, device: str, dtype: str) -> dict:
+    """The memory of both sides, with how the peak was measured; the error, if it failed
+    (the times still count)."""
+    try:
+        found = memory.measure(model, dims, device, dtype)
+    except Exception as e:  # a user's model under the profiler or the saved-tensor hooks
+        return {"error": f"{type(e).__name__}: {e}"}
+    method = memory.PEAK_METHOD["cuda" if device.startswith("cuda") else "cpu"]
+    numpy = model.kind == "numpy"
+    if numpy:
+        method += "; numpy's arrays through tracemalloc, added"
+    return {side: m.to_json() for side, m in found.items()} | {"peak_method": method, "approximate_peak": numpy}
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -190,3 +303,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     machine_info["cuda_version"] = torch.version.cuda
     machine_info["quick"] = bool(config.getoption("bench_quick"))
+    gate = config.stash[_GATE]
+    # the report judges with the same per-look confidence the run decided with
+    machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "visits_per_look": gate.per_look,
+                            "looks": gate.looks, "alpha": compare.ALPHA,
+                            "threshold": gate.threshold, "extra_seconds": round(gate.spent, 3)}

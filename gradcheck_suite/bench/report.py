@@ -13,7 +13,6 @@ from .verdicts import PASS
 
 REPORT_NAME = "report.md"
 BUSY_CORES = 0.1  # other processes using more cores than this during the run get a note
-FLOP_TIME_MODEL, FLOP_TIME_TARGET = "mlp_relu", 1.3
 #: Against a baseline of the same machine, autograd this many times faster or slower than
 #: then gets a note: the machine's state moved, and tiny rows' ratios can move with it.
 SPEED_NOTE = 1.25
@@ -46,6 +45,26 @@ def fmt_count(n: float | None) -> str:
     return f"{n:g}"
 
 
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def fmt_memory(r: Row, what: str) -> str:
+    """manual / autograd (manual/autograd×), or why there is no figure."""
+    if r.memory and "error" in r.memory:
+        return "not measured"
+    m, a = r.memory_of("manual", what), r.memory_of("autograd", what)
+    if m is None and a is None:
+        return "-"
+    ratio = r.memory_ratio(what)
+    return f"{fmt_bytes(m)} / {fmt_bytes(a)}" + (f" ({ratio:.2f}×)" if ratio is not None else "")
+
+
 def fmt_percent(frac: float | None) -> str:
     if frac is None:
         return "-"
@@ -71,16 +90,48 @@ def _percent_cell(r: Row, impl: str, notes: list[str]) -> str:
     return fmt_percent(frac)
 
 
-def model_table(grid: Sequence[Row], notes: list[str]) -> str:
+def _place(r: Row) -> str:
+    return f"{r.device} {r.dtype}"
+
+
+def model_table(grid: Sequence[Row]) -> str:
+    """What a reader decides from: the times, their ratio, which side is faster, memory."""
+    lines = []
+    for r in grid:
+        lines.append([r.model, r.phase, _check_cell(r), fmt_time(r.manual.median), fmt_time(r.autograd.median),
+                      fmt_interval(r.ratio), r.faster, fmt_memory(r, "kept"), fmt_memory(r, "peak")])
+    return markdown(["model", "phase", "check", "manual", "autograd", f"manual/autograd [{stats.CONFIDENCE:.0%} CI]",
+                     "faster", "kept: manual / autograd", "peak: manual / autograd"], lines)
+
+
+def details_table(grid: Sequence[Row], notes: list[str]) -> str:
+    """The spread of every time, the rounds, the FLOPs and the matmul they are measured against."""
     lines = []
     for r in grid:
         shape = "×".join(map(str, r.matmul["shape"])) if r.matmul else "-"
-        lines.append([r.model, r.device, r.dtype, r.phase, _check_cell(r), fmt_spread(r.manual), fmt_spread(r.autograd),
-                      fmt_interval(r.ratio), r.faster, f"{r.rounds} in {len(r.visits)}", fmt_count(r.flops), shape,
+        lines.append([r.model, _place(r), r.phase, fmt_spread(r.manual), fmt_spread(r.autograd),
+                      f"{r.rounds} in {len(r.visits)}", fmt_count(r.flops), shape,
                       _percent_cell(r, "manual", notes), _percent_cell(r, "autograd", notes)])
-    return markdown(["model", "device", "dtype", "phase", "check", "manual: median (IQR)", "autograd: median (IQR)",
-                     f"manual/autograd [{stats.CONFIDENCE:.0%} CI]", "faster", "rounds in visits", "FLOPs", "matmul m×k×n",
-                     "manual % matmul", "autograd % matmul"], lines)
+    return markdown(["model", "device dtype", "phase", "manual: median (IQR)", "autograd: median (IQR)",
+                     "rounds in visits", "FLOPs", "matmul m×k×n", "manual % matmul", "autograd % matmul"], lines)
+
+
+def memory_lines(grid: Sequence[Row]) -> list[str]:
+    """A backward that keeps less than autograd: the reason it exists, said once per model."""
+    out, said = [], set()
+    for r in grid:
+        ratio = r.memory_ratio("kept")
+        key = (r.model, r.device, r.dtype)
+        if key in said or ratio is None or ratio >= 1:
+            continue
+        said.add(key)
+        out.append(f"- {r.model} ({_place(r)}) keeps {ratio:.2g}× autograd's saved bytes "
+                   f"({fmt_bytes(r.memory_of('manual', 'kept'))} against {fmt_bytes(r.memory_of('autograd', 'kept'))}).")
+    for r in grid:
+        if r.memory and "error" in r.memory and (r.model, "error") not in said:
+            said.add((r.model, "error"))
+            out.append(f"- {r.model} ({_place(r)}): memory not measured: {r.memory['error']}")
+    return out
 
 
 def sweep_series(all_rows: Iterable[Row]) -> dict[str, list[Row]]:
@@ -137,31 +188,34 @@ def header(run: Mapping) -> list[str]:
     return lines
 
 
-def flop_time_line(grid: Sequence[Row]) -> str | None:
-    for r in grid:
-        if (r.model, r.phase, r.device, r.dtype) == (FLOP_TIME_MODEL, FORWARD_BACKWARD, "cpu", "float32"):
-            frac = r.fraction("manual")
-            if frac:
-                ratio = 1 / frac
-                side = "within" if ratio <= FLOP_TIME_TARGET else "above"
-                return (f"{FLOP_TIME_MODEL} manual forward+backward takes {ratio:.2f}× the time of its FLOPs at the rate "
-                        f"of a matmul of its shape (cpu float32; {side} the {FLOP_TIME_TARGET}× target).")
-    return None
+def gate_visits(run: Mapping) -> tuple[int, int, int]:
+    """(regular visits, most extra looks, extra visits per look) of the run's sequential
+    rule; (0, 0, 1) where it had none."""
+    gate = (run.get("machine_info") or {}).get("gate") or {}
+    visits, looks, per = gate.get("visits"), gate.get("looks"), gate.get("visits_per_look")
+    if all(isinstance(x, int) and x >= 1 for x in (visits, looks, per)):
+        return visits, looks, per
+    return 0, 0, 1
 
 
 def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[compare.Comparison],
                      threshold_pct: float) -> list[str]:
     same = compare.same_machine(run, baseline)
+    visits, looks, per_look = gate_visits(run)
     b = machine(baseline)
     parts = ["", "## Against the baseline", "",
              f"Baseline: CPU {b['cpu'] or '?'}, {b['threads'] or '?'} torch thread(s), torch {b['torch'] or '?'}; "
              f"run {baseline.get('datetime', '?')}, commit {(baseline.get('commit_info') or {}).get('id', '?')}.",
              ("Same machine and setup." if same else
               "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
-             f"Gate: a row is slower (or faster) only when the {stats.CONFIDENCE:.0%} interval of "
+             f"Gate: a row is slower (or faster) only when the {compare.look_confidence(0, looks):.1%} interval of "
              f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
              + ("; on the same machine, not when the manual time moved less than the machine's speed "
-                "explains (contradicted)." if same else ".")]
+                "explains (contradicted)." if same else ".")
+             + (f" A row still undecided after its {visits} visits got {per_look} more at a time, up to "
+                f"{looks * per_look}, with a look after each batch at {compare.look_confidence(1, looks):.2%}: the "
+                f"{compare.ALPHA:.0%} error rate is spent over the looks, so looking again does not add false flags. "
+                "Inconclusive: still undecided when the looks or the time ran out." if looks else "")]
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
@@ -173,7 +227,7 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
     if not comparisons:
         parts.append("No row of this run is in the baseline.")
         return parts
-    head = ["model", "device", "dtype", "phase", "ratio then", "ratio now", "change [CI]", "verdict"]
+    head = ["model", "device", "dtype", "phase", "ratio then", "ratio now", "change [CI]", "visits", "verdict"]
     if same:
         head.insert(6, "manual time then → now")
     lines = []
@@ -181,39 +235,99 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
         r = c.row
         line = [r.model, r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
                 f"{c.percent:+.1f}% [{100 * (c.change.low - 1):+.1f}%, {100 * (c.change.high - 1):+.1f}%]",
-                f"**{c.status}**" if c.status == compare.SLOWER else c.status]
+                str(len(r.visits)), f"**{c.status}**" if c.status == compare.SLOWER else c.status]
         if same:
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
         lines.append(line)
     return parts + ["", markdown(head, lines)]
 
 
+def memory_section(changes: Sequence[compare.MemoryChange], threshold_pct: float, peak: bool = True) -> list[str]:
+    parts = ["", "### Memory against the baseline", "",
+             f"Memory is deterministic: a row is a memory regression when the manual path's kept "
+             f"{'or peak ' if peak else ''}bytes grew by more than {threshold_pct:g}% (`--memory-threshold`)."
+             + ("" if peak else " The baseline ran with another torch, CPU, GPU or thread count: the peak, which "
+                                "counts what torch's kernels allocate for themselves, is shown but not gated.")]
+    if not changes:
+        return parts + ["No row of this run has memory figures in the baseline."]
+    grown = compare.memory_regressions(changes)
+    parts.append(f"{len(changes)} models compared: {len(grown)} memory regression(s).")
+    lines = []
+    for c in changes:
+        cells = [c.row.model, c.row.device, c.row.dtype]
+        for what in ("kept", "peak"):
+            then, now = c.base.memory_of("manual", what), c.row.memory_of("manual", what)
+            text = f"{fmt_bytes(then)} → {fmt_bytes(now)}"
+            if then is not None and now is not None and now != then:
+                text += f" ({now - then:+d} B)"
+            cells.append(f"**{text}**" if what in c.grew else text + (" (not gated)" if what == "peak" and not peak
+                                                                        and now != then else ""))
+        cells.append("**memory regression**" if c.grew else "no growth")
+        lines.append(cells)
+    return parts + ["", markdown(["model", "device", "dtype", "kept (manual) then → now", "peak (manual) then → now",
+                                  "verdict"], lines)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """What a run flagged against its baseline: slower rows, and rows that keep or peak higher."""
+
+    slower: list[compare.Comparison]
+    memory: list[compare.MemoryChange]
+
+    def __bool__(self) -> bool:
+        return bool(self.slower or self.memory)
+
+
 def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = compare.DEFAULT_THRESHOLD,
-           plots: bool = True) -> tuple[str, list[compare.Comparison]]:
-    """The Markdown report of ``run`` (the plot written into ``out``) and the regressions."""
+           plots: bool = True, memory_threshold_pct: float = compare.DEFAULT_MEMORY_THRESHOLD) -> tuple[str, Gate]:
+    """The Markdown report of ``run`` (the plot written into ``out``) and what it flagged."""
     all_rows = rows(run)
     grid = [r for r in all_rows if r.kind == GRID]
+    method = next((r.memory.get("peak_method") for r in grid if r.memory and r.memory.get("peak_method")), None)
     parts = ["# gradcheck-suite benchmarks", "", *header(run), "",
              "How to read it: manual and autograd were timed in alternating blocks in the same rounds, so the "
              "**manual/autograd** ratio (median over the rounds, with its bootstrap confidence interval) holds "
              "on a busy machine where absolute times do not. Above 1 the hand-written backward is slower. "
-             "Times are per call: median and interquartile range over the rounds. \"faster\" names a side only "
-             "when the check passed and the interval excludes 1. % matmul is the model's FLOP rate over a matmul "
-             "of the model's shape and dtype, timed in the same rounds."]
+             "Times are per call, the median over the rounds. \"faster\" names a side only "
+             "when the check passed and the interval excludes 1. **kept**: the bytes held between the forward and "
+             "the backward beyond the inputs (manual: its cache and what it saves on ctx; autograd: its saved "
+             "tensors). **peak**: the most memory forward plus backward allocated at once, above the inputs"
+             + (f" ({method})." if method else ".")]
 
+    places = list(dict.fromkeys(_place(r) for r in grid))
     parts += ["", "## Models at their benchmark size", ""]
+    if not grid:
+        parts.append("No model benchmarks in this run.")
+    for place in places:
+        if len(places) > 1:
+            parts += [f"### {place}", ""]
+        elif place:
+            parts += [f"On {place}.", ""]
+        parts += [model_table([r for r in grid if _place(r) == place]), ""]
+    said = memory_lines(grid)
+    if said:
+        parts += ["Memory:", "", *said, ""]
     notes: list[str] = []
-    parts.append(model_table(grid, notes) if grid else "No model benchmarks in this run.")
     failing = [r for r in grid if r.verdict != PASS]
+    checks = []
     for r in {r.model: r for r in failing}.values():
         how = f"; reproduce: `{r.check['reproduce']}`" if r.check.get("reproduce") else ""
-        notes.append(f"{r.model}: check {r.verdict} ({r.check.get('source', '?')}): its times are shown, "
-                     f"but it is never called faster{how}.")
-    if notes:
-        parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
-    line = flop_time_line(grid)
-    if line:
-        parts += ["", line]
+        checks.append(f"- {r.model}: check {r.verdict} ({r.check.get('source', '?')}): its times are shown, "
+                      f"but it is never called faster{how}.")
+    if checks:
+        parts += checks + [""]
+
+    if grid:
+        parts += ["## Details", "",
+                  "The spread of every time (median and interquartile range over the rounds), the rounds and the "
+                  "visits they came in, and the FLOP rate as a percentage of a matmul of the model's shape and dtype "
+                  "timed in the same rounds (FLOPs from the record's `flops`, or counted from the ops it runs).", "",
+                  details_table(grid, notes)]
+        if notes:
+            parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    while parts and parts[-1] == "":
+        parts.pop()
 
     series = sweep_series(all_rows)
     parts += ["", "## Size sweep (forward+backward)", ""]
@@ -232,10 +346,15 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
     else:
         parts.append("No size sweep in this run.")
 
-    regressed: list[compare.Comparison] = []
+    gate = Gate([], [])
     if baseline is not None:
-        comparisons = compare.compare(all_rows, rows(baseline), threshold_pct,
-                                      same=compare.same_machine(run, baseline))
-        regressed = compare.regressions(comparisons)
+        base_rows = rows(baseline)
+        visits, looks, per_look = gate_visits(run)
+        comparisons = compare.compare(all_rows, base_rows, threshold_pct, same=compare.same_machine(run, baseline),
+                                      visits=visits, looks=looks, per_look=per_look)
+        peak = compare.same_build(run, baseline)
+        changes = compare.memory_changes(all_rows, base_rows, memory_threshold_pct, peak=peak)
+        gate = Gate(compare.regressions(comparisons), compare.memory_regressions(changes))
         parts += baseline_section(run, baseline, comparisons, threshold_pct)
-    return "\n".join(parts) + "\n", regressed
+        parts += memory_section(changes, memory_threshold_pct, peak)
+    return "\n".join(parts) + "\n", gate

@@ -2,13 +2,14 @@
 
 A paired sample is one round of interleaved blocks: manual and autograd timed back to
 back in the same process, so that whatever slowed the machine during that round
-slowed both.  The figure that survives a shared runner is the per-round ratio
-manual/autograd; its median over the rounds, with a bootstrap interval, is what the
-report shows and what the regression gate compares.
+slowed both.  The figure that survives a shared runner is the ratio
+manual/autograd over each full rotation of the order of the sides; its median, with a
+bootstrap interval, is what the report shows and what the regression gate compares.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -117,6 +118,8 @@ def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float]
     """median(current) / median(baseline), with a bootstrap interval that resamples both
     runs independently (they are separate runs, so their rounds are not paired)."""
     cur, base = _groups(current), _groups(baseline)
+    # at least 20 resamples in each tail, so that a 99% interval is not one sample's luck
+    resamples = max(resamples, math.ceil(40 / (1 - confidence)))
     rng = np.random.default_rng(_SEED)
     estimates = _resampled_medians(cur, rng, resamples) / _resampled_medians(base, rng, resamples)
     low, high = _bounds(estimates, confidence)

@@ -21,7 +21,8 @@ How (:class:`Interleaved`): each round times one block of every side (manual, au
 and the matmul that calibrates the throughput) back to back, in an order that rotates
 from round to round.  A block repeats its side enough calls to last about
 ``block_seconds``.  Whatever slows the machine during a round slows every side of it,
-so the per-round ratio manual/autograd stays put while absolute times swing.
+so the ratio manual/autograd (taken over each full rotation of the order, see
+:func:`~gradcheck_suite.bench.rows.paired_ratios`) stays put while absolute times swing.
 """
 from __future__ import annotations
 
@@ -46,10 +47,13 @@ SWEEP = {
     "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
 }
 #: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
-BUDGETS = {True: (0.36, 24, 600), False: (1.5, 60, 3000)}
+BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
 VISITS = 3
+#: The quick pass visits every row more often, each visit shorter: what varies most between
+#: visits is the machine (another process on the other core), and more visits average it.
+QUICK_VISITS = 6
 #: How long one block of calls of one side lasts, about: short, so that most rounds run
 #: inside one scheduler time slice (a few ms) when other processes share the core.  With
 #: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.
@@ -66,23 +70,46 @@ class Region:
     info: dict
 
 
+def setup(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "float32", seed: int = 0):
+    """The model bound to its case, its parameters and data, and the upstream gradient:
+    the inputs that the timed regions and the memory rounds share (same seed, same values)."""
+    import torch
+
+    from ..case import Bound, Case, build, upstream
+
+    case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
+    model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
+    p, d = build(model, case)
+    with torch.no_grad():
+        out, _ = model.forward(p, d)
+    return model, p, d, upstream(out, seed)
+
+
+def autograd_inputs(model, p, d):
+    """Copies of the differentiable inputs that require grad, the parameters and data
+    holding them, and the list autograd differentiates with respect to."""
+    from ..spec import Tensors
+
+    names = model.differentiable
+    leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
+    P = Tensors((n, leaves[n]) for n in p)
+    D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
+    return P, D, [leaves[n] for n in names]
+
+
 def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = "cpu",
            dtype: str = "float32", seed: int = 0) -> Region:
     """Build tensors (and, for the backward phase, run the forward) and return the timed region."""
     import torch
 
-    from ..case import Bound, Case, build, upstream
     from ..oracles import differentiated
-    from ..spec import Tensors
 
     if impl not in IMPLS or phase not in PHASES:
         raise ValueError(f"impl must be one of {IMPLS} and phase one of {PHASES}, got {impl!r}, {phase!r}")
-    case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
-    model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
-    p, d = build(model, case)
+    flops = model_flops(model, dims, phase, device, dtype)
+    model, p, d, g = setup(model, dims, device, dtype, seed)
     with torch.no_grad():
-        out, cache = model.forward(p, d)
-    g = upstream(out, seed)
+        _, cache = model.forward(p, d)
 
     if impl == "manual":
         if phase == BACKWARD:
@@ -93,11 +120,7 @@ def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = 
                 _, c = model.forward(p, d)
                 return model.backward(p, d, c, g)
     else:
-        names = model.differentiable
-        leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
-        P = Tensors((n, leaves[n]) for n in p)
-        D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
-        inputs = [leaves[n] for n in names]
+        P, D, inputs = autograd_inputs(model, p, d)
         if phase == BACKWARD:
             with torch.enable_grad():
                 graph_out = differentiated(model, P, D)     # the reference, where the model has one
@@ -108,13 +131,33 @@ def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = 
             def run():
                 return torch.autograd.grad(differentiated(model, P, D), inputs, g, allow_unused=True)
 
-    flops = None
-    if model.flops is not None:
-        fwd, bwd = model.flops(case.values)
-        flops = int(bwd if phase == BACKWARD else fwd + bwd)
     info = {"model": model.name, "impl": impl, "phase": phase, "device": device, "dtype": dtype,
             "dims": dict(dims)}
     return Region(synced(run, device), impl == "autograd", flops, info)
+
+
+_COUNTED: dict[tuple, tuple[int, int] | None] = {}
+
+
+def model_flops(model, dims: Mapping[str, int], phase: str, device: str = "cpu", dtype: str = "float32") -> int | None:
+    """The FLOPs of one call of ``phase``: from the record's ``flops``, or, where it gives
+    none, counted once per model, dims, device and dtype from the ops it runs (:mod:`.flops`).
+    None where the count itself fails (the row then has no % matmul, its times still count)."""
+    from .flops import counted
+
+    if model.flops is not None:
+        fwd, bwd = model.flops({**dict(dims), **dict(model.bench_hyper)})
+    else:
+        key = (id(model), tuple(sorted(dims.items())), device, dtype)
+        if key not in _COUNTED:
+            try:
+                _COUNTED[key] = counted(model, dims, device, dtype)
+            except Exception:  # a user's op under the dispatch mode; timing it does not need the count
+                _COUNTED[key] = None
+        if _COUNTED[key] is None:
+            return None
+        fwd, bwd = _COUNTED[key]
+    return int(bwd if phase == BACKWARD else fwd + bwd)
 
 
 def synced(run: Callable[[], object], device: str) -> Callable[[], object]:

@@ -27,7 +27,9 @@ def backward(p, d, cache, g):
 def _flops(s):
     n, f, h1, h2 = s["N"], s["F"], s["H1"], s["H2"]
     mm = 2 * n * (f * h1 + h1 * h2 + h2)
-    return mm + 4 * n, 2 * mm - 2 * n * f * h1 + 6 * n
+    biases = n * (h1 + h2 + 1)
+    # the backward runs layer_backward for the first layer too, x's gradient included
+    return mm + biases + 3 * n + 2, 2 * mm + biases + n + 2
 
 
 model = Model(

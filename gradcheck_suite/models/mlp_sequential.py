@@ -38,7 +38,8 @@ def backward(p, d, cache, g):
 
 def _flops(s):
     n, i, h, o = s["N"], s["D_in"], s["H"], s["D_out"]
-    return 2 * n * (i * h + h * o) + 2 * n * h + 4 * n * o, 2 * n * (i * h + h * o) * 2 + 4 * n * h + 4 * n * o
+    # the backward has no gradient for x: gy @ W2, ghᵀ @ x and gyᵀ @ a, the mask, the bias sums, gy itself
+    return 2 * n * (i * h + h * o) + 2 * n * h + 4 * n * o, 2 * n * i * h + 4 * n * h * o + 3 * n * h + 3 * n * o
 
 
 model = Model(

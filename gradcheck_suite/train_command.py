@@ -123,19 +123,13 @@ def details(r) -> str:
     lines += [textwrap.fill(f"note: {n}", WIDTH, initial_indent="  ", subsequent_indent="    ") for n in r.notes]
     if r.verdict == "error" or not r.losses["manual"]:
         return "\n".join(lines)
-    lines.append(textwrap.fill(f"envelope: {_margin()} × the drift of {r.envelope_from}", WIDTH,
-                               initial_indent="  ", subsequent_indent="    "))
+    lines.append(textwrap.fill(f"envelope: {r.envelope_from}", WIDTH, initial_indent="  ", subsequent_indent="    "))
     lines.append(f"  {'step':>6} {'manual':>12} {'autograd':>12} {'float64':>12} {'apart':>9} {'envelope':>9}")
     for s in shown_steps(len(r.losses["manual"]), (r.parted_at, r.diverged_at)):
         cells = [_cell(r.losses[k][s - 1]) for k in ("manual", "autograd", "float64")]
         lines.append(f"  {s:>6} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} "
                      f"{_cell(r.distance[s - 1], 2):>9} {_cell(r.envelope[s - 1], 2):>9}")
     return "\n".join(lines)
-
-
-def _margin() -> str:
-    from .training import MARGIN
-    return f"{MARGIN:g}"
 
 
 def _cell(v, digits: int = 6) -> str:

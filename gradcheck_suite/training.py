@@ -399,7 +399,8 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
             f"the step that lowers the first loss by {FIRST_STEP:.0%} to first order (--lr to choose one)"))
     result.lr = lr
     envelope_dtype = torch.float32 if dtype == torch.float64 else dtype
-    result.envelope_from = (f"autograd in {str(envelope_dtype).replace('torch.', '')} against autograd in float64"
+    result.envelope_from = (f"{MARGIN:g} × the drift of autograd in {str(envelope_dtype).replace('torch.', '')} "
+                            "against autograd in float64"
                             + (" (the nearest run that rounds differently from a float64 one)"
                                if dtype == torch.float64 else ""))
     runs = {
@@ -435,9 +436,9 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
             break
     result.envelope = envelope.thresholds(len(result.envelope))
     if not envelope.measured:
-        result.notes.append(f"the manual run stayed within {MARGIN:g} × {str(envelope_dtype).replace('torch.', '')}'s "
-                            "epsilon of autograd, where no drift could make it part: the "
-                            f"{str(envelope_dtype).replace('torch.', '')} run was not needed")
+        name = str(envelope_dtype).replace("torch.", "")
+        result.envelope_from = (f"{MARGIN:g} × {name}'s epsilon, the floor: the manual run never left it, and no "
+                                f"drift can lower it, so the {name} run was not needed")
     missing = [None] * (s["steps"] - len(result.envelope))     # the steps that did not happen: null
     for key in ("manual", "autograd", "float64"):
         result.losses[key] = list(runs.get(key, reference).losses) + missing

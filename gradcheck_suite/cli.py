@@ -373,12 +373,7 @@ def _options(rep: _Report, args) -> dict:
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
     }
-    for key, value in parse.items():
-        if getattr(args, key) is not None:
-            try:
-                opts[key] = value()
-            except ValueError as e:
-                rep.usage_error(str(e))
+    parse_into(rep, args, opts, parse)
     opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
     for dt in opts["dtypes"]:
         if dt is not None and dt not in DTYPES:
@@ -388,6 +383,20 @@ def _options(rep: _Report, args) -> dict:
         if dev not in ("cpu", "cuda"):
             rep.usage_error(f"--device {dev!r}: use cpu, cuda or cpu,cuda")
     return opts
+
+
+def parse_into(rep: _Report, args, opts: dict, parse: dict) -> bool:
+    """Each option given on the command line, parsed into ``opts``; every mistake reported
+    in one line (not just the first).  False where any was wrong."""
+    ok = True
+    for key, value in parse.items():
+        if getattr(args, key) is not None:
+            try:
+                opts[key] = value()
+            except ValueError as e:
+                rep.usage_error(str(e))
+                ok = False
+    return ok
 
 
 def _parse_dims(text: str | None) -> dict[str, int]:

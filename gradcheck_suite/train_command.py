@@ -41,7 +41,7 @@ def add_parser(sub, common) -> None:
 
 def options(rep, args) -> dict | None:
     """The options, each mistake reported in one line; None where any is wrong."""
-    from .cli import _parse_dims
+    from .cli import _parse_dims, parse_into
     opts: dict = {"steps": None, "lr": None, "seed": 0, "dims": {}, "threads": THREADS}
     parse = {
         "steps": lambda: number("--steps", args.steps),
@@ -50,14 +50,7 @@ def options(rep, args) -> dict | None:
         "dims": lambda: _parse_dims(args.dims),
         "threads": lambda: number("--threads", args.threads),
     }
-    ok = True
-    for key, value in parse.items():
-        if getattr(args, key) is not None:
-            try:
-                opts[key] = value()
-            except ValueError as e:
-                rep.usage_error(str(e))
-                ok = False
+    ok = parse_into(rep, args, opts, parse)
     if args.dtype is not None and args.dtype not in DTYPES:
         rep.usage_error(f"--dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
         ok = False

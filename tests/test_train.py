@@ -69,20 +69,16 @@ def test_a_backward_without_the_relu_mask_parts_at_a_reported_step():
 
 
 def _mlp(name: str, w2_factor: float = 1.0, dtype: str = "float64") -> Model:
-    def forward(p, d):
-        a = (d.x @ p.w1).clamp(min=0)
-        r = a @ p.w2 - d.t
-        return (r ** 2).sum(), (a, r)
+    """The built-in mlp_relu at its seed size, with w2's gradient scaled by ``w2_factor``."""
+    import dataclasses
 
-    def backward(p, d, cache, g):
-        a, r = cache
-        gy = 2 * g * r
-        return {"w1": d.x.T @ ((gy @ p.w2.T) * (a > 0)), "w2": w2_factor * (a.T @ gy)}
+    from gradcheck_suite.models.mlp_relu import backward
 
-    return Model(name=name, dims={"N": Dim(1, 64, 64), "D_in": Dim(1, 1000, 1000), "H": Dim(1, 100, 100),
-                                  "D_out": Dim(1, 10, 10)},
-                 params={"w1": ("D_in", "H"), "w2": ("H", "D_out")}, data={"x": ("N", "D_in"), "t": ("N", "D_out")},
-                 forward=forward, backward=backward, dtype=dtype, train=dict(lr=1e-6))
+    def scaled(p, d, cache, g):
+        grads = backward(p, d, cache, g)
+        return {**grads, "w2": w2_factor * grads["w2"]}
+
+    return dataclasses.replace(load().get("mlp_relu"), name=name, backward=scaled, dtype=dtype)
 
 
 def test_a_one_percent_scale_error_in_one_gradient_parts_within_200_steps():

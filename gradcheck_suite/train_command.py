@@ -81,7 +81,7 @@ def run(rep, args, models: list, opts: dict) -> None:
         result = train(m, Options(steps=opts["steps"], lr=opts["lr"], optimizer=args.optimizer, batch=args.batch,
                                   dims={k: v for k, v in dims.items() if k in m.dims}, dtype=args.dtype,
                                   seed=opts["seed"], device=args.device), on_step=progress)
-        if progress is not None:
+        if rep.err.isatty():
             rep.err.write("\r\x1b[K", end="")
         rep.trained.append(result)
         rep.out.write(_row(result))
@@ -92,12 +92,22 @@ def run(rep, args, models: list, opts: dict) -> None:
 
 
 def _progress(rep, name: str):
-    if not rep.err.isatty():
-        return None
+    """On a terminal, a line redrawn every ten steps; off one (CI), a plain line at most every
+    30 s (``GRADCHECK_SUITE_HEARTBEAT``), so that a long training is not silence."""
+    import time
+
+    from .cli import _heartbeat
+    tty = rep.err.isatty()
+    every = None if tty else _heartbeat()
+    began, last = time.monotonic(), [time.monotonic()]
 
     def show(step: int, total: int) -> None:
-        if step == 1 or step == total or step % 10 == 0:
+        now = time.monotonic()
+        if tty and (step == 1 or step == total or step % 10 == 0):
             rep.err.write(f"\r\x1b[K{name}: step {step}/{total}", end="")
+        elif not tty and now - last[0] >= every and step < total:
+            last[0] = now
+            rep.err.write(f"gradcheck-suite: still training {name}: step {step}/{total}, {now - began:.1f}s")
     return show
 
 

@@ -288,3 +288,12 @@ def test_the_float32_envelope_run_starts_only_when_the_manual_run_leaves_the_flo
     wrong = train(load([str(WRONG)]).get("mlp_no_mask"), Options(lr=1e-6, dims=SEED_DIMS, steps=30))
     assert wrong.verdict == MANUAL and max(wrong.envelope) > 10 * floor    # measured, from step 1 on
     assert "run was not needed" not in wrong.envelope_from
+
+
+def test_off_a_terminal_a_long_training_says_it_is_still_running(tmp_path):
+    env = {**os.environ, "GRADCHECK_SUITE_HEARTBEAT": "0"}
+    r = gcs("train", "scalar_linear", "--steps", "5", cwd=tmp_path, env=env)
+    assert r.returncode == 0
+    assert "gradcheck-suite: still training scalar_linear: step 1/5" in r.stderr and "\x1b" not in r.stderr
+    quiet = gcs("train", "scalar_linear", "--steps", "5", cwd=tmp_path)      # the default: every 30 s
+    assert "still training" not in quiet.stderr

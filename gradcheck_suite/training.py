@@ -389,11 +389,9 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
                       if isinstance(made, Mapping) and n in made})
     batches = _Batches(model, case, s["batch"], s["data"], d)
     dtype = torch_dtype(s["dtype"])
-    if s["loss"] is None:            # a scalar is the loss; any other output trains toward a target
-        s = {**s, "loss": _first_target(bound, start, batches(0), opts)}
-    lr = s["lr"]
-    if lr is None:
-        lr = _default_lr(bound, start, batches(0), s, opts.device)
+    loss, lr = _probe(bound, start, batches(0), s, opts)
+    s = {**s, "loss": loss}
+    if s["lr"] is None:
         result.notes.append(f"learning rate {lr:.3g}: " + (
             "torch's Adam default" if s["optimizer"] == "adam" else
             f"the step that lowers the first loss by {FIRST_STEP:.0%} to first order (--lr to choose one)"))
@@ -585,31 +583,37 @@ def _verdict(result: TrainResult) -> None:
                       f"against autograd's {loss(a, done)}")
 
 
-def _first_target(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
-                  opts: Options) -> object:
-    """``"sum"`` for a scalar output, else a :class:`Target` drawn from the seed."""
+def _probe(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], s: dict,
+           opts: Options) -> tuple[object, float]:
+    """The loss to train on and the learning rate, from one float64 forward at the start
+    where the settings leave either open.
+
+    The loss: ``"sum"`` for a scalar output, else a :class:`Target` drawn from the seed.
+    The learning rate: Adam's is torch's default; SGD's is the step that lowers the first
+    loss by ``FIRST_STEP`` to first order, ``FIRST_STEP * |L| / |grad L|^2`` (a tenth of that
+    with momentum, whose steps add up to about ten times one)."""
     from .oracles import differentiated
+    loss, lr = s["loss"], s["lr"]
+    if lr is None and s["optimizer"] == "adam":
+        lr = ADAM_LR
+    if loss is not None and lr is not None:
+        return loss, lr
     run = _Run("probe", model, start, torch.float64, opts.device, "sgd", 1.0, manual=False)
-    with torch.no_grad():
-        out = _user(differentiated, "reference" if model.reference else "forward", model,
-                    Tensors(run.params.items()), run.cast(batch))
-    if not isinstance(out, torch.Tensor):
-        raise TrainError(f"the {'reference' if model.reference else 'forward'}'s output is "
-                         f"{type(out).__name__}, not a tensor")
-    return "sum" if out.numel() == 1 else _target(out, opts.seed)
-
-
-def _default_lr(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], s: dict,
-                device: str) -> float:
-    """Adam: torch's default.  SGD: the step that lowers the first loss by ``FIRST_STEP`` to
-    first order, ``FIRST_STEP * |L| / |grad L|^2`` (a tenth of that with momentum, whose steps
-    add up to about ten times one)."""
-    if s["optimizer"] == "adam":
-        return ADAM_LR
-    run = _Run("probe", model, start, torch.float64, device, "sgd", 1.0, manual=False)
-    grads, value = run._autograd(run.cast(batch), s["loss"])
-    squared = sum(float(gr.double().pow(2).sum()) for gr in grads.values())
+    leaves = {n: t.requires_grad_(lr is None) for n, t in run.params.items()}
+    what = "reference" if model.reference else "forward"
+    with torch.set_grad_enabled(lr is None):
+        out = _user(differentiated, what, model, Tensors(leaves.items()), run.cast(batch))
+        if not isinstance(out, torch.Tensor):
+            raise TrainError(f"the {what}'s output is {type(out).__name__}, not a tensor")
+        if loss is None:
+            loss = "sum" if out.numel() == 1 else _target(out.detach(), opts.seed)
+        if lr is not None:
+            return loss, lr
+        total = _loss_fn(loss, out)(out)
+        value = float(total.detach())
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    squared = sum(float(gr.double().pow(2).sum()) for gr in grads if gr is not None)
     if not (math.isfinite(value) and math.isfinite(squared)) or squared == 0 or value == 0:
-        return 1e-3
+        return loss, 1e-3
     lr = FIRST_STEP * abs(value) / squared
-    return lr / 10 if s["optimizer"] == "momentum" else lr
+    return loss, lr / 10 if s["optimizer"] == "momentum" else lr

@@ -8,6 +8,10 @@ times it, with SGD, momentum and Adam, in float32 and float64.  With ``--margin 
 parting line is M x the measured drift instead of ``training.MARGIN``: at 1, the runs that
 would part show how much room the chosen margin leaves.  Prints every run that parts and the
 count of verdicts; a correct model must never come out ``manual diverges`` at the margin in use.
+
+``--edges``: instead, the built-in models at their benchmark size and with every dim at 1, at
+value scales 1e-3, 1 and 1e3, in float64, float32, float16 and bfloat16, 50 steps each, at
+their own or the default learning rate; prints every run that is not ``same``.
 """
 from __future__ import annotations
 
@@ -30,9 +34,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--margin", type=float, default=training.MARGIN)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--edges", action="store_true", help="the built-in models at size 1, scales and dtypes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     training.MARGIN = args.margin
+    if args.edges:
+        return edges()
     print(f"torch {torch.__version__}, 1 thread, margin {args.margin:g}, load {os.getloadavg()}", flush=True)
     reg = load()
     counts: collections.Counter = collections.Counter()
@@ -48,6 +55,24 @@ def main() -> int:
                     counts[r.verdict] += 1
                     if r.verdict == training.MANUAL:
                         print(f"{model.name} {optimizer} lr {lr * factor:.3g} {dtype}: {r.message}", flush=True)
+    print(dict(counts), f"load after {os.getloadavg()}")
+    return 1 if counts[training.MANUAL] else 0
+
+
+def edges() -> int:
+    print(f"torch {torch.__version__}, 1 thread, edges, load {os.getloadavg()}", flush=True)
+    reg = load()
+    counts: collections.Counter = collections.Counter()
+    for name in reg.names():
+        model = reg.get(name)
+        for dims in (None, {k: 1 for k in model.dims}):
+            for scale in (1e-3, 1.0, 1e3):
+                for dtype in ("float64", "float32", "float16", "bfloat16"):
+                    r = training.train(model, training.Options(steps=50, dtype=dtype, dims=dims, scale=scale))
+                    counts[r.verdict] += 1
+                    if r.verdict != training.SAME:
+                        size = "size 1" if dims else "bench size"
+                        print(f"{name} {size} scale {scale:g} {dtype}: {r.verdict}: {r.message}", flush=True)
     print(dict(counts), f"load after {os.getloadavg()}")
     return 1 if counts[training.MANUAL] else 0
 

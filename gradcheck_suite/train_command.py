@@ -35,6 +35,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", metavar="S", help=f"the seed of the start and the data, {SEEDS[0]} to {SEEDS[1]} "
                                                "(default: 0)")
+    p.add_argument("--scale", metavar="X", help="the value scale of the start and the data, as in check (default: 1)")
     p.add_argument("--out", metavar="DIR", help="write train.png there (with the plot extra) (default: no plot)")
     p.add_argument("--threads", metavar="N", default=str(THREADS), help=f"torch intra-op threads (default: {THREADS})")
 
@@ -42,11 +43,12 @@ def add_parser(sub, common) -> None:
 def options(rep, args) -> dict | None:
     """The options, each mistake reported in one line; None where any is wrong."""
     from .cli import _parse_dims, parse_into
-    opts: dict = {"steps": None, "lr": None, "seed": 0, "dims": {}, "threads": THREADS}
+    opts: dict = {"steps": None, "lr": None, "seed": 0, "scale": 1.0, "dims": {}, "threads": THREADS}
     parse = {
         "steps": lambda: number("--steps", args.steps),
         "lr": lambda: number("--lr", args.lr, float, 0, None, "a positive finite number", above_low=True),
         "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
+        "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "dims": lambda: _parse_dims(args.dims),
         "threads": lambda: number("--threads", args.threads),
     }
@@ -80,7 +82,7 @@ def run(rep, args, models: list, opts: dict) -> None:
         progress = _progress(rep, m.name)
         result = train(m, Options(steps=opts["steps"], lr=opts["lr"], optimizer=args.optimizer, batch=args.batch,
                                   dims={k: v for k, v in dims.items() if k in m.dims}, dtype=args.dtype,
-                                  seed=opts["seed"], device=args.device), on_step=progress)
+                                  seed=opts["seed"], device=args.device, scale=opts["scale"]), on_step=progress)
         if rep.err.isatty():
             rep.err.write("\r\x1b[K", end="")
         rep.trained.append(result)

@@ -61,6 +61,7 @@ class Options:
     dtype: str | None = None
     seed: int = 0
     device: str = "cpu"
+    scale: float = 1.0             # the start's and the data's value scale, as in a check's case
 
 
 @dataclasses.dataclass
@@ -375,7 +376,7 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
     if problem_:
         raise TrainError(problem_)
     hyper = model.bench_hyper
-    case = Case(model.name, dict(s["dims"]), "float64", opts.device, opts.seed, 1.0, hyper)
+    case = Case(model.name, dict(s["dims"]), "float64", opts.device, opts.seed, opts.scale, hyper)
     bound = Bound(model, case)
     try:
         p, d = build(model, case)
@@ -549,8 +550,8 @@ def _verdict(result: TrainResult) -> None:
     if a and (first is None or not math.isfinite(first)) and ref is not None and math.isfinite(ref):
         result.verdict = ERROR
         result.message = (f"{result.name}: the loss is {first} in {result.dtype} from the start, where float64 gives "
-                          f"{ref:.6g}: it does not fit {result.dtype} here; train in a wider dtype or at smaller "
-                          "--dims")
+                          f"{ref:.6g}: it does not fit {result.dtype} here; train in a wider dtype, at a smaller "
+                          "--scale or at smaller --dims")
         return
     if result.diverged_at is not None:
         t = result.diverged_at

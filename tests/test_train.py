@@ -297,3 +297,12 @@ def test_off_a_terminal_a_long_training_says_it_is_still_running(tmp_path):
     assert "gradcheck-suite: still training scalar_linear: step 1/5" in r.stderr and "\x1b" not in r.stderr
     quiet = gcs("train", "scalar_linear", "--steps", "5", cwd=tmp_path)      # the default: every 30 s
     assert "still training" not in quiet.stderr
+
+
+def test_scale_moves_the_start_and_a_loss_too_large_for_the_dtype_says_what_to_lower(tmp_path):
+    small = train(load().get("two_layer_scalar"), Options(steps=20, scale=1e-3))
+    assert small.verdict == SAME, small.message
+    r = gcs("train", "affine_scalar", "--scale", "1e3", "--dtype", "float16", "--steps", "5", cwd=tmp_path)
+    assert r.returncode == 1 and "smaller --scale" in " ".join(r.stdout.split())
+    bad = gcs("train", "affine_scalar", "--scale", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--scale" in bad.stderr

@@ -37,6 +37,8 @@ class Registry:
         self.problems: list[str] = []      # broken model files and records
         self.not_found: list[str] = []     # files or modules that do not exist (a usage error)
         self.tracebacks: dict[str, str] = {}
+        self.builtin: set[str] = set()     # the names of the built-in example models
+        self._files: set[str] = set()      # every model file read, by its resolved path: each is read once
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())
@@ -111,6 +113,8 @@ class Registry:
         if not os.path.isfile(path):
             self.not_found.append(f"{path}: no such file or module")
             return 0
+        if not self._first_time(path):   # a file and its folder, or one file by two paths: its models once
+            return 0
         name = "gradcheck_suite_user_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
@@ -151,7 +155,18 @@ class Registry:
         except Exception as e:
             self._fail(f"{dotted}: the model module raised {type(e).__name__}: {e}", e)
             return 0
-        return self.load_module(module, getattr(module, "__file__", None) or dotted)
+        path = getattr(module, "__file__", None)
+        if path and not self._first_time(path):     # the file of a module already read by its path
+            return 0
+        return self.load_module(module, path or dotted)
+
+    def _first_time(self, path: str) -> bool:
+        """Whether the model file at ``path`` is read for the first time (and note it)."""
+        real = os.path.realpath(path)
+        if real in self._files:
+            return False
+        self._files.add(real)
+        return True
 
     def load(self, target: str) -> int:
         """A path (file or folder) or a dotted module name."""
@@ -172,9 +187,10 @@ class Registry:
     def load_builtin(self) -> int:
         from . import models
 
-        count = 0
+        count, before = 0, set(self._models)
         for info in sorted(pkgutil.iter_modules(models.__path__), key=lambda i: i.name):
             count += self.load_module_name(f"{models.__name__}.{info.name}")
+        self.builtin |= set(self._models) - before
         return count
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> int:

@@ -10,7 +10,7 @@
 The file is found from the folder a command runs in, or pytest's root, upward: the first
 ``pyproject.toml`` that has the table.  Paths resolve from that file's folder, so the CLI
 and the plugin read the same models from any folder of the project.  Options given on the
-command line win.  Stdlib only: the pytest plugin reads this at start-up.
+command line win.  No torch: the pytest plugin reads this at start-up.
 """
 from __future__ import annotations
 
@@ -95,8 +95,15 @@ def _parse(path: str, table: dict) -> Config:
     builtin = table.get("builtin")
     if builtin is not None and not isinstance(builtin, bool):
         raise ConfigError(f"{where}: builtin must be true or false, got {builtin!r}")
+    from .spec import DTYPES      # no torch: the plugin reads the settings at start-up
+    dtypes = strings("dtypes")
+    for dtype in dtypes:          # named here, where the user wrote it, not as a --dtype never given
+        if dtype not in DTYPES:
+            close = difflib.get_close_matches(dtype, DTYPES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: dtypes: {dtype!r} is not one of {', '.join(DTYPES)}{hint}")
     return Config(path, tuple(_resolve(folder, t) for t in strings("models-from")), strings("models"), profile,
-                  strings("dtypes"), builtin)
+                  dtypes, builtin)
 
 
 def _resolve(folder: str, target: str) -> str:

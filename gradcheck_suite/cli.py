@@ -17,7 +17,7 @@ import textwrap
 import time
 
 from . import __version__
-from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, number, pairs
+from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, model_names, number, pairs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JSON_VERSION = 1
@@ -28,8 +28,26 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """One line per mistake, and no abbreviations: ``--models`` is never ``--models-from``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, and the JSON report still written
         raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line; a subcommand's names may come before, between or after its options."""
+    ap = _parser()
+    command = argv[0] if argv else None
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    if command not in sub.choices:        # --help, --version, no command or an unknown one
+        return ap.parse_args(argv)
+    args = sub.choices[command].parse_intermixed_args(argv[1:])
+    args.command = command
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,train,bench,init}")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, verb: str = "check") -> None:
+        p.add_argument("--models", action="append", default=[], metavar="NAME[,NAME...]",
+                       help=f"models to {verb}, the same as NAME ...: comma-separated, repeatable "
+                            "(default: the settings' models, else all)")
         p.add_argument("--models-from", action="append", default=[], metavar="PATH",
                        help="a model file, a folder of them, or a dotted module name; repeatable (default: none)")
         p.add_argument("--json", metavar="FILE",
@@ -50,11 +71,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="also the built-in example models (default: only where the project's settings say "
                             "builtin = true, or when named)")
 
-    p = sub.add_parser("list", help="list the registered models")
-    common(p)
+    p = sub.add_parser("list", help="list the models: the project's first, then the built-in examples")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to list, or comma-separated NAME,NAME "
+                                                             "(default: all)")
+    common(p, "list")
 
     p = sub.add_parser("check", help="check models' backward passes on generated cases")
-    p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to check, or comma-separated NAME,NAME "
+                                                             "(default: all)")
     common(p)
     p.add_argument("--dims", metavar="K=V,...", help="fix dimensions, e.g. N=64,D_in=1000 (may exceed the generated ranges)")
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
@@ -73,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="each model in a child process: one that crashes the process (a segfault, os._exit, "
-                        "out of memory) is its own error, and the others run (default: on when more than one "
-                        "model runs on the CPU, where it costs about 30 ms a model)")
+                        "out of memory) is its own error, and the others run (default: on when every run is on "
+                        "the CPU, where it costs about 30 ms a model)")
 
     from .scaffold import KINDS
     p = sub.add_parser("init", help="write a starting model file that passes the check")
@@ -91,14 +115,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _isolate(asked: bool | None, plan: list, rep) -> bool:
-    """--isolate as asked; by default, whenever more than one model runs and only on the CPU.
+    """--isolate as asked; by default whenever every run is on the CPU, one model too: a
+    model that kills its process is then a line naming it, exit 1 and a JSON report, not a
+    command that dies with the model's own exit code (about 30 ms a model).
 
     The children are forked: cheap where fork exists, and safe only before CUDA is in use.
     """
     import multiprocessing
     forks = "fork" in multiprocessing.get_all_start_methods()
     if asked is None:
-        return forks and len({m.name for m, *_ in plan}) > 1 and all(dev == "cpu" for _, _, dev, _ in plan)
+        return forks and all(dev == "cpu" for _, _, dev, _ in plan)
     if asked and not forks:
         rep.usage_error("--isolate: this platform cannot fork a process; the models run in this one")
         return False
@@ -111,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench
         return bench.main(argv[1:])
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
     except _UsageError as e:
         rep = _Report(_json_option(argv))
         rep.usage_error(str(e))
@@ -141,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _json_option(argv: list[str]) -> str | None:
     """The --json path of a command line that could not be parsed as a whole."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--json")
     try:
         path = pre.parse_known_args(argv)[0].json
@@ -293,11 +319,13 @@ def _settings(rep: _Report, args) -> bool:
         rep.usage_error(str(e))
         return False
     args.config = cfg
+    if hasattr(args, "models"):    # NAME ..., --models, comma lists: one list of names
+        args.names = model_names(args.names, args.models)
     args.asked = list(getattr(args, "names", []) or [])       # named on the command line
     args.from_config = not args.models_from and bool(cfg.models_from)
     if args.from_config:
         args.models_from = list(cfg.models_from)
-    if getattr(args, "names", None) == [] and cfg.models:
+    if args.command != "list" and getattr(args, "names", None) == [] and cfg.models:   # list: every model
         args.names = list(cfg.models)
     if getattr(args, "profile", "") is None:
         args.profile = cfg.profile or "quick"
@@ -314,7 +342,8 @@ def _load(rep: _Report, args, names: list[str] = ()):
     rep.verbose = args.verbose
     cfg = args.config
     # the built-in models are examples: loaded when asked for, by the option, the settings or a name
-    builtin = args.builtin or cfg.builtin is True or bool(args.asked) or args.command == "list"
+    # (list shows them too where the project has no models of its own, marked as examples)
+    builtin = args.builtin or cfg.builtin is True or bool(args.asked) or (args.command == "list" and not args.models_from)
     reg = registry.load(args.models_from, builtin=builtin, root=cfg.folder)
     for text in reg.not_found:
         rep.usage_error(text)
@@ -341,21 +370,38 @@ def _defines(problem: str, name: str) -> bool:
 
 
 def _list(rep: _Report, args) -> None:
-    reg, _ = _load(rep, args)
+    """The project's own models first; then the built-in examples under a line that says so
+    (only where asked for, as check and bench have them, or where the project has none)."""
+    reg, lost = _load(rep, args, args.names)
+    models = _selected(rep, args, reg, lost)
+    own = [m for m in models if m.name not in reg.builtin]
+    examples = [m for m in models if m.name in reg.builtin]
     rep.listed = []
-    for m in reg:
-        dims = ", ".join(f"{k}∈[{d.low},{d.high}] bench {d.bench}" for k, d in m.dims.items())
-        row = {"name": m.name, "dtype": m.dtype, "dims": {k: vars(d) for k, d in m.dims.items()},
-               "differentiable": list(m.differentiable), "origin": reg.origin(m.name),
-               "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""}
-        rep.listed.append(row)
-        pad = " " * 21
-        text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", WIDTH,
-                              subsequent_indent=pad + " " * 16),
-                textwrap.fill(f"dims: {dims}", WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
-        if row["doc"]:
-            text.append(textwrap.fill(row["doc"], WIDTH, initial_indent=pad, subsequent_indent=pad))
-        rep.out.write("\n".join(text))
+    if examples and not own and not (args.models_from or args.asked or args.builtin or args.config.builtin):
+        rep.out.write(textwrap.fill("no models of the project's own: " + NOTHING_CONFIGURED.split(": ", 1)[1], WIDTH)
+                      + "\n")
+    for m in own:
+        _list_row(rep, reg, m)
+    if examples:
+        when = "" if args.builtin or args.config.builtin is True else ", checked only with --builtin or by name"
+        rep.out.write(("\n" if own else "") + f"built-in examples{when}:")
+    for m in examples:
+        _list_row(rep, reg, m)
+
+
+def _list_row(rep: _Report, reg, m) -> None:
+    dims = ", ".join(f"{k}∈[{d.low},{d.high}] bench {d.bench}" for k, d in m.dims.items())
+    row = {"name": m.name, "dtype": m.dtype, "dims": {k: vars(d) for k, d in m.dims.items()},
+           "differentiable": list(m.differentiable), "origin": reg.origin(m.name),
+           "builtin": m.name in reg.builtin, "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""}
+    rep.listed.append(row)
+    pad = " " * 21
+    text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", WIDTH,
+                          subsequent_indent=pad + " " * 16),
+            textwrap.fill(f"dims: {dims}", WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
+    if row["doc"]:
+        text.append(textwrap.fill(row["doc"], WIDTH, initial_indent=pad, subsequent_indent=pad))
+    rep.out.write("\n".join(text))
 
 
 def _options(rep: _Report, args) -> dict:
@@ -548,12 +594,37 @@ def _parse_hyper(text: str | None) -> dict:
 def _init(args) -> int:
     from . import scaffold
     try:
+        scaffold.render(args.kind, args.name)       # a bad NAME first, before any model file is read
+        taken = _taken(args.name, args.out)
+        if taken:
+            raise ValueError(taken)
         path = scaffold.write(args.kind, args.name, args.out)
     except (ValueError, OSError) as e:
         print(f"gradcheck-suite: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {path}; check it with:\n  gradcheck-suite check {args.name} --models-from {path}")
     return EXIT_OK
+
+
+def _taken(name: str, out: str | None) -> str | None:
+    """Where a model called ``name`` already exists: a built-in example (which a check that
+    names a model loads alongside), an installed package's, the project's settings' models,
+    or a model file in the folder ``--out`` names.  Files that do not load are left to check."""
+    from . import registry
+    from .config import ConfigError, find
+    try:
+        cfg = find()
+    except ConfigError:
+        cfg = None
+    targets = list(cfg.models_from) if cfg else []
+    folder = out if out and (os.path.isdir(out) or out.endswith(os.sep)) else os.path.dirname(out or "")
+    if folder and os.path.isdir(folder):      # a folder named with --out: never the working folder's scripts
+        targets.append(folder)
+    reg = registry.load(targets, root=cfg.folder if cfg else None)
+    if name not in reg:
+        return None
+    what = "a built-in example model" if name in reg.builtin else "a model"
+    return f"{what} named {name!r} already exists ({reg.origin(name)}); choose another NAME"
 
 
 def _profile_examples(profile: str) -> int:

@@ -171,5 +171,5 @@ def _died(model, shown: ModelRun, code: int | None, phase: str, where: str) -> M
         how = f"exited with code {code}"
     during = (f" during {phase}" if phase else "") + (f", inside {where}" if where else "")
     run.problems.append(f"the model's process {how}{during}, after {shown.checked + shown.nondiff + shown.skipped} "
-                        "case(s) had passed; --isolate kept the other models running")
+                        "case(s) had passed (the model ran in a process of its own: --isolate)")
     return run

@@ -65,3 +65,17 @@ def _top_level(text: str) -> list[str]:
             start = i + 1
     parts.append(text[start:])
     return parts
+
+
+def model_names(*groups) -> list[str]:
+    """The models a command line names, in one form for every command and the plugin:
+    positional names, ``--models`` repeated, and comma lists in either, each name once, in
+    order (``a,b c --models d,a`` is a, b, c, d).  Empty parts of a list are dropped."""
+    out: list[str] = []
+    for group in groups:
+        for text in [group] if isinstance(group, str) else group or ():
+            for name in text.split(","):
+                name = name.strip()
+                if name and name not in out:
+                    out.append(name)
+    return out

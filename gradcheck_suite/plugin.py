@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from .options import CASE_TIMEOUT, THREADS, case_timeout, number
+from .options import CASE_TIMEOUT, THREADS, case_timeout, model_names, number
 
 
 def _checked(parse):
@@ -27,9 +27,9 @@ def _checked(parse):
 
 
 _OPTIONS = (
-    ("--gradcheck-models", dict(metavar="NAMES", default=None,
-                                help="comma-separated models to check (default: the project's [tool.gradcheck-suite] "
-                                     "models, else all registered)")),
+    ("--gradcheck-models", dict(metavar="NAME[,NAME...]", action="append", default=[],
+                                help="models to check: comma-separated, repeatable (default: the project's "
+                                     "[tool.gradcheck-suite] models, else all registered)")),
     ("--gradcheck-models-from", dict(metavar="PATH", action="append", default=[],
                                      help="model file, folder or dotted module to add; repeatable (default: the "
                                           "project's [tool.gradcheck-suite] models-from)")),
@@ -136,9 +136,9 @@ def _options(config: pytest.Config) -> dict:
         cfg, problem = Config(), str(e)
     given = config.getoption("--gradcheck-models-from")
     from_config = not given and bool(cfg.models_from)
-    named = config.getoption("--gradcheck-models")
+    named = model_names(config.getoption("--gradcheck-models"))
     return {
-        "models": named or (",".join(cfg.models) or None),
+        "models": named or list(cfg.models),
         "models_from": given or list(cfg.models_from),
         "from_config": from_config,
         # the built-in models are examples: loaded when asked for, by the option, the settings or a name
@@ -169,7 +169,7 @@ def _targets(options: dict) -> list:
     reg = _registry(options)
     params = [pytest.param(GradcheckTarget(f"load-{i}", "cpu", None, options, problem=text), id=f"load-problem-{i}")
               for i, text in enumerate(reg.not_found + reg.problems)]
-    names = options["models"].split(",") if options["models"] else reg.names()
+    names = options["models"] or reg.names()
     dtypes = options["dtypes"].split(",") if options["dtypes"] else [None]
     devices = options["devices"].split(",")
     for bad in [d for d in dtypes if d is not None and d not in DTYPES] + [d for d in devices if d not in ("cpu", "cuda")]:

@@ -19,8 +19,9 @@ def add_parser(sub, common) -> None:
                        description="K optimiser steps from the same start with the manual gradient, with autograd "
                                    "in the model's dtype and with autograd in float64; the manual run parts where "
                                    "it leaves the drift two correct gradients show in this dtype.")
-    p.add_argument("names", nargs="*", metavar="NAME", help="models to train (default: all)")
-    common(p)
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to train, or comma-separated NAME,NAME "
+                                                             "(default: all)")
+    common(p, "train")
     p.add_argument("--steps", metavar="K", help="optimiser steps (default: the record's train steps, else 100)")
     p.add_argument("--lr", metavar="LR", help="learning rate (default: the record's, else the SGD step that "
                                               "lowers the first loss by 5%% to first order; Adam: 1e-3)")
@@ -56,10 +57,29 @@ def options(rep, args) -> dict | None:
     if args.dtype is not None and args.dtype not in DTYPES:
         rep.usage_error(f"--dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
         ok = False
-    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-        rep.usage_error(f"--out {args.out}: is a file, not a folder")
+    problem = None if args.out is None else unwritable_folder(args.out)
+    if problem:   # found before the training, as --json's is, not after it
+        rep.usage_error(f"--out {args.out}: {problem}")
         ok = False
     return opts if ok else None
+
+
+def unwritable_folder(path: str) -> str | None:
+    """Why a folder for the plot cannot be made or written at ``path``; nothing is created."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a folder"
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):      # the folder is made later, under the nearest one that exists
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot make the folder: {existing} is a file"
+    import tempfile
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"cannot write the plot there ({e.strerror or e})"
+    return None
 
 
 def run(rep, args, models: list, opts: dict) -> None:

@@ -6,7 +6,7 @@ input (one line, no traceback).
 
 The models are the project's: ``--models-from``, else ``models-from`` of
 ``[tool.gradcheck-suite]`` in its pyproject.toml; the built-in examples only with
-``--builtin``, ``builtin = true`` in the settings, or a model named with ``--models``.
+``--builtin``, ``builtin = true`` in the settings, or a model named (``NAME ...`` or ``--models``).
 """
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ PROG = "gradcheck-suite bench"
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):   # no abbreviations: --models is never --models-from
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2 (argparse would print the usage first)
         raise BenchInputError(message)
 
@@ -72,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                     "sweep.png into --out.",
         epilog="Arguments after '--' go to pytest and pytest-benchmark (e.g. -- -k mlp_relu --benchmark-save=x). "
                "Exit codes: 0 done, 1 a benchmark failed or a regression with --fail-on-regression, 2 bad input.")
+    ap.add_argument("names", nargs="*", metavar="NAME", help="models to benchmark, or comma-separated NAME,NAME "
+                                                              "(default: the settings' models, else all of the project's)")
     ap.add_argument("--out", required=True, metavar="DIR", help="folder for the report (created if missing)")
     ap.add_argument("--quick", action="store_true",
                     help=f"short CI pass: CPU float32 only, {quick_budget:g} s per row, no size sweep (default: full grid "
@@ -79,11 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--models-from", action="append", default=[], metavar="PATH",
                     help="benchmark the models of this file, folder or module; repeatable (default: the settings' "
                          "models-from in [tool.gradcheck-suite] of pyproject.toml)")
-    ap.add_argument("--models", metavar="NAMES",
-                    help="comma-separated models to benchmark (default: the settings' models, else all of the project's)")
+    ap.add_argument("--models", action="append", default=[], metavar="NAME[,NAME...]",
+                    help="models to benchmark, the same as NAME ...: comma-separated, repeatable "
+                         "(default: the settings' models, else all of the project's)")
     ap.add_argument("--builtin", action="store_true",
                     help="also the built-in example models (default: only where the settings say builtin = true, "
-                         "or a model is named with --models)")
+                         "or a model is named)")
     ap.add_argument("--threads", type=_positive(int), default=1, metavar="N",
                     help="torch intra-op threads while timing (default: 1; with more, torch stalls whenever "
                          "another process takes a core)")
@@ -159,7 +166,7 @@ def _check_models(models_from: list[str], names: str | None, builtin: bool = Tru
             try:
                 reg.get(name.strip())
             except KeyError as e:
-                raise BenchInputError(f"--models: {e}") from None
+                raise BenchInputError(str(e)) from None
     return reg.problems
 
 
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_intermixed_args(argv)
         baseline = load_run(args.baseline, "baseline file") if args.baseline else None
         if baseline is not None and not rows(baseline):
             raise BenchInputError(f"baseline file {args.baseline} has no paired manual/autograd rows "
@@ -257,11 +264,13 @@ def _settings(args):
     """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
     its model files, its models, and whether the built-in examples come along."""
     from ..config import ConfigError, find
+    from ..options import model_names
 
     try:
         cfg = find()
     except ConfigError as e:
         raise BenchInputError(str(e)) from None
+    args.models = ",".join(model_names(args.names, args.models)) or None    # NAME ..., --models: one list
     named = bool(args.models)
     if not args.models_from:
         args.models_from = list(cfg.models_from)

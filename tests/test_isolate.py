@@ -1,6 +1,8 @@
 """check --isolate: a model that kills its process is its own error, and the others run."""
 import json
 
+import pytest
+
 from tests.test_cli import WRONG, gcs
 
 CRASH = """
@@ -38,16 +40,30 @@ def test_a_crash_is_that_models_error_and_the_others_run(tmp_path):
     assert "1 passed, 0 failed, 2 errors" in r.stdout and "Traceback" not in r.stderr
 
 
-def test_isolation_is_the_default_when_more_than_one_model_runs(tmp_path):
+def test_isolation_is_the_default_on_the_cpu(tmp_path):
     (tmp_path / "crash.py").write_text(CRASH)
     r = gcs("check", "--models-from", "crash.py", "--examples", "5", "--json", "r.json", cwd=tmp_path)
     assert r.returncode == 1
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["isolated"] is True
     assert {m["name"]: m["verdict"] for m in doc["models"]} == {"segv": "error", "quits": "error", "fine": "pass"}
-    # a single model runs in this process
+    # a single model too
     r = gcs("check", "fine", "--models-from", "crash.py", "--examples", "5", "--json", "one.json", cwd=tmp_path)
-    assert r.returncode == 0 and json.loads((tmp_path / "one.json").read_text())["isolated"] is False
+    assert r.returncode == 0 and json.loads((tmp_path / "one.json").read_text())["isolated"] is True
+
+
+@pytest.mark.parametrize("name,how", [("quits", "exited with code 3"), ("segv", "killed by SIGSEGV")])
+def test_a_single_model_that_kills_its_process_gets_a_line_a_documented_exit_code_and_the_json(tmp_path, name, how):
+    (tmp_path / "crash.py").write_text(CRASH)
+    r = gcs("check", name, "--models-from", "crash.py", "--examples", "5", "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 1, (r.returncode, r.stderr)          # docs/cli.md: 1, a model failed or errored
+    details = [line for line in r.stdout.splitlines() if line.startswith(f"{name}: ")]
+    assert len(details) == 1 and "the model's process" in details[0], r.stdout
+    assert "0 passed, 0 failed, 1 error" in r.stdout and "Traceback" not in r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["exit_code"] == 1 and doc["isolated"] is True
+    assert [(m["name"], m["verdict"]) for m in doc["models"]] == [(name, "error")]
+    assert how in " ".join(doc["models"][0]["problems"])
     # --no-isolate keeps every model here: the segfault takes the whole command down
     r = gcs("check", "fine", "segv", "--no-isolate", "--models-from", "crash.py", "--examples", "5",
             "--json", "none.json", cwd=tmp_path)

@@ -42,10 +42,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     """The command line; a subcommand's names may come before, between or after its options."""
     ap = _parser()
     command = argv[0] if argv else None
-    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    if command not in sub.choices:        # --help, --version, no command or an unknown one
+    if command not in ap.commands:        # --help, --version, no command or an unknown one
         return ap.parse_args(argv)
-    args = sub.choices[command].parse_intermixed_args(argv[1:])
+    args = ap.commands[command].parse_intermixed_args(argv[1:])
     args.command = command
     return args
 
@@ -111,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
                                  "(gradcheck-suite bench --help)")
+    ap.commands = sub.choices      # each subcommand's own parser, by name
     return ap
 
 

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="each model in a child process: one that crashes the process (a segfault, os._exit, "
                         "out of memory) is its own error, and the others run (default: on when every run is on "
-                        "the CPU, where it costs about 30 ms a model)")
+                        "the CPU, where it costs a fork a model: tens of milliseconds, see docs/cli.md)")
 
     from .scaffold import KINDS
     p = sub.add_parser("init", help="write a starting model file that passes the check")
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 def _isolate(asked: bool | None, plan: list, rep) -> bool:
     """--isolate as asked; by default whenever every run is on the CPU, one model too: a
     model that kills its process is then a line naming it, exit 1 and a JSON report, not a
-    command that dies with the model's own exit code (about 30 ms a model).
+    command that dies with the model's own exit code (a fork a model).
 
     The children are forked: cheap where fork exists, and safe only before CUDA is in use.
     """

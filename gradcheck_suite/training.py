@@ -54,8 +54,9 @@ SAME, MANUAL, BOTH, ERROR = "same", "manual diverges", "both diverge", "error"
 MARGIN = 10.0          # a parting leaves the envelope by this factor
 #: rounding twins in float32 and lower: in a chaotic regime the drift of one pair of correct
 #: runs spreads over an order of magnitude with the direction of their first difference
-#: (tanh net, Adam at lr 1.8, step 8: 3e-6 to 1e-4 over eight twins), so the envelope takes
-#: the widest of several (benchmarks/train_margin.py --twins measures what each count leaves)
+#: (tanh net, Adam at lr 1.8, step 7: 2e-6 to 8e-5 over eight twins), so the envelope takes
+#: the widest of several.  Correct backwards that round otherwise came within 51x the float64
+#: line alone, 5.8x of one twin, 1.05x of two (benchmarks/train_margin.py --twins K --margin 1)
 TWINS = 2
 #: a twin's gradient moves by up to this many times the dtype's epsilon x the tensor's largest
 #: gradient, uniformly at random in each nonzero element: a correct backward that sums in
@@ -276,9 +277,11 @@ def _reround(g: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     top = float(g.abs().max())
     if top == 0 or not math.isfinite(top):
         return g
-    u = torch.rand(g.shape, generator=gen, dtype=torch.float64).mul_(2).sub_(1).to(g.device)
+    work = g.dtype if g.dtype in (torch.float32, torch.float64) else torch.float32
     step = TWIN_ROUNDING * torch.finfo(g.dtype).eps * top
-    return torch.where(g != 0, g.double() + step * u, g.double()).to(g.dtype)
+    moved = torch.rand(g.shape, generator=gen, dtype=work).to(g.device)       # the draw is the CPU's
+    moved.mul_(2 * step).sub_(step).add_(g).masked_fill_(g == 0, 0)
+    return moved.to(g.dtype)
 
 
 def _loss_and_upstream(loss: object, out: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -549,7 +552,9 @@ class _Envelope:
     def catch_up(self, step: int) -> None:
         """Start the late runs: replay steps 1..step with them and a replay of autograd's run,
         and fold their drifts into every step's."""
-        late = self._late_runs()
+        late, self.waiting = self._late_runs(), False
+        if not late:
+            return
         replay = _Run("autograd replay", self.bound, self.start, self.autograd.dtype, self.device,
                       self.s["optimizer"], self.lr, manual=False)
         last = 0.0
@@ -562,7 +567,6 @@ class _Envelope:
                 last = max(last, drift) if drift is not None else last
             self.drifts[t - 1] = max(self.drifts[t - 1], last)
         self.pairs += [(run, self.autograd) for run in late]
-        self.waiting = False
         del replay
 
     def described(self) -> str:

@@ -11,11 +11,20 @@ the same start: do the losses and the parameters follow the same path?  Three ru
 Two correct gradients never give the same path bit for bit: they round differently, and
 training amplifies that wherever the dynamics are sensitive.  How far apart two correct
 runs drift is measured, not assumed: the **envelope** at step s is the largest distance so
-far between autograd in the dtype and in float64 (for a float64 model, between autograd in
-float32 and in float64: the nearest run that rounds differently).  The manual run
-**parts** at the first step where its distance from the autograd run exceeds ``MARGIN``
-times the envelope.  A large learning rate, where any rounding grows, widens the envelope
-with it, so it is not blamed on the gradient.
+far between pairs of correct runs that differ by rounding alone:
+
+- in float32 and lower: autograd in the dtype against float64, and, once the manual run
+  leaves that line, autograd against ``TWINS`` **rounding twins**: autograd's run in the
+  dtype with its gradient moved, every step, by a random amount of up to the dtype's
+  epsilon times the tensor's largest gradient in each nonzero element (what another
+  correct summation order gives).  In a chaotic regime (Adam at a large rate) the drift of
+  two runs depends on the direction of their first difference as much as on its size, so
+  one pair alone can be lucky: the envelope is the widest of several;
+- in float64: autograd in float32 against float64 (the nearest run that rounds differently).
+
+The manual run **parts** at the first step where its distance from the autograd run
+exceeds ``MARGIN`` times the envelope.  A large learning rate, where any rounding grows,
+widens the envelope with it, so it is not blamed on the gradient.
 
 Steps count from 1.  Step s computes the loss and the gradient at the parameters that
 s - 1 steps made, then updates them; ``losses[s - 1]`` is its loss.  The distance between
@@ -43,6 +52,17 @@ from .spec import Model, Tensors
 SAME, MANUAL, BOTH, ERROR = "same", "manual diverges", "both diverge", "error"
 
 MARGIN = 10.0          # a parting leaves the envelope by this factor
+#: rounding twins in float32 and lower: in a chaotic regime the drift of one pair of correct
+#: runs spreads over an order of magnitude with the direction of their first difference
+#: (tanh net, Adam at lr 1.8, step 7: 2e-6 to 8e-5 over eight twins), so the envelope takes
+#: the widest of several.  Correct backwards that round otherwise came within 51x the float64
+#: line alone, 5.8x of one twin, 1.05x of two (benchmarks/train_margin.py --twins K --margin 1)
+TWINS = 2
+#: a twin's gradient moves by up to this many times the dtype's epsilon x the tensor's largest
+#: gradient, uniformly at random in each nonzero element: a correct backward that sums in
+#: another order differs from autograd by about one such unit (measured: 0.4-1.3 on the tanh
+#: net's w1, whose 1 - h*h cancels); exact zeros stay zero, as a mask or an unused row does
+TWIN_ROUNDING = 1.0
 BLOWUP = 1e4           # a finite loss this many times its start has blown up
 STEPS = 100
 FIRST_STEP = 0.05      # the default SGD step lowers the loss by this fraction, to first order
@@ -175,8 +195,10 @@ class _Run:
     """One trajectory: parameters, optimiser, and the loss and gradient of each step."""
 
     def __init__(self, label: str, model: Bound, start: Mapping[str, torch.Tensor], dtype: torch.dtype,
-                 device: str, optimizer: str, lr: float, manual: bool):
+                 device: str, optimizer: str, lr: float, manual: bool, twin: int | None = None):
         self.label, self.model, self.manual = label, model, manual
+        # a rounding twin draws its moves from its own seed, so a replay draws the same ones
+        self.twin = None if twin is None else torch.Generator().manual_seed(0x7417 + twin)
         self.dtype, self.device = dtype, device
         self.params = {n: t.detach().to(device=device, dtype=dtype).clone() for n, t in start.items()}
         self.opt = _optimizer(optimizer, list(self.params.values()), lr)
@@ -210,6 +232,8 @@ class _Run:
         """One forward, backward and optimiser step on the batch ``d``; the loss before the step."""
         data = self.cast(d)
         grads, value = (self._manual if self.manual else self._autograd)(data, loss)
+        if self.twin is not None:
+            grads = {n: _reround(gr, self.twin) for n, gr in grads.items()}
         for n, p in self.params.items():
             p.grad = grads[n]
         self.opt.step()
@@ -240,6 +264,24 @@ class _Run:
             grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
         grads = {n: torch.zeros_like(leaves[n]) if gr is None else gr for n, gr in zip(leaves, grads)}
         return grads, float(total.detach())
+
+
+def _reround(g: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``g`` as another correct backward might round it: each nonzero element moved by a
+    uniform random amount of up to ``TWIN_ROUNDING`` x the dtype's epsilon x the largest
+    magnitude in ``g``.  Moves relative to each element alone would not do: Adam divides
+    every element by its own size, so it barely feels them, while a correct sum in another
+    order moves a small element by the rounding of the large terms it cancelled."""
+    if g.numel() == 0 or not g.is_floating_point():
+        return g
+    top = float(g.abs().max())
+    if top == 0 or not math.isfinite(top):
+        return g
+    work = g.dtype if g.dtype in (torch.float32, torch.float64) else torch.float32
+    step = TWIN_ROUNDING * torch.finfo(g.dtype).eps * top
+    moved = torch.rand(g.shape, generator=gen, dtype=work).to(g.device)       # the draw is the CPU's
+    moved.mul_(2 * step).sub_(step).add_(g).masked_fill_(g == 0, 0)
+    return moved.to(g.dtype)
 
 
 def _loss_and_upstream(loss: object, out: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -398,10 +440,6 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
             f"the step that lowers the first loss by {FIRST_STEP:.0%} to first order (--lr to choose one)"))
     result.lr = lr
     envelope_dtype = torch.float32 if dtype == torch.float64 else dtype
-    result.envelope_from = (f"{MARGIN:g} × the drift of autograd in {str(envelope_dtype).replace('torch.', '')} "
-                            "against autograd in float64"
-                            + (" (the nearest run that rounds differently from a float64 one)"
-                               if dtype == torch.float64 else ""))
     runs = {
         "manual": _Run("manual", bound, start, dtype, opts.device, s["optimizer"], lr, manual=True),
         "autograd": _Run("autograd", bound, start, dtype, opts.device, s["optimizer"], lr, manual=False),
@@ -409,10 +447,9 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
     if dtype != torch.float64:
         runs["float64"] = _Run("float64", bound, start, torch.float64, opts.device, s["optimizer"], lr, manual=False)
     reference = runs.get("float64", runs["autograd"])
-    # autograd in the dtype is the float64 run for a float64 model; its envelope run (float32)
-    # starts only once the manual run leaves the envelope's floor, which no drift can lower
-    envelope = _Envelope(bound, start, envelope_dtype, opts.device, s, lr, batches,
-                         drift_run=None if dtype == torch.float64 else runs["autograd"])
+    # a float64 model's envelope run (float32) starts only once the manual run leaves the floor,
+    # which no drift can lower; a lower dtype's rounding twins once it leaves the float64 line
+    envelope = _Envelope(bound, start, envelope_dtype, opts.device, s, lr, batches, runs)
     start_loss = None
     for step in range(1, s["steps"] + 1):
         batch = batches(step - 1)
@@ -424,20 +461,18 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
         if start_loss is None:
             start_loss = ref_loss if ref_loss is not None and math.isfinite(ref_loss) else None
         distance = _distance(runs["manual"], runs["autograd"], envelope.loss_scale, envelope.param_scale)
-        if not envelope.measured and (distance is None or distance > envelope.threshold(step)):
-            envelope.catch_up(step, runs["autograd"])
+        envelope.measure(step)
+        if envelope.waiting and (distance is None or distance > envelope.threshold(step)):
+            envelope.catch_up(step)
         result.distance.append(distance)
-        result.envelope.append(envelope.threshold(step, reference))
+        result.envelope.append(envelope.threshold(step))
         _watch(result, runs, step, start_loss)
         if on_step is not None:
             on_step(step, s["steps"])
         if all(r.stopped for r in runs.values()):
             break
     result.envelope = envelope.thresholds(len(result.envelope))
-    if not envelope.measured:
-        name = str(envelope_dtype).replace("torch.", "")
-        result.envelope_from = (f"{MARGIN:g} × {name}'s epsilon, the floor: the manual run never left it, and no "
-                                f"drift can lower it, so the {name} run was not needed")
+    result.envelope_from = envelope.described()
     missing = [None] * (s["steps"] - len(result.envelope))     # the steps that did not happen: null
     for key in ("manual", "autograd", "float64"):
         result.losses[key] = list(runs.get(key, reference).losses) + missing
@@ -448,23 +483,31 @@ def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -
 
 
 class _Envelope:
-    """The drift of two correct runs, step by step, as the parting line ``MARGIN`` x drift
-    (never below ``MARGIN`` x the envelope dtype's epsilon).
+    """The drift of pairs of correct runs, step by step, as the parting line ``MARGIN`` x
+    drift (never below ``MARGIN`` x the envelope dtype's epsilon).
 
-    Where autograd in the model's dtype is not the float64 run, the drift is theirs and is
-    measured every step.  For a float64 model the drift is a float32 run's against the
-    float64 one, and that run starts late: while the manual run stays under the floor, no
-    drift could make it part.  When it first leaves the floor at step s, the float32 run and a
-    second float64 run replay steps 1..s from the same start and batches (both are
-    deterministic), and the float32 run goes on next to autograd from there.
+    Each pair's distance is measured every step once its runs exist; the drift at step s is
+    the largest of them all so far.  Some runs start late, once the manual run first leaves
+    the line the others draw (while it stays under, no wider envelope could make it part):
+
+    - float64 model: no pair at first (the floor alone); then a float32 autograd run against
+      the float64 one;
+    - lower dtype: autograd in the dtype against float64 from the start; then ``TWINS``
+      rounding twins against autograd in the dtype.
+
+    A run that starts at step s replays steps 1..s from the same start and batches, next to a
+    replay of the autograd run it is measured against (both are deterministic, and so is a
+    twin's draw), so its drift is known for every step, as if it had run from the start.
     """
 
     def __init__(self, bound: Bound, start, dtype: torch.dtype, device: str, s: dict, lr: float, batches,
-                 drift_run: _Run | None):
+                 runs: Mapping[str, _Run]):
         self.bound, self.start, self.dtype, self.device, self.s, self.lr = bound, start, dtype, device, s, lr
-        self.batches, self.run = batches, drift_run
+        self.batches, self.autograd = batches, runs["autograd"]
         self.floor = torch.finfo(dtype).eps
-        self.measured = drift_run is not None
+        self.low = "float64" in runs               # the model's dtype is below float64
+        self.pairs: list[tuple[_Run, _Run]] = [(runs["autograd"], runs["float64"])] if self.low else []
+        self.waiting = True                         # the late runs have not started
         self.loss_scale, self.param_scale = 0.0, 1e-300
         self.scales: list[tuple[float, float]] = []     # per step, for a replay
         self.drifts: list[float] = []                   # the running maximum per step
@@ -475,38 +518,71 @@ class _Envelope:
         self.param_scale = max(ref_norm, 1e-300)
         self.scales.append((self.loss_scale, self.param_scale))
 
-    def threshold(self, step: int, reference: _Run | None = None) -> float:
-        """The parting line at ``step``; with ``reference``, this step's drift is measured first."""
-        if reference is not None and self.run is not None and len(self.drifts) < step:
-            drift = _distance(self.run, reference, self.loss_scale, self.param_scale)
-            last = self.drifts[-1] if self.drifts else 0.0
-            self.drifts.append(max(last, drift) if drift is not None else last)
+    def measure(self, step: int) -> None:
+        """This step's drift: the largest distance of a running pair, folded into the maximum so far."""
+        if len(self.drifts) >= step:
+            return
+        last = self.drifts[-1] if self.drifts else 0.0
+        for a, b in self.pairs:
+            drift = _distance(a, b, self.loss_scale, self.param_scale)
+            last = max(last, drift) if drift is not None else last
+        self.drifts.append(last)
+
+    def threshold(self, step: int) -> float:
         drift = self.drifts[step - 1] if len(self.drifts) >= step else 0.0
         return MARGIN * max(drift, self.floor)
 
     def advance(self, step: int, batch) -> None:
-        """The envelope's own run, once it started, keeps step with the others."""
-        if self.run is not None and len(self.run.losses) < step:
-            self.run.advance(batch, self.s["loss"])
+        """The late runs, once they started, keep step with the others."""
+        for a, _ in self.pairs:
+            if len(a.losses) < step:
+                a.advance(batch, self.s["loss"])
 
     def thresholds(self, steps: int) -> list[float]:
         return [self.threshold(i) for i in range(1, steps + 1)]
 
-    def catch_up(self, step: int, reference: _Run) -> None:
-        """Replay steps 1..step with the envelope's run and a second float64 run."""
-        make = lambda label, dtype: _Run(label, self.bound, self.start, dtype, self.device,  # noqa: E731
-                                         self.s["optimizer"], self.lr, manual=False)
-        self.run, replay = make("envelope", self.dtype), make("float64 replay", torch.float64)
-        self.drifts, last = [], 0.0
+    def _late_runs(self) -> list[_Run]:
+        make = lambda label, dtype, twin=None: _Run(label, self.bound, self.start, dtype,  # noqa: E731
+                                                    self.device, self.s["optimizer"], self.lr, manual=False,
+                                                    twin=twin)
+        if self.low:
+            return [make(f"rounding twin {i + 1}", self.dtype, twin=i) for i in range(TWINS)]
+        return [make("envelope", self.dtype)]
+
+    def catch_up(self, step: int) -> None:
+        """Start the late runs: replay steps 1..step with them and a replay of autograd's run,
+        and fold their drifts into every step's."""
+        late, self.waiting = self._late_runs(), False
+        if not late:
+            return
+        replay = _Run("autograd replay", self.bound, self.start, self.autograd.dtype, self.device,
+                      self.s["optimizer"], self.lr, manual=False)
+        last = 0.0
         for t in range(1, step + 1):
             batch = self.batches(t - 1)
-            self.run.advance(batch, self.s["loss"])
             replay.advance(batch, self.s["loss"])
-            drift = _distance(self.run, replay, *self.scales[t - 1])
-            last = max(last, drift) if drift is not None else last
-            self.drifts.append(last)
-        self.measured = True
+            for run in late:
+                run.advance(batch, self.s["loss"])
+                drift = _distance(run, replay, *self.scales[t - 1])
+                last = max(last, drift) if drift is not None else last
+            self.drifts[t - 1] = max(self.drifts[t - 1], last)
+        self.pairs += [(run, self.autograd) for run in late]
         del replay
+
+    def described(self) -> str:
+        """How the parting line was drawn, for the report."""
+        name = str(self.dtype).replace("torch.", "")
+        if not self.low and self.waiting:
+            return (f"{MARGIN:g} × {name}'s epsilon, the floor: the manual run never left it, and no "
+                    f"drift can lower it, so the {name} run was not needed")
+        if not self.low:
+            return (f"{MARGIN:g} × the drift of autograd in {name} against autograd in float64 (the nearest "
+                    "run that rounds differently from a float64 one)")
+        text = f"{MARGIN:g} × the drift of autograd in {name} against autograd in float64"
+        if self.waiting:
+            return text + "; the manual run never left it, so the rounding twins were not needed"
+        return (text + f", or against {TWINS} rounding twins (autograd with its gradient moved by up to "
+                f"{name}'s epsilon in each element), whichever is wider")
 
 
 def _distance(a: _Run, b: _Run, loss_scale: float, param_scale: float) -> float | None:

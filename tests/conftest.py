@@ -10,9 +10,16 @@ pytest_plugins = ["pytester"]
 
 def pytest_configure(config):
     # the checker's own tests run small cases: one intra-op thread keeps them from stalling
-    # when another process holds a core (the CLI and the plugin default to one as well)
+    # when another process holds a core (the CLI and the plugin default to one as well).
+    # GRADCHECK_SUITE_TEST_THREADS=N runs the suite with N threads instead: torch's kernels
+    # then split their sums differently, and no test may depend on one order's last bits
+    import os
+
     import torch
-    torch.set_num_threads(1)
+    threads = os.environ.get("GRADCHECK_SUITE_TEST_THREADS", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        raise pytest.UsageError(f"GRADCHECK_SUITE_TEST_THREADS={threads!r}: expected a whole number of threads, 1 or more")
+    torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ The seed pages' own training loops come out ``same``; a wrong backward parts at 
 a learning rate that diverges with any gradient is ``both diverge``, never the gradient's
 fault; and the command reads like the others (one line and exit 2 for a bad option).
 """
+import dataclasses
 import json
 import math
 import os
@@ -106,6 +107,29 @@ def _tanh_net(dtype: str) -> Model:
                  forward=forward, backward=backward, dtype=dtype)
 
 
+def _tanh_net_summed(order: str, dtype: str = "float32", w1_factor: float = 1.0) -> Model:
+    """The tanh net with a backward that is right but rounds otherwise than autograd: it sums
+    the batch's outer products in chunks of four, last chunk first (``"reversed"``), or
+    accumulates in float64 and rounds once (``"float64"``); ``w1_factor`` makes it wrong."""
+    base = _tanh_net(dtype)
+
+    def batch_sum(a, b):        # a.T @ b, over the rows of a and b, in the chosen order
+        if order == "float64":
+            return (a.double().T @ b.double()).to(a.dtype)
+        total = torch.zeros(a.shape[1], b.shape[1], dtype=a.dtype)
+        for i in reversed(range(0, a.shape[0], 4)):
+            total = total + a[i:i + 4].T @ b[i:i + 4]
+        return total
+
+    def backward(p, d, cache, g):
+        h, r = cache
+        gr = g * r
+        gz = (gr @ p.w2.T) * (1 - h * h)
+        return {"w1": w1_factor * batch_sum(d.x, gz), "w2": batch_sum(h, gr)}
+
+    return dataclasses.replace(base, name=f"tanh_net_{order}", backward=backward)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_a_correct_float32_model_near_its_stability_limit_is_never_blamed(optimizer):
     """From a tenth of the stable step to several times it: same or both diverge, never the gradient."""
@@ -122,6 +146,50 @@ def test_a_correct_float32_model_near_its_stability_limit_is_never_blamed(optimi
             seen.add(r.verdict)
     if optimizer != "adam":
         assert seen == {SAME, BOTH}    # the sweep reached both sides of the limit
+
+
+@pytest.mark.parametrize("order", ["reversed", "float64"])
+def test_a_correct_backward_that_sums_in_another_order_trains_the_same_under_adam_at_a_high_rate(order):
+    """Adam at these rates is chaotic: two correct gradients that round differently part by far
+    more than autograd's own float32-against-float64 drift (1.8 is where one pair alone was
+    40 times short of the manual run's distance).  The rounding twins' spread covers them."""
+    model = _tanh_net_summed(order)
+    apart = 0.0
+    for lr in (0.3, 0.9, 1.8, 3.0, 6.0):
+        r = train(model, Options(lr=lr, dtype="float32", optimizer="adam", steps=200))
+        assert r.verdict == SAME, (lr, r.message)
+        apart = max(apart, *(d for d in r.distance if d is not None))
+    assert apart > 0        # the manual run does round otherwise than autograd's
+
+
+def test_the_rounding_twins_start_only_when_the_manual_run_leaves_the_float64_line():
+    calm = train(_tanh_net_summed("reversed"), Options(lr=0.003, dtype="float32", steps=50))
+    assert calm.verdict == SAME and "rounding twins were not needed" in calm.envelope_from
+    wrong = train(_tanh_net_summed("reversed", w1_factor=1.01), Options(lr=0.003, dtype="float32", steps=50))
+    assert wrong.verdict == MANUAL and "or against 2 rounding twins" in wrong.envelope_from, wrong.message
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.01), ("momentum", 0.02)])
+def test_a_float32_gradient_wrong_by_one_percent_still_parts_near_the_stability_limit(optimizer, lr):
+    r = train(_tanh_net_summed("reversed", w1_factor=1.01), Options(lr=lr, dtype="float32", optimizer=optimizer,
+                                                                    steps=200))
+    assert r.verdict == MANUAL, r.message
+
+
+def test_under_adam_at_a_high_rate_a_wrong_direction_still_parts():
+    """Adam divides each element by its own running size, so a gradient off by a constant
+    factor trains the same there; a wrong direction does not."""
+    base = _tanh_net("float32")
+
+    def no_tanh_derivative(p, d, cache, g):
+        h, r = cache
+        gr = g * r
+        return {"w1": d.x.T @ (gr @ p.w2.T), "w2": h.T @ gr}
+
+    wrong = dataclasses.replace(base, name="tanh_no_derivative", backward=no_tanh_derivative)
+    for lr in (0.09, 1.8):
+        r = train(wrong, Options(lr=lr, dtype="float32", optimizer="adam", steps=200))
+        assert r.verdict == MANUAL, (lr, r.message)
 
 
 def test_float16_and_a_small_scale_train_the_same():

@@ -221,9 +221,9 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
              + (f" A row still undecided after its {plan.visits} visits got {plan.per_look} more at a time, up to "
                 f"{plan.looks * plan.per_look}, with a look after each batch. "
                 "Inconclusive: still undecided when the looks or the time ran out." if plan.looks else "")]
-    if plan.visits_at(plan.looks) < compare.MIN_VISITS and not plan.looks:
-        parts.append(f"This run made no extra visits (it ran without a baseline), so no row can be flagged; "
-                     f"gate a run made with `--baseline`.")
+    if comparisons and all(c.visits < compare.MIN_VISITS for c in comparisons):
+        parts.append(f"Every row has fewer than {compare.MIN_VISITS} visits in this run, so no row can be flagged: "
+                     "a run made with `--baseline` takes extra visits where a row needs them.")
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")

@@ -75,9 +75,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
 
 
 def test_from_json_gate_exit_codes_and_step_summary(tmp_path):
-    base = write(tmp_path, "base.json", run(*visits("mlp_relu", [0.5, 0.5, 0.5])))
-    same = write(tmp_path, "same.json", run(*visits("mlp_relu", [0.5, 0.5, 0.5])))
-    slower = write(tmp_path, "slower.json", run(*visits("mlp_relu", [0.7, 0.7, 0.7])))
+    nine = [0.5] * 9      # a row is judged on nine visits or more
+    base = write(tmp_path, "base.json", run(*visits("mlp_relu", nine)))
+    same = write(tmp_path, "same.json", run(*visits("mlp_relu", nine)))
+    slower = write(tmp_path, "slower.json", run(*visits("mlp_relu", [0.7] * 9)))
+    few = write(tmp_path, "few.json", run(*visits("mlp_relu", [0.7] * 6)))
     summary = tmp_path / "summary.md"
     summary.write_text("# earlier step\n")
     out = tmp_path / "out"
@@ -95,6 +97,8 @@ def test_from_json_gate_exit_codes_and_step_summary(tmp_path):
     assert code == 1 and "1 regression(s) beyond 5%: mlp_relu forward+backward" in err
     assert summary.read_text().count("# gradcheck-suite benchmarks") == 2
     assert bench("--from-json", slower, "--out", str(out), "--baseline", base)[0] == 0      # reported, not failed
+    code, stdout, err = bench("--from-json", few, "--out", str(out), "--baseline", base, "--fail-on-regression")
+    assert code == 0 and "0 slower" in stdout and "no row can be flagged" in stdout       # six visits never flag
     assert bench("--from-json", slower, "--out", str(out), "--baseline", base, "--fail-on-regression",
                  "--threshold", "60")[0] == 0
 

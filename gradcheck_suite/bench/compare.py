@@ -3,19 +3,33 @@
 What is compared is the manual/autograd ratio, not an absolute time.  Both sides of a
 ratio were timed in the same rounds, so a busy or slower machine moves it far less than
 it moves either time, and it carries across machines.  For each row present in both
-runs, the change is median ratio now / median ratio then, with a bootstrap interval
-that resamples the rounds of both runs.  A row is flagged only when that whole interval
-lies beyond the threshold: a lone median that happens to land past it is not enough.
+runs, the change is ratio now / ratio then, with an interval from the visits of both
+runs.  A row is flagged only when that whole interval lies beyond the threshold: a lone
+estimate that happens to land past it is not enough.
 
-The sequential rule.  With a baseline, ``--quick`` gives a row whose interval still
-straddles the threshold more visits, :data:`VISITS_PER_LOOK` at a time, looking again
-after each batch, up to :data:`EXTRA_LOOKS` times (within :data:`EXTRA_BUDGET` seconds
-for all rows).  Looking repeatedly would inflate false flags if every look used a 95%
-interval, so the error rate ``ALPHA`` (5%) is spent over the looks (Bonferroni over
-looks): the first look, after the regular visits, judges with a ``1 - ALPHA/2``
-interval, and each of the ``L`` extra looks with ``1 - ALPHA/(2L)``.  The chance that any look flags a row that did not
-change is then at most ``ALPHA`` (as far as the bootstrap interval holds its level).
-A row still undecided when its looks or the budget run out is reported inconclusive.
+The gate's interval (:func:`~gradcheck_suite.bench.stats.shift_interval`) is built from
+visits, not rounds: what varies most between visits is the machine, so a visit is one
+observation.  It is the exact Mann-Whitney interval of the shift between the two runs'
+visit medians: valid at any level whatever the visits' distribution (as long as, with
+nothing changed, the visits of both runs are draws of one distribution), and infinite
+when there are too few visits for the level asked.
+
+Error over the whole report.  A CI gate judges many rows on every pull request; a 5% error
+per row fails a same-code run of 18 rows far more often than 5% of the time.  So the
+report-wide rate :data:`FALSE_FLAG_RATE` is split (Bonferroni) over the ``rows`` compared
+and over the looks that may flag: each tail of each such look gets
+``FALSE_FLAG_RATE / (rows * looks)``.  The chance that a run whose code did not change
+flags any row slower is then at most ``FALSE_FLAG_RATE``, and the same for faster.  (Holm's
+step-down would pass or fail exactly the same runs: its first step is this split applied to
+the strongest row, and once that row is flagged the run fails whatever the others say.)
+
+The sequential rule.  With a baseline, a row whose interval still straddles the threshold
+gets more visits, :data:`VISITS_PER_LOOK` at a time, looking again after each batch, up to
+:data:`EXTRA_LOOKS` times (within :data:`EXTRA_BUDGET` seconds for all rows).  No look
+flags a row before it has :data:`MIN_VISITS` visits in this run, nor while its interval is
+wider than :data:`MAX_SPREAD`: a wide interval earns more visits, never a verdict.  Looks
+before :data:`MIN_VISITS` may only say "within threshold", so they spend none of the
+error rate.  A row still undecided when its looks or the budget run out is inconclusive.
 
 Memory is deterministic, so its gate is exact: a row whose manual kept or peak bytes
 grew by more than the memory threshold (0%: any growth) against the baseline is a
@@ -45,12 +59,26 @@ DEFAULT_MEMORY_THRESHOLD = 0.0
 #: A peak partly measured by tracemalloc (numpy models) moves by a few hundred bytes of
 #: Python objects from run to run: growth within this fraction is not a regression.
 APPROXIMATE_SLACK = 0.01
-#: The error rate of the time gate, split over the looks of the sequential rule.
-ALPHA = 0.05
-#: --quick with a baseline: a row still undecided gets VISITS_PER_LOOK more visits before
-#: each extra look, up to EXTRA_LOOKS looks; all extra visits together get EXTRA_BUDGET
-#: seconds.  The penalty is per look, not per visit, and what varies most is the machine
-#: between visits (another process on the other core), so a look waits for several.
+#: The report-wide false-flag rate: with no change to the code, at most this fraction of
+#: runs flag any row slower (and at most this fraction any row faster), however many rows
+#: and looks.  A gate on every pull request that fails one same-code run in twenty is
+#: already noticed, so not looser; not tighter either, because the interval has only
+#: visits to stand on: in a quick report of 18 rows against a baseline of 6 visits, 5%
+#: puts its ends at the 3rd, 5th and 8th of the 54, 72 and 90 pairwise ratios after 9, 12
+#: and 15 visits, and 1% leaves no interval at all after 9.
+FALSE_FLAG_RATE = 0.05
+#: No slower or faster verdict before a row has this many visits in the run: six visits
+#: once flagged a row that had not changed (+44% [+9.7%, +106%]); a quick row's six
+#: regular visits are followed by at least one batch of extra ones before it may flag.
+MIN_VISITS = 9
+#: No verdict while the interval of the change spans more than this (high / low - 1): the
+#: interval rests on the visits of both runs being alike when nothing changed, and a run
+#: whose visits disagree that much is one whose machine also moved between the runs.
+MAX_SPREAD = 0.5
+#: With a baseline, a row still undecided gets VISITS_PER_LOOK more visits before each
+#: extra look, up to EXTRA_LOOKS looks; all extra visits together get EXTRA_BUDGET
+#: seconds.  What varies most is the machine between visits (another process on the
+#: other core), so a look waits for several.
 EXTRA_LOOKS = 3
 VISITS_PER_LOOK = 3
 EXTRA_VISITS = EXTRA_LOOKS * VISITS_PER_LOOK
@@ -73,34 +101,44 @@ def threshold(text: str, option: str = "--threshold") -> float:
     return value
 
 
-def look_confidence(look: int = 0, looks: int = 0) -> float:
-    """The confidence of one look of the sequential rule.  Look 0 is the one after the
-    run's regular visits, looks 1 to ``looks`` follow batches of extra visits.  Without
-    extra looks the one look has all of ``ALPHA``; with them, look 0 has half of it and
-    each extra look an equal share of the other half."""
-    if looks <= 0:
-        return 1 - ALPHA
-    return 1 - (ALPHA / 2 if look <= 0 else ALPHA / (2 * looks))
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run's gate judges with: the ``rows`` it compares, its ``visits`` (regular, to
+    every row), the most extra ``looks`` and the visits before each (``per_look``)."""
+
+    rows: int = 1
+    visits: int = 0
+    looks: int = 0
+    per_look: int = VISITS_PER_LOOK
+
+    def visits_at(self, look: int) -> int:
+        """The visits a row has at a look: look 0 after the regular ones, then a batch more each."""
+        return self.visits + look * self.per_look
+
+    @property
+    def flagging_looks(self) -> int:
+        """The looks at which a row may be flagged: those with at least MIN_VISITS visits."""
+        return sum(self.visits_at(k) >= MIN_VISITS for k in range(self.looks + 1))
+
+    @property
+    def tail(self) -> float:
+        """Each tail's share of the report-wide rate: one per row and flagging look."""
+        return FALSE_FLAG_RATE / (max(1, self.rows) * max(1, self.flagging_looks))
 
 
-def look_index(visits: int, regular: int, per_look: int = VISITS_PER_LOOK) -> int:
-    """Which look a row with ``visits`` visits is at: 0 after its regular visits, then one
-    more for every batch of extra visits begun."""
-    return -(-max(0, visits - regular) // max(1, per_look))
+def change(current, baseline, plan: Plan = Plan()) -> stats.Interval:
+    """Ratio now / ratio then from the visits of both runs, with the interval of the plan's
+    per-row, per-look share of the report-wide rate."""
+    return stats.shift_interval(current, baseline, plan.tail)
 
 
-def change(current, baseline, look: int = 0, looks: int = 0) -> stats.Interval:
-    """Ratio now / ratio then, with its interval at the confidence of that look."""
-    return stats.change_interval(current, baseline, confidence=look_confidence(look, looks))
-
-
-def look(visits, base: Row, threshold_pct: float, index: int = 0, looks: int = 0) -> str:
+def look(visits, base: Row, threshold_pct: float, plan: Plan = Plan()) -> str:
     """One look of the sequential rule during a run: the status of a row from the samples
     of its visits so far (``[{side: [seconds per round]}]``) against its baseline row."""
-    ratios = [paired_ratios(v) for v in visits]
-    if not any(ratios):
+    ratios = [r for r in (paired_ratios(v) for v in visits) if r]
+    if not ratios:
         return UNCLEAR
-    return judge(change(ratios, base.ratios, index, looks), threshold_pct)
+    return judge(change(ratios, base.ratios, plan), threshold_pct, len(ratios))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,27 +147,38 @@ class Comparison:
     base: Row
     change: stats.Interval   # ratio now / ratio then
     status: str
+    visits: int = 0          # the visits of this run it was judged on
 
     @property
     def percent(self) -> float:
         return 100.0 * (self.change.value - 1)
 
 
-def judge(change: stats.Interval, threshold_pct: float) -> str:
-    """slower / faster only when the whole interval lies beyond the threshold."""
+def judge(change: stats.Interval, threshold_pct: float, visits: int | None = None) -> str:
+    """slower / faster only when the whole interval lies beyond the threshold, the row has
+    at least MIN_VISITS ``visits`` in this run (None: not counted) and the interval spans
+    at most MAX_SPREAD; within threshold when it lies wholly inside."""
     up, down = 1 + threshold_pct / 100, 1 / (1 + threshold_pct / 100)
+    if change.low >= down and change.high <= up:
+        return SAME
+    if not flaggable(change, visits):
+        return UNCLEAR
     if change.low > up:
         return SLOWER
     if change.high < down:
         return FASTER
-    if change.low >= down and change.high <= up:
-        return SAME
     return UNCLEAR
 
 
+def flaggable(change: stats.Interval, visits: int | None = None) -> bool:
+    """Whether the interval may carry a slower or faster verdict: enough visits, and narrow enough."""
+    if visits is not None and visits < MIN_VISITS:
+        return False
+    return change.low > 0 and change.high / change.low - 1 <= MAX_SPREAD
+
+
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,), same: bool = False, visits: int = 0, looks: int = 0,
-            per_look: int = VISITS_PER_LOOK) -> list[Comparison]:
+            kinds: tuple[str, ...] = (GRID,), same: bool = False, plan: Plan | None = None) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
@@ -137,21 +186,26 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
     whose ratio says slower while its manual time grew less than that speed explains (or
     faster while it grew more) is contradicted, not a change of the code.
 
-    ``visits``, ``looks`` and ``per_look``: the run's regular visits, the most extra looks
-    its sequential rule could take and the visits before each; a row is judged at the
-    confidence of the look its visits reached, as the run decided it.
+    ``plan``: the gate the run decided with (its rows, visits and looks), so that the
+    report judges every row at the level the run did; None: one look at the visits there
+    are.  The rate is split over at least the rows compared here.
     """
     base = {r.key: r for r in baseline if r.kind in kinds}
     pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
+    plan = dataclasses.replace(plan or Plan(), rows=max(1, len(pairs), (plan or Plan()).rows))
     speed = machine_speed(pairs)
     out = []
     for r, b in pairs:
-        interval = change(r.ratios, b.ratios, look_index(len(r.visits), visits, per_look) if looks else 0, looks)
-        status = judge(interval, threshold_pct)
+        used = r.ratios
+        if plan.looks:           # a batch of extra visits cut short by the budget was never looked at
+            done = min(plan.looks, max(0, len(used) - plan.visits) // max(1, plan.per_look))
+            used = used[:plan.visits_at(done)]
+        interval = change(used, b.ratios, plan)
+        status = judge(interval, threshold_pct, len(used))
         manual = r.manual.median / b.manual.median
         if same and speed and ((status == SLOWER and manual < speed) or (status == FASTER and manual > speed)):
             status = CONTRADICTED
-        out.append(Comparison(r, b, interval, status))
+        out.append(Comparison(r, b, interval, status, len(used)))
     return out
 
 

@@ -55,7 +55,7 @@ def pytest_addoption(parser):
                     help=f"the gate's threshold the extra visits decide against (default: {compare.DEFAULT_THRESHOLD:g})")
     group.addoption("--bench-extra-visits", type=int, metavar="N",
                     help=f"most extra visits to an undecided row, a look after every {compare.VISITS_PER_LOOK} "
-                         f"(default: {compare.EXTRA_VISITS} with --bench-quick and a baseline, else 0)")
+                         f"(default: {compare.EXTRA_VISITS} with a baseline, else 0)")
     group.addoption("--bench-extra-budget", type=float, default=compare.EXTRA_BUDGET, metavar="SECONDS",
                     help=f"time for all extra visits together (default: {compare.EXTRA_BUDGET:g})")
     group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
@@ -81,6 +81,7 @@ class _Gate:
         self.threshold, self.visits, self.extra, self.budget = threshold, visits, extra, budget
         self.per_look = compare.VISITS_PER_LOOK
         self.looks = -(-extra // self.per_look)
+        self.rows = 1           # the rows it will compare, counted once the items are collected
         self.seen: dict[tuple, list] = {}     # row key -> the samples of each visit so far
         self.spent = 0.0
 
@@ -90,9 +91,13 @@ class _Gate:
         baseline = rows.load_run(path, "baseline file") if path else None
         extra = config.getoption("bench_extra_visits")
         if extra is None:
-            extra = compare.EXTRA_VISITS if baseline and config.getoption("bench_quick") else 0
+            extra = compare.EXTRA_VISITS if baseline else 0
         return cls(baseline, config.getoption("bench_threshold"), visits_of(config), max(0, extra),
                    config.getoption("bench_extra_budget"))
+
+    @property
+    def plan(self) -> compare.Plan:
+        return compare.Plan(self.rows, self.visits, self.looks, self.per_look)
 
     def undecided(self, key: tuple) -> str | None:
         """Why the row needs no extra visit (None: it does)."""
@@ -105,7 +110,7 @@ class _Gate:
         done = len(seen) - self.visits
         if done % self.per_look:             # inside a batch: the next look comes after it
             return None
-        status = compare.look(seen, base, self.threshold, done // self.per_look, self.looks)
+        status = compare.look(seen, base, self.threshold, self.plan)
         if status != compare.UNCLEAR:
             return f"decided after {len(seen)} visits: {status}"
         return None
@@ -179,7 +184,28 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=_visit)
     if config.getoption("bench_quick"):
         _quick_only(config, items)
+    _count_gated(config, items)
     _check_first(config, items)
+
+
+def _count_gated(config, items) -> None:
+    """How many rows the gate will judge: the grid rows of this run with a baseline row.
+    The report-wide false-flag rate is split over them."""
+    import torch
+
+    gate = config.stash[_GATE]
+    keys = set()
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        model = params.get("model")
+        if model is None or "phase" not in params or "factor" in params or model.two_way:
+            continue
+        if params.get("device") == "cuda" and not torch.cuda.is_available():
+            continue
+        key = (rows.GRID, model.name, params.get("device"), params.get("dtype"), params["phase"], None)
+        if key in gate.baseline:
+            keys.add(key)
+    gate.rows = max(1, len(keys))
 
 
 def _quick_only(config, items) -> None:
@@ -262,7 +288,8 @@ def bench_pair(request, benchmark):
         if flops:
             sides["matmul"] = calibration.matmul_region(shape, device, dtype)
         timer = timing.Interleaved(sides, block_seconds=timing.BLOCK_SECONDS)
-        rounds = timer.rounds_for(budget, low, high)
+        fewest = timing.MIN_ROTATIONS * len(sides)      # a visit is one observation of the gate
+        rounds = timer.rounds_for(budget, max(low, fewest), max(high, fewest))
         benchmark.group = f"{kind} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
         gate.seen.setdefault(key, []).append(timer.samples)
@@ -306,5 +333,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     gate = config.stash[_GATE]
     # the report judges with the same per-look confidence the run decided with
     machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "visits_per_look": gate.per_look,
-                            "looks": gate.looks, "alpha": compare.ALPHA,
+                            "looks": gate.looks, "rows": gate.rows, "false_flag_rate": compare.FALSE_FLAG_RATE,
+                            "tail": gate.plan.tail, "min_visits": compare.MIN_VISITS,
                             "threshold": gate.threshold, "extra_seconds": round(gate.spent, 3)}

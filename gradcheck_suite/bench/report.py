@@ -3,6 +3,7 @@ GitHub's step summary)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -188,34 +189,41 @@ def header(run: Mapping) -> list[str]:
     return lines
 
 
-def gate_visits(run: Mapping) -> tuple[int, int, int]:
-    """(regular visits, most extra looks, extra visits per look) of the run's sequential
-    rule; (0, 0, 1) where it had none."""
+def gate_plan(run: Mapping, compared: int) -> compare.Plan:
+    """The plan the run's gate decided with (rows, regular visits, extra looks, visits per
+    look), its rows at least the ``compared`` ones; one look where the run had no gate."""
     gate = (run.get("machine_info") or {}).get("gate") or {}
-    visits, looks, per = gate.get("visits"), gate.get("looks"), gate.get("visits_per_look")
+    visits, looks, per, count = (gate.get(k) for k in ("visits", "looks", "visits_per_look", "rows"))
+    count = max(compared, count if isinstance(count, int) else 0)
     if all(isinstance(x, int) and x >= 1 for x in (visits, looks, per)):
-        return visits, looks, per
-    return 0, 0, 1
+        return compare.Plan(count, visits, looks, per)
+    return compare.Plan(count)
 
 
 def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[compare.Comparison],
                      threshold_pct: float) -> list[str]:
     same = compare.same_machine(run, baseline)
-    visits, looks, per_look = gate_visits(run)
+    plan = gate_plan(run, len(comparisons))
     b = machine(baseline)
     parts = ["", "## Against the baseline", "",
              f"Baseline: CPU {b['cpu'] or '?'}, {b['threads'] or '?'} torch thread(s), torch {b['torch'] or '?'}; "
              f"run {baseline.get('datetime', '?')}, commit {(baseline.get('commit_info') or {}).get('id', '?')}.",
              ("Same machine and setup." if same else
               "**The baseline comes from another machine or setup: only manual/autograd ratios are compared.**"),
-             f"Gate: a row is slower (or faster) only when the {compare.look_confidence(0, looks):.1%} interval of "
-             f"ratio now / ratio then lies wholly beyond ±{threshold_pct:g}%"
+             f"Gate: a row is slower (or faster) only when the interval of ratio now / ratio then, from the visits "
+             f"of both runs, lies wholly beyond ±{threshold_pct:g}%"
              + ("; on the same machine, not when the manual time moved less than the machine's speed "
-                "explains (contradicted)." if same else ".")
-             + (f" A row still undecided after its {visits} visits got {per_look} more at a time, up to "
-                f"{looks * per_look}, with a look after each batch at {compare.look_confidence(1, looks):.2%}: the "
-                f"{compare.ALPHA:.0%} error rate is spent over the looks, so looking again does not add false flags. "
-                "Inconclusive: still undecided when the looks or the time ran out." if looks else "")]
+                "explains (contradicted)" if same else "")
+             + f". The report-wide false-flag rate of {compare.FALSE_FLAG_RATE:.0%} is split over the "
+             f"{plan.rows} row(s) and {max(1, plan.flagging_looks)} look(s) that may flag, so each interval is "
+             f"{1 - 2 * plan.tail:.3%}. No row is flagged before {compare.MIN_VISITS} visits in this run or while "
+             f"its interval spans more than {compare.MAX_SPREAD:.0%}."
+             + (f" A row still undecided after its {plan.visits} visits got {plan.per_look} more at a time, up to "
+                f"{plan.looks * plan.per_look}, with a look after each batch. "
+                "Inconclusive: still undecided when the looks or the time ran out." if plan.looks else "")]
+    if comparisons and all(c.visits < compare.MIN_VISITS for c in comparisons):
+        parts.append(f"Every row has fewer than {compare.MIN_VISITS} visits in this run, so no row can be flagged: "
+                     "a run made with `--baseline` takes extra visits where a row needs them.")
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
@@ -234,12 +242,18 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
     for c in sorted(comparisons, key=lambda c: -c.change.low):
         r = c.row
         line = [r.model, r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
-                f"{c.percent:+.1f}% [{100 * (c.change.low - 1):+.1f}%, {100 * (c.change.high - 1):+.1f}%]",
-                str(len(r.visits)), f"**{c.status}**" if c.status == compare.SLOWER else c.status]
+                change_cell(c), str(c.visits), f"**{c.status}**" if c.status == compare.SLOWER else c.status]
         if same:
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
         lines.append(line)
     return parts + ["", markdown(head, lines)]
+
+
+def change_cell(c: compare.Comparison) -> str:
+    """The change with its interval; an interval that does not exist yet says why."""
+    if not math.isfinite(c.change.high) or c.change.low <= 0:
+        return f"{c.percent:+.1f}% [too few visits]"
+    return f"{c.percent:+.1f}% [{100 * (c.change.low - 1):+.1f}%, {100 * (c.change.high - 1):+.1f}%]"
 
 
 def memory_section(changes: Sequence[compare.MemoryChange], threshold_pct: float, peak: bool = True) -> list[str]:
@@ -349,9 +363,8 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
     gate = Gate([], [])
     if baseline is not None:
         base_rows = rows(baseline)
-        visits, looks, per_look = gate_visits(run)
         comparisons = compare.compare(all_rows, base_rows, threshold_pct, same=compare.same_machine(run, baseline),
-                                      visits=visits, looks=looks, per_look=per_look)
+                                      plan=gate_plan(run, 0))
         peak = compare.same_build(run, baseline)
         changes = compare.memory_changes(all_rows, base_rows, memory_threshold_pct, peak=peak)
         gate = Gate(compare.regressions(comparisons), compare.memory_regressions(changes))

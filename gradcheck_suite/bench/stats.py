@@ -9,6 +9,7 @@ bootstrap interval, is what the report shows and what the regression gate compar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -124,3 +125,74 @@ def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float]
     estimates = _resampled_medians(cur, rng, resamples) / _resampled_medians(base, rng, resamples)
     low, high = _bounds(estimates, confidence)
     return Interval(float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base))), low, high)
+
+
+# ------------------------------------------------------------------ the gate's interval
+#
+# The gate compares two runs visit by visit.  What varies most between visits is the
+# machine (another process on the other core), so a visit, not a round, is the unit of
+# evidence: a run of six visits has six observations, however many rounds each holds.
+# A bootstrap over six visits cannot reach the tails a small error rate asks for (its
+# resampled medians never leave the range of the six), so its 99.9% interval is hardly
+# wider than its 95% one.  The gate's interval is instead the exact, distribution-free one
+# of the Mann-Whitney test: valid at any level for any distribution of the visits, as long
+# as the visits of the two runs are draws of one distribution when nothing changed, and
+# infinite when there are too few visits for that level.
+
+
+def visit_levels(samples: Sequence[float] | Groups) -> np.ndarray:
+    """The log of each visit's median: one observation per visit (a flat list is one visit)."""
+    return np.log(np.array([np.median(g) for g in _groups(samples)]))
+
+
+def rank_sum_counts(n: int, m: int) -> list[int]:
+    """How many of the C(n+m, n) equally likely orderings of two samples of sizes n and m
+    give each value u = 0 .. n*m of the Mann-Whitney statistic (the pairs where the first
+    sample's value is the smaller)."""
+    # counts[j][u] for the first i values against j of the second, built up over i
+    counts = [[1] for _ in range(m + 1)]           # i = 0: u = 0 only
+    for i in range(1, n + 1):
+        row = [[1]]                                # j = 0: u = 0 only
+        for j in range(1, m + 1):
+            # the largest of the i + j values is the first sample's (it precedes j) or the second's
+            a, b = counts[j], row[j - 1]
+            size = i * j + 1
+            merged = [0] * size
+            for u, c in enumerate(a):
+                merged[u + j] += c
+            for u, c in enumerate(b):
+                merged[u] += c
+            row.append(merged)
+        counts = row
+    return counts[m]
+
+
+@functools.lru_cache(maxsize=256)
+def rank_sum_depth(n: int, m: int, tail: float) -> int:
+    """The largest k such that P(U <= k - 1) <= tail under no change: the interval's ends are
+    the k-th smallest and k-th largest of the n*m pairwise differences.  0: no interval at
+    that level exists with so few visits."""
+    counts = rank_sum_counts(n, m)
+    total = math.comb(n + m, n)
+    below, k = 0, 0
+    for c in counts:
+        if (below + c) / total > tail:
+            break
+        below += c
+        k += 1
+    return k
+
+
+def shift_interval(current: Sequence[float] | Groups, baseline: Sequence[float] | Groups,
+                   tail: float) -> Interval:
+    """Ratio now / ratio then from the visits of both runs: the Hodges-Lehmann estimate
+    (the median of the pairwise ratios of visit medians) with the exact interval whose two
+    tails each hold at most ``tail`` when nothing changed.  (0, inf) when the visits are
+    too few for that level."""
+    now, then = visit_levels(current), visit_levels(baseline)
+    diffs = np.sort((now[:, None] - then[None, :]).ravel())
+    value = float(np.exp(np.median(diffs)))
+    k = rank_sum_depth(len(now), len(then), tail)
+    if k == 0:
+        return Interval(value, 0.0, math.inf)
+    return Interval(value, float(np.exp(diffs[k - 1])), float(np.exp(diffs[len(diffs) - k])))

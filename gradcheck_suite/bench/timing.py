@@ -50,14 +50,23 @@ SWEEP = {
 BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
 #: Visits to every row, spread over the run (see the plugin): drift between them widens
 #: the row's interval, so a machine that drifts during the run does not pass for a change.
-VISITS = 3
-#: The quick pass visits every row more often, each visit shorter: what varies most between
-#: visits is the machine (another process on the other core), and more visits average it.
+#: What varies most between visits is the machine (another process on the other core), and
+#: the regression gate counts visits, not rounds: with three, no interval at the level of a
+#: report of 36 rows exists, so a full run has six, as the quick pass has, each longer.
+VISITS = 6
 QUICK_VISITS = 6
 #: How long one block of calls of one side lasts, about: short, so that most rounds run
 #: inside one scheduler time slice (a few ms) when other processes share the core.  With
 #: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.
 BLOCK_SECONDS = 0.0003
+#: Unrecorded rounds before a visit, the fastest of which sizes it (a stalled one would
+#: make the visit a rotation or two long, one value the next stall decides).
+SIZING_ROUNDS = 3
+#: Fewest full rotations of the order in one visit: a visit is one observation of the
+#: regression gate, and its median over one rotation is a single round's luck (under
+#: load such visits read 0.01 and 14 for a ratio of 0.8).  A rotation of a fast row is a
+#: millisecond or two.
+MIN_ROTATIONS = 5
 
 
 @dataclasses.dataclass
@@ -208,11 +217,15 @@ class Interleaved:
             # the fastest of a few single calls sizes the block (a stall would only shrink it)
             once = min(self._block(name, 1) for _ in range(2))
             self.calls[name] = max(1, math.ceil(self.block_seconds / max(once, 1e-9)))
-        # one full round, not recorded, tells how long a round really takes
-        start = self.timer()
-        for name in self.names:
-            self._block(name, self.calls[name])
-        self.round_seconds = self.timer() - start
+        # the fastest of a few full rounds, not recorded, tells how long a round takes: one
+        # round that another process stalled once sized a visit at a single rotation
+        rounds = []
+        for _ in range(SIZING_ROUNDS):
+            start = self.timer()
+            for name in self.names:
+                self._block(name, self.calls[name])
+            rounds.append(self.timer() - start)
+        self.round_seconds = min(rounds)
 
     def rounds_for(self, budget: float, low: int, high: int) -> int:
         """How many rounds fit in ``budget`` seconds, between ``low`` and ``high``."""

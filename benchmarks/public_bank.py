@@ -48,6 +48,7 @@ class Row:
     harness_seconds: float = 0.0
     gradcheck: str = "n/a"            # pass, fail or n/a
     gradcheck_detail: str = ""
+    gradcheck_seconds: float = 0.0
 
     def right(self, verdict: str) -> bool | None:
         if verdict == "n/a":
@@ -82,22 +83,24 @@ def run_harness(entry: Entry, examples: int, case_timeout: float, dtype: str | N
     return run.verdict, detail, time.perf_counter() - start
 
 
-def run_gradcheck(entry: Entry) -> tuple[str, str]:
+def run_gradcheck(entry: Entry) -> tuple[str, str, float]:
     made = entry.gradcheck_call()
     if made is None:
-        return "n/a", ""
+        return "n/a", "", 0.0
     fn, inputs = made
+    start = time.perf_counter()
     try:
         ok = torch.autograd.gradcheck(fn, inputs, fast_mode=True)
     except Exception as e:  # GradcheckError, or the op raising: both a failure to the user
-        return "fail", f"{type(e).__name__}: {_first_line(e)}"
-    return ("pass", "") if ok else ("fail", "returned False")
+        return "fail", f"{type(e).__name__}: {_first_line(e)}", time.perf_counter() - start
+    verdict, detail = ("pass", "") if ok else ("fail", "returned False")
+    return verdict, detail, time.perf_counter() - start
 
 
 def judge(entry: Entry, examples: int, case_timeout: float) -> Row:
     row = Row(entry.name, entry.kind, entry.expected, entry.reason, entry.source)
     row.harness, row.harness_detail, row.harness_seconds = run_harness(entry, examples, case_timeout)
-    row.gradcheck, row.gradcheck_detail = run_gradcheck(entry)
+    row.gradcheck, row.gradcheck_detail, row.gradcheck_seconds = run_gradcheck(entry)
     return row
 
 
@@ -107,9 +110,9 @@ def _mark(row: Row, verdict: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| code | kind | expected | harness | gradcheck |", "|---|---|---|---|---|"]
-    lines += [f"| {r.code} | {r.kind} | {r.expected} | {_mark(r, r.harness)} | {_mark(r, r.gradcheck)} |"
-              for r in rows]
+    lines = ["| code | kind | expected | harness | s | gradcheck | s |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.code} | {r.kind} | {r.expected} | {_mark(r, r.harness)} | {r.harness_seconds:.1f} | "
+              f"{_mark(r, r.gradcheck)} | {r.gradcheck_seconds:.1f} |" for r in rows]
     return "\n".join(lines)
 
 

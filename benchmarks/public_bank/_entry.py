@@ -33,6 +33,8 @@ class Spec:
     call: Callable[[Mapping[str, Any]], Any] | None = None           # function / custom op
     numpy: tuple[Callable[..., Any], Callable[..., Any]] | None = None  # (forward, backward)
     where: Callable[[Mapping[str, Any]], bool] | None = None
+    dtype: str = "float64"                       # the record's own dtype (float32 for float32-only code)
+    needs_contiguous: bool = False               # the record takes contiguous tensors only
 
     def hyper_choices(self) -> list[dict[str, Any]]:
         """Every combination of the hyperparameters' choices (a Dim: its low and high)."""
@@ -122,7 +124,8 @@ def op_entry(op: Any, *, name: str, expected: str, reason: str, source: str, dim
         return op_model(op, name=name, dims=dims, inputs=inputs, reference=reference, **extra, **fields)
 
     spec = Spec(dims=dims, inputs=dict(inputs), data=data, hyper=hyper, order=order, reference=reference,
-                factories=fields.get("factories", {}), call=call, where=fields.get("where"))
+                factories=fields.get("factories", {}), call=call, where=fields.get("where"),
+                dtype=fields.get("dtype", "float64"), needs_contiguous=fields.get("needs_contiguous", False))
     return Entry(name, _kind(op), expected, reason, source, build, spec)
 
 

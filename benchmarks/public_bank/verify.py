@@ -4,8 +4,8 @@ against float64 autograd of the entry's plain-torch reference.
 For every entry: several dims (all at their low end, which is mostly size 1; all high;
 the benchmark dims; each dim alone at its low or high end; random draws), every
 hyperparameter choice, two seeds, and a random upstream gradient.  A Function or custom
-op is called through autograd (``torch.autograd.grad`` with that gradient) in these
-training-style variants:
+op is called through autograd (``.backward()`` with that gradient, as training calls it) in
+these training-style variants:
 
     plain          contiguous inputs, all requiring grad
     frozen NAME    one input needs no grad (a data tensor, a frozen weight)
@@ -14,10 +14,13 @@ training-style variants:
     g shared       the upstream tensor also feeds another branch (``f(x) + 3 * z``)
     views          the inputs as non-contiguous views
 
+(the last four but "g shared" are left out for a record that declares ``needs_contiguous``)
+
 A numpy layer's backward gets a copy of the upstream gradient, C-ordered and then
 Fortran-ordered.  A "correct" label holds when every call agrees with autograd
 (``torch.allclose(rtol=1e-7, atol=1e-9)``), a "wrong" one when at least one call differs
-or raises.
+or raises.  An entry whose record runs in another dtype (float32-only code, which makes its
+buffers in torch's default dtype) is checked in float64 with the default dtype set to float64.
 """
 from __future__ import annotations
 
@@ -65,6 +68,17 @@ class LabelCheck:
 
 
 def check_label(entry: Entry) -> LabelCheck:
+    if entry.spec.dtype == "float64":
+        return _check_label(entry)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return _check_label(entry)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _check_label(entry: Entry) -> LabelCheck:
     result = LabelCheck(entry)
     spec = entry.spec
     variants = _numpy_variants() if entry.kind == "numpy" else _op_variants(spec)
@@ -111,6 +125,8 @@ def _show(values: Mapping[str, Any], lead: str = "") -> str:
 
 def _op_variants(spec: Spec) -> list[str]:
     frozen = [f"frozen {n}" for n in spec.inputs] if len(spec.inputs) > 1 else []
+    if spec.needs_contiguous:
+        return ["plain", *frozen, "g shared"]
     return ["plain", *frozen, "g transposed", "g expanded", "g shared", "views"]
 
 
@@ -160,7 +176,9 @@ def _op_call(spec: Spec, values: Mapping[str, Any], hyper: Mapping[str, Any], se
         wanted = [n for n in spec.inputs if n != frozen]
         pairs = [(o, g) for o, g in zip(outs, upstream) if o.requires_grad]
         targets = [leaves[n] for n in wanted] + ([aux] if aux is not None else [])
-        grads = torch.autograd.grad([o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True)
+        # as training takes them: .backward() into the leaves (reentrant checkpointing refuses .grad())
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        grads = [t.grad for t in targets]
         names = wanted + (["(shared branch)"] if aux is not None else [])
         return {n: (torch.zeros_like(t) if gr is None else gr) for n, t, gr in zip(names, targets, grads)}
 

@@ -99,8 +99,44 @@ def traced_autograd(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, trace
     with torch.enable_grad():
         with terms if trace else contextlib.nullcontext():
             out = differentiated(model, P, D)
-        grads = vjp(out, g, leaves)
+        try:
+            grads = vjp(out, g, leaves)
+        except RuntimeError as e:
+            if not refuses_grad(e):
+                raise
+            # torch.autograd.grad is refused (a reentrant checkpoint): the graph is partly
+            # consumed, so the forward runs again on fresh leaves and .backward() takes the
+            # gradients, as training does
+            del out
+            leaves, P, D = on_leaves(model, p, d)
+            terms = _Terms()
+            with terms if trace else contextlib.nullcontext():
+                out = differentiated(model, P, D)
+            grads = vjp(out, g, leaves, through_backward=True)
     return Traced(grads, terms.total(), terms.largest())
+
+
+def refuses_grad(e: BaseException) -> bool:
+    """Whether ``e`` is torch refusing ``torch.autograd.grad`` itself where ``.backward()``
+    works (a ``torch.utils.checkpoint(..., use_reentrant=True)`` region): a limit of how
+    the harness takes gradients, never the model's fault."""
+    return isinstance(e, RuntimeError) and "incompatible with .grad()" in str(e)
+
+
+def backward_into(outs: list[torch.Tensor], grads_out: list[torch.Tensor],
+                  leaves: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The gradients of ``sum <grads_out, outs>`` for each leaf, taken as training takes
+    them: ``.backward()`` into the leaves' ``.grad`` (the leaves are the harness's own
+    detached copies, so no tensor of the user's gets a ``.grad``; a tensor requiring grad
+    that the code closes over accumulates one, as in training).  Zeros where a leaf gets none."""
+    for x in leaves.values():
+        x.grad = None
+    with torch.enable_grad():
+        torch.autograd.backward(outs, grad_tensors=grads_out)
+    out = {n: torch.zeros_like(x) if x.grad is None else x.grad.detach() for n, x in leaves.items()}
+    for x in leaves.values():
+        x.grad = None
+    return out
 
 
 def on_leaves(model: Model, p: Tensors, d: Tensors) -> tuple[dict[str, torch.Tensor], Tensors, Tensors]:
@@ -112,11 +148,16 @@ def on_leaves(model: Model, p: Tensors, d: Tensors) -> tuple[dict[str, torch.Ten
             Tensors((n, leaves[n] if n in leaves else t) for n, t in d.items()))
 
 
-def vjp(out: object, g: torch.Tensor, leaves: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def vjp(out: object, g: torch.Tensor, leaves: Mapping[str, torch.Tensor],
+        through_backward: bool = False) -> dict[str, torch.Tensor]:
     """The gradient of ``<g, out>`` for each leaf, ``out`` computed from them in grad mode
-    (zeros where it does not depend on a leaf, or on none)."""
+    (zeros where it does not depend on a leaf, or on none); ``through_backward``: taken
+    with ``.backward()`` (:func:`backward_into`), where ``torch.autograd.grad`` is refused."""
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
         return {n: torch.zeros_like(x) for n, x in leaves.items()}
+    if through_backward:
+        with torch.enable_grad():
+            return backward_into([weighted(out, g)], [torch.ones((), dtype=out.dtype, device=out.device)], leaves)
     with torch.enable_grad():
         grads = torch.autograd.grad(weighted(out, g), list(leaves.values()), allow_unused=True)
     return {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(leaves, grads)}
@@ -148,8 +189,8 @@ class _Terms(TorchFunctionMode):
                     pass
         return out
 
-    def _add(self, value: torch.Tensor, grad: torch.Tensor) -> None:
-        if not grad.numel():
+    def _add(self, value: torch.Tensor, grad: torch.Tensor | None) -> None:
+        if grad is None or not grad.numel():   # None: an output the loss never used (chunk, max(dim))
             return
         size, value = grad.detach().abs().reshape(-1), value.abs().reshape(-1)
         if size.dtype != torch.float64:

@@ -1,0 +1,172 @@
+"""The oracles on code as people write it: references that leave an output of a
+multi-output op unused, gradients that torch.autograd.grad cannot take (a reentrant
+checkpoint), and gradients that are exactly zero in the reference but rounding in the
+manual code.  Each class has a correct model that must pass and a wrong twin that must
+fail, naming the tensor."""
+import math
+import warnings
+
+import pytest
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from gradcheck_suite import Case, Dim, Model, check_case, op_model
+from gradcheck_suite.check import FAIL, PASS
+from gradcheck_suite.runner import run_model
+
+
+def _case(model, dtype="float64", seed=0, scale=1.0, **dims):
+    return Case(model.name, dims, dtype, "cpu", seed, scale)
+
+
+# -- an output of a multi-output op that the reference never uses --------------------------
+#
+# Each selection keeps the first part of a multi-output op and drops the rest: autograd's
+# hook on the dropped part gets no gradient at all (None), which the oracles must take as
+# "nothing flowed here".
+
+def _chunk(x):
+    return 2 * x.chunk(2, -1)[0]
+
+
+def _split(x):
+    return 2 * x.split(1, -1)[0]
+
+
+def _unbind(x):
+    return 2 * x.unbind(-1)[0]
+
+
+def _max(x):
+    return 2 * x.max(-1).values
+
+
+def _first_part_grad(x, g, name):
+    """The gradient of <g, 2 * first part of x> with respect to x, by hand."""
+    gx = torch.zeros_like(x)
+    if name == "chunk":
+        gx[..., :(x.shape[-1] + 1) // 2] = 2 * g
+    elif name in ("split", "unbind"):
+        gx[..., 0] = 2 * (g[..., 0] if g.dim() == x.dim() else g)
+    else:   # max(dim): the gradient goes to the (first) largest element of each row
+        idx = x.argmax(-1, keepdim=True)
+        gx.scatter_(-1, idx, 2 * g.unsqueeze(-1))
+    return gx
+
+
+SELECTIONS = {"chunk": _chunk, "split": _split, "unbind": _unbind, "max": _max}
+
+
+def _selection_model(name, wrong=False):
+    select = SELECTIONS[name]
+
+    def forward(p, d):
+        return select(torch.tanh(p.x)), torch.tanh(p.x)
+
+    def backward(p, d, t, g):
+        gt = _first_part_grad(t, g, name)
+        if wrong:
+            gt = gt.clone()
+            flat = gt.reshape(-1)
+            flat[int(flat.ne(0).nonzero()[0])] *= 1 + 1e-5     # the first element that gets a gradient, 1e-5 off
+        return {"x": gt * (1 - t * t)}
+
+    def reference(p, d):
+        return select(torch.tanh(p.x))
+
+    return Model(name=f"keep_first_{name}", dims={"N": Dim(1, 3, 3), "D": Dim(2, 4, 4)}, params={"x": ("N", "D")},
+                 forward=forward, backward=backward, reference=reference)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_a_reference_that_leaves_an_output_unused_is_judged(name):
+    res = check_case(_selection_model(name), _case(_selection_model(name), N=3, D=4))
+    assert res.verdict == PASS, (res.verdict, res.problems)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_a_wrong_backward_beside_an_unused_output_still_fails(name):
+    model = _selection_model(name, wrong=True)
+    res = check_case(model, _case(model, N=3, D=4, seed=1))
+    assert res.verdict == FAIL and res.failing == ["x"], (res.verdict, res.problems)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_unused_outputs_pass_over_generated_cases(name):
+    run = run_model(_selection_model(name), examples=6)
+    assert run.verdict == "pass", run.failure and run.failure.problems
+
+
+# -- a reentrant checkpoint: torch.autograd.grad is refused, .backward() works ------------
+
+def _block(x, w):
+    return torch.tanh(x @ w) @ w.T
+
+
+def _block_backward(x, w, g, factor=1.0):
+    h = torch.tanh(x @ w)
+    gh = (g @ w) * (1 - h * h)
+    return {"w": factor * (x.T @ gh) + g.T @ h}
+
+
+def _checkpointed_reference(p, d):
+    with warnings.catch_warnings():     # no input needs grad when the harness runs it plainly
+        warnings.simplefilter("ignore")
+        return checkpoint(_block, d.x, p.w, use_reentrant=True)
+
+
+def _checkpointed_model(factor=1.0):
+    def forward(p, d):
+        return _block(d.x, p.w), None
+
+    def backward(p, d, cache, g):
+        return _block_backward(d.x, p.w, g, factor)
+
+    return Model(name="checkpointed_block", dims={"N": Dim(1, 4, 3), "D": Dim(1, 5, 4)}, params={"w": ("D", "D")},
+                 data={"x": ("N", "D")}, forward=forward, backward=backward, reference=_checkpointed_reference)
+
+
+class _TanhBlock(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, factor):
+        ctx.save_for_backward(x, w)
+        ctx.factor = factor
+        return _block(x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return None, _block_backward(x, w, g, ctx.factor)["w"], None
+
+
+def _checkpointed_op(factor=1.0):
+    def op(x, w):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return checkpoint(_TanhBlock.apply, x, w, factor, use_reentrant=True)
+
+    return op_model(op, name="checkpointed_op", dims={"N": Dim(1, 4, 3), "D": Dim(1, 5, 4)},
+                    inputs={"w": ("D", "D")}, data={"x": ("N", "D")}, args=("x", "w"),
+                    reference=lambda x, w: _block(x, w))
+
+
+@pytest.mark.parametrize("make", [_checkpointed_model, _checkpointed_op], ids=["reference", "manual"])
+def test_a_reentrant_checkpoint_is_differentiated_as_training_does(make):
+    # in the reference (autograd's oracle) and in the op (the manual gradient): .backward()
+    # into leaf copies where torch.autograd.grad is refused, never "backward raised"
+    model = make()
+    for dtype in ("float64", "float32"):
+        res = check_case(model, _case(model, dtype, N=3, D=4))
+        assert res.verdict == PASS, (dtype, res.verdict, res.problems)
+    run = run_model(model, examples=6)
+    assert run.verdict == "pass", run.failure and run.failure.problems
+
+
+@pytest.mark.parametrize("make", [_checkpointed_model, _checkpointed_op], ids=["reference", "manual"])
+def test_a_wrong_backward_under_a_reentrant_checkpoint_fails_naming_the_tensor(make):
+    model = make(factor=1 + 1e-5)
+    res = check_case(model, _case(model, N=3, D=4))
+    assert res.verdict == FAIL and res.failing == ["w"], (res.verdict, res.problems)
+    run = run_model(model, examples=6)
+    assert run.verdict == "fail" and run.failure.failing == ["w"], (run.verdict, run.failure.problems)
+    assert not any("raised" in p for p in run.failure.problems), run.failure.problems

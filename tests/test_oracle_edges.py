@@ -170,3 +170,11 @@ def test_a_wrong_backward_under_a_reentrant_checkpoint_fails_naming_the_tensor(m
     run = run_model(model, examples=6)
     assert run.verdict == "fail" and run.failure.failing == ["w"], (run.verdict, run.failure.problems)
     assert not any("raised" in p for p in run.failure.problems), run.failure.problems
+
+
+def test_the_diagnosis_of_a_reentrant_checkpoint_speaks_of_the_model_not_of_torch_autograd_grad():
+    run = run_model(_checkpointed_model(factor=1.01), examples=6)
+    res = run.failure
+    assert run.verdict == "fail" and res.failing == ["w"]
+    said = " ".join([*res.problems, str(res.location_note or ""), *(k.text for k in res.diagnosis)])
+    assert ".grad()" not in said and "could not trace" not in said, said

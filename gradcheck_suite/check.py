@@ -189,6 +189,10 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             res.phase = phase or what
             floors = {n: computation_floor(traced[0].resolution, typical[n], traced[0].backward)
                       for n in model.differentiable}
+            carried = _call(res, what, oracles.backward_rounding, model, p, d, g, case.seed)
+            res.phase = phase or what
+            for n, e in carried.items():        # the computation's own rounding, carried to each tensor
+                rounding[n] = e.abs() if n not in rounding else torch.maximum(rounding[n].abs(), e.abs().to(rounding[n]))
             res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n])
                            for n in model.differentiable}
             if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
@@ -197,7 +201,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                 tight = dict(res.tensors)
                 for n, c in tight.items():
                     if not c.ok and n in jitter:
-                        res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n])
+                        res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n], jitter[n])
                 for n, c in tight.items():
                     if not c.ok and res.tensors[n].ok:
                         tolerated[n] = c   # within a measured allowance only: finite differences may still resolve it
@@ -243,13 +247,29 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                           "from the case (finite differences); keep the model's domain in its record") from None
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
-    _layouts(model, res, p, d, g, grads, out)
+
+    def widened() -> dict[str, torch.Tensor] | None:
+        """The bounds with the computation's own rounding, where they were not taken yet
+        (every element agreed within the tight ones): a layout that sums in another order
+        rounds at the scale of the computation too, not of a gradient that is exactly 0."""
+        if traced:
+            return None
+        kept = res.tensors
+        full()
+        bounds = {n: c.bound for n, c in res.tensors.items()}
+        res.tensors = kept            # the verdict's comparisons, with what finite differences recorded
+        return bounds
+
+    _layouts(model, res, p, d, g, grads, out, widened)
     _double_backward(model, case, res, p, d, g)
 
 
-def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads, out: torch.Tensor) -> None:
+def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads, out: torch.Tensor,
+             widened=None) -> None:
     """The backward as training calls it: the same values in other memory layouts
-    (``layouts.problem``), for a case that otherwise passes."""
+    (``layouts.problem``), for a case that otherwise passes.  Where a layout crosses the
+    bounds, ``widened()`` gives the ones with the computation's rounding (or None where
+    they are the ones already used), and they decide."""
     if res.verdict not in (PASS, NONDIFF):
         return
     if model.needs_contiguous:
@@ -259,6 +279,10 @@ def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, gr
     bounds = {n: res.tensors[n].bound for n in model.differentiable if n in res.tensors}
     with torch.no_grad():
         text = _call(res, "backward in training layouts", layouts.problem, model, p, d, g, grads, bounds, out)
+    wide = widened() if text and widened is not None else None
+    if wide is not None:
+        with torch.no_grad():
+            text = _call(res, "backward in training layouts", layouts.problem, model, p, d, g, grads, wide, out)
     if text:
         raise _error(res, text)
 

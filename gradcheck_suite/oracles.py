@@ -208,6 +208,91 @@ class _Terms(TorchFunctionMode):
         return value if math.isfinite(value) else 0.0
 
 
+def backward_rounding(model: Model, p: Tensors, d: Tensors, g: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The rounding a backward of this computation carries into each gradient, in the
+    dtype it runs in: for each tensor, the gradient of ``<r, f>`` where nothing flows in
+    from the output (``g = 0``) and every value ``u`` the forward computed is given a
+    rounding error ``eps * T_u`` of random sign, ``T_u`` the largest gradient on the way
+    from the output to ``u`` (of ``u``, or of a value computed from it, and so on: the
+    terms of which ``u``'s gradient is the sum are that large; a softmax over one position
+    has an exact gradient of 0, the difference of two terms the size of its output's
+    gradient, itself a sum of terms the size of the upstream gradient).  Each error reaches the tensors through the
+    computation's own Jacobians, so a gradient that is exactly 0 in the reference, and
+    rounding of ``eps * |q| |k| |v|`` in a correct attention backward, is judged against
+    the scale of the computation that produced it, not against itself.
+
+    Two backward passes over one forward: the first records each value's largest
+    gradient, the second carries only the errors.  Empty where the reference cannot be
+    differentiated this way (``torch.autograd.grad`` refused, no graph)."""
+    leaves, P, D = on_leaves(model, p, d)
+    rounder = _Rounder(seed)
+    try:
+        with torch.enable_grad():
+            with rounder:
+                out = differentiated(model, P, D)
+            if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                return {}
+            names = list(leaves)
+            torch.autograd.grad(weighted(out, g), [leaves[n] for n in names], allow_unused=True, retain_graph=True)
+            rounder.injecting = True
+            errors = torch.autograd.grad(weighted(out, torch.zeros_like(g)), [leaves[n] for n in names],
+                                         allow_unused=True)
+    except RuntimeError as e:
+        if refuses_grad(e):
+            return {}
+        raise
+    return {n: e.detach() for n, e in zip(names, errors) if e is not None}
+
+
+class _Rounder(TorchFunctionMode):
+    """Hooks every value the forward computes and notes which values each op consumed;
+    see :func:`backward_rounding`."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.tops: list[torch.Tensor | None] = []          # per value: its largest |gradient|
+        self.consumers: dict[int, list[int]] = {}          # id of a tensor -> the values computed from it
+        self.kept: list[torch.Tensor] = []                 # alive while hooked, so that ids stay unique
+        self.injecting = False
+        self.gen = torch.Generator().manual_seed(seed % 2**63)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        slots = []
+        for t in _tensors((out,)):
+            if t.requires_grad and t.grad_fn is not None and t.is_floating_point():
+                slot = len(self.tops)
+                self.tops.append(None)
+                try:
+                    t.register_hook(functools.partial(self._hook, slot, id(t)))
+                except RuntimeError:   # a view that cannot take a hook
+                    continue
+                self.kept.append(t)
+                slots.append(slot)
+        if slots:
+            for x in _tensors(args, (kwargs or {}).values()):
+                if x.requires_grad and x.is_floating_point():
+                    self.consumers.setdefault(id(x), []).extend(slots)
+                    self.kept.append(x)
+        return out
+
+    def _hook(self, slot: int, key: int, grad: torch.Tensor | None):
+        if grad is None or not grad.numel():
+            return None
+        if not self.injecting:
+            # the largest gradient on the way from the output to this value: its own, or
+            # that of a value computed from it (already visited: the backward runs in reverse)
+            tops = [grad.detach().abs().max().to(torch.float64).nan_to_num(0.0, 0.0, 0.0)]
+            tops += [self.tops[i].to(grad.device) for i in self.consumers.get(key, ()) if self.tops[i] is not None]
+            self.tops[slot] = torch.stack(tops).max()
+            return None
+        scale = self.tops[slot]
+        if scale is None:
+            return None
+        signs = torch.randint(0, 2, grad.shape, generator=self.gen).to(grad.device, grad.dtype).mul_(2).sub_(1)
+        return grad + signs * (scale * torch.finfo(grad.dtype).eps).to(grad.dtype)
+
+
 def differentiated(model: Model, p: Tensors, d: Tensors) -> torch.Tensor:
     """The output autograd differentiates: the model's plain-torch ``reference`` where it
     has one (its forward may be a custom op or numpy), else its forward's output."""

@@ -3,6 +3,7 @@ multi-output op unused, gradients that torch.autograd.grad cannot take (a reentr
 checkpoint), and gradients that are exactly zero in the reference but rounding in the
 manual code.  Each class has a correct model that must pass and a wrong twin that must
 fail, naming the tensor."""
+import itertools
 import math
 import warnings
 
@@ -178,3 +179,112 @@ def test_the_diagnosis_of_a_reentrant_checkpoint_speaks_of_the_model_not_of_torc
     assert run.verdict == "fail" and res.failing == ["w"]
     said = " ".join([*res.problems, str(res.location_note or ""), *(k.text for k in res.diagnosis)])
     assert ".grad()" not in said and "could not trace" not in said, said
+
+
+# -- a gradient that is exactly zero in the reference, rounding in the manual code -----------
+#
+# Attention over one position (or a saturated softmax): the exact gradients of q and k are
+# 0, and torch's softmax backward gives exactly 0, while a backward written as flash
+# attention writes it (D = rowsum(dO * O) beside dP = dO V^T) leaves rounding of about
+# eps * |dO| |v| |k| there.  The kernel takes float32 only, so no float64 forward runs.
+
+def _attention_backward(q, k, v, p, o, do, wrong=None):
+    sc = 1 / math.sqrt(q.shape[-1])
+    dv = p.transpose(-1, -2) @ do
+    dp = do @ v.transpose(-1, -2)
+    delta = (do * o).sum(-1, keepdim=True)
+    ds = p * (dp - delta)
+    dq = ds @ k * (1.0 if wrong == "scale" else sc)      # "scale": the 1/sqrt(E) forgotten in dq
+    dk = ds.transpose(-1, -2) @ q * sc
+    if wrong in ("one", "one64"):
+        dq = dq.clone()
+        dq[..., -1, 0] *= 1 + (1e-5 if wrong == "one64" else 1e-3)
+    if wrong == "one_v":
+        dv = dv.clone()
+        dv[..., 0, 0] *= 1 + 1e-5
+    return dq, dk, dv
+
+
+def _attention(q, k, v):
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
+
+
+class _Float32Attention(torch.autograd.Function):
+    wrong = None
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        assert q.dtype == torch.float32, "this kernel takes float32 only"
+        s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        p = torch.softmax(s, -1)
+        o = p @ v
+        ctx.save_for_backward(q, k, v, p, o)
+        return o
+
+    @classmethod
+    def backward(cls, ctx, do):
+        return _attention_backward(*ctx.saved_tensors, do, cls.wrong)
+
+
+def _attention_op(wrong=None):
+    fn = type(f"Attention_{wrong}", (_Float32Attention,), {"wrong": wrong})
+    return op_model(fn, name=f"float32_attention_{wrong or 'correct'}", dtype="float32",
+                    dims={"B": Dim(1, 2, 2), "T": Dim(1, 6, 4), "E": Dim(1, 64, 8)},
+                    inputs={"q": ("B", "T", "E"), "k": ("B", "T", "E"), "v": ("B", "T", "E")}, reference=_attention)
+
+
+def _attention_model(wrong=None):
+    """The same backward as a plain record, in any dtype."""
+    def forward(p, d):
+        s = p.q @ p.k.transpose(-1, -2) / math.sqrt(p.q.shape[-1])
+        prob = torch.softmax(s, -1)
+        o = prob @ p.v
+        return o, (prob, o)
+
+    def backward(p, d, cache, g):
+        dq, dk, dv = _attention_backward(p.q, p.k, p.v, *cache, g, wrong)
+        return {"q": dq, "k": dk, "v": dv}
+
+    return Model(name=f"attention_{wrong or 'correct'}", dims={"B": Dim(1, 2, 2), "T": Dim(1, 6, 4), "E": Dim(1, 64, 8)},
+                 params={"q": ("B", "T", "E"), "k": ("B", "T", "E"), "v": ("B", "T", "E")},
+                 forward=forward, backward=backward, reference=lambda p, d: _attention(p.q, p.k, p.v))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0, 1e3])
+@pytest.mark.parametrize("E", [1, 16, 64])
+def test_a_correct_float32_attention_over_one_position_passes(E, scale):
+    model = _attention_op()
+    for seed in range(4):
+        res = check_case(model, _case(model, "float32", seed, scale, B=2, T=1, E=E))
+        assert res.verdict == PASS, (seed, res.verdict, res.problems,
+                                     [(n, c.max_ratio, c.worst[:1]) for n, c in res.tensors.items()])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_correct_attention_that_saturates_passes(dtype):
+    # one probability ~1 per row at scale 30: the exact gradients of q and k are ~0 again
+    model = _attention_model()
+    for T, seed in itertools.product((1, 3), range(3)):
+        res = check_case(model, _case(model, dtype, seed, 30.0 if dtype == "float32" else 4.0, B=2, T=T, E=16))
+        assert res.ok, (T, seed, res.verdict, res.problems, [(n, c.max_ratio) for n, c in res.tensors.items()])
+
+
+def test_a_correct_float32_attention_passes_over_generated_cases():
+    run = run_model(_attention_op(), examples=12)
+    assert run.verdict == "pass", run.failure and (run.failure.case, run.failure.problems)
+
+
+@pytest.mark.parametrize("wrong, tensor", [("one", "q"), ("scale", "q")])
+def test_a_wrong_float32_attention_still_fails_naming_the_tensor(wrong, tensor):
+    run = run_model(_attention_op(wrong), examples=12)
+    assert run.verdict == "fail" and run.failure.failing == [tensor], (
+        run.verdict, run.failure and (run.failure.case, run.failure.problems))
+
+
+@pytest.mark.parametrize("wrong, tensor, T", [("one64", "q", 4), ("one_v", "v", 1), ("one_v", "v", 4)])
+def test_an_error_of_1e5_in_one_element_of_a_float64_attention_still_fails(wrong, tensor, T):
+    # (at scale 1e3 the softmax saturates and dq is ~1e-100 exactly: a 1e-5 error of it is rounding)
+    model = _attention_model(wrong)
+    for scale in (1e-3, 1.0) if tensor == "q" else (1e-3, 1.0, 1e3):
+        res = check_case(model, _case(model, "float64", 0, scale, B=2, T=T, E=8))
+        assert res.verdict == FAIL and res.failing == [tensor], (scale, res.verdict, res.problems)

@@ -63,6 +63,7 @@ class CaseResult:
     diagnosis: list = dataclasses.field(default_factory=list)   # diagnose.Kind per failing tensor
     location: object = None        # diagnose.Location: the first wrong line of the backward
     location_note: str | None = None   # why there is no location
+    fd_ran: bool = True            # False: no second oracle ran (the forward fails in float64)
 
     @property
     def ok(self) -> bool:
@@ -233,7 +234,9 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             with torch.no_grad():
                 out64 = model.forward(p64, d64)[0]
     except Exception as e:
-        res.notes.append(f"finite differences unavailable: the forward fails in float64 ({type(e).__name__}: {e})")
+        res.fd_ran = False
+        res.notes.append(f"no second oracle: the forward fails in float64 ({type(e).__name__}: {e}), so finite "
+                         "differences did not run; the reference's autograd alone judged this case")
         _autograd_only(res)
         return
     try:

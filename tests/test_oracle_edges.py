@@ -288,3 +288,48 @@ def test_an_error_of_1e5_in_one_element_of_a_float64_attention_still_fails(wrong
     for scale in (1e-3, 1.0) if tensor == "q" else (1e-3, 1.0, 1e3):
         res = check_case(model, _case(model, "float64", 0, scale, B=2, T=T, E=8))
         assert res.verdict == FAIL and res.failing == [tensor], (scale, res.verdict, res.problems)
+
+
+_FLOAT32_ONLY = '''
+import math, torch
+from gradcheck_suite import Dim, op_model
+
+class Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        assert q.dtype == torch.float32, "this kernel takes float32 only"
+        p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+        o = p @ v
+        ctx.save_for_backward(q, k, v, p, o)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, p, o = ctx.saved_tensors
+        sc = 1 / math.sqrt(q.shape[-1])
+        ds = p * (do @ v.transpose(-1, -2) - (do * o).sum(-1, keepdim=True))
+        return ds @ k * sc, ds.transpose(-1, -2) @ q * sc, p.transpose(-1, -2) @ do
+
+def reference(q, k, v):
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
+
+attention32 = op_model(Attention, name="attention32", dtype="float32",
+                       dims={"B": Dim(1, 2, 2), "T": Dim(1, 6, 4), "E": Dim(1, 32, 8)},
+                       inputs={"q": ("B", "T", "E"), "k": ("B", "T", "E"), "v": ("B", "T", "E")}, reference=reference)
+'''
+
+
+def test_a_check_where_no_second_oracle_ran_says_so(tmp_path):
+    import json
+    import subprocess
+    import sys
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "attention32.py").write_text(_FLOAT32_ONLY)
+    done = subprocess.run([sys.executable, "-m", "gradcheck_suite", "check", "attention32", "--models-from",
+                           str(tmp_path / "models"), "--examples", "8", "--json", str(tmp_path / "r.json")],
+                          text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("attention32"))
+    assert "not run" in row and "pass" in row, done.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["models"][0]["oracles"] == ["autograd"], report["models"][0]

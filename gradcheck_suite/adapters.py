@@ -38,6 +38,7 @@ import torch
 from .blame import ours, where
 from .case import ContractError
 from .compare import bound
+from .oracles import backward_into, refuses_grad
 from .spec import Dim, Model, SpecError, Tensors
 
 __all__ = ["op_model", "numpy_model"]
@@ -85,12 +86,29 @@ class OpCall:
                                             grad_outputs=[gg for _, gg in pairs], allow_unused=True,
                                             create_graph=create)
             except RuntimeError as e:
+                if refuses_grad(e) and not create:
+                    return self._through_backward(p, d, h, gs)
                 hint = self._position_hint(str(e))
                 if hint is None:
                     raise
                 raise ContractError(hint) from None
         return {n: torch.zeros_like(leaves[n]) if gr is None else (gr if create else gr.detach())
                 for n, gr in zip(self.inputs, grads)}
+
+    def _through_backward(self, p: Tensors, d: Tensors, h, gs: tuple) -> dict[str, torch.Tensor]:
+        """The manual gradient where ``torch.autograd.grad`` is refused (a reentrant
+        checkpoint): the op runs again on fresh leaf copies and ``.backward()`` takes the
+        gradients, exactly as training does."""
+        with torch.enable_grad():
+            leaves = {n: p[n].detach().requires_grad_(True) for n in self.inputs}
+            pairs = [(o, gg) for o, gg in zip(_outputs(self.invoke(leaves, d, h)), gs) if o.requires_grad]
+            try:
+                return backward_into([o for o, _ in pairs], [gg for _, gg in pairs], leaves)
+            except RuntimeError as e:
+                hint = self._position_hint(str(e))
+                if hint is None:
+                    raise
+                raise ContractError(hint) from None
 
     def _position_hint(self, message: str) -> str | None:
         """Torch's own refusal of a gradient (for a non-tensor argument, or of the wrong

@@ -63,6 +63,7 @@ class CaseResult:
     diagnosis: list = dataclasses.field(default_factory=list)   # diagnose.Kind per failing tensor
     location: object = None        # diagnose.Location: the first wrong line of the backward
     location_note: str | None = None   # why there is no location
+    fd_ran: bool = True            # False: no second oracle ran (the forward fails in float64)
 
     @property
     def ok(self) -> bool:
@@ -179,6 +180,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     typical = {n: oracles.scale_of(_tensor(p64, d64, n), case.scale) for n in model.differentiable}
     traced: list[oracles.Traced] = []
     tolerated: dict[str, TensorComparison] = {}   # tensor -> its comparison without the jitter
+    carried: dict[str, float] = {}   # tensor -> the rounding the computation carries to it (see full())
 
     def full() -> oracles.Traced:
         """The comparison with the computation floor, which needs autograd traced once more
@@ -189,15 +191,20 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             res.phase = phase or what
             floors = {n: computation_floor(traced[0].resolution, typical[n], traced[0].backward)
                       for n in model.differentiable}
-            res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n])
-                           for n in model.differentiable}
+            errors = _call(res, what, oracles.backward_rounding, model, p, d, g, case.seed)
+            res.phase = phase or what
+            for n, e in errors.items():         # the computation's own rounding, carried to each tensor
+                carried[n] = compare_noise(case.dtype) * float(_finite(e).max()) if e.numel() else 0.0
+            res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n],
+                                      carried=carried.get(n, 0.0)) for n in model.differentiable}
             if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
                 # only where the tight bound is crossed: are the two gradients that inexact here?
                 jitter = _jitter(model, case, p, d, g, grads, ag)
                 tight = dict(res.tensors)
                 for n, c in tight.items():
                     if not c.ok and n in jitter:
-                        res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n])
+                        res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n],
+                                                 carried=carried.get(n, 0.0))
                 for n, c in tight.items():
                     if not c.ok and res.tensors[n].ok:
                         tolerated[n] = c   # within a measured allowance only: finite differences may still resolve it
@@ -229,7 +236,9 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             with torch.no_grad():
                 out64 = model.forward(p64, d64)[0]
     except Exception as e:
-        res.notes.append(f"finite differences unavailable: the forward fails in float64 ({type(e).__name__}: {e})")
+        res.fd_ran = False
+        res.notes.append(f"no second oracle: the forward fails in float64 ({type(e).__name__}: {e}), so finite "
+                         "differences did not run; the reference's autograd alone judged this case")
         _autograd_only(res)
         return
     try:
@@ -243,13 +252,29 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                           "from the case (finite differences); keep the model's domain in its record") from None
     if overflow and res.verdict in (PASS, NONDIFF):
         res.verdict = SKIPPED
-    _layouts(model, res, p, d, g, grads, out)
+
+    def widened() -> dict[str, torch.Tensor] | None:
+        """The bounds with the computation's own rounding, where they were not taken yet
+        (every element agreed within the tight ones): a layout that sums in another order
+        rounds at the scale of the computation too, not of a gradient that is exactly 0."""
+        if traced:
+            return None
+        kept = res.tensors
+        full()
+        bounds = {n: c.bound for n, c in res.tensors.items()}
+        res.tensors = kept            # the verdict's comparisons, with what finite differences recorded
+        return bounds
+
+    _layouts(model, res, p, d, g, grads, out, widened)
     _double_backward(model, case, res, p, d, g)
 
 
-def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads, out: torch.Tensor) -> None:
+def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads, out: torch.Tensor,
+             widened=None) -> None:
     """The backward as training calls it: the same values in other memory layouts
-    (``layouts.problem``), for a case that otherwise passes."""
+    (``layouts.problem``), for a case that otherwise passes.  Where a layout crosses the
+    bounds, ``widened()`` gives the ones with the computation's rounding (or None where
+    they are the ones already used), and they decide."""
     if res.verdict not in (PASS, NONDIFF):
         return
     if model.needs_contiguous:
@@ -259,6 +284,10 @@ def _layouts(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, gr
     bounds = {n: res.tensors[n].bound for n in model.differentiable if n in res.tensors}
     with torch.no_grad():
         text = _call(res, "backward in training layouts", layouts.problem, model, p, d, g, grads, bounds, out)
+    wide = widened() if text and widened is not None else None
+    if wide is not None:
+        with torch.no_grad():
+            text = _call(res, "backward in training layouts", layouts.problem, model, p, d, g, grads, wide, out)
     if text:
         raise _error(res, text)
 
@@ -308,6 +337,11 @@ def _detached(x):
     if isinstance(x, tuple) and hasattr(x, "_fields"):          # a namedtuple
         return type(x)(*(_detached(v) for v in x))
     raise _NotPlain()
+
+
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """|t| in float64 on the CPU, with NaN and Inf as 0."""
+    return t.detach().to("cpu", torch.float64).abs().nan_to_num_(0.0, 0.0, 0.0)
 
 
 def _tensor(p: Tensors, d: Tensors, name: str) -> torch.Tensor:

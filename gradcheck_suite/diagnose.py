@@ -506,6 +506,21 @@ class _Outputs(torch.overrides.TorchFunctionMode):
         return out
 
 
+def _through_backward(loss: torch.Tensor, wanted: list[torch.Tensor]) -> list:
+    """The gradients of ``loss`` for ``wanted`` (the forward's own tensors, the graph kept)
+    taken with ``.backward()``, as training takes them, where ``torch.autograd.grad`` is
+    refused (a reentrant checkpoint).  Every leaf among them is the harness's own copy."""
+    for t in wanted:
+        t.grad = None
+        if not t.is_leaf:
+            t.retain_grad()
+    loss.backward(retain_graph=True)
+    grads = [None if t.grad is None else t.grad.detach() for t in wanted]
+    for t in wanted:
+        t.grad = None
+    return grads
+
+
 def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
     """Every named tensor the (differentiated) forward computed, and autograd's gradient of
     ``<g, output>`` with respect to it; numpy forwards' and Functions' locals get the gradient
@@ -527,8 +542,13 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
             return truth
         unnamed = [t for t in ops.seen if all(t is not v for v, _ in seen.values())]
         names = list(seen)
-        grads = torch.autograd.grad((out * g).sum(), [seen[n][0] for n in names] + unnamed, allow_unused=True,
-                                    retain_graph=True)
+        wanted = [seen[n][0] for n in names] + unnamed
+        try:
+            grads = torch.autograd.grad((out * g).sum(), wanted, allow_unused=True, retain_graph=True)
+        except RuntimeError as e:
+            if not oracles.refuses_grad(e):
+                raise
+            grads = _through_backward((out * g).sum(), wanted)
     values = {}
     for n, gr in zip(names, grads):
         if gr is not None:

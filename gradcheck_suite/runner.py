@@ -39,6 +39,7 @@ class ModelRun:
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
     two_way: bool = False          # no autograd oracle: finite differences alone
+    fd_missing: int = 0            # cases checked without finite differences (the forward fails in float64)
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
     compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
@@ -167,6 +168,7 @@ def _count(run: ModelRun, res: CaseResult) -> None:
         run.checked += 1
         run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
         run.worst_fd = max(run.worst_fd, res.fd_rel_err)
+        run.fd_missing += not res.fd_ran
 
 
 def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,

@@ -166,7 +166,7 @@ def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
         best = None
         for row in _candidates(wanted - covered, free, levels, varied, covered):
             gain = len(_pairs(row, varied) & (wanted - covered))
-            if best is not None and gain <= best[0]:
+            if gain <= (best[0] if best is not None else 0):
                 continue
             got = resolve(row)
             if got is not None:

@@ -68,6 +68,16 @@ def test_dim_expressions_where_and_fixed_dims_still_hold_in_every_corner():
     assert any(d["K"] == 1 and d["C"] == 6 for d, *_ in fixed) and any(d["K"] == 5 and d["C"] == 1 for d, *_ in fixed)
 
 
+def test_pairs_that_where_refuses_are_left_out_and_the_rest_still_covered():
+    m = Model(name="tied", dims={k: Dim(1, 16, 8) for k in "ABC"}, params={"w": ("A", "B", "C")}, where="A == B",
+              forward=lambda p, d: ((p.w ** 2).sum(), None), backward=lambda p, d, c, g: {"w": 2 * g * p.w})
+    got = [dims for dims, *_ in corners(m)]
+    assert got and all(d["A"] == d["B"] for d in got) and len(got) <= QUICK
+    for a in (1, 15, 16):
+        for c in (1, 15, 16):
+            assert {"A": a, "B": a, "C": c} in got, (a, c)
+
+
 # -- both classes of bug, caught by the schedule alone -----------------------------------------
 
 @pytest.mark.parametrize("wrong, right, tensor", [

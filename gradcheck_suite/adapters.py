@@ -13,7 +13,8 @@ it to a top-level name like any other record.
     on ``ctx`` must come back unchanged, and with each input frozen in turn the backward
     must still work and give the others the same gradients.  A gradient for a non-tensor
     argument is an error (torch raises); one for a tensor that needs none is a note (torch
-    drops it: ``needs_input_grad`` is an optimisation).
+    drops it: ``needs_input_grad`` is an optimisation), and so is one of another shape that
+    the engine sums down to the input's (torch allows it; the values decide).
 
 ``numpy_model(layer_forward, layer_backward, ...)``
     Course-style layers: ``layer_forward(*arrays) -> (out, cache)`` and
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from .blame import ours, where
-from .case import ContractError
+from .case import ContractError, RunNote
 from .compare import bound
 from .oracles import backward_into, refuses_grad
 from .spec import Dim, Model, SpecError, Tensors
@@ -146,7 +147,7 @@ class OpCall:
         full = self._direct_backward(p, d, h, gs, None)
         if full is None:
             return None, []   # not an autograd.Function node: the gradient checks still apply
-        needs, raw, problem = full
+        needs, raw, problem, shapes = full
         if problem:
             return problem, []
         frozen_runs = {}                  # input -> (its positions in the Function's arguments, what backward gave)
@@ -154,7 +155,7 @@ class OpCall:
             frozen = self._direct_backward(p, d, h, gs, n)
             if frozen is None:
                 continue
-            needs_n, raw_n, problem = frozen
+            needs_n, raw_n, problem, _ = frozen
             if problem:
                 return problem, []
             frozen_runs[n] = ([i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b], needs_n, raw_n)
@@ -174,7 +175,15 @@ class OpCall:
                     return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
                             "must not depend on which other inputs need one"), []
-        notes = []
+        notes: list[str] = []
+        for i, (r, want) in enumerate(zip(raw, shapes)):
+            if isinstance(r, torch.Tensor) and want is not None and tuple(r.shape) != want \
+                    and _sums_to(tuple(r.shape), want):
+                notes.append(RunNote(
+                    f"{name(i)}: backward returns a gradient of shape {tuple(r.shape)} for an input of shape {want}; "
+                    "torch sums it down to the input's shape without a word (it allows a gradient the input "
+                    "broadcasts to), so this is no error by itself and the values decide; a .squeeze() or a "
+                    "reduction without keepdim that broadcast further than meant?", key=f"broadcast {name(i)}"))
         if unasked:
             names = ", ".join(dict.fromkeys(unasked))
             notes.append(f"backward computes a gradient nobody asked for: for {names} while ctx.needs_input_grad "
@@ -197,9 +206,10 @@ class OpCall:
         return None
 
     def _direct_backward(self, p, d, h, gs, frozen: str | None):
-        """``(ctx.needs_input_grad, what backward returned, a problem or None)`` for the
-        op's node called directly, with ``frozen`` needing no gradient; None where the op
-        is not an autograd.Function node."""
+        """``(ctx.needs_input_grad, what backward returned, a problem or None, the shape
+        the engine expects at each position)`` for the op's node called directly, with
+        ``frozen`` needing no gradient; None where the op is not an autograd.Function node.
+        An expected shape is None where no gradient flows."""
         with torch.enable_grad():
             leaves = {n: p[n].detach().clone().requires_grad_(n != frozen) for n in self.inputs}
             args = self.arguments(leaves, d, h)
@@ -208,6 +218,7 @@ class OpCall:
         if not isinstance(node, torch.autograd.function.BackwardCFunction):
             return None
         needs = tuple(getattr(node, "needs_input_grad", ()))
+        shapes = _expected_shapes(node, args if self.direct else None)
         # saved tensors that reading would use up (clear_saved_tensors_on_access) stay unread
         readable = not getattr(getattr(node, "_forward_cls", None), "clear_saved_tensors_on_access", False)
         saved = list(node.saved_tensors) if frozen is None and readable else []
@@ -221,17 +232,50 @@ class OpCall:
             if frozen is None or ours(e):
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return needs, (), f"backward raised {type(e).__name__}: {first} when {frozen} needs no gradient{where(e)}"
+            return (needs, (), f"backward raised {type(e).__name__}: {first} when {frozen} needs no gradient{where(e)}",
+                    shapes)
         raw = raw if isinstance(raw, tuple) else (raw,)
         for i, (t, b) in enumerate(zip(saved, before)):
             if t is not None and not _same_values(t, b):
                 return needs, raw, (f"backward changed a tensor saved on ctx in place "
                                     f"({_saved_name(t, i, args, self.args, outs)}); a second backward through the "
-                                    "same graph would read the changed values")
+                                    "same graph would read the changed values"), shapes
         for k, t in attrs.items():
             if not _same_values(t, attrs_before[k]):
-                return needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values"
-        return needs, raw, None
+                return (needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values",
+                        shapes)
+        return needs, raw, None, shapes
+
+
+def _expected_shapes(node, args: list | None) -> tuple:
+    """Per position of the Function's forward, the shape the engine checks a gradient
+    against (the metadata of the next edge it validates with), or None where no gradient
+    flows.  The node's edges are its tensor arguments only: ``args`` (the op called
+    directly) says which positions those are; for a wrapper, only where every argument is
+    a tensor is the order known."""
+    edges = list(node.next_functions)
+    if args is not None:
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    elif len(edges) == len(getattr(node, "needs_input_grad", ())):
+        tensors = list(range(len(edges)))
+    else:
+        return ()
+    if len(tensors) != len(edges):
+        return ()
+    shapes: list = [None] * (max(tensors) + 1 if tensors else 0)
+    for i, (fn, nr) in zip(tensors, edges):
+        meta = getattr(fn, "_input_metadata", None) if fn is not None else None
+        if meta is not None and nr < len(meta):
+            shapes[i] = tuple(meta[nr].shape)
+    return tuple(shapes)
+
+
+def _sums_to(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Whether torch's engine takes a gradient of shape ``got`` for an input of shape
+    ``want`` by summing it down (``want`` broadcasts to ``got``) rather than raising."""
+    if len(want) > len(got):
+        return False
+    return all(w == g or w == 1 for w, g in zip(want[::-1], got[::-1]))
 
 
 def _node_grads(node, outs, gs) -> list[torch.Tensor]:

@@ -96,6 +96,21 @@ class FactoryError(Exception):
     """The model's tensors could not be built as its record says."""
 
 
+class RunNote(str):
+    """A case's note that holds for the model, not only for that case: the run reports it
+    even when every case passes, once per ``key`` (its first case's text)."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str) -> RunNote:
+        note = super().__new__(cls, text)
+        note.key = key
+        return note
+
+    def __reduce__(self):          # travels whole from an isolated run
+        return RunNote, (str(self), self.key)
+
+
 class ContractError(Exception):
     """The user's code broke the record's contract (reported as one line, no traceback)."""
 

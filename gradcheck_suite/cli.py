@@ -580,7 +580,7 @@ def _check(rep: _Report, args) -> None:
         progress.clear()
         rep.interrupt()
     for run, asked in rep.runs:
-        if run.verdict != "pass":
+        if run.verdict != "pass" or run.notes:
             rep.out.write("\n" + report.run_details(run, asked))
             if args.verbose and run.failure is not None and run.failure.traceback:
                 rep.out.write(run.failure.traceback)

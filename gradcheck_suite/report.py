@@ -157,7 +157,11 @@ def _seconds(s: float) -> str:
 
 
 def run_details(r: ModelRun, models_from: str | None = None) -> str:
+    """What a run found beyond its row: its problems, its notes, and the failing case."""
     parts = ["\n".join(_wrap(f"{r.model}: {p}", 4)) for p in r.problems]
+    shown = r.failure.notes if r.failure is not None and r.failure.verdict == FAIL else []
+    parts += ["\n".join(_wrap(f"{r.model}: note: {n}", 4)) for n in r.notes.values()
+              if not any(n.startswith(s) for s in shown)]
     if r.failure is not None:
         parts.append(case_message(r.failure, models_from))
     return "\n".join(parts)
@@ -210,6 +214,7 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "coverage": r.coverage(),
         "seconds": round(r.seconds, 4),
         "problems": r.problems,
+        "notes": list(r.notes.values()),
         "failure": None if r.failure is None else case_json(r.failure, models_from),
         "reproduce": None if r.failure is None else r.failure.case.command(models_from),
     }

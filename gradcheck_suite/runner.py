@@ -10,7 +10,7 @@ import traceback
 import unittest
 from collections.abc import Callable, Mapping
 
-from .case import Case
+from .case import Case, RunNote
 from .check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
 from .spec import Model
@@ -43,6 +43,7 @@ class ModelRun:
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
     compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)   # what holds for the model, by key (case.RunNote)
 
     def coverage(self) -> dict:
         """What the cases reached: the value scales, and the sizes of every dim."""
@@ -151,6 +152,9 @@ def _diagnose(model: Model, res: CaseResult) -> None:
 
 def _count(run: ModelRun, res: CaseResult) -> None:
     run.scales.add(res.case.scale)
+    for note in res.notes:
+        if isinstance(note, RunNote) and note.key not in run.notes:
+            run.notes[note.key] = f"{note} (case {res.case.describe()})"
     for k, v in res.case.dims.items():
         run.sizes.setdefault(k, set()).add(v)
     for n, c in res.tensors.items():

@@ -6,6 +6,7 @@ checks them up front.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,50 +105,121 @@ def awkward(low: int, high: int) -> int:
 def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
             fixed_hyper: Mapping[str, object] | None = None, seed: int | None = None,
             scale: float | None = None, scale_range: tuple[float, float] | None = None) -> list[tuple]:
-    """The covering schedule that runs before any drawn case, as ``(dims, hyper, seed, scale)``:
-    every dim at its low end (size 1 where the range starts there), at its high end, and at
-    an awkward size, each at both ends of the value scale, then the awkward sizes at scale
-    1 and the ends mixed.  Bounds that read other dims are resolved in dependency order,
-    hyperparameters take their first or last choice (or range end), corners that break the
-    record's ``where`` are left out, what is given stays fixed, and repeats are dropped."""
+    """The covering schedule that runs before any drawn case, as ``(dims, hyper, seed, scale)``.
+
+    First every dim at its low end (size 1 where the range starts there), at its high end,
+    and at an awkward size, each at both ends of the value scale, and the awkward sizes at
+    scale 1.  There equal-ranged dims are equal, so then come cases where the dims differ,
+    at scale 1: each dim at its low end with every other at its high end (one dim at 1 with
+    the others large), then a covering array of strength 2 over {low, high, awkward}: every
+    two free dims or hyperparameters meet at every pair of their levels in some case, so two
+    equal-ranged dims are made unequal both ways.  Bounds that read other dims are resolved
+    in dependency order, hyperparameters take their first or last choice (or range end),
+    corners that break the record's ``where`` are left out, what is given stays fixed, and
+    repeats are dropped."""
     fixed = {**(fixed_dims or {}), **(fixed_hyper or {})}
     low_scale, high_scale = scale_range or model.scale_range or SCALE_RANGE
     specs = {**model.dims, **model.hyper}
     bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
     order = dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]
+    free = [k for k in order if k not in fixed]
+    levels = {k: _levels(specs[k]) for k in free}
+    varied = [k for k in free if len(levels[k]) > 1]
 
-    def pick(which: str, i: int, spec, bounds) -> object:
-        if which == "mixed":
-            which = ("low", "high")[i % 2]
-        if bounds is not None:
-            low, high = bounds
-            return {"low": low, "high": high, "awkward": awkward(low, high)}[which]
-        return spec[-1] if which == "high" else spec[0]          # choices
-
-    plan = [("low", low_scale), ("high", high_scale), ("awkward", high_scale), ("low", high_scale),
-            ("high", low_scale), ("awkward", low_scale), ("awkward", 1.0), ("mixed", 1.0)]
-    out, seen = [], set()
-    for n, (which, sc) in enumerate(plan):
+    def resolve(row: Mapping[str, str]) -> dict[str, object] | None:
+        """The values of a row of levels, or None where a bound cannot be met or ``where`` refuses."""
         got: dict[str, object] = {}
-        for i, name in enumerate(order):
+        for name in order:
             spec = specs[name]
             if name in fixed:
                 got[name] = fixed[name]
                 continue
             bounds = spec.bounds(got) if isinstance(spec, Dim) else None
             if bounds is not None and not 1 <= bounds[0] <= bounds[1]:
-                break
-            got[name] = pick(which, i, spec, bounds)
-        else:
-            if model.allows(got) is not None:
+                return None
+            got[name] = _pick(row[name], spec, bounds)
+        return got if model.allows(got) is None else None
+
+    uniform = [("low", low_scale), ("high", high_scale), ("awkward", high_scale), ("low", high_scale),
+               ("high", low_scale), ("awkward", low_scale), ("awkward", 1.0)]
+    plan = [({k: which for k in free}, sc) for which, sc in uniform]
+    plan += [({k: "low" if k == one else "high" for k in free}, 1.0) for one in varied
+             if isinstance(specs[one], Dim)]
+    out, seen, covered = [], set(), set()
+
+    def add(row: Mapping[str, str], sc: float, got: Mapping[str, object]) -> None:
+        covered.update(_pairs(row, varied))
+        dims, hyper = {k: got[k] for k in model.dims}, {k: got[k] for k in model.hyper}
+        case = (dims, hyper, len(out) if seed is None else seed, sc if scale is None else scale)
+        key = (tuple(dims.values()), tuple(map(repr, hyper.values())), case[3])
+        if key not in seen:
+            seen.add(key)
+            out.append(case)
+
+    for row, sc in plan:
+        got = resolve(row)
+        if got is not None:
+            add(row, sc, got)
+    wanted = {(a, la, b, lb) for i, a in enumerate(varied) for b in varied[i + 1:]
+              for la in levels[a] for lb in levels[b]}
+    while wanted - covered:
+        best = None
+        for row in _candidates(wanted - covered, free, levels, varied, covered):
+            gain = len(_pairs(row, varied) & (wanted - covered))
+            if gain <= (best[0] if best is not None else 0):
                 continue
-            dims, hyper = {k: got[k] for k in model.dims}, {k: got[k] for k in model.hyper}
-            case = (dims, hyper, n if seed is None else seed, sc if scale is None else scale)
-            key = (tuple(dims.values()), tuple(map(repr, hyper.values())), case[3])
-            if key not in seen:
-                seen.add(key)
-                out.append(case)
+            got = resolve(row)
+            if got is not None:
+                best = (gain, row, got)
+        if best is None:      # what is left no case can hold: the record's bounds or `where` refuse it
+            break
+        add(best[1], 1.0, best[2])
     return out
+
+
+def _levels(spec) -> tuple[str, ...]:
+    """The distinct levels of one dim or hyperparameter: low, high and awkward where they
+    are different sizes (all three where a bound reads other dims), first and last choice."""
+    if not isinstance(spec, Dim):
+        return ("low", "high") if len(spec) > 1 and spec[0] != spec[-1] else ("low",)
+    if spec.reads():
+        return ("low", "high", "awkward")
+    low, high = spec.bounds({})
+    distinct: dict[int, str] = {}
+    for which, size in (("low", low), ("high", high), ("awkward", awkward(low, high))):
+        distinct.setdefault(size, which)
+    return tuple(distinct.values())
+
+
+def _pick(which: str, spec, bounds) -> object:
+    if bounds is not None:
+        low, high = bounds
+        return {"low": low, "high": high, "awkward": awkward(low, high)}[which]
+    return spec[-1] if which == "high" else spec[0]          # choices
+
+
+def _pairs(row: Mapping[str, str], varied: list[str]) -> set[tuple]:
+    return {(a, row[a], b, row[b]) for i, a in enumerate(varied) for b in varied[i + 1:]}
+
+
+def _candidates(uncovered: set, free: list[str], levels: Mapping[str, tuple], varied: list[str], covered: set):
+    """Rows to choose the next one of the covering array from: every combination of levels
+    where there are few (up to 729), else one row grown from each uncovered pair, the other
+    factors chosen in order for the most pairs not yet covered (ties to the earlier level)."""
+    if math.prod(len(levels[k]) for k in varied) <= 729:
+        for combo in itertools.product(*(levels[k] for k in varied)):
+            row = dict(zip(varied, combo))
+            yield {k: row.get(k, levels[k][0]) for k in free}
+        return
+    rank = {k: i for i, k in enumerate(varied)}
+    for a, la, b, lb in sorted(uncovered, key=lambda t: (rank[t[0]], rank[t[2]], t)):
+        row = {a: la, b: lb}
+        for k in varied:
+            if k not in row:
+                row[k] = max(levels[k], key=lambda level: sum(
+                    (j, row[j], k, level) not in covered if rank[j] < rank[k] else (k, level, j, row[j]) not in covered
+                    for j in row))
+        yield {k: row.get(k, levels[k][0]) for k in free}
 
 
 def _nightly_database():

@@ -59,7 +59,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-extra-budget", type=float, default=compare.EXTRA_BUDGET, metavar="SECONDS",
                     help=f"time for all extra visits together (default: {compare.EXTRA_BUDGET:g})")
     group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
-                    help=f"cases per model in the check before timing (default: {verdicts.QUICK_EXAMPLES})")
+                    help="cases per model in the check before timing; fewer than the quick profile's is not "
+                         "check's verdict (default: the quick profile's, as `gradcheck-suite check`)")
 
 
 def pytest_configure(config):

@@ -329,6 +329,10 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
         how = f"; reproduce: `{r.check['reproduce']}`" if r.check.get("reproduce") else ""
         checks.append(f"- {r.model}: check {r.verdict} ({r.check.get('source', '?')}): its times are shown, "
                       f"but it is never called faster{how}.")
+    short = [r for r in grid if r.verdict == PASS and "not check's verdict" in r.check.get("source", "")]
+    for r in {r.model: r for r in short}.values():
+        checks.append(f"- {r.model}: check pass ({r.check['source']}): fewer cases than `gradcheck-suite check` "
+                      "runs, so a wrong backward may still pass.")
     if checks:
         parts += checks + [""]
 

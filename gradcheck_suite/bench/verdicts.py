@@ -2,8 +2,8 @@
 
 A hand-written backward that is wrong can be fast (it skips work it should do), so a
 speed figure means nothing without the check.  Before a model is timed, the bench
-either runs a short check (:func:`quick_check`: the checker's quick profile, a few
-generated cases) or reads the verdict from a ``gradcheck-suite check --json`` report
+either runs the check (:func:`quick_check`: the checker's quick profile, the same cases
+``gradcheck-suite check`` runs, corners included) or reads the verdict from a ``gradcheck-suite check --json`` report
 (:func:`from_check_json`).  A row whose verdict is not ``pass`` is never a winner.
 """
 from __future__ import annotations
@@ -11,20 +11,29 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-#: Generated cases per model, dtype and device for the check before timing.
-QUICK_EXAMPLES = 5
+#: Cases per model, dtype and device for the check before timing: None is the quick
+#: profile's own count, so that the verdict on a bench row is the verdict of `check`
+#: (5 cases cut the corner schedule short, and passed a backward that `check` fails).
+QUICK_EXAMPLES: int | None = None
 PASS, NOT_CHECKED = "pass", "not checked"
 
 
-def quick_check(model, dtype: str, device: str, examples: int = QUICK_EXAMPLES, models_from: str | None = None) -> dict:
-    """Run the checker on ``examples`` generated cases: {verdict, source, reproduce}.
+def quick_check(model, dtype: str, device: str, examples: int | None = QUICK_EXAMPLES,
+                models_from: str | None = None) -> dict:
+    """Run the checker's quick profile (``examples`` cases where given; fewer than the
+    profile's is not the verdict of ``check``): {verdict, source, reproduce}.
 
     ``models_from`` is where the model came from, for the reproducing command."""
     from ..runner import run_model
+    from ..strategies import PROFILES
 
     run = run_model(model, dtype=dtype, device=device, profile="quick", examples=examples)
     reproduce = run.failure.case.command(models_from) if run.failure is not None else None
-    return {"verdict": run.verdict, "source": f"quick check, {examples} cases", "reproduce": reproduce}
+    full = PROFILES["quick"]["max_examples"]
+    source = "quick check" if examples is None or examples == full else f"quick check, {examples} cases"
+    if examples is not None and examples < full and run.verdict == PASS:
+        source += f" (fewer than check's {full}: not check's verdict)"
+    return {"verdict": run.verdict, "source": source, "reproduce": reproduce}
 
 
 class CheckFileError(Exception):

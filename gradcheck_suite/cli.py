@@ -538,6 +538,8 @@ def _check(rep: _Report, args) -> None:
             rep.out.write("\n" + report.run_details(run, asked))
             if args.verbose and run.failure is not None and run.failure.traceback:
                 rep.out.write(run.failure.traceback)
+        for note in run.notes:      # e.g. the quick profile's time budget cut the cases: never silent
+            rep.out.write(f"{run.model}: note: {note}")
 
 
 def _parse_hyper(text: str | None) -> dict:
@@ -602,7 +604,10 @@ class _Progress:
         if not self.enabled:
             return
         state = f"shrinking, step {self.done}" if self.shrinking else f"case {min(self.done + 1, self.goal)}/{self.goal}"
-        text = ", ".join(filter(None, [f"{self.label}: {state}", self.phase, f"{time.monotonic() - self.t0:.1f}s"]))
+        phase = self.phase
+        if phase.startswith("diagnosis"):     # after the cases: the failure's kind and line
+            state, phase = phase, ""
+        text = ", ".join(filter(None, [f"{self.label}: {state}", phase, f"{time.monotonic() - self.t0:.1f}s"]))
         if self.heartbeat is None:
             self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
         elif time.monotonic() - self.last >= self.heartbeat:

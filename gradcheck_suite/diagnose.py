@@ -258,6 +258,10 @@ def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Ten
     for name, t in {**p, **d}.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and 2 <= t.dim() <= PERMUTED_RANK:
             candidates.append((name, name, t))
+    # g's axes are named after an input of the same shape (a layer's x and its output, B×T×D)
+    g_names = next((shapes[k] for k, t in {**p, **d}.items()
+                    if k in shapes and isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(g.shape)), None) \
+        if isinstance(g, torch.Tensor) else None
     for what, name, t in candidates:
         for order in _orders(t.dim()):
             if late():
@@ -277,7 +281,7 @@ def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Ten
             other = auto.get(n) if isinstance(auto, Mapping) else None
             if other is None or not explains(other.detach().to("cpu", torch.float64)):
                 continue
-            axes = _axes(order, tuple(t.shape), shapes.get(name) if name else None, case.dims)
+            axes = _axes(order, tuple(t.shape), shapes.get(name) if name else g_names, case.dims)
             read = "g" if name is None else name
             return Kind(n, "permuted", None, f"the manual gradient is autograd's for {what} with {axes} "
                         f"(permuted): {read} read in another axis order?", f"{read} {order}")

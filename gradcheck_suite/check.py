@@ -31,7 +31,7 @@ import torch
 from . import layouts, oracles
 from .blame import ours, where
 from .case import Bound, Case, ContractError, FactoryError, build, describe, float64, split, upstream
-from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, all_finite, bound, compare,
+from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, _finite_abs, all_finite, bound, compare,
                       computation_floor, noise as compare_noise, rel_floor, unravel)
 from .oracles import Finding
 from .spec import Model, Tensors
@@ -620,7 +620,10 @@ def _rounding(model, case, p64, d64, g, ag) -> dict[str, torch.Tensor]:
         ag64 = oracles.autograd(model, p64, d64, g.to(torch.float64))
     except Exception:
         return {}
-    return {n: ag[n].to(torch.float64) - ag64[n] for n in ag}
+    # only its largest element is read (compare.bound): kept as that, not as a tensor the
+    # gradient's size for the rest of the case
+    return {n: _finite_abs(ag[n].to(torch.float64).sub_(ag64[n].to(ag[n].device))).max() if ag[n].numel() else
+            ag[n].to(torch.float64) for n in ag}
 
 
 #: Relative size of the jitter that measures rounding in float64: large enough to move

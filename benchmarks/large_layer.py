@@ -19,7 +19,7 @@ It measures, each command in a child process of its own:
 It prints the load (``/proc/loadavg``) before and after and the torch thread count the
 command ran with (``--threads``, default 1).
 
-Usage: ``python benchmarks/large_layer.py [--width 4096] [--threads 1] [--skip-correct]``.
+Usage: ``python benchmarks/large_layer.py [--width 4096] [--threads 1] [--skip-correct] [--case-timeout S]``.
 """
 from __future__ import annotations
 
@@ -93,10 +93,10 @@ def _child(args: list[str], env: dict | None = None) -> tuple[float, int, subpro
     return wall, usage.ru_maxrss * 1024, subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())
 
 
-def _check(name: str, threads: int, extra: list[str] = (), report: str | None = None):
+def _check(name: str, threads: int, extra: list[str] = (), report: str | None = None, timeout: str = ""):
     env = {**os.environ, "GRADCHECK_LARGE_WIDTH": str(WIDTH), "GRADCHECK_SUITE_HEARTBEAT": "30"}
     args = [sys.executable, "-m", "gradcheck_suite", "check", name, "--models-from", HERE, "--threads", str(threads),
-            *extra]
+            *extra, *(["--case-timeout", timeout] if timeout else [])]
     if report:
         args += ["--json", report]
     return _child(args, env)
@@ -112,6 +112,9 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=WIDTH)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-correct", action="store_true", help="only the wrong twin and the memory baseline")
+    ap.add_argument("--case-timeout", default="", metavar="SECONDS",
+                    help="passed to the command (default: its own, 60 s; 0 on a machine so loaded that one case "
+                         "of the wrong twin takes longer)")
     args = ap.parse_args()
     if args.width != WIDTH:
         os.environ["GRADCHECK_LARGE_WIDTH"] = str(args.width)
@@ -127,7 +130,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_correct:
             path = os.path.join(tmp, "right.json")
-            wall, peak, done = _check("large_layer", args.threads, report=path)
+            wall, peak, done = _check("large_layer", args.threads, report=path, timeout=args.case_timeout)
             row = json.load(open(path))["models"][0]
             counts = row["counts"]
             print(f"correct: {row['verdict']} in {wall:.1f} s wall ({row['seconds']:.1f} s in the check), "
@@ -136,7 +139,7 @@ def main() -> int:
             for note in row["notes"]:
                 print(f"  note: {note}")
         path = os.path.join(tmp, "wrong.json")
-        wall, peak, done = _check("large_layer_swapped", args.threads, report=path)
+        wall, peak, done = _check("large_layer_swapped", args.threads, report=path, timeout=args.case_timeout)
         row = json.load(open(path))["models"][0]
         failure = row["failure"] or {}
         print(f"wrong twin: {row['verdict']} in {wall:.1f} s wall ({row['seconds']:.1f} s in the check), "
@@ -151,9 +154,10 @@ def main() -> int:
         if row.get("reproduce"):
             command = row["reproduce"].split()
             extra = command[command.index("--dims"):] if "--dims" in command else []
-            wall, peak, done = _check("large_layer_swapped", args.threads, extra)
+            wall, peak, done = _check("large_layer_swapped", args.threads, extra, timeout=args.case_timeout)
             print(f"  reproduce ({' '.join(extra)}): exit {done.returncode} in {wall:.1f} s wall, "
                   f"peak {peak / 1e9:.2f} GB = {(peak - base) / one:.1f}x")
+        print(f"  problems: {row['problems']}; failure problems: {failure.get('problems')}")
     print(f"load after: {_load()}")
     return 0
 

@@ -189,6 +189,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             res.phase = phase or what
             floors = {n: computation_floor(traced[0].resolution, typical[n], traced[0].backward)
                       for n in model.differentiable}
+            res.tensors = {}      # the first comparisons' bounds go before the new ones are made
             res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n])
                            for n in model.differentiable}
             if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):

@@ -211,7 +211,13 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     err.abs_()
     if not every:
         err.masked_fill_(~finite, 0.0)
-    base = REL_FLOOR * top if top > 0 else rel_floor(manual, reference)
+    if top > 0:
+        base = REL_FLOOR * top
+    elif every:     # the reference is all 0, so err is |manual|: no other float64 copy of it
+        largest = float(err.max()) if err.numel() else 0.0
+        base = largest if math.isfinite(largest) else rel_floor(manual, reference)
+    else:
+        base = rel_floor(manual, reference)
     rel = torch.div(err, rabs.clamp_min_(max(base, TINY)), out=rabs)   # |reference| is not needed again
     ratio = err.div_(b)                                                # nor is the error tensor
     flat_ratio = ratio.reshape(-1)

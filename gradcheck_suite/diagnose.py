@@ -252,6 +252,10 @@ def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Ten
             if not torch.equal(r, a) and explains(r):
                 return Kind(n, "permuted", None, f"the manual gradient is autograd's with "
                             f"{_axes(order, tuple(a.shape), shapes.get(n), case.dims)} (permuted)", f"{n} {order}")
+    if a.dim() < 2:
+        # a vector from a square g read transposed is also a sum over the wrong axis
+        # (np.sum(dout, axis=1) for axis=0): nothing tells the two apart, so neither is named
+        return None
     candidates = []
     if isinstance(g, torch.Tensor) and 2 <= g.dim() <= PERMUTED_RANK:
         candidates.append(("the upstream gradient g", None, g))

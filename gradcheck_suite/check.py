@@ -157,6 +157,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     _contract(model, res, p, d, grads)
     _op_contract(model, res, p, d, g)
     _unchanged(res, "backward", before, p, d, g)
+    del before        # copies of every input: not read again (a 4096x4096 weight is 67 MB in float32)
     again = _repeated_calls(model, res, p, d, cache, g)
     if model.two_way:
         _repeated_backward(model, res, grads, again, None)
@@ -213,6 +214,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
     if not bitwise:                # the same gradients bit for bit leave nothing to report
         _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
+    del again         # the further calls' gradients: not read again
     overflow = _not_finite(model, res, grads, ag, finite)
 
     if model.surrogate:           # the reference defines the gradient; finite differences do not apply

@@ -673,7 +673,10 @@ class _Progress:
         if not self.enabled:
             return
         state = f"shrinking, step {self.done}" if self.shrinking else f"case {min(self.done + 1, self.goal)}/{self.goal}"
-        text = ", ".join(filter(None, [f"{self.label}: {state}", self.phase, f"{time.monotonic() - self.t0:.1f}s"]))
+        phase = self.phase
+        if phase.startswith("diagnosis"):     # after the cases: the failure's kind and line
+            state, phase = phase, ""
+        text = ", ".join(filter(None, [f"{self.label}: {state}", phase, f"{time.monotonic() - self.t0:.1f}s"]))
         if self.heartbeat is None:
             self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
         elif time.monotonic() - self.last >= self.heartbeat:

@@ -202,20 +202,30 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
 
     Elements where the reference is not finite are left out: there is nothing to compare.
     """
-    m = manual.detach().to(device="cpu", dtype=torch.float64)
-    r = reference.detach().to(device="cpu", dtype=torch.float64)
-    rabs = r.abs()
+    # three float64 tensors the gradient's size, each reused in place (a 4096x4096 gradient is
+    # 134 MB in float64): m becomes the error and then the ratio, r |r| and then the relative
+    # error; the elements reported are read from the tensors given
+    m = manual.detach().to(device="cpu", dtype=torch.float64, copy=True)
+    r = reference.detach().to(device="cpu", dtype=torch.float64, copy=True)
+    err = m.sub_(r)
+    rabs = r.abs_()
     top = float(rabs.max()) if rabs.numel() else 0.0
     every = math.isfinite(top)              # a NaN or an Inf anywhere makes the max non-finite
     if not every:
-        finite = torch.isfinite(r)
-        rabs = rabs.where(finite, torch.zeros_like(r))
+        finite = torch.isfinite(rabs)
+        rabs.masked_fill_(~finite, 0.0)
         top = float(rabs.max())
     b = _bound(rabs, dtype, rounding, floor, jitter, top, carried)
-    err = torch.sub(m, r).abs_()
+    err.abs_()
     if not every:
-        err = err.where(finite, torch.zeros_like(r))
-    base = REL_FLOOR * top if top > 0 else rel_floor(m, r)
+        err.masked_fill_(~finite, 0.0)
+    if top > 0:
+        base = REL_FLOOR * top
+    elif every:     # the reference is all 0, so err is |manual|: no other float64 copy of it
+        largest = float(err.max()) if err.numel() else 0.0
+        base = largest if math.isfinite(largest) else rel_floor(manual, reference)
+    else:
+        base = rel_floor(manual, reference)
     rel = torch.div(err, rabs.clamp_min_(max(base, TINY)), out=rabs)   # |reference| is not needed again
     ratio = err.div_(b)                                                # nor is the error tensor
     flat_ratio = ratio.reshape(-1)
@@ -227,9 +237,11 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
             values, indices = torch.topk(flat_ratio.nan_to_num(HUGE, HUGE), min(WORST, flat_ratio.numel()))
         else:                                # within tolerance: the closest call is enough
             values, indices = flat_ratio[top:top + 1], [top]
-        flat_m, flat_r, flat_rel = m.reshape(-1), r.reshape(-1), rel.reshape(-1)
+        flat_rel = rel.reshape(-1)
+        shape = tuple(reference.shape)
         for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices):
-            mi, ri = float(flat_m[i]), float(flat_r[i])
+            at = unravel(i, shape)
+            mi, ri = float(manual[at]), float(reference[at])
             worst.append(Element(unravel(i, r.shape), mi, ri, None, abs(mi - ri) if math.isfinite(ri) else 0.0,
                                  min(HUGE, float(flat_rel[i])), min(HUGE, float(flat_ratio[i]))))
         max_ratio = min(HUGE, float(values[0]))

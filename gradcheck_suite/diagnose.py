@@ -11,6 +11,8 @@ within the case's own per-element bound: the simplest relation that explains M.
     scale             M = k·A, with k named where it is a simple fraction or a dim
     transpose         M = Aᵀ (a square tensor, or the same elements reshaped)
     swapped           M = A of another tensor of the same shape
+    permuted          M = A with two (or more) axes swapped, of itself, of the upstream gradient
+                      g, or of an input: the axes are named (a B×T read as T×B)
     partial           M = A except on some rows or columns, or a few elements
     other             none of these
 
@@ -26,10 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import linecache
 import math
 import re
 import sys
+import time
 import tokenize
 from collections.abc import Mapping
 from fractions import Fraction
@@ -43,7 +47,7 @@ from .case import Bound, Case, build, upstream
 from .compare import bound as tolerance
 from .spec import Model, Tensors
 
-KINDS = ("sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "partial", "other")
+KINDS = ("sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "permuted", "partial", "other")
 
 
 @dataclasses.dataclass
@@ -78,40 +82,53 @@ class Diagnosis:
     kinds: list[Kind]
     location: Location | None
     location_note: str | None
+    cut: str | None = None      # a step the time budget left out
 
 
-def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, torch.Tensor]) -> Diagnosis | None:
+def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, torch.Tensor],
+             deadline: float | None = None) -> Diagnosis | None:
     """The kind of each failing tensor's mistake and the first wrong line, for the case that
-    failed; None where the case cannot be rebuilt (its failure was not a gradient's)."""
+    failed; None where the case cannot be rebuilt (its failure was not a gradient's).
+
+    ``deadline`` (``time.perf_counter()``): the kind at the case and the line come first;
+    the kind at the benchmark size is left out once it has passed (said in ``cut``), and
+    no further axis permutation is tried."""
     names = [n for n in failing if n in model.differentiable]
     if not names:
         return None
+    bound_model, p, d, cache, g, manual, auto = _run(model, case)
+    here = {n: _kind(n, bound_model, case, p, d, cache, g, manual, auto, bounds, deadline) for n in names}
+    try:
+        location, note = _locate(bound_model, case, p, d, g, manual, auto, names)
+    except Exception as e:   # tracing someone else's code: say so, never guess
+        location, note = None, f"could not trace the backward ({type(e).__name__}: {e})"
+    del p, d, cache, g, manual, auto      # the larger case's tensors take their place
     kinds = {}
-    # the kind at the benchmark size first: at the shrunk case's size 1, any wrong value is a
+    cut = None
+    larger = _larger(model, case)
+    if larger and deadline is not None and time.perf_counter() > deadline:
+        cut = ("the kind was judged at this case only, not at the benchmark size too: the diagnosis's time "
+               "budget was spent")
+        larger = []
+    # the kind at the benchmark size too: at the shrunk case's size 1, any wrong value is a
     # "factor" of the right one; a relation must hold for a whole tensor of some size
-    for at in _larger(model, case):
+    for at in larger:
         try:
             b, p, d, cache, g, manual, auto = _run(model, at)
         except Exception:
             continue
         for n in names:
             if n not in kinds and not _agrees(manual[n], auto[n], at):
-                kinds[n] = _kind(n, b, at, p, d, cache, g, manual, auto, {})
-    bound_model, p, d, cache, g, manual, auto = _run(model, case)
+                kinds[n] = _kind(n, b, at, p, d, cache, g, manual, auto, {}, deadline)
     found = []
     for n in names:
-        here = _kind(n, bound_model, case, p, d, cache, g, manual, auto, bounds)
-        big = kinds.get(n)
-        if big is not None and (here.kind != big.kind or here.same_as != big.same_as):
+        kind, big = here[n], kinds.get(n)
+        if big is not None and (kind.kind != big.kind or kind.same_as != big.same_as):
             if big.kind == "scale":
                 big = Kind(n, "other", None, "no simple relation to autograd's gradient at every size (other)")
-            here = big
-        found.append(here)
-    try:
-        location, note = _locate(bound_model, case, p, d, g, manual, auto, names)
-    except Exception as e:   # tracing someone else's code: say so, never guess
-        location, note = None, f"could not trace the backward ({type(e).__name__}: {e})"
-    return Diagnosis(found, location, note)
+            kind = big
+        found.append(kind)
+    return Diagnosis(found, location, note, cut)
 
 
 def _larger(model: Model, case: Case) -> list[Case]:
@@ -140,7 +157,8 @@ def _agrees(m: torch.Tensor, a: torch.Tensor, case: Case) -> bool:
 
 # -- the kind ---------------------------------------------------------------------------------
 
-def _kind(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, auto, bounds) -> Kind:
+def _kind(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, auto, bounds,
+          deadline: float | None = None) -> Kind:
     m = manual[n].detach().to("cpu", torch.float64)
     a = auto[n].detach().to("cpu", torch.float64)
     given = bounds.get(n)
@@ -175,7 +193,103 @@ def _kind(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, a
         if other != n and tuple(t.shape) == tuple(a.shape) and explains(t.detach().to("cpu", torch.float64)):
             return Kind(n, "swapped", None, f"the manual gradient of {n} is autograd's gradient of {other} "
                                             f"(swapped): two gradients returned in each other's place?")
+    permuted = _permuted(n, model, case, p, d, g, m, a, explains, deadline)
+    if permuted is not None:
+        return permuted
     return _partial(n, m, a, explains, case)
+
+
+PERMUTED_RANK = 4     # axis permutations are tried on tensors of at most this many axes
+
+
+def _orders(rank: int):
+    """Every order of ``rank`` axes but the identity: the swaps of two axes first."""
+    swaps = []
+    for i, j in itertools.combinations(range(rank), 2):
+        order = list(range(rank))
+        order[i], order[j] = j, i
+        swaps.append(tuple(order))
+    rest = [o for o in itertools.permutations(range(rank)) if o != tuple(range(rank)) and o not in swaps]
+    return swaps + rest
+
+
+def _reordered(t: torch.Tensor, order: tuple) -> torch.Tensor:
+    """``t`` with its axes in ``order``, read back in ``t``'s own shape where that differs
+    (a B×T×D buffer taken for T×B×D: what a transpose followed by a reshape or view gives)."""
+    out = t.permute(order)
+    return out if tuple(out.shape) == tuple(t.shape) else out.reshape(t.shape)
+
+
+def _axes(order: tuple, shape: tuple, names: tuple | None, dims: Mapping[str, int]) -> str:
+    """``axes 0 (B) and 1 (T)``, or the whole order where more than two axes move."""
+    def label(i: int) -> str:
+        name = names[i] if names and i < len(names) and isinstance(names[i], str) else None
+        if name is None:
+            same = [k for k, v in dims.items() if v == shape[i]]
+            name = same[0] if len(same) == 1 else None
+        return f"{i} ({name})" if name else str(i)
+
+    moved = [i for i, o in enumerate(order) if o != i]
+    if len(moved) == 2:
+        return f"axes {label(moved[0])} and {label(moved[1])} swapped"
+    return f"axes in the order {', '.join(label(o) for o in order)}"
+
+
+def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Tensor, a: torch.Tensor, explains,
+              deadline: float | None) -> Kind | None:
+    """M is A with axes swapped: of the gradient itself, of the upstream gradient g (autograd
+    again with g's axes reordered), or of one input (autograd again with that input's axes
+    reordered).  Two-axis tensors are the transpose kind's; the identity and orders that
+    leave a tensor as it is (axes of size 1) are skipped."""
+    def late() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    record = getattr(model, "model", model)
+    shapes = {**getattr(record, "params", {}), **getattr(record, "data", {})}
+    if 3 <= a.dim() <= PERMUTED_RANK:
+        for order in _orders(a.dim()):
+            r = _reordered(a, order)
+            if not torch.equal(r, a) and explains(r):
+                return Kind(n, "permuted", None, f"the manual gradient is autograd's with "
+                            f"{_axes(order, tuple(a.shape), shapes.get(n), case.dims)} (permuted)", f"{n} {order}")
+    if a.dim() < 2:
+        # a vector from a square g read transposed is also a sum over the wrong axis
+        # (np.sum(dout, axis=1) for axis=0): nothing tells the two apart, so neither is named
+        return None
+    candidates = []
+    if isinstance(g, torch.Tensor) and 2 <= g.dim() <= PERMUTED_RANK:
+        candidates.append(("the upstream gradient g", None, g))
+    for name, t in {**p, **d}.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and 2 <= t.dim() <= PERMUTED_RANK:
+            candidates.append((name, name, t))
+    # g's axes are named after an input of the same shape (a layer's x and its output, B×T×D)
+    g_names = next((shapes[k] for k, t in {**p, **d}.items()
+                    if k in shapes and isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(g.shape)), None) \
+        if isinstance(g, torch.Tensor) else None
+    for what, name, t in candidates:
+        for order in _orders(t.dim()):
+            if late():
+                return None
+            r = _reordered(t, order)
+            if torch.equal(r, t):
+                continue
+            try:
+                if name is None:
+                    auto = oracles.autograd(model, p, d, r)
+                else:
+                    p2 = Tensors((k, r if k == name else v) for k, v in p.items())
+                    d2 = Tensors((k, r if k == name else v) for k, v in d.items())
+                    auto = oracles.autograd(model, p2, d2, g)
+            except Exception:     # the model at a reordered input: not this kind
+                continue
+            other = auto.get(n) if isinstance(auto, Mapping) else None
+            if other is None or not explains(other.detach().to("cpu", torch.float64)):
+                continue
+            axes = _axes(order, tuple(t.shape), shapes.get(name) if name else g_names, case.dims)
+            read = "g" if name is None else name
+            return Kind(n, "permuted", None, f"the manual gradient is autograd's for {what} with {axes} "
+                        f"(permuted): {read} read in another axis order?", f"{read} {order}")
+    return None
 
 
 def _ignores_upstream(n, model, p, d, cache, g, m, a, case) -> bool:
@@ -240,7 +354,7 @@ def _partial(n: str, m: torch.Tensor, a: torch.Tensor, explains, case: Case) -> 
             if len(cols) < wrong.shape[1] and bool(wrong[:, cols].all()):
                 return Kind(n, "partial", None, f"the manual gradient is autograd's except in columns {_few(cols)} "
                                                 f"of {wrong.shape[1]} (partial)")
-        where = [tuple(i) for i in wrong.nonzero().tolist()[:3]]
+        where = [tuple(i) for i in wrong.nonzero()[:3].tolist()]     # not all of them: millions at a wide layer
         return Kind(n, "partial", None, f"the manual gradient is autograd's except at {count} of {total} elements, "
                                         f"e.g. {', '.join(map(str, where))} (partial)")
     return Kind(n, "other", None, "no simple relation to autograd's gradient (other)")

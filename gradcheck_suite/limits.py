@@ -110,6 +110,45 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
     return outcome[0]
 
 
+def run_ticking(fn: Callable[[], object], phase: str, tick: Callable[[str, float], None] | None,
+                timeout: float | None = None):
+    """``fn()`` in a worker thread while the calling thread reports ``tick(phase, seconds)``
+    every ``TICK`` seconds, as for a case; abandoned (see the module's docstring) with
+    :class:`TimeoutError` after ``timeout`` seconds.  Without ``tick`` or ``timeout`` it
+    runs in the calling thread."""
+    if tick is None and timeout is None:
+        return fn()
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # handed to the calling thread
+            outcome.append((False, e))
+
+    worker = threading.Thread(target=work, name=f"gradcheck-{phase}", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    try:
+        while True:
+            worker.join(TICK if timeout is None else min(TICK, max(0.0, start + timeout - time.monotonic())))
+            if not worker.is_alive():
+                break
+            elapsed = time.monotonic() - start
+            if timeout is not None and elapsed >= timeout:
+                _abandon(worker)
+                raise TimeoutError(f"{phase} did not finish within {timeout:g} s")
+            if tick is not None:
+                tick(phase, elapsed)
+    except KeyboardInterrupt:
+        _abandon(worker)
+        raise
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def _warm_up(device: str) -> None:
     """Torch imports modules on the first use of autograd, and CUDA starts on its first
     tensor (seconds); both happen here, before the clock starts, so they are never

@@ -81,15 +81,20 @@ class GradcheckTarget:
         import torch
 
         model = _registry(self.options).get(self.name)
+        progress = _heartbeat(self.options, model.name, self.dtype or model.dtype, self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.options["threads"])   # the user's other tests keep their own count
         try:
             run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
-                            examples=self.options["examples"], case_timeout=self.options["case_timeout"])
+                            examples=self.options["examples"], case_timeout=self.options["case_timeout"],
+                            on_case=None if progress is None else progress.update,
+                            on_tick=None if progress is None else progress.tick)
         finally:
             torch.set_num_threads(threads)
         if run.verdict != "pass":
             pytest.fail(report.run_details(run, self.models_from), pytrace=False)
+        for note in run.notes.values():     # e.g. the quick profile's time budget cut the cases: never silent
+            _write(f"gradcheck-suite: {run.model}: note: {note}")
 
     def train(self, *, steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
               batch: str | None = None, dims: dict | None = None, seed: int = 0):
@@ -116,6 +121,43 @@ class GradcheckTarget:
 
 
 _CACHE: dict = {}
+_CONFIG: list = []      # the running session's config, for its terminal reporter
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG[:] = [config]
+
+
+def _write(text: str) -> bool:
+    """A line on pytest's terminal, past its output capture; False where there is none
+    (``-p no:terminal``, a pytest-xdist worker)."""
+    reporter = _CONFIG[0].pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
+    if reporter is None:
+        return False
+    reporter.ensure_newline()
+    reporter.write_line(text)
+    return True
+
+
+class _Lines:
+    def write(self, text: str, end: str = "\n") -> None:
+        _write(text)
+
+
+def _heartbeat(options: dict, name: str, dtype: str, device: str):
+    """The command line's heartbeat for one check: a line every ``cli.HEARTBEAT`` seconds
+    (``GRADCHECK_SUITE_HEARTBEAT`` overrides) while it runs, naming the case and its phase,
+    on a terminal or not, so that a long check (a 4096-wide layer) is never silence."""
+    from .cli import _heartbeat as interval
+    from .cli import _Progress
+    from .strategies import PROFILES
+    if not _CONFIG or _CONFIG[0].pluginmanager.get_plugin("terminalreporter") is None:
+        return None
+    goal = options["examples"] or PROFILES[options["profile"]]["max_examples"]
+    progress = _Progress(_Lines(), 1, enabled=True, goal=goal, heartbeat=interval())
+    progress.start(0, name, dtype, device)
+    progress.label = f"{name} {dtype} {device}"
+    return progress
 
 
 def _registry(options: dict):

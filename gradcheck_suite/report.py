@@ -207,7 +207,8 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "device": r.device,
         "verdict": r.verdict,
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
-                   "shrink_steps": r.shrink_steps},
+                   "shrink_steps": r.shrink_steps, "planned": r.planned},
+        "budget_cut": r.budget_cut,
         "worst_rel_err": {"autograd": None if r.two_way else r.worst_autograd, "finite_diff": r.worst_fd},
         "oracles": ["finite_diff"] if r.two_way else ["autograd"] if r.checked and r.fd_missing >= r.checked
         else ["autograd", "finite_diff"],

@@ -18,7 +18,23 @@ from .spec import Model
 #: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
 #: the seed toward 0) for at most this many steps.
 SHRINK_STEPS = 60      # shrinking a failure stops after this many cases ...
-SHRINK_SECONDS = 0.5   # ... or once it has run this long (the failure found so far is reported)
+SHRINK_SECONDS = 0.5   # ... or once it has run this long (the failure found so far is reported), ...
+#: ... or this many times the failing case's own time, where that is longer: a case that takes
+#: seconds (a 4096-wide layer) still gets the all-ones and all-twos corners and a few greedy
+#: steps, so that its reproduce command runs the small case; capped at SHRINK_CAP seconds.
+SHRINK_CASES = 6
+SHRINK_CAP = 60.0
+#: The quick profile's time budget per model (seconds): once the run has used it, no drawn
+#: case starts (the corner schedule always runs in full, so its verdict does not depend on
+#: the machine's speed).  The seed models run all 20 quick cases in well under a second; a
+#: record with fixed dims in the thousands (a 4096x4096 weight) takes seconds a case, and 20
+#: of them would make a per-commit check cost minutes.  The report says how many cases ran.
+#: An explicit --examples, and the nightly profile, run every case.
+QUICK_SECONDS = 30.0
+#: The diagnosis of a failure (kind and line) may take this many times the check's own time
+#: so far, and at least DIAGNOSE_MIN seconds; a step that does not fit is left out and said.
+DIAGNOSE_SHARE = 1.0
+DIAGNOSE_MIN = 10.0
 
 
 @dataclasses.dataclass
@@ -43,11 +59,19 @@ class ModelRun:
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
     compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
+    planned: int = 0               # cases the profile asked for (corners and draws)
+    budget_cut: bool = False       # the quick profile's time budget stopped the cases early
+    seconds_per_case: float = 0.0  # the cases' average time, where the budget was looked at
     notes: dict[str, str] = dataclasses.field(default_factory=dict)   # what holds for the model, by key (case.RunNote)
 
     def coverage(self) -> dict:
         """What the cases reached: the value scales, and the sizes of every dim."""
         return {"scales": sorted(self.scales), "sizes": {k: sorted(v) for k, v in self.sizes.items()}}
+
+
+class _OutOfTime(BaseException):
+    """The quick profile's time budget is spent: no further case starts.  A BaseException,
+    so that hypothesis stops at once instead of treating it as a failure to shrink."""
 
 
 class _Failed(Exception):
@@ -78,11 +102,15 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     seen: dict[tuple, CaseResult] = {}
 
     tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
+    budget = QUICK_SECONDS if profile == "quick" and examples is None else None
+    drawing = []          # non-empty once hypothesis draws: the budget cuts draws, never the corners
 
     def judge(case: Case) -> CaseResult:
         key = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:
+            if budget is not None and drawing and run.failure is None and _spent(run, budget, start):
+                raise _OutOfTime()
             try:
                 res = seen[key] = run_case(model, case, timeout=case_timeout, tick=tick)
             except CaseTimeout as e:
@@ -91,6 +119,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
                     run.failure = e.result
                 raise
             _count(run, res)
+            if res.ok:
+                _lighten(res)       # a passing case's per-element bounds are never read again
             if on_case is not None:
                 on_case(run)
         if not res.ok:
@@ -115,9 +145,13 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
                 run.failure = e.result
         else:
             _search(model, run, judge, profile=profile, examples=examples, fixed=fixed, fixed_hyper=fixed_hyper,
-                    seed=seed, scale=scale, database=database)
+                    seed=seed, scale=scale, database=database, drawing=drawing)
     except CaseTimeout:
         pass                                     # judge() kept it as the failure
+    except _OutOfTime:                           # noted below
+        if run.checked == 0:
+            run.problems.append(f"no case could be judged within the quick profile's time budget: {run.nondiff} "
+                                f"non-differentiable, {run.skipped} with a forward or autograd that is not finite")
     except Exception as e:   # hypothesis or the harness itself: reported on this model, the rest go on
         run.problems.append(_crash(e, run))
         crashed = True
@@ -125,29 +159,72 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         # a broken contract, or oracles that disagree (no trustworthy verdict), is an error
         run.verdict = "fail" if run.failure.verdict == FAIL else "error"
         if run.failure.verdict == FAIL:
-            _diagnose(model, run.failure)
+            _diagnose(model, run.failure, time.perf_counter() - start, tick)
     if run.verdict == "pass" and not crashed:
         empty = [f"{n} (shape {tuple(shape)})" for n, (count, shape) in run.compared.items() if count == 0]
         if empty:
             run.problems.append(f"nothing was compared for {', '.join(empty)}: 0 elements in every case "
                                 "(a size 0 in the record's shape, or a dim expression that is always 0?)")
+    if run.budget_cut and run.failure is None:
+        ran = run.checked + run.nondiff + run.skipped
+        run.notes["quick-budget"] = (
+            f"the quick profile's time budget ({QUICK_SECONDS:g} s a model) stopped the cases after {ran} of "
+            f"{run.planned} (about {run.seconds_per_case:.1f} s a case; the corner cases all ran); "
+            f"--examples {run.planned} runs them all")
     if crashed or (run.problems and run.verdict == "pass"):
         run.verdict = "error"
     run.seconds = time.perf_counter() - start
     return run
 
 
-def _diagnose(model: Model, res: CaseResult) -> None:
+def _spent(run: ModelRun, budget: float, start: float) -> bool:
+    """The quick budget is used up: one more case, as long as the cases so far took on
+    average, would end past it."""
+    ran = max(1, run.checked + run.nondiff + run.skipped)
+    elapsed = time.perf_counter() - start
+    run.seconds_per_case = elapsed / ran
+    if elapsed + run.seconds_per_case <= budget:
+        return False
+    run.budget_cut = True
+    return True
+
+
+def _lighten(res: CaseResult) -> None:
+    """Drop a judged case's per-element bounds (one float64 tensor the size of each
+    gradient): the run keeps every result it judged, and at a 4096x4096 weight twenty of
+    them would hold 2.7 GB."""
+    for c in res.tensors.values():
+        c.bound = None
+
+
+def diagnosis_budget(check_seconds: float) -> float:
+    """Seconds the diagnosis of a failure may take after a check that took ``check_seconds``."""
+    return max(DIAGNOSE_MIN, DIAGNOSE_SHARE * check_seconds)
+
+
+def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=None) -> None:
     """The kind of each failing tensor's mistake and the first wrong line of the backward, on
-    the shrunk failing case; a problem there is a note, never a lost report."""
+    the shrunk failing case, within :func:`diagnosis_budget`; a problem there is a note,
+    never a lost report.  It runs in a worker thread, so that the progress line and the
+    heartbeat go on (phase ``diagnosis``)."""
     from .diagnose import diagnose
+    from .limits import run_ticking
+    budget = diagnosis_budget(check_seconds)
+    deadline = time.perf_counter() + budget
     try:
-        found = diagnose(model, res.case, res.failing, {n: c.bound for n, c in res.tensors.items()})
+        found = run_ticking(lambda: diagnose(model, res.case, res.failing,
+                                             {n: c.bound for n, c in res.tensors.items()}, deadline=deadline),
+                            f"diagnosis (budget {budget:.0f} s)", tick, timeout=2 * budget)
+    except TimeoutError:
+        res.location_note = f"no diagnosis: it did not finish within its budget ({2 * budget:.0f} s)"
+        return
     except Exception as e:   # the model's code, run again under a tracer, or the diagnosis itself
         res.location_note = f"no diagnosis: {type(e).__name__}: {e}"
         return
     if found is not None:
         res.diagnosis, res.location, res.location_note = found.kinds, found.location, found.location_note
+        if found.cut:
+            res.notes.append(found.cut + f" ({budget:.0f} s)")
 
 
 def _count(run: ModelRun, res: CaseResult) -> None:
@@ -176,7 +253,7 @@ def _count(run: ModelRun, res: CaseResult) -> None:
 
 
 def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,
-            database) -> None:
+            database, drawing: list) -> None:
     # hypothesis loads only here: reproducing one given case starts faster without it
     import hypothesis
     from hypothesis import Phase, given
@@ -217,6 +294,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
             return
 
     corners = strategies.corners(model, fixed_dims=fixed, fixed_hyper=fixed_hyper, seed=seed, scale=scale)[:total]
+    run.planned = total
     for dims, hyper, s, sc in corners:
         case = Case(model.name, dims, run.dtype, run.device, s, sc, hyper)
         try:
@@ -226,19 +304,36 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
             return
     left = total - len(corners)
     if left > 0:
+        drawing.append(True)
         search(hypothesis.settings(chosen, max_examples=left))
+
     elif run.checked == 0 and not run.problems:
         run.problems.append(unjudged.format(nondiff=run.nondiff, skipped=run.skipped))
 
 
+def shrink_budget(case_seconds: float) -> float:
+    """Seconds a shrink may take after a failing case that took ``case_seconds``."""
+    return max(SHRINK_SECONDS, min(SHRINK_CAP, SHRINK_CASES * case_seconds))
+
+
 def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> CaseResult:
-    """Greedy steps toward a smaller failing case: the scale toward 1, each free dim toward
-    its low end (to it, halfway, one less), the seed toward 0.  It stops where no step is
-    left (the dims at their low ends, the scale 1, the seed 0), or at the budget of
-    ``SHRINK_STEPS`` cases and ``SHRINK_SECONDS``."""
+    """Steps toward a smaller failing case: first the corners with every free dim at 1,
+    then at 2 (within its bounds), then greedy steps: the scale toward 1, each free dim
+    toward its low end (to it, halfway, one less), the seed toward 0.  It stops where no
+    step is left (the dims at their low ends, the scale 1, the seed 0), or at the budget of
+    ``SHRINK_STEPS`` cases and :func:`shrink_budget` seconds."""
     steps = 0
+    deadline = time.perf_counter() + shrink_budget(failure.seconds)
+    for case in _small_corners(model, failure.case, fixed):
+        steps += 1
+        try:
+            judge(case)
+        except _Failed as e:
+            failure = e.result
+            break
+        if time.perf_counter() > deadline:
+            return failure
     improved = True
-    deadline = time.perf_counter() + SHRINK_SECONDS
     while improved and steps < SHRINK_STEPS:
         improved = False
         for case in _simpler(model, failure.case, fixed, seed, scale):
@@ -253,6 +348,33 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
         if time.perf_counter() > deadline:
             break
     return failure
+
+
+def _small_corners(model: Model, case: Case, fixed):
+    """The failing case with every free dim at 1, then at 2, where the record allows that
+    (a dim whose range starts higher takes its low end, one that ends lower its high end),
+    each only where it is smaller than the failing case; the rest of the case stays."""
+    from . import dimexpr
+    order = dimexpr.order({k: v.reads() for k, v in model.dims.items()})
+    found = []
+    for size in (1, 2):
+        got: dict[str, object] = dict(case.hyper)
+        for k in order:
+            if k in fixed:
+                got[k] = case.dims[k]
+                continue
+            try:
+                low, high = model.dims[k].bounds(got)
+            except Exception:     # a bound the record cannot give here: no such corner
+                break
+            got[k] = min(max(size, low), high, case.dims[k])
+        else:
+            dims = {k: got[k] for k in case.dims}
+        if len(got) < len(case.hyper) + len(case.dims):
+            continue
+        if dims != dict(case.dims) and dims not in found and model.allows({**dims, **case.hyper}) is None:
+            found.append(dims)
+            yield dataclasses.replace(case, dims=dims)
 
 
 def _simpler(model: Model, case: Case, fixed, seed, scale):

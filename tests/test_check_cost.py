@@ -99,6 +99,7 @@ def test_shrinking_stops_at_its_time_budget(monkeypatch):
     assert full.shrink_steps > 1
 
     monkeypatch.setattr(runner, "SHRINK_SECONDS", 0.0)
+    monkeypatch.setattr(runner, "SHRINK_CASES", 0)       # no time at all, whatever a case costs
     cut = runner.run_model(model, examples=40)
     assert cut.verdict == "fail"
     assert cut.shrink_steps <= 1                        # one step, then the budget is spent

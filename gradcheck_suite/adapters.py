@@ -103,6 +103,13 @@ class OpCall:
             from .check import shape_hint
             return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{shape_hint(got, want)} "
                     f"(torch raises: \"{shape.group(0)}\")")
+        count = re.search(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)", message)
+        if count is not None:
+            want, got = int(count.group(1)), int(count.group(2))
+            return (f"backward returned {got} gradient{'s' * (got != 1)} where torch expects {want}, one per argument "
+                    "of the Function's forward: return a tuple with one entry per argument, None for one that "
+                    "needs no gradient" + ("; a list or a lone tensor counts as one" if got == 1 else "")
+                    + f" (torch raises: \"{count.group(0)}\")")
         found = re.search(r"returned a gradient different than None at position (\d+), but the corresponding "
                           r"forward input was not a Variable", message)
         if found is None:

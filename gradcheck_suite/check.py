@@ -30,7 +30,8 @@ import torch
 
 from . import layouts, oracles
 from .blame import ours, where
-from .case import Bound, Case, ContractError, FactoryError, build, describe, float64, split, upstream
+from .case import (Bound, Case, ContractError, FactoryError, as_tensor_hint, build, describe, float64, split,
+                   upstream)
 from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, all_finite, bound, compare,
                       computation_floor, noise as compare_noise, rel_floor, unravel)
 from .oracles import Finding
@@ -133,7 +134,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         raise _error(res, f"forward must return (output, cache), got {type(returned).__name__}")
     out, cache = returned
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise _error(res, f"forward's output must be a floating-point tensor, got {describe(out)}")
+        raise _error(res, f"forward's output must be a floating-point tensor, got {describe(out)}"
+                          + as_tensor_hint(out, "the output"))
     _unchanged(res, "forward", before, p, d)
     if not all_finite(out):
         res.verdict = SKIPPED
@@ -565,7 +567,7 @@ def _contract(model: Model, res: CaseResult, p: Tensors, d: Tensors, grads) -> N
     for n in want:
         x, gr = (p[n] if n in p else d[n]), grads[n]
         if not isinstance(gr, torch.Tensor):
-            raise _error(res, f"{n}: gradient is {describe(gr)}, expected a tensor")
+            raise _error(res, f"{n}: gradient is {describe(gr)}, expected a tensor" + as_tensor_hint(gr, "it"))
         if gr.shape != x.shape:
             raise _error(res, f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(x.shape)}"
                               + shape_hint(tuple(gr.shape), tuple(x.shape)))
@@ -601,7 +603,8 @@ def _unchanged(res: CaseResult, who: str, before: dict, p: Tensors, d: Tensors, 
         now["upstream gradient g"] = g
     changed = [k for k, t in before.items() if k in now and not _same(t, now[k])]
     if changed:
-        raise _error(res, f"{who} changed its input {', '.join(changed)} in place")
+        raise _error(res, f"{who} changed its input {', '.join(changed)} in place: compute into a new tensor "
+                          "(w = p.w - ..., not p.w -= ...), or change a .clone()")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

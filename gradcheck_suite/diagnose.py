@@ -53,10 +53,11 @@ class Kind:
     factor: float | None
     text: str
     same_as: str = ""      # what must match across sizes: a scale's dim, or its number
-
+    dims: Mapping[str, int] | None = None   # the size it was judged at, where not the failing case's
 
     def to_json(self) -> dict:
-        return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text}
+        return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text,
+                "dims": None if self.dims is None else dict(self.dims)}
 
 
 @dataclasses.dataclass
@@ -86,7 +87,7 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
     names = [n for n in failing if n in model.differentiable]
     if not names:
         return None
-    kinds = {}
+    kinds, kinds_at = {}, {}
     # the kind at the benchmark size first: at the shrunk case's size 1, any wrong value is a
     # "factor" of the right one; a relation must hold for a whole tensor of some size
     for at in _larger(model, case):
@@ -97,6 +98,7 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
         for n in names:
             if n not in kinds and not _agrees(manual[n], auto[n], at):
                 kinds[n] = _kind(n, b, at, p, d, cache, g, manual, auto, {})
+                kinds_at[n] = at
     bound_model, p, d, cache, g, manual, auto = _run(model, case)
     found = []
     for n in names:
@@ -105,6 +107,9 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
         if big is not None and (here.kind != big.kind or here.same_as != big.same_as):
             if big.kind == "scale":
                 big = Kind(n, "other", None, "no simple relation to autograd's gradient at every size (other)")
+            else:        # its figures (counts, rows, elements) are that size's, not this case's: say so
+                dims = dict(kinds_at[n].dims)
+                big = dataclasses.replace(big, dims=dims, text=f"at {_sizes(dims)}, larger than this case: {big.text}")
             here = big
         found.append(here)
     try:
@@ -112,6 +117,11 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
     except Exception as e:   # tracing someone else's code: say so, never guess
         location, note = None, f"could not trace the backward ({type(e).__name__}: {e})"
     return Diagnosis(found, location, note)
+
+
+def _sizes(dims: Mapping[str, int]) -> str:
+    """``N=64, D=512``: the size a figure belongs to."""
+    return ", ".join(f"{k}={v}" for k, v in dims.items())
 
 
 def _larger(model: Model, case: Case) -> list[Case]:

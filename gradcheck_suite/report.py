@@ -161,6 +161,23 @@ def run_details(r: ModelRun, models_from: str | None = None) -> str:
     return "\n".join(parts)
 
 
+def aside_details(r: ModelRun) -> str:
+    """Why cases were set aside, and how many the verdict rests on: one line per model that
+    set any aside, ``''`` for the others."""
+    aside = r.nondiff + r.skipped
+    if not aside or r.failure is not None:
+        return ""
+    from .runner import ASIDE_REASONS
+    advice = {reason: todo for _, reason, todo in ASIDE_REASONS}
+    parts = []
+    for reason, (count, example) in sorted(r.aside.items(), key=lambda kv: -kv[1][0]):
+        todo = advice.get(reason, "")
+        parts.append(f"{count} with {reason} (e.g. {example})" + (f": {todo}" if todo else ""))
+    text = (f"{r.model}: {aside} of {aside + r.checked} cases set aside, {'; '.join(parts) or 'reason unknown'}; "
+            f"the verdict rests on the {r.checked} case{'s' * (r.checked != 1)} judged")
+    return "\n".join(_wrap(text, 4))
+
+
 def _look_at(res: CaseResult) -> list[str]:
     """``look at: file:line  code`` and what the variable should have been."""
     loc = res.location
@@ -202,6 +219,8 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "verdict": r.verdict,
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
                    "shrink_steps": r.shrink_steps},
+        "aside": [{"reason": reason, "count": count, "example": example}
+                  for reason, (count, example) in r.aside.items()],
         "worst_rel_err": {"autograd": None if r.two_way else r.worst_autograd, "finite_diff": r.worst_fd},
         "oracles": ["finite_diff"] if r.two_way else ["autograd", "finite_diff"],
         "coverage": r.coverage(),

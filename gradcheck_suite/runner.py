@@ -42,6 +42,7 @@ class ModelRun:
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
     compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
+    aside: dict[str, list] = dataclasses.field(default_factory=dict)  # why cases were set aside: [count, a case]
 
     def coverage(self) -> dict:
         """What the cases reached: the value scales, and the sizes of every dim."""
@@ -161,12 +162,31 @@ def _count(run: ModelRun, res: CaseResult) -> None:
         run.shrink_steps += 1
     elif res.verdict == NONDIFF:
         run.nondiff += 1
+        _set_aside(run, res)
     elif res.verdict == SKIPPED:
         run.skipped += 1
+        _set_aside(run, res)
     else:
         run.checked += 1
         run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
         run.worst_fd = max(run.worst_fd, res.fd_rel_err)
+
+
+#: Why a case is set aside, by the check's note (see ``check``): the reason, and what to do.
+ASIDE_REASONS = (
+    ("the forward's output is not finite", "a forward that is NaN or Inf at the drawn values",
+     "keep the draws inside its domain with the record's domain= or a factory"),
+    ("autograd's gradient is not finite", "an autograd gradient that is NaN or Inf (an overflow in the dtype)",
+     "lower the record's scales, or check in a wider dtype"),
+    ("a kink or tie", "a kink or tie, where the gradient is a matter of convention", ""),
+)
+
+
+def _set_aside(run: ModelRun, res: CaseResult) -> None:
+    text = " ".join(res.notes) if res.verdict == SKIPPED else "a kink or tie"
+    reason = next((r for key, r, _ in ASIDE_REASONS if key in text), res.verdict)
+    entry = run.aside.setdefault(reason, [0, res.case.describe()])
+    entry[0] += 1
 
 
 def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,

@@ -56,6 +56,8 @@ class CaseResult:
     failing: list[str] = dataclasses.field(default_factory=list)
     autograd_rel_err: float = 0.0
     fd_rel_err: float = 0.0
+    autograd_ratio: float = 0.0    # the worst error against autograd over its tolerance: what decided
+    fd_ratio: float = 0.0          # the worst distance from finite differences over the allowance they judged
     seconds: float = 0.0
     traceback: str | None = None   # of an exception from the model's code, for --verbose
     summary: str | None = None     # the headline, where it is not "the manual gradient of ... disagrees"
@@ -212,6 +214,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     if not all(c.ok for c in res.tensors.values()) or not bitwise:
         full()
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
+    res.autograd_ratio = max((c.max_ratio for c in res.tensors.values()), default=0.0)
     if not bitwise:                # the same gradients bit for bit leave nothing to report
         _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     overflow = _not_finite(model, res, grads, ag, finite)
@@ -372,6 +375,7 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
                 return finding
             res.tensors[name] = against
         findings.setdefault(name, []).append(finding)
+        _fd_ratio(res, est, m * size, tol)
         kink = finding is Finding.KINK
         if _resolved(est, max(abs(a), abs(m)) * size) and not kink:
             fd = est.value / size
@@ -430,15 +434,18 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
         # the two-call difference first with the tighter bounds and no rounding bound: what
         # it accepts, the full ones accept too (both only widen the allowance)
         phi = probe(v, 0.0)
-        est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tolerance())
+        tol = tolerance()
+        est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
         if est is None:
             phi.resolution = full().resolution
             tol = tolerance()
             est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
         if est is not None:
             finding = Finding.AGREE
+            _fd_ratio(res, est, da, tol)       # it confirmed autograd, which the manual gradient matched
         else:
             finding, est = oracles.judge(oracles.estimates(phi, oracles.AGREED_STEPS), dm, da, tol, PRECISE)
+            _fd_ratio(res, est, dm, tol)
         findings.setdefault("a random direction", []).append(finding)
         if _resolved(est, max(abs(da), abs(dm))) and finding is not Finding.KINK:
             mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
@@ -470,7 +477,20 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
             # the worst relative error is that of the elements judged, the kinks left out
             res.autograd_rel_err = max((_rel_err(grads[n], ag[n], masks.get(n)) for n in model.differentiable),
                                        default=0.0)
+            res.autograd_ratio = max((float(_ratio(grads[n], ag[n], res.tensors[n])[~masks[n]].max(initial=0.0))
+                                      if n in masks else res.tensors[n].max_ratio for n in model.differentiable),
+                                     default=0.0)
     _verdict(res, findings, bool(mismatched))
+
+
+def _fd_ratio(res: CaseResult, est: oracles.Estimate | None, value: float, tol: float) -> None:
+    """How far a finite-difference estimate is from the gradient it was compared with, over
+    the allowance it was judged with (``oracles.Estimate.agrees``): at most 1 where it agreed."""
+    if est is None or est.kink:
+        return
+    allowed = 8.0 * est.error + tol
+    gap = abs(value - est.value)
+    res.fd_ratio = max(res.fd_ratio, min(HUGE, gap / allowed) if allowed > 0 else (0.0 if gap == 0 else HUGE))
 
 
 def _rel_err(m: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None) -> float:
@@ -813,11 +833,13 @@ def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torc
         if x.numel() > FD_ONLY_ELEMENTS:   # the elements not probed one by one, all at once
             v = {n: torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device) * oracles.scale_of(x, case.scale)}
             dm = float((m.to(x.device) * v[n]).sum())
-            status, _ = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
-                                      float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
+            status, est = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
+                                        float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
+            _fd_ratio(res, est, dm, float((b.to(x.device) * v[n].abs()).sum()))
             statuses[n].append(status)
         res.tensors[n] = _fd_comparison(n, m, b, rows, statuses[n].count(Finding.NEITHER))
         res.fd_rel_err = max(res.fd_rel_err, res.tensors[n].max_rel_err)
+        res.fd_ratio = max(res.fd_ratio, res.tensors[n].max_ratio)
     res.failing = [n for n, s in statuses.items() if Finding.NEITHER in s]
     if res.failing:
         res.verdict = FAIL

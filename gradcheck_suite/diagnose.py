@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from . import oracles
-from .blame import user_code
+from .blame import shown_path, user_code
 from .case import Bound, Case, build, upstream
 from .compare import bound as tolerance
 from .spec import Model, Tensors
@@ -400,17 +400,18 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
             misreturned.append((rec, claimed[0], as_returned))     # right, and returned in another's place
         elif as_returned:
             claimed.insert(0, as_returned)
+        line = None if rec.argument else rec.line
         if not claimed:
             if any(_matches(value, t, case, None) for t in truth.values() if tuple(t.shape) == tuple(value.shape)):
-                status[rec.name] = (True, rec.line)
+                status[rec.name] = (True, line)
             continue
         target = claimed[0]
         if _matches(value, truth[target], case, None):
-            status[rec.name] = (True, rec.line)
+            status[rec.name] = (True, line)
             without_g = [(r, t) for r, t in without_g if r.name != rec.name]    # g came in after all
             continue
         if _matches(value, truth[target], case, scalar_g):
-            status[rec.name] = (True, rec.line)      # right for g = 1: g may come in later
+            status[rec.name] = (True, line)      # right for g = 1: g may come in later
             without_g.append((rec, target))
             continue
         if last[(rec.file, rec.name)] > rec.order:
@@ -424,7 +425,7 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
         helper = _recomputed(tracer, rec, code, truth)
         if helper is not None:
             return helper, None
-        right = next((f"{w} (line {status[w][1]}) is right" for w in inputs if status[w][0]), "")
+        right = next((f"{_input(w, status, rec.file)} is right" for w in inputs if status[w][0]), "")
         what = "the gradient of the output" if target == "output" else f"the gradient of {target}"
         return Location(rec.file, rec.line, rec.name, code, what + _defined(target, truth), right), None
     if without_g and not any(_matches(manual[n].detach().to("cpu", torch.float64), auto[n].detach().to(
@@ -437,13 +438,13 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
         rec, target, n = misreturned[0]
         file, line = tracer.returns[-1]
         return Location(file, line, n, _code(file, line), f"the gradient of {n}",
-                        f"it returns {rec.name} (line {rec.line}), which is the gradient of {target}"), None
+                        f"it returns {rec.name} ({_at(rec.file, rec.line)}), which is the gradient of {target}"), None
     if any(n in computed for n in status) and all(ok for ok, _ in status.values()) and tracer.returns:
         # every gradient it computed on the way is right: the mistake is in what it returns
         file, line = tracer.returns[-1]
         code = _code(file, line)
         n = failing[0]
-        right = next((f"{w} (line {status[w][1]}) is right" for w in _names(code) if w in status), "")
+        right = next((f"{_input(w, status, file)} is right" for w in _names(code) if w in status), "")
         return Location(file, line, n, code, f"the gradient of {n}", right), None
     return None, ("could not localise: no assignment of the backward names a gradient of the forward's "
                   "steps, or matches one by value")
@@ -484,22 +485,33 @@ def _recomputed(tracer: _Tracer, wrong: _Assigned, code: str, truth: _Truth) -> 
         if tuple(rec.value.shape) == tuple(theirs[0].shape) and not torch.allclose(
                 rec.value.double(), theirs[0].double(), rtol=1e-9, atol=1e-12):
             return Location(rec.file, rec.line, name, _code(rec.file, rec.line),
-                            f"the forward's {name} (forward line {theirs[1]}), which it recomputes",
-                            f"{wrong.name} (line {wrong.line}) goes wrong with it")
+                            f"the forward's {name} (at {_at(*theirs[1])}), which it recomputes",
+                            f"{wrong.name} ({_at(wrong.file, wrong.line)}) goes wrong with it")
     return None
 
 
 def _defined(target: str, truth) -> str:
-    line = getattr(truth, "lines", {}).get(target)
-    return f", forward line {line}" if line else ""
+    where = getattr(truth, "lines", {}).get(target)
+    return f", defined at {_at(*where)}" if where else ""
+
+
+def _at(file: str, line: int) -> str:
+    """``examples/wrong.py:11``: every line a message names comes with its file."""
+    return f"{shown_path(file)}:{line}"
+
+
+def _input(name: str, status: dict, rec_file: str) -> str:
+    """``gy (examples/wrong.py:18)``, or ``g (as passed in)`` for an argument of the backward."""
+    line = status[name][1]
+    return f"{name} (as passed in)" if line is None else f"{name} ({_at(rec_file, line)})"
 
 
 class _Truth(dict):
-    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned;
-    ``named``: every tensor the forward's own code named, with its line (masks too)."""
+    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned
+    (file, line); ``named``: every tensor the forward's own code named, with where (masks too)."""
 
-    lines: dict[str, int]
-    named: dict[str, tuple[torch.Tensor, int]]
+    lines: dict[str, tuple[str, int]]
+    named: dict[str, tuple[torch.Tensor, tuple[str, int]]]
 
 
 class _Outputs(torch.overrides.TorchFunctionMode):
@@ -532,7 +544,7 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
         for rec in tracer.records:
             t = rec.value
             if isinstance(t, torch.Tensor) and t.requires_grad and rec.name not in seen:
-                seen[rec.name] = (t, rec.line)
+                seen[rec.name] = (t, (rec.file, rec.line))
         if not (isinstance(out, torch.Tensor) and out.requires_grad):
             return truth
         unnamed = [t for t in ops.seen if all(t is not v for v, _ in seen.values())]
@@ -551,7 +563,7 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
             values[f"<op {i}>"] = t.detach().to("cpu", torch.float64)
     truth["output"] = g.detach().to("cpu", torch.float64)
     if model.reference is None:
-        truth.named = {r.name: (_copy(r.value), r.line) for r in tracer.records}
+        truth.named = {r.name: (_copy(r.value), (r.file, r.line)) for r in tracer.records}
     else:
         _names_from_forward(model, p, d, truth, values)
     return truth
@@ -564,13 +576,13 @@ def _names_from_forward(model: Bound, p: Tensors, d: Tensors, truth: _Truth, val
     with torch.no_grad():
         tracer.run(model.forward, p, d)
     for rec in tracer.records:
-        truth.named.setdefault(rec.name, (rec.value, rec.line))
+        truth.named.setdefault(rec.name, (rec.value, (rec.file, rec.line)))
         if rec.name in truth or not rec.value.is_floating_point():
             continue
         for ref_name, v in values.items():
             if tuple(v.shape) == tuple(rec.value.shape) and torch.allclose(rec.value, v, rtol=1e-9, atol=1e-12):
                 truth[rec.name] = truth[ref_name]
-                truth.lines[rec.name] = rec.line
+                truth.lines[rec.name] = (rec.file, rec.line)
                 break
 
 

@@ -35,6 +35,8 @@ class ModelRun:
     shrink_steps: int = 0
     worst_autograd: float = 0.0    # worst relative error against autograd
     worst_fd: float = 0.0          # worst relative error against finite differences
+    worst_autograd_ratio: float = 0.0   # worst error against autograd over its tolerance (what decided)
+    worst_fd_ratio: float = 0.0         # worst distance from finite differences over their allowance
     seconds: float = 0.0
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
@@ -170,6 +172,8 @@ def _count(run: ModelRun, res: CaseResult) -> None:
         run.checked += 1
         run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
         run.worst_fd = max(run.worst_fd, res.fd_rel_err)
+        run.worst_autograd_ratio = max(run.worst_autograd_ratio, res.autograd_ratio)
+        run.worst_fd_ratio = max(run.worst_fd_ratio, res.fd_ratio)
 
 
 #: Why a case is set aside, by the check's note (see ``check``): the reason, and what to do.

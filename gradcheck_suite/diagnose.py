@@ -24,6 +24,7 @@ where nothing matches, the report says so and guesses nothing.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 import linecache
@@ -68,10 +69,14 @@ class Location:
     code: str
     expected: str
     right: str = ""     # an input of that line that is right, and where it was assigned
+    why: str = ""       # the whole sentence, where the line is not the wrong value's own
+
+    def sentence(self) -> str:
+        return self.why or f"{self.variable} is not {self.expected}" + (f"; {self.right}" if self.right else "")
 
     def to_json(self) -> dict:
         return {"file": self.file, "line": self.line, "variable": self.variable, "code": self.code,
-                "expected": self.expected}
+                "expected": self.expected, "text": self.sentence()}
 
 
 @dataclasses.dataclass
@@ -285,6 +290,7 @@ class _Tracer:
         self.where: dict[int, tuple[str, int]] = {}
         self.outer: set[int] = set()
         self.returns: list[tuple[str, int]] = []     # where the user's outermost functions returned
+        self.containers: list[tuple[str, int, str, dict]] = []   # (file, line, name, {slot: copy}) as they change
         self.user = user_code
 
     def __call__(self, frame, event, arg):
@@ -312,6 +318,9 @@ class _Tracer:
     def _changed(self, frame, file: str, line: int) -> None:
         before = self.seen.setdefault(id(frame), {})
         for name, value in list(frame.f_locals.items()):
+            if type(value) in (dict, list, tuple) and not self.keep_graph:
+                self._container(before, file, line, name, value)
+                continue
             if isinstance(value, torch.Tensor) and (value.is_floating_point() or self.every_tensor):
                 stamp = (id(value), value._version)
             elif isinstance(value, np.ndarray) and (value.dtype.kind == "f" or
@@ -326,6 +335,18 @@ class _Tracer:
             before[name] = stamp
             kept = value if self.keep_graph and isinstance(value, torch.Tensor) else _copy(value)
             self.records.append(_Assigned(file, line, name, kept, len(self.records), id(value), argument))
+
+    def _container(self, before: dict, file: str, line: int, name: str, value) -> None:
+        """A dict, tuple or list of gradients: each change of what it holds, slot by slot."""
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        slots = {k: v for k, v in items if isinstance(v, (torch.Tensor, np.ndarray))}
+        if not slots or len(slots) > 64:
+            return
+        stamp = ("container", id(value), tuple((k, id(v), getattr(v, "_version", None)) for k, v in slots.items()))
+        if before.get(name) == stamp:
+            return
+        before[name] = stamp
+        self.containers.append((file, line, name, {k: _copy(v) for k, v in slots.items()}))
 
     def run(self, fn, *args):
         old = sys.gettrace()
@@ -425,8 +446,11 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
         helper = _recomputed(tracer, rec, code, truth)
         if helper is not None:
             return helper, None
-        right = next((f"{_input(w, status, rec.file)} is right" for w in inputs if status[w][0]), "")
         what = "the gradient of the output" if target == "output" else f"the gradient of {target}"
+        origin = _origin(rec, truth[target], floats, truth, p, d, case)
+        if origin is not None:
+            return _from_origin(origin, rec, what + _defined(target, truth)), None
+        right = next((f"{_input(w, status, rec.file)} is right" for w in inputs if status[w][0]), "")
         return Location(rec.file, rec.line, rec.name, code, what + _defined(target, truth), right), None
     if without_g and not any(_matches(manual[n].detach().to("cpu", torch.float64), auto[n].detach().to(
             "cpu", torch.float64), case, None) for n in failing):
@@ -436,18 +460,147 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
                         "and g is never multiplied in"), None
     if misreturned and tracer.returns:
         rec, target, n = misreturned[0]
-        file, line = tracer.returns[-1]
-        return Location(file, line, n, _code(file, line), f"the gradient of {n}",
+        file, line, slot = _built(tracer, n, manual[n], *tracer.returns[-1])
+        return Location(file, line, slot, _code(file, line), f"the gradient of {n}",
                         f"it returns {rec.name} ({_at(rec.file, rec.line)}), which is the gradient of {target}"), None
     if any(n in computed for n in status) and all(ok for ok, _ in status.values()) and tracer.returns:
-        # every gradient it computed on the way is right: the mistake is in what it returns
-        file, line = tracer.returns[-1]
-        code = _code(file, line)
+        # every gradient it computed on the way is right: the mistake is in what it returns,
+        # or in the line that put it where it returns it from
         n = failing[0]
+        file, line, slot = _built(tracer, n, manual[n], *tracer.returns[-1])
+        code = _code(file, line)
         right = next((f"{_input(w, status, file)} is right" for w in _names(code) if w in status), "")
-        return Location(file, line, n, code, f"the gradient of {n}", right), None
+        return Location(file, line, slot, code, f"the gradient of {n}", right), None
     return None, ("could not localise: no assignment of the backward names a gradient of the forward's "
                   "steps, or matches one by value")
+
+
+def _built(tracer: _Tracer, n: str, final: torch.Tensor, file: str, line: int) -> tuple[str, int, str]:
+    """Where the returned gradient of ``n`` was put in the dict, tuple or list that the
+    backward returns (``grads = {...}`` a line before ``return grads``): that line and the
+    slot; else the return line itself."""
+    returned = [name for name in _names(_code(file, line)) if name != "return"]
+    final = final.detach().to("cpu", torch.float64)
+    hits = [c for c in tracer.containers if c[0] == file and c[2] in returned and c[1] < line]
+    for cfile, cline, name, slots in reversed(hits):
+        for key, value in slots.items():
+            if tuple(value.shape) == tuple(final.shape) and torch.equal(value, final):
+                return cfile, cline, f"{name}[{key!r}]"
+    return file, line, n
+
+
+def _origin(wrong: _Assigned, want: torch.Tensor, floats: list[_Assigned], truth: _Truth, p: Tensors,
+            d: Tensors, case: Case) -> tuple[_Assigned, list[_Assigned]] | None:
+    """The line where a wrong value first goes wrong, where that is before the line that
+    assigns it.  Two steps, by value only:
+
+    - a line that only rearranges one value that nothing confirms (a slice, a flip, a
+      transpose: every element it holds is one of that value's) cannot go wrong unless that
+      value already holds the right gradient as a block; so the walk moves up to that value
+      (``gw = gw.flip(-1)`` before ``gw = gw[:, :, 1:]``);
+    - a line that computes with a value that is a rearrangement of a known one (a parameter,
+      a value of the forward) and that nothing confirms: that rearrangement goes wrong first
+      (a kernel that is not flipped, before the convolution and the slice that use it).
+
+    Returns (that line, the lines between); None where the wrong line is its own origin."""
+    known = [v.to(torch.float64) for v in (*getattr(truth, "forward_values", {}).values(),
+                                           *(x for x, _ in getattr(truth, "named", {}).values()),
+                                           *(t.detach().to("cpu") for t in (*p.values(), *d.values())
+                                             if isinstance(t, torch.Tensor)))
+             if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    named = getattr(truth, "named", {})
+
+    def confirmed(r: _Assigned) -> bool:
+        v = r.value
+        if r.argument or _holds(v, want, case) or any(
+                tuple(t.shape) == tuple(v.shape) and _matches(v, t, case, None) for t in truth.values()):
+            return True
+        return r.name in named and tuple(named[r.name][0].shape) == tuple(v.shape) and _matches(
+            v, named[r.name][0].to(torch.float64), case, None)
+
+    def inputs(r: _Assigned) -> list[_Assigned]:
+        found = []
+        for name in dict.fromkeys(_names(_code(r.file, r.line))):
+            prior = [x for x in floats if x.name == name and x.file == r.file and x.order < r.order]
+            if prior:
+                found.append(prior[-1])
+        return found
+
+    here, between = wrong, []
+    for _ in range(32):
+        up = [x for x in inputs(here) if not confirmed(x) and _rearranged(here.value, x.value)]
+        if len(up) != 1:
+            break
+        between.append(here)
+        here = up[0]
+    given = [t.detach().to("cpu", torch.float64) for t in (*p.values(), *d.values())
+             if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    for x in inputs(here):
+        if confirmed(x) or x.argument:
+            continue
+        # a parameter taken through a call that leaves it as it is at this size (a transpose of
+        # 1 x 1 dims, a flip left out) counts too: the same call rearranges it at other sizes
+        computed = not _read_as_is(_code(x.file, x.line))
+        if any(_rearranged(x.value, k) for k in known) or (computed and any(
+                tuple(k.shape) == tuple(x.value.shape) and torch.equal(k, x.value) for k in given)):
+            between.append(here)
+            here = x
+            break
+    if here is wrong:
+        return None
+    return here, sorted((x for x in between if x is not wrong), key=lambda x: x.order)
+
+
+def _rearranged(value: torch.Tensor, source: torch.Tensor) -> bool:
+    """Every element of ``value`` is one of ``source``'s, bit for bit, and ``value`` is not
+    ``source`` itself: a slice, flip, transpose or permutation of it.  A constant proves
+    nothing (zeros are in most tensors)."""
+    if not value.is_floating_point() or value.numel() < 2 or source.numel() < 2:
+        return False
+    flat = value.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return False
+    if tuple(value.shape) == tuple(source.shape) and torch.equal(value, source.to(value.dtype)):
+        return False
+    return bool(torch.isin(flat, source.to(value.dtype).reshape(-1)).all())
+
+
+def _read_as_is(code: str) -> bool:
+    """An assignment that computes nothing: ``h, y = cache``, ``(x,) = ctx.saved_tensors``."""
+    try:
+        tree = ast.parse(code.strip())
+    except SyntaxError:
+        return False
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, ast.Assign):
+        return False
+    return all(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Load, ast.Constant,
+                              ast.Index if hasattr(ast, "Index") else ast.Constant, ast.Slice))
+               for n in ast.walk(node.value))
+
+
+def _holds(value: torch.Tensor, want: torch.Tensor, case: Case) -> bool:
+    """``value`` holds ``want`` as a block (a padded gradient, before the slice that takes it)."""
+    if value.dim() != want.dim() or value.dim() == 0 or tuple(value.shape) == tuple(want.shape) or any(
+            v < w for v, w in zip(value.shape, want.shape)):
+        return False
+    count = math.prod(v - w + 1 for v, w in zip(value.shape, want.shape)) * want.numel()
+    if count > 4_000_000:
+        return False
+    windows = value
+    for axis, size in enumerate(want.shape):
+        windows = windows.unfold(axis, size, 1)
+    windows = windows.reshape(-1, *want.shape)
+    allowed = tolerance(want, case.dtype)
+    return bool(((windows - want).abs() <= allowed).flatten(1).all(1).any())
+
+
+def _from_origin(origin: tuple[_Assigned, list[_Assigned]], wrong: _Assigned, expected: str) -> Location:
+    first, between = origin
+    through = f", through {', '.join(f'{x.name} ({_at(x.file, x.line)})' for x in between)}" if between else ""
+    why = (f"{wrong.name} ({_at(wrong.file, wrong.line)}) is not {expected}; it comes from {first.name}, "
+           f"set here{through}: a rearrangement that nothing confirms, the first line that can be wrong")
+    return Location(first.file, first.line, first.name, _code(first.file, first.line), expected, why=why)
 
 
 def _first_with_final_error(states: list[_Assigned], want: torch.Tensor, case: Case, scalar_g) -> _Assigned:
@@ -512,6 +665,7 @@ class _Truth(dict):
 
     lines: dict[str, tuple[str, int]]
     named: dict[str, tuple[torch.Tensor, tuple[str, int]]]
+    forward_values: dict[str, torch.Tensor]      # what the forward computed, named or not (float64)
 
 
 class _Outputs(torch.overrides.TorchFunctionMode):
@@ -562,6 +716,7 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
             truth[f"<op {i}>"] = gr.detach().to("cpu", torch.float64)
             values[f"<op {i}>"] = t.detach().to("cpu", torch.float64)
     truth["output"] = g.detach().to("cpu", torch.float64)
+    truth.forward_values = values
     if model.reference is None:
         truth.named = {r.name: (_copy(r.value), (r.file, r.line)) for r in tracer.records}
     else:

@@ -201,8 +201,7 @@ def _look_at(res: CaseResult) -> list[str]:
     path = shown_path(loc.file)
     head = f"  look at: {path}:{loc.line}   {loc.code}"
     lines = [head] if len(head) <= WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
-    why = f"{loc.variable} is not {loc.expected}" + (f"; {loc.right}" if loc.right else "")
-    return lines + _wrap(" " * 11 + why, 11)
+    return lines + _wrap(" " * 11 + loc.sentence(), 11)
 
 
 def case_json(res: CaseResult, models_from: str | None = None) -> dict:

@@ -159,6 +159,13 @@ class OpCall:
                 if i in mine or not (i < len(needs_n) and needs_n[i]):
                     continue
                 if not isinstance(b, torch.Tensor) or (isinstance(a, torch.Tensor) and not _close(a, b)):
+                    again = self._direct_backward(p, d, h, gs, None)   # the repeated call first
+                    if isinstance(b, torch.Tensor) and again is not None and not (
+                            i < len(again[1]) and isinstance(again[1][i], torch.Tensor)
+                            and _same_values(again[1][i], a)):
+                        return (f"backward gives another gradient for {name(i)} when called again with the same "
+                                "inputs: it is not deterministic (random numbers, or state kept between calls), "
+                                "so which inputs need a gradient cannot be judged"), []
                     got = "no gradient" if b is None else "another gradient"
                     return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "

@@ -66,6 +66,7 @@ class CaseResult:
     diagnosis: list = dataclasses.field(default_factory=list)   # diagnose.Kind per failing tensor
     location: object = None        # diagnose.Location: the first wrong line of the backward
     location_note: str | None = None   # why there is no location
+    deferred: str | None = None    # a contract problem judged after the values (see _op_contract)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +93,14 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
         pass
     except Exception as e:  # the harness itself, on this model's case: never read as the user's
         _internal(res, "checking the case", e)
+    if res.deferred:
+        if res.verdict == FAIL:          # wrong values come first: the contract problem explains them
+            res.notes.append(res.deferred)
+        elif res.verdict in (PASS, NONDIFF, SKIPPED):
+            res.verdict = ERROR
+            res.problems.insert(0, res.deferred)
+        else:
+            res.problems.append(res.deferred)
     res.seconds = time.perf_counter() - start
     return res
 
@@ -761,8 +770,10 @@ def _op_contract(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor
         return
     gs = split(g, model.layout)
     text, notes = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
-    if text:
-        raise _error(res, text)
+    # judged after the values: gradients returned in swapped slots also give "no gradient for b
+    # when a needs none", and a backward that is not deterministic "another gradient"; the
+    # failure of the values, or the repeated call, names those first
+    res.deferred = text or None
     res.notes.extend(notes)
 
 
@@ -799,12 +810,47 @@ def _repeated_backward(model, res: CaseResult, grads, again: list, bounds) -> No
                     bitwise.add(n)
         if differs:
             raise _error(res, f"backward gives another result when called {times} on the same case, beyond "
-                              f"rounding (state kept between calls, or its cache changed): {', '.join(differs)}"
+                              f"rounding ({_why_not_repeatable(model, res, again)}): {', '.join(differs)}"
                               + ("; a layer object that accumulates gradients? zero them in the record's backward, "
                                  "before each call" if model.kind == "numpy" else ""))
-    if bitwise:
+    if bitwise and _draws_random(model, res):
+        res.notes.append(f"backward is not deterministic on {', '.join(sorted(bitwise))}: it draws random numbers "
+                         "(the same seed gives the same result)")
+    elif bitwise:
         res.notes.append(f"backward is reproducible within rounding but not bitwise on {', '.join(sorted(bitwise))} "
                          "(e.g. a sum whose order changes between calls)")
+
+
+def _why_not_repeatable(model, res: CaseResult, again: list) -> str:
+    """Random numbers, or state: see :func:`_draws_random`."""
+    if _draws_random(model, res):
+        return ("it is not deterministic: it draws random numbers, and the same seed gives the same result; "
+                "a gradient must not depend on chance")
+    return "not deterministic, or state kept between calls, or its cache changed"
+
+
+def _draws_random(model, res: CaseResult) -> bool:
+    """The backward called twice more, each time after the same seed for torch, numpy and
+    random: the same result both times, where the plain calls differed."""
+    import random
+
+    import numpy as np
+    case = res.case
+    try:
+        p, d = build(Bound(model, case) if not isinstance(model, Bound) else model, case)
+        runs = []
+        for _ in range(2):
+            states = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+            try:
+                torch.manual_seed(0), np.random.seed(0), random.seed(0)
+                with torch.no_grad():
+                    out, cache = model.forward(p, d)
+                    runs.append(model.backward(p, d, cache, upstream(out, case.seed)))
+            finally:
+                torch.random.set_rng_state(states[0]), np.random.set_state(states[1]), random.setstate(states[2])
+        return all(_same(runs[0][n], runs[1][n]) for n in model.differentiable)
+    except Exception:
+        return False
 
 
 def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads) -> None:

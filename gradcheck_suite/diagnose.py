@@ -291,6 +291,7 @@ class _Tracer:
         self.outer: set[int] = set()
         self.returns: list[tuple[str, int]] = []     # where the user's outermost functions returned
         self.containers: list[tuple[str, int, str, dict]] = []   # (file, line, name, {slot: copy}) as they change
+        self.ran: set[tuple[str, int]] = set()       # every line of the user's code that ran
         self.user = user_code
 
     def __call__(self, frame, event, arg):
@@ -307,6 +308,7 @@ class _Tracer:
             if key in self.where:
                 self._changed(frame, *self.where[key])
             self.where[key] = (frame.f_code.co_filename, frame.f_lineno)
+            self.ran.add(self.where[key])
             if event == "return":
                 if key in self.outer:
                     self.returns.append((frame.f_code.co_filename, frame.f_lineno))
@@ -439,6 +441,9 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
             continue        # changed again later (grad_h = ...clone(); grad_h[h < 0] = 0): judged as it ends up
         states = history[(rec.file, rec.name, rec.ident)]
         rec = _first_with_final_error(states, truth[target], case, scalar_g)
+        missed = _never_written(states, rec, truth[target], case, target, tracer.ran)
+        if missed is not None:
+            return missed, None
         code = _code(rec.file, rec.line)
         inputs = [w for w in _names(code) if w != rec.name and w in status]
         if any(not status[w][0] for w in inputs):
@@ -601,6 +606,76 @@ def _from_origin(origin: tuple[_Assigned, list[_Assigned]], wrong: _Assigned, ex
     why = (f"{wrong.name} ({_at(wrong.file, wrong.line)}) is not {expected}; it comes from {first.name}, "
            f"set here{through}: a rearrangement that nothing confirms, the first line that can be wrong")
     return Location(first.file, first.line, first.name, _code(first.file, first.line), expected, why=why)
+
+
+def _never_written(states: list[_Assigned], first: _Assigned, want: torch.Tensor, case: Case,
+                   target: str, ran: set) -> Location | None:
+    """A tensor made once (``zeros_like``) and then written in place, whose wrong elements all
+    keep the value it was made with: the mistake is a write that never reaches them (a loop
+    that starts one step late, a slice one short), not the line that made it.  The loop
+    around the writes, or the write itself where there is no loop.  Where no write ran at
+    all (the loop's one step skipped at size 1), the writes the code holds for it."""
+    if first is not states[0]:
+        return None
+    start, final = states[0].value, states[-1].value
+    if tuple(start.shape) != tuple(want.shape):
+        return None
+    wrong = (final - want).abs() > tolerance(want, case.dtype)
+    if not bool(wrong.any()) or bool(start[wrong].any()):
+        return None         # made with values of its own (ones, not zeros): the line that made it
+    if len(states) > 1:
+        if bool(wrong.all()) or any(not torch.equal(s.value[wrong], start[wrong]) for s in states[1:]):
+            return None         # a write reached them: its line is the one that went wrong
+        write = states[1]
+        file, line = write.file, write.line
+    else:
+        file = states[0].file
+        line = next((w for w in _writes_to(file, states[0].line, states[0].name) if (file, w) not in ran), None)
+        if line is None:
+            return None
+    write = dataclasses.replace(states[0], file=file, line=line)
+    loop = _enclosing_loop(write.file, write.line)
+    if len(states) == 1 and loop is None:
+        return None
+    where = [tuple(i) for i in wrong.nonzero().tolist()[:3]]
+    ran_at_all = "" if len(states) > 1 else ", which never ran"
+    why = (f"{write.name} is not the gradient of {target} at {', '.join(map(str, where))}"
+           f"{' ...' if int(wrong.sum()) > 3 else ''}: those elements keep the value it was made with "
+           f"({_at(states[0].file, states[0].line)}); no write reaches them ({_at(write.file, write.line)}"
+           f"{ran_at_all})")
+    line = loop or write.line
+    return Location(write.file, line, write.name, _code(write.file, line), f"the gradient of {target}", why=why)
+
+
+def _writes_to(file: str, made: int, name: str) -> list[int]:
+    """Lines after ``made``, in the function that holds it, that write into ``name[...]``."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return []
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and n.lineno <= made <= (n.end_lineno or n.lineno)]
+    if not funcs:
+        return []
+    func = max(funcs, key=lambda n: n.lineno)
+    lines = []
+    for n in ast.walk(func):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+        if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == name
+               for t in targets) and n.lineno > made:
+            lines.append(n.lineno)
+    return sorted(lines)
+
+
+def _enclosing_loop(file: str, line: int) -> int | None:
+    """The line of the innermost ``for`` or ``while`` around ``line``, or None."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return None
+    loops = [n.lineno for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))
+             and n.lineno < line <= (n.end_lineno or n.lineno)]
+    return max(loops) if loops else None
 
 
 def _first_with_final_error(states: list[_Assigned], want: torch.Tensor, case: Case, scalar_g) -> _Assigned:

@@ -486,10 +486,14 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
             # the worst relative error is that of the elements judged, the kinks left out
             res.autograd_rel_err = max((_rel_err(grads[n], ag[n], masks.get(n)) for n in model.differentiable),
                                        default=0.0)
-            res.autograd_ratio = max((float(_ratio(grads[n], ag[n], res.tensors[n])[~masks[n]].max(initial=0.0))
+            res.autograd_ratio = max((_worst(_ratio(grads[n], ag[n], res.tensors[n])[~masks[n]])
                                       if n in masks else res.tensors[n].max_ratio for n in model.differentiable),
                                      default=0.0)
     _verdict(res, findings, bool(mismatched))
+
+
+def _worst(values: torch.Tensor) -> float:
+    return min(HUGE, float(values.max())) if values.numel() else 0.0
 
 
 def _fd_ratio(res: CaseResult, est: oracles.Estimate | None, value: float, tol: float) -> None:
@@ -932,6 +936,7 @@ def _double_backward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors,
     def probe(label: str, v, dm: float, da: float, tol: float):
         status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, u64, v)), dm, da, tol, PRECISE)
         statuses.setdefault(label, []).append(status)
+        _fd_ratio(res, est, dm, tol)
         return status, est
 
     for n, c in comps.items():

@@ -101,7 +101,8 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
             continue
         kind = next((k.text for k in res.diagnosis if k.tensor == name), None)
         lines += labelled(name, f"shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} outside "
-                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)}")
+                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)} "
+                                f"(error/tolerance {_over(c.max_ratio)})")
         lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
     lines += _look_at(res)
     lines += wrap_command(case.command(models_from), "  reproduce:")

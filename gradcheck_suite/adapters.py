@@ -120,24 +120,25 @@ class OpCall:
         return (f"backward returned a gradient for {which}; torch raises there in training "
                 f"(\"{found.group(0)}\"): return None in that position")
 
-    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> tuple[str | None, list[str]]:
+    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> tuple[str | None, list[str], bool]:
         """Call the op's backward with its own ctx, as the autograd engine would: the
         tensors it saved must come back unchanged; then again with each input frozen in
         turn, where it must still work and give the other inputs the same gradients.
         A gradient returned where ``ctx.needs_input_grad`` is False is valid torch (the
         engine drops it) and only a note.  With ``opcheck``, torch.library.opcheck first
-        tests the op's registration.  Returns (the error or None, notes)."""
+        tests the op's registration.  Returns (the error or None, notes, whether the error
+        is a frozen-input finding: those are judged after the values, which may explain them)."""
         if self.opcheck:
             text = self._registration_problem(p, d, h)
             if text:
-                return text, []
+                return text, [], False
         gs = g if isinstance(g, tuple) else (g,)
         full = self._direct_backward(p, d, h, gs, None)
         if full is None:
-            return None, []   # not an autograd.Function node: the gradient checks still apply
+            return None, [], False   # not an autograd.Function node: the gradient checks still apply
         needs, raw, problem = full
         if problem:
-            return problem, []
+            return problem, [], False
         frozen_runs = {}                  # input -> (its positions in the Function's arguments, what backward gave)
         for n in (self.inputs if len(self.inputs) > 1 else ()):
             frozen = self._direct_backward(p, d, h, gs, n)
@@ -145,7 +146,7 @@ class OpCall:
                 continue
             needs_n, raw_n, problem = frozen
             if problem:
-                return problem, []
+                return problem, [], True      # it raised with an input frozen
             frozen_runs[n] = ([i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b], needs_n, raw_n)
         named = {i: n for n, (mine, _, _) in frozen_runs.items() for i in mine}   # position -> the user's name
 
@@ -165,18 +166,18 @@ class OpCall:
                             and _close(again[1][i], a)):
                         return (f"backward gives another gradient for {name(i)} when called again with the same "
                                 "inputs: it is not deterministic (random numbers, or state kept between calls), "
-                                "so which inputs need a gradient cannot be judged"), []
+                                "so which inputs need a gradient cannot be judged"), [], True
                     got = "no gradient" if b is None else "another gradient"
                     return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
-                            "must not depend on which other inputs need one"), []
+                            "must not depend on which other inputs need one"), [], True
         notes = []
         if unasked:
             names = ", ".join(dict.fromkeys(unasked))
             notes.append(f"backward computes a gradient nobody asked for: for {names} while ctx.needs_input_grad "
                          "is False there (a data tensor, or an input frozen); torch drops it, and skipping that "
                          "work would save time")
-        return None, notes
+        return None, notes, False
 
     def _position_name(self, i: int) -> str:
         return self.args[i] if self.direct and i < len(self.args) else f"argument {i + 1} of the Function's forward"

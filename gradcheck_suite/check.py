@@ -384,7 +384,7 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
                 return finding
             res.tensors[name] = against
         findings.setdefault(name, []).append(finding)
-        _fd_ratio(res, est, m * size, tol)
+        _fd_ratio(res, est, m * size, tol, finding)
         kink = finding is Finding.KINK
         if _resolved(est, max(abs(a), abs(m)) * size) and not kink:
             fd = est.value / size
@@ -451,10 +451,10 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
             est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
         if est is not None:
             finding = Finding.AGREE
-            _fd_ratio(res, est, da, tol)       # it confirmed autograd, which the manual gradient matched
+            _fd_ratio(res, est, da, tol, finding)      # it confirmed autograd, which the manual gradient matched
         else:
             finding, est = oracles.judge(oracles.estimates(phi, oracles.AGREED_STEPS), dm, da, tol, PRECISE)
-            _fd_ratio(res, est, dm, tol)
+            _fd_ratio(res, est, dm, tol, finding)
         findings.setdefault("a random direction", []).append(finding)
         if _resolved(est, max(abs(da), abs(dm))) and finding is not Finding.KINK:
             mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
@@ -496,10 +496,11 @@ def _worst(values: torch.Tensor) -> float:
     return min(HUGE, float(values.max())) if values.numel() else 0.0
 
 
-def _fd_ratio(res: CaseResult, est: oracles.Estimate | None, value: float, tol: float) -> None:
+def _fd_ratio(res: CaseResult, est: oracles.Estimate | None, value: float, tol: float, finding: Finding) -> None:
     """How far a finite-difference estimate is from the gradient it was compared with, over
-    the allowance it was judged with (``oracles.Estimate.agrees``): at most 1 where it agreed."""
-    if est is None or est.kink:
+    the allowance it was judged with (``oracles.Estimate.agrees``): at most 1 where it agreed.
+    A kink is set aside, and so is its figure."""
+    if est is None or est.kink or finding is Finding.KINK:
         return
     allowed = 8.0 * est.error + tol
     gap = abs(value - est.value)
@@ -773,10 +774,12 @@ def _op_contract(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor
     if model.op is None:
         return
     gs = split(g, model.layout)
-    text, notes = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
-    # judged after the values: gradients returned in swapped slots also give "no gradient for b
-    # when a needs none", and a backward that is not deterministic "another gradient"; the
-    # failure of the values, or the repeated call, names those first
+    text, notes, frozen = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
+    if text and not frozen:
+        raise _error(res, text)
+    # a frozen-input finding is judged after the values: gradients returned in swapped slots also
+    # give "no gradient for b when a needs none", and a backward that is not deterministic
+    # "another gradient"; the failure of the values, or the repeated call, names those first
     res.deferred = text or None
     res.notes.extend(notes)
 
@@ -885,11 +888,11 @@ def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torc
             dm = float((m.to(x.device) * v[n]).sum())
             status, est = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
                                         float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
-            _fd_ratio(res, est, dm, float((b.to(x.device) * v[n].abs()).sum()))
+            _fd_ratio(res, est, dm, float((b.to(x.device) * v[n].abs()).sum()), status)
             statuses[n].append(status)
         res.tensors[n] = _fd_comparison(n, m, b, rows, statuses[n].count(Finding.NEITHER))
         res.fd_rel_err = max(res.fd_rel_err, res.tensors[n].max_rel_err)
-        res.fd_ratio = max(res.fd_ratio, res.tensors[n].max_ratio)
+        res.fd_ratio = max(res.fd_ratio, max((e.ratio for e in res.tensors[n].worst if not e.kink), default=0.0))
     res.failing = [n for n, s in statuses.items() if Finding.NEITHER in s]
     if res.failing:
         res.verdict = FAIL
@@ -936,7 +939,7 @@ def _double_backward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors,
     def probe(label: str, v, dm: float, da: float, tol: float):
         status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, u64, v)), dm, da, tol, PRECISE)
         statuses.setdefault(label, []).append(status)
-        _fd_ratio(res, est, dm, tol)
+        _fd_ratio(res, est, dm, tol, status)
         return status, est
 
     for n, c in comps.items():

@@ -186,8 +186,11 @@ def aside_details(r: ModelRun) -> str:
     from .runner import ASIDE_REASONS
     advice = {reason: todo for _, reason, todo in ASIDE_REASONS}
     parts = []
-    for reason, (count, example) in sorted(r.aside.items(), key=lambda kv: -kv[1][0]):
+    for reason, (count, example, scales) in sorted(r.aside.items(), key=lambda kv: -kv[1][0]):
         todo = advice.get(reason, "")
+        if scales and min(scales) > 1 and reason != "a kink or tie, where the gradient is a matter of convention":
+            # only at large scales: the values overflow the dtype, not a domain
+            todo = f"all at scale {min(scales):g} or more, an overflow in {r.dtype}? lower the record's scale_range"
         parts.append(f"{count} with {reason} (e.g. {example})" + (f": {todo}" if todo else ""))
     text = (f"{r.model}: {aside} of {aside + r.checked} cases set aside, {'; '.join(parts) or 'reason unknown'}; "
             f"the verdict rests on the {r.checked} case{'s' * (r.checked != 1)} judged")
@@ -235,8 +238,8 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "verdict": r.verdict,
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
                    "shrink_steps": r.shrink_steps},
-        "aside": [{"reason": reason, "count": count, "example": example}
-                  for reason, (count, example) in r.aside.items()],
+        "aside": [{"reason": reason, "count": count, "example": example, "scales": sorted(scales)}
+                  for reason, (count, example, scales) in r.aside.items()],
         "worst_rel_err": {"autograd": None if r.two_way else r.worst_autograd, "finite_diff": r.worst_fd},
         "worst_over_tolerance": {"autograd": None if r.two_way else r.worst_autograd_ratio,
                                  "finite_diff": r.worst_fd_ratio},

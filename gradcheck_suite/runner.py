@@ -179,7 +179,8 @@ def _count(run: ModelRun, res: CaseResult) -> None:
 #: Why a case is set aside, by the check's note (see ``check``): the reason, and what to do.
 ASIDE_REASONS = (
     ("the forward's output is not finite", "a forward that is NaN or Inf at the drawn values",
-     "keep the draws inside its domain with the record's domain= or a factory"),
+     "keep the draws inside its domain with the record's domain= or a factory, or, where it overflows at "
+     "large scales only, lower its scale_range"),
     ("autograd's gradient is not finite", "an autograd gradient that is NaN or Inf (an overflow in the dtype)",
      "lower the record's scales, or check in a wider dtype"),
     ("a kink or tie", "a kink or tie, where the gradient is a matter of convention", ""),
@@ -189,8 +190,10 @@ ASIDE_REASONS = (
 def _set_aside(run: ModelRun, res: CaseResult) -> None:
     text = " ".join(res.notes) if res.verdict == SKIPPED else "a kink or tie"
     reason = next((r for key, r, _ in ASIDE_REASONS if key in text), res.verdict)
-    entry = run.aside.setdefault(reason, [0, res.case.describe()])
+    entry = run.aside.setdefault(reason, [0, res.case.describe(), []])
     entry[0] += 1
+    if res.case.scale not in entry[2]:
+        entry[2].append(res.case.scale)
 
 
 def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,

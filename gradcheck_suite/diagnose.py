@@ -20,7 +20,11 @@ gives the gradient of every tensor the forward computed.  The backward's assignm
 walked in order: a value that is the gradient of a forward intermediate (by name: ``grad_h``,
 ``h_grad``, ``dh``, ``gh`` for ``h``; or by value) is right; one that is named as such a
 gradient and is not, is wrong.  The first wrong one is reported, with what it should have been;
-where nothing matches, the report says so and guesses nothing.
+where nothing matches, the report says so and guesses nothing.  The report then moves to the
+line that first goes wrong, where values show it is earlier (``_origin``: a slice or flip of a
+value nothing confirms, a rearranged parameter; ``_never_written``: elements no write reaches;
+``_built``: the dict filled before its return).  Every line it cites comes with its file, and a
+kind judged at a larger size says which size its figures are from.
 """
 from __future__ import annotations
 
@@ -580,8 +584,7 @@ def _read_as_is(code: str) -> bool:
     if not isinstance(node, ast.Assign):
         return False
     return all(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Load, ast.Constant,
-                              ast.Index if hasattr(ast, "Index") else ast.Constant, ast.Slice))
-               for n in ast.walk(node.value))
+                              ast.Slice)) for n in ast.walk(node.value))
 
 
 def _holds(value: torch.Tensor, want: torch.Tensor, case: Case) -> bool:

@@ -122,6 +122,13 @@ class OpCall:
             from .check import shape_hint
             return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{shape_hint(got, want)} "
                     f"(torch raises: \"{shape.group(0)}\")")
+        count = re.search(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)", message)
+        if count is not None:
+            want, got = int(count.group(1)), int(count.group(2))
+            return (f"backward returned {got} gradient{'s' * (got != 1)} where torch expects {want}, one per argument "
+                    "of the Function's forward: return a tuple with one entry per argument, None for one that "
+                    "needs no gradient" + ("; a list or a lone tensor counts as one" if got == 1 else "")
+                    + f" (torch raises: \"{count.group(0)}\")")
         found = re.search(r"returned a gradient different than None at position (\d+), but the corresponding "
                           r"forward input was not a Variable", message)
         if found is None:
@@ -132,24 +139,25 @@ class OpCall:
         return (f"backward returned a gradient for {which}; torch raises there in training "
                 f"(\"{found.group(0)}\"): return None in that position")
 
-    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> tuple[str | None, list[str]]:
+    def contract_problem(self, p: Tensors, d: Tensors, h, g) -> tuple[str | None, list[str], bool]:
         """Call the op's backward with its own ctx, as the autograd engine would: the
         tensors it saved must come back unchanged; then again with each input frozen in
         turn, where it must still work and give the other inputs the same gradients.
         A gradient returned where ``ctx.needs_input_grad`` is False is valid torch (the
         engine drops it) and only a note.  With ``opcheck``, torch.library.opcheck first
-        tests the op's registration.  Returns (the error or None, notes)."""
+        tests the op's registration.  Returns (the error or None, notes, whether the error
+        is a frozen-input finding: those are judged after the values, which may explain them)."""
         if self.opcheck:
             text = self._registration_problem(p, d, h)
             if text:
-                return text, []
+                return text, [], False
         gs = g if isinstance(g, tuple) else (g,)
         full = self._direct_backward(p, d, h, gs, None)
         if full is None:
-            return None, []   # not an autograd.Function node: the gradient checks still apply
+            return None, [], False   # not an autograd.Function node: the gradient checks still apply
         needs, raw, problem, shapes = full
         if problem:
-            return problem, []
+            return problem, [], False
         frozen_runs = {}                  # input -> (its positions in the Function's arguments, what backward gave)
         for n in (self.inputs if len(self.inputs) > 1 else ()):
             frozen = self._direct_backward(p, d, h, gs, n)
@@ -157,7 +165,7 @@ class OpCall:
                 continue
             needs_n, raw_n, problem, _ = frozen
             if problem:
-                return problem, []
+                return problem, [], True      # it raised with an input frozen
             frozen_runs[n] = ([i for i, (a, b) in enumerate(zip(needs, needs_n)) if a and not b], needs_n, raw_n)
         named = {i: n for n, (mine, _, _) in frozen_runs.items() for i in mine}   # position -> the user's name
 
@@ -171,10 +179,17 @@ class OpCall:
                 if i in mine or not (i < len(needs_n) and needs_n[i]):
                     continue
                 if not isinstance(b, torch.Tensor) or (isinstance(a, torch.Tensor) and not _close(a, b)):
+                    again = self._direct_backward(p, d, h, gs, None)   # the repeated call first
+                    if isinstance(b, torch.Tensor) and again is not None and not (
+                            i < len(again[1]) and isinstance(again[1][i], torch.Tensor)
+                            and _close(again[1][i], a)):
+                        return (f"backward gives another gradient for {name(i)} when called again with the same "
+                                "inputs: it is not deterministic (random numbers, or state kept between calls), "
+                                "so which inputs need a gradient cannot be judged"), [], True
                     got = "no gradient" if b is None else "another gradient"
                     return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
-                            "must not depend on which other inputs need one"), []
+                            "must not depend on which other inputs need one"), [], True
         notes: list[str] = []
         for i, (r, want) in enumerate(zip(raw, shapes)):
             if isinstance(r, torch.Tensor) and want is not None and tuple(r.shape) != want \
@@ -189,7 +204,7 @@ class OpCall:
             notes.append(f"backward computes a gradient nobody asked for: for {names} while ctx.needs_input_grad "
                          "is False there (a data tensor, or an input frozen); torch drops it, and skipping that "
                          "work would save time")
-        return None, notes
+        return None, notes, False
 
     def _position_name(self, i: int) -> str:
         return self.args[i] if self.direct and i < len(self.args) else f"argument {i + 1} of the Function's forward"

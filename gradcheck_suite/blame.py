@@ -31,6 +31,12 @@ def where(e: BaseException) -> str:
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
+def shown_path(file: str) -> str:
+    """A file as a message names it: relative to the working folder where it is inside it."""
+    path = os.path.relpath(file)
+    return file if path.startswith("..") else path
+
+
 _NOT_USER = tuple(os.path.abspath(os.path.dirname(m.__file__)) + os.sep for m in (torch, np, os))
 
 

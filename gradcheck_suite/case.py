@@ -89,7 +89,23 @@ def describe(x: object) -> str:
     """What a value is, for a message: ``a float32 tensor of shape (2, 3)``, ``tuple``, ``None``."""
     if isinstance(x, torch.Tensor):
         return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}"
+    if isinstance(x, np.generic):
+        return f"numpy.{type(x).__name__} (a numpy scalar)"
+    if isinstance(x, np.ndarray):
+        return f"a numpy {x.dtype} array of shape {x.shape}"
     return "None" if x is None else type(x).__name__
+
+
+def as_tensor_hint(x: object, what: str) -> str:
+    """What to do where a tensor was expected and ``x`` came back: one clause, or ''."""
+    if isinstance(x, (np.generic, np.ndarray)):
+        return (f": return {what} as a torch tensor (numpy values have no autograd graph: compute in torch, "
+                "or hold numpy code with numpy_model)")
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return f": return {what} as a torch tensor, not a Python number (.item() and float() drop the graph)"
+    if isinstance(x, (list, tuple)) and x and all(isinstance(t, torch.Tensor) for t in x):
+        return f": return {what} as one tensor (torch.stack or torch.cat)"
+    return ""
 
 
 class FactoryError(Exception):
@@ -242,8 +258,8 @@ def join(out, who: str) -> tuple[object, list[tuple[int, ...]] | None]:
         return out, None
     for i, t in enumerate(out):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ContractError(f"{who}'s output {i} must be a floating-point tensor, got {type(t).__name__}"
-                                + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ""))
+            raise ContractError(f"{who}'s output {i} must be a floating-point tensor, got {describe(t)}"
+                                + as_tensor_hint(t, "it"))
     if not out:
         raise ContractError(f"{who} returned an empty tuple of outputs")
     return torch.cat([t.reshape(-1) for t in out]), [tuple(t.shape) for t in out]

@@ -30,7 +30,8 @@ import torch
 
 from . import layouts, oracles
 from .blame import ours, where
-from .case import Bound, Case, ContractError, FactoryError, build, describe, float64, split, upstream
+from .case import (Bound, Case, ContractError, FactoryError, as_tensor_hint, build, describe, float64, split,
+                   upstream)
 from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, _finite_abs, all_finite, bound, compare,
                       computation_floor, noise as compare_noise, rel_floor, unravel)
 from .oracles import Finding
@@ -55,6 +56,8 @@ class CaseResult:
     failing: list[str] = dataclasses.field(default_factory=list)
     autograd_rel_err: float = 0.0
     fd_rel_err: float = 0.0
+    autograd_ratio: float = 0.0    # the worst error against autograd over its tolerance: what decided
+    fd_ratio: float = 0.0          # the worst distance from finite differences over the allowance they judged
     seconds: float = 0.0
     traceback: str | None = None   # of an exception from the model's code, for --verbose
     summary: str | None = None     # the headline, where it is not "the manual gradient of ... disagrees"
@@ -64,6 +67,7 @@ class CaseResult:
     location: object = None        # diagnose.Location: the first wrong line of the backward
     location_note: str | None = None   # why there is no location
     fd_ran: bool = True            # False: no second oracle ran (the forward fails in float64)
+    deferred: str | None = None    # a contract problem judged after the values (see _op_contract)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +94,14 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
         pass
     except Exception as e:  # the harness itself, on this model's case: never read as the user's
         _internal(res, "checking the case", e)
+    if res.deferred:
+        if res.verdict == FAIL:          # wrong values come first: the contract problem explains them
+            res.notes.append(res.deferred)
+        elif res.verdict in (PASS, NONDIFF, SKIPPED):
+            res.verdict = ERROR
+            res.problems.insert(0, res.deferred)
+        else:
+            res.problems.append(res.deferred)
     res.seconds = time.perf_counter() - start
     return res
 
@@ -134,7 +146,8 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
         raise _error(res, f"forward must return (output, cache), got {type(returned).__name__}")
     out, cache = returned
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise _error(res, f"forward's output must be a floating-point tensor, got {describe(out)}")
+        raise _error(res, f"forward's output must be a floating-point tensor, got {describe(out)}"
+                          + as_tensor_hint(out, "the output"))
     _unchanged(res, "forward", before, p, d)
     if not all_finite(out):
         res.verdict = SKIPPED
@@ -219,6 +232,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     if not all(c.ok for c in res.tensors.values()) or not bitwise:
         full()
     res.autograd_rel_err = max((c.max_rel_err for c in res.tensors.values()), default=0.0)
+    res.autograd_ratio = max((c.max_ratio for c in res.tensors.values()), default=0.0)
     if not bitwise:                # the same gradients bit for bit leave nothing to report
         _repeated_backward(model, res, grads, again, {n: cmp.bound for n, cmp in res.tensors.items()})
     del again         # the further calls' gradients: not read again
@@ -407,6 +421,7 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
                 return finding
             res.tensors[name] = against
         findings.setdefault(name, []).append(finding)
+        _fd_ratio(res, est, m * size, tol, finding)
         kink = finding is Finding.KINK
         if _resolved(est, max(abs(a), abs(m)) * size) and not kink:
             fd = est.value / size
@@ -465,15 +480,18 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
         # the two-call difference first with the tighter bounds and no rounding bound: what
         # it accepts, the full ones accept too (both only widen the allowance)
         phi = probe(v, 0.0)
-        est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tolerance())
+        tol = tolerance()
+        est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
         if est is None:
             phi.resolution = full().resolution
             tol = tolerance()
             est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
         if est is not None:
             finding = Finding.AGREE
+            _fd_ratio(res, est, da, tol, finding)      # it confirmed autograd, which the manual gradient matched
         else:
             finding, est = oracles.judge(oracles.estimates(phi, oracles.AGREED_STEPS), dm, da, tol, PRECISE)
+            _fd_ratio(res, est, dm, tol, finding)
         findings.setdefault("a random direction", []).append(finding)
         if _resolved(est, max(abs(da), abs(dm))) and finding is not Finding.KINK:
             mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
@@ -505,7 +523,25 @@ def _finite_differences(model, case, res, p64, d64, g, grads, ag, full, out64, s
             # the worst relative error is that of the elements judged, the kinks left out
             res.autograd_rel_err = max((_rel_err(grads[n], ag[n], masks.get(n)) for n in model.differentiable),
                                        default=0.0)
+            res.autograd_ratio = max((_worst(_ratio(grads[n], ag[n], res.tensors[n])[~masks[n]])
+                                      if n in masks else res.tensors[n].max_ratio for n in model.differentiable),
+                                     default=0.0)
     _verdict(res, findings, bool(mismatched))
+
+
+def _worst(values: torch.Tensor) -> float:
+    return min(HUGE, float(values.max())) if values.numel() else 0.0
+
+
+def _fd_ratio(res: CaseResult, est: oracles.Estimate | None, value: float, tol: float, finding: Finding) -> None:
+    """How far a finite-difference estimate is from the gradient it was compared with, over
+    the allowance it was judged with (``oracles.Estimate.agrees``): at most 1 where it agreed.
+    A kink is set aside, and so is its figure."""
+    if est is None or est.kink or finding is Finding.KINK:
+        return
+    allowed = 8.0 * est.error + tol
+    gap = abs(value - est.value)
+    res.fd_ratio = max(res.fd_ratio, min(HUGE, gap / allowed) if allowed > 0 else (0.0 if gap == 0 else HUGE))
 
 
 def _rel_err(m: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None) -> float:
@@ -602,7 +638,7 @@ def _contract(model: Model, res: CaseResult, p: Tensors, d: Tensors, grads) -> N
     for n in want:
         x, gr = (p[n] if n in p else d[n]), grads[n]
         if not isinstance(gr, torch.Tensor):
-            raise _error(res, f"{n}: gradient is {describe(gr)}, expected a tensor")
+            raise _error(res, f"{n}: gradient is {describe(gr)}, expected a tensor" + as_tensor_hint(gr, "it"))
         if gr.shape != x.shape:
             raise _error(res, f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(x.shape)}"
                               + shape_hint(tuple(gr.shape), tuple(x.shape)))
@@ -638,7 +674,8 @@ def _unchanged(res: CaseResult, who: str, before: dict, p: Tensors, d: Tensors, 
         now["upstream gradient g"] = g
     changed = [k for k, t in before.items() if k in now and not _same(t, now[k])]
     if changed:
-        raise _error(res, f"{who} changed its input {', '.join(changed)} in place")
+        raise _error(res, f"{who} changed its input {', '.join(changed)} in place: compute into a new tensor "
+                          "(w = p.w - ..., not p.w -= ...), or change a .clone()")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -777,9 +814,13 @@ def _op_contract(model, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor
     if model.op is None:
         return
     gs = split(g, model.layout)
-    text, notes = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
-    if text:
+    text, notes, frozen = _call(res, "backward (called with its ctx)", model.op.contract_problem, p, d, model.h, gs)
+    if text and not frozen:
         raise _error(res, text)
+    # a frozen-input finding is judged after the values: gradients returned in swapped slots also
+    # give "no gradient for b when a needs none", and a backward that is not deterministic
+    # "another gradient"; the failure of the values, or the repeated call, names those first
+    res.deferred = text or None
     res.notes.extend(notes)
 
 
@@ -816,12 +857,47 @@ def _repeated_backward(model, res: CaseResult, grads, again: list, bounds) -> No
                     bitwise.add(n)
         if differs:
             raise _error(res, f"backward gives another result when called {times} on the same case, beyond "
-                              f"rounding (state kept between calls, or its cache changed): {', '.join(differs)}"
+                              f"rounding ({_why_not_repeatable(model, res, again)}): {', '.join(differs)}"
                               + ("; a layer object that accumulates gradients? zero them in the record's backward, "
                                  "before each call" if model.kind == "numpy" else ""))
-    if bitwise:
+    if bitwise and _draws_random(model, res):
+        res.notes.append(f"backward is not deterministic on {', '.join(sorted(bitwise))}: it draws random numbers "
+                         "(the same seed gives the same result)")
+    elif bitwise:
         res.notes.append(f"backward is reproducible within rounding but not bitwise on {', '.join(sorted(bitwise))} "
                          "(e.g. a sum whose order changes between calls)")
+
+
+def _why_not_repeatable(model, res: CaseResult, again: list) -> str:
+    """Random numbers, or state: see :func:`_draws_random`."""
+    if _draws_random(model, res):
+        return ("it is not deterministic: it draws random numbers, and the same seed gives the same result; "
+                "a gradient must not depend on chance")
+    return "not deterministic, or state kept between calls, or its cache changed"
+
+
+def _draws_random(model, res: CaseResult) -> bool:
+    """The backward called twice more, each time after the same seed for torch, numpy and
+    random: the same result both times, where the plain calls differed."""
+    import random
+
+    import numpy as np
+    case = res.case
+    try:
+        p, d = build(Bound(model, case) if not isinstance(model, Bound) else model, case)
+        runs = []
+        for _ in range(2):
+            states = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+            try:
+                torch.manual_seed(0), np.random.seed(0), random.seed(0)
+                with torch.no_grad():
+                    out, cache = model.forward(p, d)
+                    runs.append(model.backward(p, d, cache, upstream(out, case.seed)))
+            finally:
+                torch.random.set_rng_state(states[0]), np.random.set_state(states[1]), random.setstate(states[2])
+        return all(_same(runs[0][n], runs[1][n]) for n in model.differentiable)
+    except Exception:
+        return False
 
 
 def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torch.Tensor, grads) -> None:
@@ -850,11 +926,13 @@ def _fd_only(model, case: Case, res: CaseResult, p: Tensors, d: Tensors, g: torc
         if x.numel() > FD_ONLY_ELEMENTS:   # the elements not probed one by one, all at once
             v = {n: torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device) * oracles.scale_of(x, case.scale)}
             dm = float((m.to(x.device) * v[n]).sum())
-            status, _ = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
-                                      float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
+            status, est = oracles.judge(oracles.estimates(oracles.line(model, p64, d64, g, v)), dm, dm,
+                                        float((b.to(x.device) * v[n].abs()).sum()), PRECISE)
+            _fd_ratio(res, est, dm, float((b.to(x.device) * v[n].abs()).sum()), status)
             statuses[n].append(status)
         res.tensors[n] = _fd_comparison(n, m, b, rows, statuses[n].count(Finding.NEITHER))
         res.fd_rel_err = max(res.fd_rel_err, res.tensors[n].max_rel_err)
+        res.fd_ratio = max(res.fd_ratio, max((e.ratio for e in res.tensors[n].worst if not e.kink), default=0.0))
     res.failing = [n for n, s in statuses.items() if Finding.NEITHER in s]
     if res.failing:
         res.verdict = FAIL
@@ -901,6 +979,7 @@ def _double_backward(model, case: Case, res: CaseResult, p: Tensors, d: Tensors,
     def probe(label: str, v, dm: float, da: float, tol: float):
         status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, u64, v)), dm, da, tol, PRECISE)
         statuses.setdefault(label, []).append(status)
+        _fd_ratio(res, est, dm, tol, status)
         return status, est
 
     for n, c in comps.items():

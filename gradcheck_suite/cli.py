@@ -582,6 +582,8 @@ def _check(rep: _Report, args) -> None:
     for run, asked in rep.runs:
         if run.verdict != "pass" or run.notes:
             rep.out.write("\n" + report.run_details(run, asked))
+        elif report.aside_details(run):
+            rep.out.write("\n" + report.aside_details(run))
             if args.verbose and run.failure is not None and run.failure.traceback:
                 rep.out.write(run.failure.traceback)
 

@@ -22,10 +22,15 @@ gives the gradient of every tensor the forward computed.  The backward's assignm
 walked in order: a value that is the gradient of a forward intermediate (by name: ``grad_h``,
 ``h_grad``, ``dh``, ``gh`` for ``h``; or by value) is right; one that is named as such a
 gradient and is not, is wrong.  The first wrong one is reported, with what it should have been;
-where nothing matches, the report says so and guesses nothing.
+where nothing matches, the report says so and guesses nothing.  The report then moves to the
+line that first goes wrong, where values show it is earlier (``_origin``: a slice or flip of a
+value nothing confirms, a rearranged parameter; ``_never_written``: elements no write reaches;
+``_built``: the dict filled before its return).  Every line it cites comes with its file, and a
+kind judged at a larger size says which size its figures are from.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 import itertools
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 
 from . import oracles
-from .blame import user_code
+from .blame import shown_path, user_code
 from .case import Bound, Case, build, upstream
 from .compare import bound as tolerance
 from .spec import Model, Tensors
@@ -57,10 +62,11 @@ class Kind:
     factor: float | None
     text: str
     same_as: str = ""      # what must match across sizes: a scale's dim, or its number
-
+    dims: Mapping[str, int] | None = None   # the size it was judged at, where not the failing case's
 
     def to_json(self) -> dict:
-        return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text}
+        return {"tensor": self.tensor, "kind": self.kind, "factor": self.factor, "text": self.text,
+                "dims": None if self.dims is None else dict(self.dims)}
 
 
 @dataclasses.dataclass
@@ -71,10 +77,14 @@ class Location:
     code: str
     expected: str
     right: str = ""     # an input of that line that is right, and where it was assigned
+    why: str = ""       # the whole sentence, where the line is not the wrong value's own
+
+    def sentence(self) -> str:
+        return self.why or f"{self.variable} is not {self.expected}" + (f"; {self.right}" if self.right else "")
 
     def to_json(self) -> dict:
         return {"file": self.file, "line": self.line, "variable": self.variable, "code": self.code,
-                "expected": self.expected}
+                "expected": self.expected, "text": self.sentence()}
 
 
 @dataclasses.dataclass
@@ -103,7 +113,7 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
     except Exception as e:   # tracing someone else's code: say so, never guess
         location, note = None, f"could not trace the backward ({type(e).__name__}: {e})"
     del p, d, cache, g, manual, auto      # the larger case's tensors take their place
-    kinds = {}
+    kinds, kinds_at = {}, {}
     cut = None
     larger = _larger(model, case)
     if larger and deadline is not None and time.perf_counter() > deadline:
@@ -120,15 +130,24 @@ def diagnose(model: Model, case: Case, failing: list[str], bounds: Mapping[str, 
         for n in names:
             if n not in kinds and not _agrees(manual[n], auto[n], at):
                 kinds[n] = _kind(n, b, at, p, d, cache, g, manual, auto, {}, deadline)
+                kinds_at[n] = at
     found = []
     for n in names:
         kind, big = here[n], kinds.get(n)
         if big is not None and (kind.kind != big.kind or kind.same_as != big.same_as):
             if big.kind == "scale":
                 big = Kind(n, "other", None, "no simple relation to autograd's gradient at every size (other)")
+            else:        # its figures (counts, rows, elements) are that size's, not this case's: say so
+                dims = dict(kinds_at[n].dims)
+                big = dataclasses.replace(big, dims=dims, text=f"at {_sizes(dims)}, larger than this case: {big.text}")
             kind = big
         found.append(kind)
     return Diagnosis(found, location, note, cut)
+
+
+def _sizes(dims: Mapping[str, int]) -> str:
+    """``N=64, D=512``: the size a figure belongs to."""
+    return ", ".join(f"{k}={v}" for k, v in dims.items())
 
 
 def _larger(model: Model, case: Case) -> list[Case]:
@@ -389,6 +408,8 @@ class _Tracer:
         self.where: dict[int, tuple[str, int]] = {}
         self.outer: set[int] = set()
         self.returns: list[tuple[str, int]] = []     # where the user's outermost functions returned
+        self.containers: list[tuple[str, int, str, dict]] = []   # (file, line, name, {slot: copy}) as they change
+        self.ran: set[tuple[str, int]] = set()       # every line of the user's code that ran
         self.user = user_code
 
     def __call__(self, frame, event, arg):
@@ -405,6 +426,7 @@ class _Tracer:
             if key in self.where:
                 self._changed(frame, *self.where[key])
             self.where[key] = (frame.f_code.co_filename, frame.f_lineno)
+            self.ran.add(self.where[key])
             if event == "return":
                 if key in self.outer:
                     self.returns.append((frame.f_code.co_filename, frame.f_lineno))
@@ -416,6 +438,9 @@ class _Tracer:
     def _changed(self, frame, file: str, line: int) -> None:
         before = self.seen.setdefault(id(frame), {})
         for name, value in list(frame.f_locals.items()):
+            if type(value) in (dict, list, tuple) and not self.keep_graph:
+                self._container(before, file, line, name, value)
+                continue
             if isinstance(value, torch.Tensor) and (value.is_floating_point() or self.every_tensor):
                 stamp = (id(value), value._version)
             elif isinstance(value, np.ndarray) and (value.dtype.kind == "f" or
@@ -430,6 +455,18 @@ class _Tracer:
             before[name] = stamp
             kept = value if self.keep_graph and isinstance(value, torch.Tensor) else _copy(value)
             self.records.append(_Assigned(file, line, name, kept, len(self.records), id(value), argument))
+
+    def _container(self, before: dict, file: str, line: int, name: str, value) -> None:
+        """A dict, tuple or list of gradients: each change of what it holds, slot by slot."""
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        slots = {k: v for k, v in items if isinstance(v, (torch.Tensor, np.ndarray))}
+        if not slots or len(slots) > 64:
+            return
+        stamp = ("container", id(value), tuple((k, id(v), getattr(v, "_version", None)) for k, v in slots.items()))
+        if before.get(name) == stamp:
+            return
+        before[name] = stamp
+        self.containers.append((file, line, name, {k: _copy(v) for k, v in slots.items()}))
 
     def run(self, fn, *args):
         old = sys.gettrace()
@@ -504,23 +541,27 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
             misreturned.append((rec, claimed[0], as_returned))     # right, and returned in another's place
         elif as_returned:
             claimed.insert(0, as_returned)
+        line = None if rec.argument else rec.line
         if not claimed:
             if any(_matches(value, t, case, None) for t in truth.values() if tuple(t.shape) == tuple(value.shape)):
-                status[rec.name] = (True, rec.line)
+                status[rec.name] = (True, line)
             continue
         target = claimed[0]
         if _matches(value, truth[target], case, None):
-            status[rec.name] = (True, rec.line)
+            status[rec.name] = (True, line)
             without_g = [(r, t) for r, t in without_g if r.name != rec.name]    # g came in after all
             continue
         if _matches(value, truth[target], case, scalar_g):
-            status[rec.name] = (True, rec.line)      # right for g = 1: g may come in later
+            status[rec.name] = (True, line)      # right for g = 1: g may come in later
             without_g.append((rec, target))
             continue
         if last[(rec.file, rec.name)] > rec.order:
             continue        # changed again later (grad_h = ...clone(); grad_h[h < 0] = 0): judged as it ends up
         states = history[(rec.file, rec.name, rec.ident)]
         rec = _first_with_final_error(states, truth[target], case, scalar_g)
+        missed = _never_written(states, rec, truth[target], case, target, tracer.ran)
+        if missed is not None:
+            return missed, None
         code = _code(rec.file, rec.line)
         inputs = [w for w in _names(code) if w != rec.name and w in status]
         if any(not status[w][0] for w in inputs):
@@ -528,8 +569,11 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
         helper = _recomputed(tracer, rec, code, truth)
         if helper is not None:
             return helper, None
-        right = next((f"{w} (line {status[w][1]}) is right" for w in inputs if status[w][0]), "")
         what = "the gradient of the output" if target == "output" else f"the gradient of {target}"
+        origin = _origin(rec, truth[target], floats, truth, p, d, case)
+        if origin is not None:
+            return _from_origin(origin, rec, what + _defined(target, truth)), None
+        right = next((f"{_input(w, status, rec.file)} is right" for w in inputs if status[w][0]), "")
         return Location(rec.file, rec.line, rec.name, code, what + _defined(target, truth), right), None
     if without_g and not any(_matches(manual[n].detach().to("cpu", torch.float64), auto[n].detach().to(
             "cpu", torch.float64), case, None) for n in failing):
@@ -539,18 +583,216 @@ def _locate(model: Bound, case: Case, p: Tensors, d: Tensors, g, manual, auto, f
                         "and g is never multiplied in"), None
     if misreturned and tracer.returns:
         rec, target, n = misreturned[0]
-        file, line = tracer.returns[-1]
-        return Location(file, line, n, _code(file, line), f"the gradient of {n}",
-                        f"it returns {rec.name} (line {rec.line}), which is the gradient of {target}"), None
+        file, line, slot = _built(tracer, n, manual[n], *tracer.returns[-1])
+        return Location(file, line, slot, _code(file, line), f"the gradient of {n}",
+                        f"it returns {rec.name} ({_at(rec.file, rec.line)}), which is the gradient of {target}"), None
     if any(n in computed for n in status) and all(ok for ok, _ in status.values()) and tracer.returns:
-        # every gradient it computed on the way is right: the mistake is in what it returns
-        file, line = tracer.returns[-1]
-        code = _code(file, line)
+        # every gradient it computed on the way is right: the mistake is in what it returns,
+        # or in the line that put it where it returns it from
         n = failing[0]
-        right = next((f"{w} (line {status[w][1]}) is right" for w in _names(code) if w in status), "")
-        return Location(file, line, n, code, f"the gradient of {n}", right), None
+        file, line, slot = _built(tracer, n, manual[n], *tracer.returns[-1])
+        code = _code(file, line)
+        right = next((f"{_input(w, status, file)} is right" for w in _names(code) if w in status), "")
+        return Location(file, line, slot, code, f"the gradient of {n}", right), None
     return None, ("could not localise: no assignment of the backward names a gradient of the forward's "
                   "steps, or matches one by value")
+
+
+def _built(tracer: _Tracer, n: str, final: torch.Tensor, file: str, line: int) -> tuple[str, int, str]:
+    """Where the returned gradient of ``n`` was put in the dict, tuple or list that the
+    backward returns (``grads = {...}`` a line before ``return grads``): that line and the
+    slot; else the return line itself."""
+    returned = [name for name in _names(_code(file, line)) if name != "return"]
+    final = final.detach().to("cpu", torch.float64)
+    hits = [c for c in tracer.containers if c[0] == file and c[2] in returned and c[1] < line]
+    for cfile, cline, name, slots in reversed(hits):
+        for key, value in slots.items():
+            if tuple(value.shape) == tuple(final.shape) and torch.equal(value, final):
+                return cfile, cline, f"{name}[{key!r}]"
+    return file, line, n
+
+
+def _origin(wrong: _Assigned, want: torch.Tensor, floats: list[_Assigned], truth: _Truth, p: Tensors,
+            d: Tensors, case: Case) -> tuple[_Assigned, list[_Assigned]] | None:
+    """The line where a wrong value first goes wrong, where that is before the line that
+    assigns it.  Two steps, by value only:
+
+    - a line that only rearranges one value that nothing confirms (a slice, a flip, a
+      transpose: every element it holds is one of that value's) cannot go wrong unless that
+      value already holds the right gradient as a block; so the walk moves up to that value
+      (``gw = gw.flip(-1)`` before ``gw = gw[:, :, 1:]``);
+    - a line that computes with a value that is a rearrangement of a known one (a parameter,
+      a value of the forward) and that nothing confirms: that rearrangement goes wrong first
+      (a kernel that is not flipped, before the convolution and the slice that use it).
+
+    Returns (that line, the lines between); None where the wrong line is its own origin."""
+    known = [v.to(torch.float64) for v in (*getattr(truth, "forward_values", {}).values(),
+                                           *(x for x, _ in getattr(truth, "named", {}).values()),
+                                           *(t.detach().to("cpu") for t in (*p.values(), *d.values())
+                                             if isinstance(t, torch.Tensor)))
+             if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    named = getattr(truth, "named", {})
+
+    def confirmed(r: _Assigned) -> bool:
+        v = r.value
+        if r.argument or _holds(v, want, case) or any(
+                tuple(t.shape) == tuple(v.shape) and _matches(v, t, case, None) for t in truth.values()):
+            return True
+        return r.name in named and tuple(named[r.name][0].shape) == tuple(v.shape) and _matches(
+            v, named[r.name][0].to(torch.float64), case, None)
+
+    def inputs(r: _Assigned) -> list[_Assigned]:
+        found = []
+        for name in dict.fromkeys(_names(_code(r.file, r.line))):
+            prior = [x for x in floats if x.name == name and x.file == r.file and x.order < r.order]
+            if prior:
+                found.append(prior[-1])
+        return found
+
+    here, between = wrong, []
+    for _ in range(32):
+        up = [x for x in inputs(here) if not confirmed(x) and _rearranged(here.value, x.value)]
+        if len(up) != 1:
+            break
+        between.append(here)
+        here = up[0]
+    given = [t.detach().to("cpu", torch.float64) for t in (*p.values(), *d.values())
+             if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    for x in inputs(here):
+        if confirmed(x) or x.argument:
+            continue
+        # a parameter taken through a call that leaves it as it is at this size (a transpose of
+        # 1 x 1 dims, a flip left out) counts too: the same call rearranges it at other sizes
+        computed = not _read_as_is(_code(x.file, x.line))
+        if any(_rearranged(x.value, k) for k in known) or (computed and any(
+                tuple(k.shape) == tuple(x.value.shape) and torch.equal(k, x.value) for k in given)):
+            between.append(here)
+            here = x
+            break
+    if here is wrong:
+        return None
+    return here, sorted((x for x in between if x is not wrong), key=lambda x: x.order)
+
+
+def _rearranged(value: torch.Tensor, source: torch.Tensor) -> bool:
+    """Every element of ``value`` is one of ``source``'s, bit for bit, and ``value`` is not
+    ``source`` itself: a slice, flip, transpose or permutation of it.  A constant proves
+    nothing (zeros are in most tensors)."""
+    if not value.is_floating_point() or value.numel() < 2 or source.numel() < 2:
+        return False
+    flat = value.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return False
+    if tuple(value.shape) == tuple(source.shape) and torch.equal(value, source.to(value.dtype)):
+        return False
+    return bool(torch.isin(flat, source.to(value.dtype).reshape(-1)).all())
+
+
+def _read_as_is(code: str) -> bool:
+    """An assignment that computes nothing: ``h, y = cache``, ``(x,) = ctx.saved_tensors``."""
+    try:
+        tree = ast.parse(code.strip())
+    except SyntaxError:
+        return False
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, ast.Assign):
+        return False
+    return all(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Load, ast.Constant,
+                              ast.Slice)) for n in ast.walk(node.value))
+
+
+def _holds(value: torch.Tensor, want: torch.Tensor, case: Case) -> bool:
+    """``value`` holds ``want`` as a block (a padded gradient, before the slice that takes it)."""
+    if value.dim() != want.dim() or value.dim() == 0 or tuple(value.shape) == tuple(want.shape) or any(
+            v < w for v, w in zip(value.shape, want.shape)):
+        return False
+    count = math.prod(v - w + 1 for v, w in zip(value.shape, want.shape)) * want.numel()
+    if count > 4_000_000:
+        return False
+    windows = value
+    for axis, size in enumerate(want.shape):
+        windows = windows.unfold(axis, size, 1)
+    windows = windows.reshape(-1, *want.shape)
+    allowed = tolerance(want, case.dtype)
+    return bool(((windows - want).abs() <= allowed).flatten(1).all(1).any())
+
+
+def _from_origin(origin: tuple[_Assigned, list[_Assigned]], wrong: _Assigned, expected: str) -> Location:
+    first, between = origin
+    through = f", through {', '.join(f'{x.name} ({_at(x.file, x.line)})' for x in between)}" if between else ""
+    why = (f"{wrong.name} ({_at(wrong.file, wrong.line)}) is not {expected}; it comes from {first.name}, "
+           f"set here{through}: a rearrangement that nothing confirms, the first line that can be wrong")
+    return Location(first.file, first.line, first.name, _code(first.file, first.line), expected, why=why)
+
+
+def _never_written(states: list[_Assigned], first: _Assigned, want: torch.Tensor, case: Case,
+                   target: str, ran: set) -> Location | None:
+    """A tensor made once (``zeros_like``) and then written in place, whose wrong elements all
+    keep the value it was made with: the mistake is a write that never reaches them (a loop
+    that starts one step late, a slice one short), not the line that made it.  The loop
+    around the writes, or the write itself where there is no loop.  Where no write ran at
+    all (the loop's one step skipped at size 1), the writes the code holds for it."""
+    if first is not states[0]:
+        return None
+    start, final = states[0].value, states[-1].value
+    if tuple(start.shape) != tuple(want.shape):
+        return None
+    wrong = (final - want).abs() > tolerance(want, case.dtype)
+    if not bool(wrong.any()) or bool(start[wrong].any()):
+        return None         # made with values of its own (ones, not zeros): the line that made it
+    if len(states) > 1:
+        if bool(wrong.all()) or any(not torch.equal(s.value[wrong], start[wrong]) for s in states[1:]):
+            return None         # a write reached them: its line is the one that went wrong
+        write = states[1]
+        file, line = write.file, write.line
+    else:
+        file = states[0].file
+        line = next((w for w in _writes_to(file, states[0].line, states[0].name) if (file, w) not in ran), None)
+        if line is None:
+            return None
+    write = dataclasses.replace(states[0], file=file, line=line)
+    loop = _enclosing_loop(write.file, write.line)
+    if len(states) == 1 and loop is None:
+        return None
+    where = [tuple(i) for i in wrong.nonzero().tolist()[:3]]
+    ran_at_all = "" if len(states) > 1 else ", which never ran"
+    why = (f"{write.name} is not the gradient of {target} at {', '.join(map(str, where))}"
+           f"{' ...' if int(wrong.sum()) > 3 else ''}: those elements keep the value it was made with "
+           f"({_at(states[0].file, states[0].line)}); no write reaches them ({_at(write.file, write.line)}"
+           f"{ran_at_all})")
+    line = loop or write.line
+    return Location(write.file, line, write.name, _code(write.file, line), f"the gradient of {target}", why=why)
+
+
+def _writes_to(file: str, made: int, name: str) -> list[int]:
+    """Lines after ``made``, in the function that holds it, that write into ``name[...]``."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return []
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and n.lineno <= made <= (n.end_lineno or n.lineno)]
+    if not funcs:
+        return []
+    func = max(funcs, key=lambda n: n.lineno)
+    lines = []
+    for n in ast.walk(func):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+        if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == name
+               for t in targets) and n.lineno > made:
+            lines.append(n.lineno)
+    return sorted(lines)
+
+
+def _enclosing_loop(file: str, line: int) -> int | None:
+    """The line of the innermost ``for`` or ``while`` around ``line``, or None."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return None
+    loops = [n.lineno for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))
+             and n.lineno < line <= (n.end_lineno or n.lineno)]
+    return max(loops) if loops else None
 
 
 def _first_with_final_error(states: list[_Assigned], want: torch.Tensor, case: Case, scalar_g) -> _Assigned:
@@ -588,22 +830,34 @@ def _recomputed(tracer: _Tracer, wrong: _Assigned, code: str, truth: _Truth) -> 
         if tuple(rec.value.shape) == tuple(theirs[0].shape) and not torch.allclose(
                 rec.value.double(), theirs[0].double(), rtol=1e-9, atol=1e-12):
             return Location(rec.file, rec.line, name, _code(rec.file, rec.line),
-                            f"the forward's {name} (forward line {theirs[1]}), which it recomputes",
-                            f"{wrong.name} (line {wrong.line}) goes wrong with it")
+                            f"the forward's {name} (at {_at(*theirs[1])}), which it recomputes",
+                            f"{wrong.name} ({_at(wrong.file, wrong.line)}) goes wrong with it")
     return None
 
 
 def _defined(target: str, truth) -> str:
-    line = getattr(truth, "lines", {}).get(target)
-    return f", forward line {line}" if line else ""
+    where = getattr(truth, "lines", {}).get(target)
+    return f", defined at {_at(*where)}" if where else ""
+
+
+def _at(file: str, line: int) -> str:
+    """``examples/wrong.py:11``: every line a message names comes with its file."""
+    return f"{shown_path(file)}:{line}"
+
+
+def _input(name: str, status: dict, rec_file: str) -> str:
+    """``gy (examples/wrong.py:18)``, or ``g (as passed in)`` for an argument of the backward."""
+    line = status[name][1]
+    return f"{name} (as passed in)" if line is None else f"{name} ({_at(rec_file, line)})"
 
 
 class _Truth(dict):
-    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned;
-    ``named``: every tensor the forward's own code named, with its line (masks too)."""
+    """Name -> float64 gradient of that forward intermediate; ``lines``: where it was assigned
+    (file, line); ``named``: every tensor the forward's own code named, with where (masks too)."""
 
-    lines: dict[str, int]
-    named: dict[str, tuple[torch.Tensor, int]]
+    lines: dict[str, tuple[str, int]]
+    named: dict[str, tuple[torch.Tensor, tuple[str, int]]]
+    forward_values: dict[str, torch.Tensor]      # what the forward computed, named or not (float64)
 
 
 class _Outputs(torch.overrides.TorchFunctionMode):
@@ -651,7 +905,7 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
         for rec in tracer.records:
             t = rec.value
             if isinstance(t, torch.Tensor) and t.requires_grad and rec.name not in seen:
-                seen[rec.name] = (t, rec.line)
+                seen[rec.name] = (t, (rec.file, rec.line))
         if not (isinstance(out, torch.Tensor) and out.requires_grad):
             return truth
         unnamed = [t for t in ops.seen if all(t is not v for v, _ in seen.values())]
@@ -674,8 +928,9 @@ def _forward_gradients(model: Bound, p: Tensors, d: Tensors, g) -> _Truth:
             truth[f"<op {i}>"] = gr.detach().to("cpu", torch.float64)
             values[f"<op {i}>"] = t.detach().to("cpu", torch.float64)
     truth["output"] = g.detach().to("cpu", torch.float64)
+    truth.forward_values = values
     if model.reference is None:
-        truth.named = {r.name: (_copy(r.value), r.line) for r in tracer.records}
+        truth.named = {r.name: (_copy(r.value), (r.file, r.line)) for r in tracer.records}
     else:
         _names_from_forward(model, p, d, truth, values)
     return truth
@@ -688,13 +943,13 @@ def _names_from_forward(model: Bound, p: Tensors, d: Tensors, truth: _Truth, val
     with torch.no_grad():
         tracer.run(model.forward, p, d)
     for rec in tracer.records:
-        truth.named.setdefault(rec.name, (rec.value, rec.line))
+        truth.named.setdefault(rec.name, (rec.value, (rec.file, rec.line)))
         if rec.name in truth or not rec.value.is_floating_point():
             continue
         for ref_name, v in values.items():
             if tuple(v.shape) == tuple(rec.value.shape) and torch.allclose(rec.value, v, rtol=1e-9, atol=1e-12):
                 truth[rec.name] = truth[ref_name]
-                truth.lines[rec.name] = rec.line
+                truth.lines[rec.name] = (rec.file, rec.line)
                 break
 
 

@@ -3,11 +3,11 @@ the seed, a table per run, and a JSON document for machines."""
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import textwrap
 from collections.abc import Sequence
 
+from .blame import shown_path
 from .check import ERROR, FAIL, CaseResult
 from .compare import TensorComparison
 from .options import WIDTH
@@ -24,6 +24,17 @@ def _num(x: float | None) -> str:
 
 def _err(x: float) -> str:
     return "0" if x == 0 else f"{x:.1e}"
+
+
+def _over(x: float) -> str:
+    """An error over its tolerance, for the table: ``0.31`` is 31% of what is allowed."""
+    if x == 0:
+        return "0"
+    if x < 0.01:
+        return f"{x:.0e}"
+    if x < 10:
+        return f"{x:.2f}"
+    return f"{x:.0f}" if x < 1e6 else ">1e6"
 
 
 def _element_rows(c: TensorComparison, only_bad: bool) -> list[str]:
@@ -90,7 +101,8 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
             continue
         kind = next((k.text for k in res.diagnosis if k.tensor == name), None)
         lines += labelled(name, f"shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} outside "
-                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)}")
+                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)} "
+                                f"(error/tolerance {_over(c.max_ratio)})")
         lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
     lines += _look_at(res)
     lines += wrap_command(case.command(models_from), "  reproduce:")
@@ -104,9 +116,10 @@ class Table:
 
     Columns: the model, dtype, device, cases checked, cases set aside (non-differentiable
     points, or a forward that is not finite), the value scales the cases reached (powers of
-    ten), the worst relative error against autograd ("fd" where there is no autograd oracle)
-    and against finite differences, the verdict and the time.  A name too long for its
-    column gets a line of its own.
+    ten), the worst error against autograd over its tolerance ("fd only" where there is no
+    autograd oracle) and the worst distance from finite differences over their allowance
+    (what decided the verdict: at most 1 on a pass), the verdict and the time.  A name too
+    long for its column gets a line of its own.
     """
 
     _HEAD = ("model", "dtype", "dev", "cases", "aside", "scales", "autograd", "fin diff", "verdict", "time")
@@ -123,16 +136,19 @@ class Table:
                         for i, (c, w) in enumerate(zip(cells, self.widths))).rstrip()
 
     def head(self) -> str:
-        return self._line(self._HEAD) + "\n" + " ".join("-" * w for w in self.widths)
+        over = sum(self.widths[:6]) + 6          # where the two error columns start
+        group = "error/tolerance".center(self.widths[6] + 1 + self.widths[7]).rstrip()
+        return (" " * over + group + "\n" + self._line(self._HEAD) + "\n"
+                + " ".join("-" * w for w in self.widths))
 
     def row(self, r: ModelRun) -> str:
         # an error before any comparison (a broken contract, a timeout) has no errors to show
         compared = r.checked > (r.failure is not None and not r.failure.tensors)
-        worst = (r.worst_autograd, r.worst_fd)
+        worst = (r.worst_autograd_ratio, r.worst_fd_ratio)
         if r.failure is not None and r.failure.tensors:
             # a failing model shows the figures of the case its message shows (the shrunk one)
-            worst = (max(c.max_rel_err for c in r.failure.tensors.values()), r.failure.fd_rel_err)
-        errs = [_err(e) if compared else "-" for e in worst]
+            worst = (max(c.max_ratio for c in r.failure.tensors.values()), r.failure.fd_ratio)
+        errs = [_over(e) if compared else "-" for e in worst]
         if r.two_way:
             errs[0] = "fd only"
         if compared and r.checked and r.fd_missing >= r.checked:
@@ -167,17 +183,35 @@ def run_details(r: ModelRun, models_from: str | None = None) -> str:
     return "\n".join(parts)
 
 
+def aside_details(r: ModelRun) -> str:
+    """Why cases were set aside, and how many the verdict rests on: one line per model that
+    set any aside, ``''`` for the others."""
+    aside = r.nondiff + r.skipped
+    if not aside or r.failure is not None:
+        return ""
+    from .runner import ASIDE_REASONS
+    advice = {reason: todo for _, reason, todo in ASIDE_REASONS}
+    parts = []
+    for reason, (count, example, scales) in sorted(r.aside.items(), key=lambda kv: -kv[1][0]):
+        todo = advice.get(reason, "")
+        if scales and min(scales) > 1 and reason != "a kink or tie, where the gradient is a matter of convention":
+            # only at large scales: the values overflow the dtype, not a domain
+            todo = f"all at scale {min(scales):g} or more, an overflow in {r.dtype}? lower the record's scale_range"
+        parts.append(f"{count} with {reason} (e.g. {example})" + (f": {todo}" if todo else ""))
+    text = (f"{r.model}: {aside} of {aside + r.checked} cases set aside, {'; '.join(parts) or 'reason unknown'}; "
+            f"the verdict rests on the {r.checked} case{'s' * (r.checked != 1)} judged")
+    return "\n".join(_wrap(text, 4))
+
+
 def _look_at(res: CaseResult) -> list[str]:
     """``look at: file:line  code`` and what the variable should have been."""
     loc = res.location
     if loc is None:
         return []
-    path = os.path.relpath(loc.file)
-    path = loc.file if path.startswith("..") else path
+    path = shown_path(loc.file)
     head = f"  look at: {path}:{loc.line}   {loc.code}"
     lines = [head] if len(head) <= WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
-    why = f"{loc.variable} is not {loc.expected}" + (f"; {loc.right}" if loc.right else "")
-    return lines + _wrap(" " * 11 + why, 11)
+    return lines + _wrap(" " * 11 + loc.sentence(), 11)
 
 
 def case_json(res: CaseResult, models_from: str | None = None) -> dict:
@@ -189,9 +223,11 @@ def case_json(res: CaseResult, models_from: str | None = None) -> dict:
         "notes": res.notes,
         "parameters": {
             n: {"shape": list(c.shape), "mismatched": c.mismatched, "max_rel_err": c.max_rel_err,
+                "max_over_tolerance": c.max_ratio,
                 "worst": [e.to_json() for e in c.worst if e.ratio > 1 or c.ok][:5]}
             for n, c in res.tensors.items()
         },
+        "over_tolerance": {"autograd": res.autograd_ratio, "finite_diff": res.fd_ratio},
         "diagnosis": [k.to_json() for k in res.diagnosis],
         "location": None if res.location is None else res.location.to_json(),
         "location_note": res.location_note,
@@ -209,7 +245,11 @@ def run_json(r: ModelRun, models_from: str | None = None) -> dict:
         "counts": {"checked": r.checked, "non_differentiable": r.nondiff, "skipped": r.skipped,
                    "shrink_steps": r.shrink_steps, "planned": r.planned},
         "budget_cut": r.budget_cut,
+        "aside": [{"reason": reason, "count": count, "example": example, "scales": sorted(scales)}
+                  for reason, (count, example, scales) in r.aside.items()],
         "worst_rel_err": {"autograd": None if r.two_way else r.worst_autograd, "finite_diff": r.worst_fd},
+        "worst_over_tolerance": {"autograd": None if r.two_way else r.worst_autograd_ratio,
+                                 "finite_diff": r.worst_fd_ratio},
         "oracles": ["finite_diff"] if r.two_way else ["autograd"] if r.checked and r.fd_missing >= r.checked
         else ["autograd", "finite_diff"],
         "coverage": r.coverage(),

@@ -51,6 +51,8 @@ class ModelRun:
     shrink_steps: int = 0
     worst_autograd: float = 0.0    # worst relative error against autograd
     worst_fd: float = 0.0          # worst relative error against finite differences
+    worst_autograd_ratio: float = 0.0   # worst error against autograd over its tolerance (what decided)
+    worst_fd_ratio: float = 0.0         # worst distance from finite differences over their allowance
     seconds: float = 0.0
     failure: CaseResult | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
@@ -63,6 +65,7 @@ class ModelRun:
     budget_cut: bool = False       # the quick profile's time budget stopped the cases early
     seconds_per_case: float = 0.0  # the cases' average time, where the budget was looked at
     notes: dict[str, str] = dataclasses.field(default_factory=dict)   # what holds for the model, by key (case.RunNote)
+    aside: dict[str, list] = dataclasses.field(default_factory=dict)  # why cases were set aside: [count, a case]
 
     def coverage(self) -> dict:
         """What the cases reached: the value scales, and the sizes of every dim."""
@@ -243,13 +246,37 @@ def _count(run: ModelRun, res: CaseResult) -> None:
         run.shrink_steps += 1
     elif res.verdict == NONDIFF:
         run.nondiff += 1
+        _set_aside(run, res)
     elif res.verdict == SKIPPED:
         run.skipped += 1
+        _set_aside(run, res)
     else:
         run.checked += 1
         run.worst_autograd = max(run.worst_autograd, res.autograd_rel_err)
         run.worst_fd = max(run.worst_fd, res.fd_rel_err)
         run.fd_missing += not res.fd_ran
+        run.worst_autograd_ratio = max(run.worst_autograd_ratio, res.autograd_ratio)
+        run.worst_fd_ratio = max(run.worst_fd_ratio, res.fd_ratio)
+
+
+#: Why a case is set aside, by the check's note (see ``check``): the reason, and what to do.
+ASIDE_REASONS = (
+    ("the forward's output is not finite", "a forward that is NaN or Inf at the drawn values",
+     "keep the draws inside its domain with the record's domain= or a factory, or, where it overflows at "
+     "large scales only, lower its scale_range"),
+    ("autograd's gradient is not finite", "an autograd gradient that is NaN or Inf (an overflow in the dtype)",
+     "lower the record's scales, or check in a wider dtype"),
+    ("a kink or tie", "a kink or tie, where the gradient is a matter of convention", ""),
+)
+
+
+def _set_aside(run: ModelRun, res: CaseResult) -> None:
+    text = " ".join(res.notes) if res.verdict == SKIPPED else "a kink or tie"
+    reason = next((r for key, r, _ in ASIDE_REASONS if key in text), res.verdict)
+    entry = run.aside.setdefault(reason, [0, res.case.describe(), []])
+    entry[0] += 1
+    if res.case.scale not in entry[2]:
+        entry[2].append(res.case.scale)
 
 
 def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fixed_hyper, seed, scale,

@@ -109,6 +109,14 @@ class Tensors(dict):
         except KeyError:
             raise AttributeError(f"no {self._what} named {name!r}; there are {sorted(self)}") from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``p.w -= lr * grad`` changes the tensor in place and then sets the attribute: the
+        same tensor goes back under its name.  Any other value is refused, with what to write."""
+        if name in self and self[name] is value:
+            return
+        raise AttributeError(f"cannot assign .{name}: {self._what}s read as attributes but are set as items, "
+                             f"e.g. p[{name!r}] = ...; or change the {self._what} in place (p.{name} -= ...)")
+
 
 class Hyper(Tensors):
     """Name -> hyperparameter value of one case, also read as attributes: ``h.stride``."""

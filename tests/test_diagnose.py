@@ -237,7 +237,7 @@ def test_where_nothing_matches_the_report_says_so_and_guesses_nothing():
     record = case_json(res)
     assert record["location"] is None and record["location_note"] == res.location_note
     assert record["diagnosis"] == [{"tensor": "w", "kind": "scale", "factor": pytest.approx(2 / 3),
-                                    "text": res.diagnosis[0].text}]
+                                    "text": res.diagnosis[0].text, "dims": None}]
 
 
 # -- the bank: wrong backwards as people write them -------------------------------------------

@@ -727,3 +727,89 @@ BANK = [
 # The correct twins are the file's models for ``--models-from tests/models`` (the nightly sweep):
 # each must pass there.  The wrong ones stay inside BANK, where no loader looks.
 TWINS = [entry.model for entry in BANK if not entry.buggy]
+
+
+# =====================================================================================
+# 5. The line before the one that shows it: a kernel left unflipped before the convolution
+#    and slice that use it, a flip before a slice, a dict filled a line before its return
+# =====================================================================================
+
+def conv_forward(p, d):
+    y = F.conv1d(d.x, p.w)
+    return (y * d.t).sum(), None
+
+
+def conv_backward(p, d, cache, g):
+    K = p.w.shape[2]
+    gy = g * d.t
+    gw = F.conv1d(F.pad(d.x, (1, 1)).transpose(0, 1), gy.transpose(0, 1)).transpose(0, 1)
+    gw = gw[:, :, 1:1 + K]
+    kernel = p.w.transpose(0, 1).flip(-1)
+    full = F.conv1d(F.pad(gy, (K, K)), kernel)
+    gx = full[:, :, 1:1 + d.x.shape[2]]
+    return {"w": gw, "x": gx}
+
+
+def conv_backward_unflipped(p, d, cache, g):
+    K = p.w.shape[2]
+    gy = g * d.t
+    gw = F.conv1d(F.pad(d.x, (1, 1)).transpose(0, 1), gy.transpose(0, 1)).transpose(0, 1)
+    gw = gw[:, :, 1:1 + K]
+    kernel = p.w.transpose(0, 1)  # BUG: the kernel is not flipped
+    full = F.conv1d(F.pad(gy, (K, K)), kernel)
+    gx = full[:, :, 1:1 + d.x.shape[2]]
+    return {"w": gw, "x": gx}
+
+
+def conv_backward_flipped_w(p, d, cache, g):
+    K = p.w.shape[2]
+    gy = g * d.t
+    gw = F.conv1d(F.pad(d.x, (1, 1)).transpose(0, 1), gy.transpose(0, 1)).transpose(0, 1)
+    gw = gw.flip(-1)  # BUG: the weight's gradient needs no flip
+    gw = gw[:, :, 1:1 + K]
+    kernel = p.w.transpose(0, 1).flip(-1)
+    full = F.conv1d(F.pad(gy, (K, K)), kernel)
+    gx = full[:, :, 1:1 + d.x.shape[2]]
+    return {"w": gw, "x": gx}
+
+
+def _conv(name: str, backward) -> Model:
+    return Model(name=name, dims={"N": Dim(1, 3, 3), "C": Dim(1, 3, 3), "O": Dim(1, 3, 2), "L": Dim(1, 6, 6),
+                                  "K": Dim(2, 4, 3)},
+                 params={"w": ("O", "C", "K")}, data={"x": ("N", "C", "L + K - 1"), "t": ("N", "O", "L")},
+                 grad_data=("x",), forward=conv_forward, backward=backward)
+
+
+def square_forward(p, d):
+    z = d.x @ p.w
+    return F.softplus(z).sum(), z
+
+
+def square_backward(p, d, z, g):
+    gz = g * torch.sigmoid(z)
+    grads = {"w": d.x.T @ gz, "x": gz @ p.w.T}
+    return grads
+
+
+def square_backward_untransposed(p, d, z, g):
+    gz = g * torch.sigmoid(z)
+    grads = {"w": d.x.T @ gz, "x": gz @ p.w}  # BUG: p.w where p.w.T
+    return grads
+
+
+def _square(name: str, backward) -> Model:
+    return Model(name=name, dims={"N": Dim(1, 5, 4), "I": Dim(2, 5, 4)}, params={"w": ("I", "I")},
+                 data={"x": ("N", "I")}, grad_data=("x",), forward=square_forward, backward=backward)
+
+
+BANK += [
+    Entry(_conv("bank_conv_ok", conv_backward), {}, False, conv_backward, "before"),
+    Entry(_conv("bank_conv_unflipped", conv_backward_unflipped), {"x": "other"}, True, conv_backward_unflipped,
+          "before"),
+    Entry(_conv("bank_conv_flipped_w", conv_backward_flipped_w), {"w": "partial"}, True, conv_backward_flipped_w,
+          "before"),
+    Entry(_square("bank_square_ok", square_backward), {}, False, square_backward, "before"),
+    Entry(_square("bank_square_dict_untransposed", square_backward_untransposed), {"x": "other"}, True,
+          square_backward_untransposed, "before"),
+]
+TWINS = [entry.model for entry in BANK if not entry.buggy]

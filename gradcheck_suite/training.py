@@ -56,7 +56,7 @@ MARGIN = 10.0          # a parting leaves the envelope by this factor
 #: runs spreads over an order of magnitude with the direction of their first difference
 #: (tanh net, Adam at lr 1.8, step 7: 2e-6 to 8e-5 over eight twins), so the envelope takes
 #: the widest of several.  Correct backwards that round otherwise came within 51x the float64
-#: line alone, 5.8x of one twin, 1.05x of two (benchmarks/train_margin.py --twins K --margin 1)
+#: line alone, 5.8x or 1.6x of one twin (two draws), 1.6x of two (docs/train.md has the sweep)
 TWINS = 2
 #: a twin's gradient moves by up to this many times the dtype's epsilon x the tensor's largest
 #: gradient, uniformly at random in each nonzero element: a correct backward that sums in

@@ -77,14 +77,14 @@ def sparsemax(z):
     zs = z.sort(-1, descending=True).values
     k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
     cs = zs.cumsum(-1) - 1
-    support = (k * zs > cs).sum(-1, keepdim=True)
+    support = (k * zs > cs).sum(-1, keepdim=True).clamp(min=1)     # rounding may leave none in float16
     tau = cs.gather(-1, support - 1) / support.to(z.dtype)
     return (z - tau).clamp(min=0)
 
 
 def sparsemax_backward(out, g, squeeze):
     on = (out > 0).to(g.dtype)
-    v = (g * on).sum(-1) / on.sum(-1)
+    v = (g * on).sum(-1) / on.sum(-1).clamp(min=1)
     if squeeze:
         v = v.squeeze()              # drops a size-1 T along with everything else
     return on * (g - v.unsqueeze(-1))

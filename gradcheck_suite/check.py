@@ -194,7 +194,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     typical = {n: oracles.scale_of(_tensor(p64, d64, n), case.scale) for n in model.differentiable}
     traced: list[oracles.Traced] = []
     tolerated: dict[str, TensorComparison] = {}   # tensor -> its comparison without the jitter
-    carried: dict[str, float] = {}   # tensor -> the rounding the computation carries to it (see full())
+    carried: dict[str, torch.Tensor] = {}   # tensor -> the rounding the computation carries to it (see full())
 
     def full() -> oracles.Traced:
         """The comparison with the computation floor, which needs autograd traced once more
@@ -205,13 +205,13 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
             res.phase = phase or what
             floors = {n: computation_floor(traced[0].resolution, typical[n], traced[0].backward)
                       for n in model.differentiable}
-            errors = _call(res, what, oracles.backward_rounding, model, p, d, g, case.seed)
+            errors = oracles.backward_rounding(model, p, d, g, case.seed)
             res.phase = phase or what
             for n, e in errors.items():         # the computation's own rounding, carried to each tensor
-                carried[n] = compare_noise(case.dtype) * float(_finite(e).max()) if e.numel() else 0.0
+                carried[n] = _finite(e).mul_(compare_noise(case.dtype))
             res.tensors = {}      # the first comparisons' bounds go before the new ones are made
             res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n],
-                                      carried=carried.get(n, 0.0)) for n in model.differentiable}
+                                      carried=carried.get(n)) for n in model.differentiable}
             if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
                 # only where the tight bound is crossed: are the two gradients that inexact here?
                 jitter = _jitter(model, case, p, d, g, grads, ag)
@@ -219,7 +219,7 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
                 for n, c in tight.items():
                     if not c.ok and n in jitter:
                         res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n],
-                                                 carried=carried.get(n, 0.0))
+                                                 carried=carried.get(n))
                 for n, c in tight.items():
                     if not c.ok and res.tensors[n].ok:
                         tolerated[n] = c   # within a measured allowance only: finite differences may still resolve it

@@ -146,13 +146,15 @@ def _finite_abs(t: torch.Tensor) -> torch.Tensor:
 
 
 def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], jitter,
-           top: float | None = None, carried: float = 0.0) -> torch.Tensor:
+           top: float | None = None, carried: torch.Tensor | None = None) -> torch.Tensor:
     """``ref`` holds |reference|; one new tensor, built in place (each temporary the size
     of a gradient costs as much as a pass over it).  ``carried``: the rounding the
     computation carries to the tensor (``oracles.backward_rounding``), allowed in full
     where the reference is below it and as ``carried**2 / |ref|`` above (the rounding of
     an element computed without a cancellation), so that it settles a reference that is
-    exactly 0 or nearly so, and never an element well above the computation's rounding."""
+    exactly 0 or nearly so, and never an element well above the computation's rounding.
+    Element by element: one element's overflowing neighbour (1/1e-5 in float16) carries
+    nothing to it."""
     tol = TOLERANCES[dtype]
     if top is None:
         top = float(ref.max()) if ref.numel() else 0.0
@@ -161,14 +163,14 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
     absolute, faded = floor
     least = max(least, absolute, TINY)
-    carried = carried if 0 < carried < float("inf") else 0.0
-    if faded <= 0 and jitter is None and carried <= 0:
+    if faded <= 0 and jitter is None and carried is None:
         return ref.mul(tol.rtol).add_(least)
     extra = torch.zeros_like(ref)
     if faded > 0:     # faded * sqrt(min(1, faded / |ref|)), in an order that cannot overflow at 1e155
         extra = torch.div(faded, ref.clamp_min(faded)).sqrt_().mul_(faded)
-    if carried > 0:   # carried * min(1, carried / |ref|)
-        extra = extra.maximum(torch.div(carried, ref.clamp_min(carried)).mul_(carried))
+    if carried is not None:   # carried * min(1, carried / |ref|), element by element
+        c = _finite_abs(carried.detach().to("cpu", torch.float64))
+        extra = extra.maximum(torch.div(c, torch.maximum(ref, c).clamp_min_(TINY)).mul_(c))
     if jitter is not None:
         measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(JITTER_NOISE), JITTER_CAP * ref)
         extra = extra.maximum(measured)
@@ -197,7 +199,7 @@ def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
             rounding: torch.Tensor | None = None, floor: tuple[float, float] = (0.0, 0.0),
-            jitter: torch.Tensor | None = None, carried: float = 0.0) -> TensorComparison:
+            jitter: torch.Tensor | None = None, carried: torch.Tensor | None = None) -> TensorComparison:
     """Compare every element of ``manual`` with ``reference`` (same shape, any device).
 
     Elements where the reference is not finite are left out: there is nothing to compare.

@@ -247,8 +247,8 @@ def test_cases_set_aside_are_reported_with_their_reason_and_the_count_judged(tmp
     aside, judged = row["counts"]["skipped"] + row["counts"]["non_differentiable"], row["counts"]["checked"]
     assert aside > 0 and row["aside"][0]["reason"] == "a forward that is NaN or Inf at the drawn values"
     out = flat(r.stdout)
-    assert (f"log_w: {aside} of {aside + judged} cases set aside, {aside} with a forward that is NaN or Inf at the "
-            "drawn values (e.g. dims N=") in out, out
+    assert (f"log_w in float64: {aside} of {aside + judged} cases set aside, {aside} with a forward that is NaN "
+            "or Inf at the drawn values (e.g. dims N=") in out, out
     assert "keep the draws inside its domain with the record's domain= or a factory" in out
     assert f"the verdict rests on the {judged} cases judged" in out
 

@@ -257,3 +257,18 @@ def test_a_model_with_nothing_set_aside_gets_no_such_line():
     run = run_model(next(e for e in BANK if e.model.name == "bank_tut_ok").model, examples=5)
     from gradcheck_suite.report import aside_details
     assert run.nondiff + run.skipped == 0 and aside_details(run) == ""
+
+
+def test_a_fault_of_the_harness_during_finite_differences_is_not_blamed_on_the_forward(monkeypatch):
+    import functools
+
+    from gradcheck_suite import check, oracles
+    from gradcheck_suite.case import Case
+    entry = next(e for e in BANK if e.model.name == "bank_tut_ok")
+    # a C function called from the harness's own frame fails, as a slip of the harness would
+    monkeypatch.setattr(oracles, "judge", functools.partial(divmod, 1, 0))
+    res = check.check_case(entry.model, Case(entry.model.name, {"N": 2, "D": 2, "H": 2, "O": 1}, "float64", "cpu",
+                                             0, 1.0))
+    assert res.verdict == "error" and res.internal, res.problems
+    assert res.problems[0].startswith("internal error in gradcheck-suite while taking finite differences")
+    assert "forward raised" not in res.problems[0]

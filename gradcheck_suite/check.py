@@ -264,6 +264,9 @@ def _check(model: Model, case: Case, res: CaseResult) -> None:
     except _Stop:           # autograd, traced late, broke: already reported
         raise
     except Exception as e:  # the user's forward, at a point a finite-difference step away
+        if ours(e):         # or the harness itself: never blamed on the model
+            _internal(res, "taking finite differences", e)
+            raise _Stop() from None
         res.traceback = "".join(traceback.format_exception(e))
         raise _error(res, f"forward raised {type(e).__name__}: {e}{where(e)}, at a point a small step away "
                           "from the case (finite differences); keep the model's domain in its record") from None

@@ -198,7 +198,8 @@ def aside_details(r: ModelRun) -> str:
             # only at large scales: the values overflow the dtype, not a domain
             todo = f"all at scale {min(scales):g} or more, an overflow in {r.dtype}? lower the record's scale_range"
         parts.append(f"{count} with {reason} (e.g. {example})" + (f": {todo}" if todo else ""))
-    text = (f"{r.model}: {aside} of {aside + r.checked} cases set aside, {'; '.join(parts) or 'reason unknown'}; "
+    text = (f"{r.model} in {r.dtype}: {aside} of {aside + r.checked} cases set aside, "
+            f"{'; '.join(parts) or 'reason unknown'}; "
             f"the verdict rests on the {r.checked} case{'s' * (r.checked != 1)} judged")
     return "\n".join(_wrap(text, 4))
 

@@ -247,8 +247,8 @@ def test_cases_set_aside_are_reported_with_their_reason_and_the_count_judged(tmp
     aside, judged = row["counts"]["skipped"] + row["counts"]["non_differentiable"], row["counts"]["checked"]
     assert aside > 0 and row["aside"][0]["reason"] == "a forward that is NaN or Inf at the drawn values"
     out = flat(r.stdout)
-    assert (f"log_w: {aside} of {aside + judged} cases set aside, {aside} with a forward that is NaN or Inf at the "
-            "drawn values (e.g. dims N=") in out, out
+    assert (f"log_w in float64: {aside} of {aside + judged} cases set aside, {aside} with a forward that is NaN "
+            "or Inf at the drawn values (e.g. dims N=") in out, out
     assert "keep the draws inside its domain with the record's domain= or a factory" in out
     assert f"the verdict rests on the {judged} cases judged" in out
 
@@ -257,3 +257,18 @@ def test_a_model_with_nothing_set_aside_gets_no_such_line():
     run = run_model(next(e for e in BANK if e.model.name == "bank_tut_ok").model, examples=5)
     from gradcheck_suite.report import aside_details
     assert run.nondiff + run.skipped == 0 and aside_details(run) == ""
+
+
+def test_a_fault_of_the_harness_during_finite_differences_is_not_blamed_on_the_forward(monkeypatch):
+    import functools
+
+    from gradcheck_suite import check, oracles
+    from gradcheck_suite.case import Case
+    entry = next(e for e in BANK if e.model.name == "bank_tut_ok")
+    # a C function called from the harness's own frame fails, as a slip of the harness would
+    monkeypatch.setattr(oracles, "judge", functools.partial(divmod, 1, 0))
+    res = check.check_case(entry.model, Case(entry.model.name, {"N": 2, "D": 2, "H": 2, "O": 1}, "float64", "cpu",
+                                             0, 1.0))
+    assert res.verdict == "error" and res.internal, res.problems
+    assert res.problems[0].startswith("internal error in gradcheck-suite while taking finite differences")
+    assert "forward raised" not in res.problems[0]

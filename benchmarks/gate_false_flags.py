@@ -114,7 +114,7 @@ def main() -> int:
         counts = dict(zip(("rows", "slower", "faster", "same", "inconclusive", "contradicted"),
                           map(int, m.groups()))) if m else None
         info = json.loads((folder / "benchmarks.json").read_text())["machine_info"] if counts else {}
-        flagged = [ln for ln in r["out"].splitlines() if "**slower**" in ln or "| faster |" in ln]
+        flagged = [ln for ln in r["out"].splitlines() if "**slower**" in ln or ln.rstrip().endswith("| faster |")]
         print(f"run {i:2d}: exit {r['rc']}, {r['seconds']:.0f} s, {m.group(0) if m else 'NO COMPARISON LINE'}; "
               f"other cores busy {info.get('other_cores') or 0:.2f}; {r['load_after']}", flush=True)
         for ln in flagged:

@@ -436,6 +436,19 @@ def test_interleaved_rounds_alternate_the_order_of_the_sides():
     assert len(t.samples["a"]) == len(t.samples["b"]) == 4 and len(t.ratios("a", "b")) == 4
 
 
+def test_a_stalled_sizing_round_does_not_shrink_the_visit():
+    clock, calls = [0.0], [0]
+
+    def tick():
+        calls[0] += 1
+        clock[0] += 0.125 if calls[0] != 5 else 10.0       # a call of the first sizing round stalls 10 s
+
+    t = timing.Interleaved({"a": timing.Region(tick, False, None, {})}, block_seconds=0.5, warmup=1,
+                           timer=lambda: clock[0])
+    assert t.round_seconds == 0.5                     # the fastest sizing round, not the stalled one
+    assert t.rounds_for(1.0, 1, 100) == 2
+
+
 def test_interleaved_blocks_last_about_the_block_time():
     clock = [0.0]
 

@@ -171,6 +171,20 @@ def weighted(out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (out * g).sum()
 
 
+#: Ops that round nothing: each output element is one of their inputs' elements (a
+#: selection, a view, a sign) or a constant they write (``masked_fill``, ``where``, ``pad``).
+#: Their values are counted in the resolution where they were computed, or not at all: a
+#: constant is exact.  Counting them again would count a mask's fill value, often
+#: ``-finfo.max``, as a rounded value times the gradient that flows past it, and the
+#: resolution (and the floor of every bound built from it) would be 1e24 or more.
+EXACT = frozenset({"neg", "__neg__", "abs", "clamp", "clip", "relu", "clamp_min", "clamp_max", "cat", "concat",
+                   "stack", "where", "masked_fill", "masked_fill_", "pad", "__getitem__", "index_select", "gather",
+                   "take_along_dim", "narrow", "select", "max", "min", "amax", "amin", "maximum", "minimum", "sort",
+                   "topk", "chunk", "split", "unbind", "flatten", "unflatten", "reshape", "view", "view_as",
+                   "transpose", "swapaxes", "permute", "t", "expand", "expand_as", "contiguous", "clone", "squeeze",
+                   "unsqueeze", "repeat", "movedim", "roll", "flip", "tril", "triu", "diagonal"})
+
+
 class _Terms(TorchFunctionMode):
     """Hooks every value the forward computes, so that the backward adds |v| * |dv| for it."""
 
@@ -181,6 +195,8 @@ class _Terms(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") in EXACT:     # nothing rounded: its values are counted where made
+            return out
         for t in _tensors((out,)):
             if t.requires_grad and t.grad_fn is not None and t.is_floating_point():
                 try:

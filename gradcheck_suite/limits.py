@@ -79,46 +79,26 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
         return check_case(model, case)
     _warm_up(case.device)
     res = CaseResult(model.name, case)
-    outcome: list = []
 
-    def work() -> None:
-        try:
-            outcome.append(check_case(model, case, res))
-        except BaseException as e:  # handed to the calling thread
-            outcome.append(e)
+    def timed_out(worker: threading.Thread, elapsed: float) -> BaseException:
+        return CaseTimeout(_timed_out(model, case, res.phase, timeout, elapsed, running_in(worker)))
 
-    worker = threading.Thread(target=work, name=f"gradcheck-case-{model.name}", daemon=True)
-    start = time.monotonic()
-    worker.start()
-    try:
-        while True:
-            worker.join(TICK if timeout is None else min(TICK, max(0.0, start + timeout - time.monotonic())))
-            if not worker.is_alive():
-                break
-            elapsed = time.monotonic() - start
-            if timeout is not None and elapsed >= timeout:
-                where = running_in(worker)
-                _abandon(worker)
-                raise CaseTimeout(_timed_out(model, case, res.phase, timeout, elapsed, where))
-            if tick is not None:
-                tick(res.phase, elapsed)
-    except KeyboardInterrupt:
-        _abandon(worker)
-        raise
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
+    return run_ticking(lambda: check_case(model, case, res), lambda: res.phase, tick, timeout, timed_out,
+                       name=f"gradcheck-case-{model.name}")
 
 
-def run_ticking(fn: Callable[[], object], phase: str, tick: Callable[[str, float], None] | None,
-                timeout: float | None = None):
+def run_ticking(fn: Callable[[], object], phase: str | Callable[[], str], tick: Callable[[str, float], None] | None,
+                timeout: float | None = None,
+                timed_out: Callable[[threading.Thread, float], BaseException] | None = None, *, name: str = ""):
     """``fn()`` in a worker thread while the calling thread reports ``tick(phase, seconds)``
-    every ``TICK`` seconds, as for a case; abandoned (see the module's docstring) with
-    :class:`TimeoutError` after ``timeout`` seconds.  Without ``tick`` or ``timeout`` it
-    runs in the calling thread."""
+    every ``TICK`` seconds (``phase`` a string, or a function read at each tick); abandoned
+    (see the module's docstring) after ``timeout`` seconds, raising ``timed_out(worker,
+    seconds)`` or else :class:`TimeoutError`.  Without ``tick`` or ``timeout`` it runs in
+    the calling thread."""
     if tick is None and timeout is None:
         return fn()
     outcome: list = []
+    now = phase if callable(phase) else (lambda: phase)
 
     def work() -> None:
         try:
@@ -126,7 +106,7 @@ def run_ticking(fn: Callable[[], object], phase: str, tick: Callable[[str, float
         except BaseException as e:  # handed to the calling thread
             outcome.append((False, e))
 
-    worker = threading.Thread(target=work, name=f"gradcheck-{phase}", daemon=True)
+    worker = threading.Thread(target=work, name=name or f"gradcheck-{now()}", daemon=True)
     start = time.monotonic()
     worker.start()
     try:
@@ -136,10 +116,12 @@ def run_ticking(fn: Callable[[], object], phase: str, tick: Callable[[str, float
                 break
             elapsed = time.monotonic() - start
             if timeout is not None and elapsed >= timeout:
+                error = (timed_out(worker, elapsed) if timed_out is not None
+                         else TimeoutError(f"{now()} did not finish within {timeout:g} s"))
                 _abandon(worker)
-                raise TimeoutError(f"{phase} did not finish within {timeout:g} s")
+                raise error
             if tick is not None:
-                tick(phase, elapsed)
+                tick(now(), elapsed)
     except KeyboardInterrupt:
         _abandon(worker)
         raise

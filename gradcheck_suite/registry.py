@@ -64,7 +64,10 @@ class Registry:
             return self._models[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._models, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(self._models) or 'none'}"
+            own = [n for n in self._models if n not in self.builtin]
+            examples = [n for n in self._models if n in self.builtin]
+            known = "; ".join(filter(None, [", ".join(own), examples and f"built-in examples: {', '.join(examples)}"]))
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {known or 'none'}"
             raise UnknownModel(f"unknown model {name!r}{hint}") from None
 
     def register(self, model: Model, origin: str = "<code>") -> Model:

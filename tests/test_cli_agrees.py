@@ -238,6 +238,16 @@ def test_list_with_nothing_configured_marks_the_examples_and_says_how_to_configu
     assert all(row["builtin"] for row in json.loads((tmp_path / "r.json").read_text())["models"])
 
 
+def test_an_unknown_name_lists_the_projects_models_before_the_examples(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "square.py").write_text(SQUARE)
+    (tmp_path / "pyproject.toml").write_text('[tool.gradcheck-suite]\nmodels-from = "mine/"\n')
+    r = gcs("check", "rotary", cwd=tmp_path)
+    assert r.returncode == 2
+    line = one_line(r.stderr, "unknown model 'rotary'")
+    assert "known models: square; built-in examples: affine_scalar," in line
+
+
 # -- the README's install lines ---------------------------------------------------------
 
 def test_every_install_line_of_the_readme_keeps_the_cpu_build_of_torch():

@@ -31,7 +31,7 @@ import time
 import torch
 
 from gradcheck_suite import Case, check_case, load
-from gradcheck_suite.spec import Tensors
+from gradcheck_suite.record.spec import Tensors
 
 
 def _function(model, d):
@@ -76,11 +76,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.cli_allocator:
-        from gradcheck_suite.limits import keep_freed_memory
+        from gradcheck_suite.run.limits import keep_freed_memory
         print(f"allocator keeps freed memory: {keep_freed_memory()}")
     model = load().get("mlp_relu")
-    from gradcheck_suite.case import build
-    from gradcheck_suite.oracles import autograd
+    from gradcheck_suite.check.case import build
+    from gradcheck_suite.verdict.oracles import autograd
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}")
     print(f"{'size':>6} {'check ms':>9} {'gradcheck ms':>13} {'floor ms':>9} {'check/gc':>9} {'check/floor':>12} "
@@ -126,7 +126,7 @@ def _wrong_backward(model) -> None:
     """A backward without the ReLU mask at the seed size: time to the report, shrinking included."""
     import dataclasses
 
-    from gradcheck_suite.runner import run_model
+    from gradcheck_suite.run.runner import run_model
 
     def backward(p, d, cache, g):
         a, r = cache

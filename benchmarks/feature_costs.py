@@ -47,7 +47,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from gradcheck_suite import Case, check, check_case, load, runner
+    from gradcheck_suite import Case, check_case, load
+    from gradcheck_suite.check import pipeline as check
+    from gradcheck_suite.run import runner
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}", flush=True)
 

@@ -28,8 +28,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gradcheck_suite import training  # noqa: E402
-from gradcheck_suite.registry import load  # noqa: E402
+from gradcheck_suite.train import training  # noqa: E402
+from gradcheck_suite.run.registry import load  # noqa: E402
 from tests.test_train import _tanh_net, _tanh_net_summed  # noqa: E402
 
 

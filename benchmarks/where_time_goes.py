@@ -55,7 +55,7 @@ def _profile(factor: float, cases: int) -> None:
 
 
 def _collections(freeze: bool) -> None:
-    from gradcheck_suite.cli import main
+    from gradcheck_suite.commands.cli import main
 
     spans: list[list] = []
 
@@ -101,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cli_allocator:
-        from gradcheck_suite.limits import keep_freed_memory
+        from gradcheck_suite.run.limits import keep_freed_memory
         print(f"allocator keeps freed memory: {keep_freed_memory()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}")
     _profile(args.factor, args.cases)

@@ -1,6 +1,6 @@
 """Check hand-written backward passes against autograd and finite differences,
 on shapes and values drawn by hypothesis."""
-from .spec import Dim, Model, SpecError, Tensors
+from .record.spec import Dim, Model, SpecError, Tensors
 
 __all__ = ["Dim", "Model", "SpecError", "Tensors", "Case", "CaseResult", "Registry", "check_case", "load",
            "op_model", "numpy_model"]
@@ -10,15 +10,15 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # the checker and registry import torch; keep `import gradcheck_suite` light
     if name in ("Case",):
-        from .case import Case
+        from .check.case import Case
         return Case
     if name in ("CaseResult", "check_case"):
-        from . import check
+        from .check import pipeline as check
         return getattr(check, name)
     if name in ("op_model", "numpy_model"):
-        from . import adapters
+        from .kinds import adapters
         return getattr(adapters, name)
     if name in ("Registry", "load"):
-        from . import registry
+        from .run import registry
         return getattr(registry, name)
     raise AttributeError(f"module 'gradcheck_suite' has no attribute {name!r}")

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from .options import CASE_TIMEOUT, THREADS, case_timeout, model_names, number
+from .commands.options import CASE_TIMEOUT, THREADS, case_timeout, model_names, number
 
 
 def _checked(parse):
@@ -75,8 +75,8 @@ class GradcheckTarget:
     def check(self) -> None:
         if self.problem:
             pytest.fail(self.problem, pytrace=False)
-        from . import report
-        from .runner import run_model
+        from .run import report
+        from .run.runner import run_model
 
         import torch
 
@@ -104,8 +104,8 @@ class GradcheckTarget:
             pytest.fail(self.problem, pytrace=False)
         import torch
 
-        from .train_command import details
-        from .training import Options, train
+        from .commands.train import details
+        from .train.training import Options, train
 
         model = _registry(self.options).get(self.name)
         threads = torch.get_num_threads()
@@ -148,9 +148,9 @@ def _heartbeat(options: dict, name: str, dtype: str, device: str):
     """The command line's heartbeat for one check: a line every ``cli.HEARTBEAT`` seconds
     (``GRADCHECK_SUITE_HEARTBEAT`` overrides) while it runs, naming the case and its phase,
     on a terminal or not, so that a long check (a 4096-wide layer) is never silence."""
-    from .cli import _heartbeat as interval
-    from .cli import _Progress
-    from .strategies import PROFILES
+    from .commands.cli import _heartbeat as interval
+    from .commands.cli import _Progress
+    from .run.strategies import PROFILES
     if not _CONFIG or _CONFIG[0].pluginmanager.get_plugin("terminalreporter") is None:
         return None
     goal = options["examples"] or PROFILES[options["profile"]]["max_examples"]
@@ -163,18 +163,18 @@ def _heartbeat(options: dict, name: str, dtype: str, device: str):
 def _registry(options: dict):
     key = (tuple(options["models_from"]), options["builtin"], options["root"])
     if key not in _CACHE:
-        from . import registry
+        from .run import registry
         _CACHE[key] = registry.load(list(key[0]), builtin=options["builtin"], root=options["root"])
     return _CACHE[key]
 
 
 def _options(config: pytest.Config) -> dict:
     """The command line's options over the project's ``[tool.gradcheck-suite]`` settings."""
-    from .config import ConfigError, find
+    from .run.config import ConfigError, find
     try:
         cfg, problem = find(config.rootpath), None
     except ConfigError as e:
-        from .config import Config
+        from .run.config import Config
         cfg, problem = Config(), str(e)
     given = config.getoption("--gradcheck-models-from")
     from_config = not given and bool(cfg.models_from)
@@ -199,7 +199,7 @@ def _options(config: pytest.Config) -> dict:
 def _targets(options: dict) -> list:
     import torch
 
-    from .spec import DTYPES
+    from .record.spec import DTYPES
 
     if options["config_problem"]:
         return [pytest.param(GradcheckTarget("config", "cpu", None, options, problem=options["config_problem"]),

@@ -3,7 +3,7 @@ import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case
 from gradcheck_suite.check import DISAGREE, ERROR, FAIL
-from gradcheck_suite.runner import run_model
+from gradcheck_suite.run.runner import run_model
 from tests.conftest import with_backward
 
 
@@ -280,5 +280,5 @@ def test_a_forward_with_a_wrong_custom_function_makes_the_oracles_disagree(case_
 
 
 def _message(run):
-    from gradcheck_suite.report import run_details
+    from gradcheck_suite.run.report import run_details
     return run_details(run)

@@ -7,9 +7,10 @@ import textwrap
 import pytest
 import torch
 
-from gradcheck_suite import Case, Dim, Model, check_case, runner
-from gradcheck_suite.compare import all_finite
-from gradcheck_suite.limits import keep_freed_memory
+from gradcheck_suite import Case, Dim, Model, check_case
+from gradcheck_suite.run import runner
+from gradcheck_suite.verdict.tolerance import all_finite
+from gradcheck_suite.run.limits import keep_freed_memory
 
 
 def _tanh_forward(p, d):

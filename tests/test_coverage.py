@@ -6,8 +6,8 @@ import torch
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from gradcheck_suite import Dim, Model
-from gradcheck_suite.runner import run_model
-from gradcheck_suite.strategies import SCALE_RANGE, awkward, corners
+from gradcheck_suite.run.runner import run_model
+from gradcheck_suite.run.strategies import SCALE_RANGE, awkward, corners
 
 
 @pytest.mark.parametrize("name", ["mlp_relu", "linear_layer", "deep_linear", "affine_scalar"])
@@ -26,7 +26,7 @@ def test_the_quick_profile_reaches_every_corner_without_more_cases(registry, nam
 def test_no_case_is_judged_twice(registry):
     m = registry.get("affine_scalar")          # no dims: only seeds and scales vary
     cases = []
-    from gradcheck_suite import limits as runner
+    from gradcheck_suite.run import limits as runner
 
     real = runner.check_case
 

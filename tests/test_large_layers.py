@@ -12,11 +12,12 @@ import pytest
 import torch
 
 # pytester runs pytest inside this process: import the checker first (see test_plugin.py)
-import gradcheck_suite.report  # noqa: F401
-import gradcheck_suite.strategies  # noqa: F401
-from gradcheck_suite import Case, Dim, Model, runner
+import gradcheck_suite.run.report  # noqa: F401
+import gradcheck_suite.run.strategies  # noqa: F401
+from gradcheck_suite import Case, Dim, Model
+from gradcheck_suite.run import runner
 from gradcheck_suite.diagnose import diagnose
-from gradcheck_suite.limits import run_case
+from gradcheck_suite.run.limits import run_case
 
 D = 6       # the layer's fixed width: the sizes stay small, the structure is a wide layer's
 
@@ -157,7 +158,7 @@ def _slow_right_layer():
 
 
 def test_the_quick_budget_cuts_drawn_cases_never_the_corners_and_says_so(monkeypatch):
-    from gradcheck_suite import strategies
+    from gradcheck_suite.run import strategies
     m = _slow_right_layer()
     monkeypatch.setattr(runner, "QUICK_SECONDS", 0.0)
     run = runner.run_model(m)
@@ -184,8 +185,8 @@ def test_the_command_line_prints_the_budget_note_and_the_json_has_it(tmp_path):
         model = Model(name="slow_right", dims={"N": Dim(1, 4, 4)}, params={"w": (3, 3)}, data={"x": ("N", 3)},
                       forward=forward, backward=backward)
     '''))
-    code = ("import sys; import gradcheck_suite.runner as r; r.QUICK_SECONDS = 0.0; "
-            "from gradcheck_suite.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = ("import sys; import gradcheck_suite.run.runner as r; r.QUICK_SECONDS = 0.0; "
+            "from gradcheck_suite.commands.cli import main; sys.exit(main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "check", "slow_right", "--models-from", str(models),
                           "--json", str(tmp_path / "r.json")], text=True, capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The backward as training calls it: the same values in other layouts (gradcheck_suite.layouts).
+"""The backward as training calls it: the same values in other layouts (gradcheck_suite.check.layouts).
 
 Each wrong backward below is right on the generator's contiguous tensors and wrong, or
 raising, in one layout only; its correct twin passes.  The tests call ``layouts.problem``
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradcheck_suite import Dim, Model, check, layouts, numpy_model, op_model
-from gradcheck_suite.case import Bound, Case, build, upstream
-from gradcheck_suite.compare import bound
+from gradcheck_suite import Dim, Model, check, numpy_model, op_model
+from gradcheck_suite.check import layouts
+from gradcheck_suite.check.case import Bound, Case, build, upstream
+from gradcheck_suite.verdict.tolerance import bound
 from tests import test_shipped_kinds as shipped_kinds
 
 HINT = "does the backward read storage as contiguous?"

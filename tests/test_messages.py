@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model, op_model
-from gradcheck_suite.report import case_json, case_message
-from gradcheck_suite.runner import run_model
-from gradcheck_suite.spec import Tensors
+from gradcheck_suite.run.report import case_json, case_message
+from gradcheck_suite.run.runner import run_model
+from gradcheck_suite.record.spec import Tensors
 from tests.models.diagnosis_bank import BANK, bug_line
 from tests.test_cli import WRONG, flat, gcs
 
@@ -255,15 +255,16 @@ def test_cases_set_aside_are_reported_with_their_reason_and_the_count_judged(tmp
 
 def test_a_model_with_nothing_set_aside_gets_no_such_line():
     run = run_model(next(e for e in BANK if e.model.name == "bank_tut_ok").model, examples=5)
-    from gradcheck_suite.report import aside_details
+    from gradcheck_suite.run.report import aside_details
     assert run.nondiff + run.skipped == 0 and aside_details(run) == ""
 
 
 def test_a_fault_of_the_harness_during_finite_differences_is_not_blamed_on_the_forward(monkeypatch):
     import functools
 
-    from gradcheck_suite import check, oracles
-    from gradcheck_suite.case import Case
+    from gradcheck_suite import check
+    from gradcheck_suite.verdict import oracles
+    from gradcheck_suite.check.case import Case
     entry = next(e for e in BANK if e.model.name == "bank_tut_ok")
     # a C function called from the harness's own frame fails, as a slip of the harness would
     monkeypatch.setattr(oracles, "judge", functools.partial(divmod, 1, 0))

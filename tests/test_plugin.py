@@ -6,8 +6,8 @@ import pytest
 
 # pytester runs pytest inside this process and then drops the modules that run imported;
 # importing the checker here first keeps one torch and one hypothesis for every run
-import gradcheck_suite.report  # noqa: F401
-import gradcheck_suite.strategies  # noqa: F401
+import gradcheck_suite.run.report  # noqa: F401
+import gradcheck_suite.run.strategies  # noqa: F401
 from tests.test_cli import HANGS, WRONG
 
 TEST_FILE = """
@@ -121,7 +121,7 @@ def test_a_check_runs_on_the_threads_asked_for_and_gives_the_count_back(pytester
     pytester.makepyfile(test_threads="""
         import torch
 
-        from gradcheck_suite import runner
+        from gradcheck_suite.run import runner
 
         seen = []
         real = runner.run_model

@@ -4,7 +4,7 @@ the model and the field, and everything else still loads."""
 import pytest
 
 from gradcheck_suite import Dim, Model, SpecError
-from gradcheck_suite.registry import Registry, load
+from gradcheck_suite.run.registry import Registry, load
 
 GOOD = """
 from gradcheck_suite import Dim, Model
@@ -139,7 +139,7 @@ def test_a_factory_returning_the_wrong_shape_is_an_error(case_of):
 def test_domain_keeps_values_inside_their_bounds(case_of):
     import torch
     from gradcheck_suite import check_case
-    from gradcheck_suite.case import build
+    from gradcheck_suite.check.case import build
 
     m = _model(forward=lambda p, d: ((p.w * torch.log(d.x)).sum(), None),
                backward=lambda p, d, c, g: {"w": g * torch.log(d.x)}, domain={"x": (0.0, None)})

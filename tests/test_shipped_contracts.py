@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from gradcheck_suite import Case, Dim, Model, check_case, numpy_model, op_model
 from gradcheck_suite.check import ERROR, FAIL, PASS
-from gradcheck_suite.report import case_message
-from gradcheck_suite.runner import run_model
+from gradcheck_suite.run.report import case_message
+from gradcheck_suite.run.runner import run_model
 from tests.conftest import flat
 
 
@@ -314,7 +314,7 @@ def test_a_custom_op_that_saves_none_for_an_input_needing_no_gradient_passes():
 
 
 def test_the_harness_own_failure_says_so_with_its_traceback(monkeypatch):
-    from gradcheck_suite import adapters
+    from gradcheck_suite.kinds import adapters
 
     monkeypatch.setattr(adapters, "_same_values", None)     # the harness's own code now raises TypeError
     m = _muladd_model()
@@ -490,7 +490,7 @@ def test_dict_hyperparameters_each_call_with_its_own_copy():
 
 
 def test_a_tuple_hyperparameter_reproduces_from_its_command():
-    from gradcheck_suite.case import parse_hyper
+    from gradcheck_suite.check.case import parse_hyper
     m = op_model(lambda x, shape: F.layer_norm(x, shape), name="ln_shape", dims={"N": Dim(1, 4, 4)},
                  inputs={"x": ("N", 4)}, hyper={"shape": ((4,),)}, reference=lambda x, shape: F.layer_norm(x, shape))
     case = _at(m, {"N": 2})

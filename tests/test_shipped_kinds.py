@@ -7,8 +7,8 @@ import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case, numpy_model, op_model
 from gradcheck_suite.check import ERROR, FAIL, PASS
-from gradcheck_suite.report import case_message
-from gradcheck_suite.runner import run_model
+from gradcheck_suite.run.report import case_message
+from gradcheck_suite.run.runner import run_model
 from tests.conftest import flat
 from tests.shipped import wrong_kinds
 

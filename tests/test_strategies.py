@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, settings
 
-from gradcheck_suite import strategies
+from gradcheck_suite.run import strategies
 
 
 @pytest.mark.parametrize("call, message", [

@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
-from gradcheck_suite import Case, Dim, Model, check_case, oracles
+from gradcheck_suite import Case, Dim, Model, check_case
+from gradcheck_suite.verdict import oracles
 from gradcheck_suite.check import DISAGREE, ERROR, FAIL, NONDIFF, PASS, SKIPPED
-from gradcheck_suite.runner import run_model
+from gradcheck_suite.run.runner import run_model
 from tests.models.verdict_trust import (
     HINGE, KINK_UNDER_LOAD, LOG_SUM, REORDERED, SATURATED_BCE, SATURATED_LSTM, SOFTMAX_DOT, _bce_backward,
     _hinge_backward, _lstm_backward, _randn, _saturated, _set_order_backward)
@@ -254,7 +255,7 @@ def test_a_steep_gradient_off_by_1e5_in_one_element_still_fails():
     of the element, or a constant."""
     case = Case(STEEP.name, {"K": 3}, "float64", "cpu", 0, 1.0)
     assert check_case(STEEP, case).verdict == PASS
-    from gradcheck_suite.case import build
+    from gradcheck_suite.check.case import build
     p, d = build(STEEP, case)
     constant = float(1e-5 * _steep_backward(p, d, None, 1.0)["w"][1].abs())
 
@@ -327,7 +328,7 @@ def test_a_wrong_gradient_beside_an_overflow_still_fails():
 def test_a_flaky_run_is_an_error_on_its_model_with_hypothesis_words(monkeypatch, registry):
     from hypothesis.errors import Flaky
 
-    from gradcheck_suite import limits
+    from gradcheck_suite.run import limits
 
     def flaky(model, case):
         raise Flaky("Inconsistent results: the test failed once and passed on a rerun")
@@ -354,7 +355,7 @@ def test_a_forward_that_raises_a_step_away_is_an_error_naming_the_forward():
 
 
 def _tensors(model, case):
-    from gradcheck_suite.case import build
+    from gradcheck_suite.check.case import build
     return build(model, case)
 
 

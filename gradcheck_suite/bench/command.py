@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import compare, verdicts
+from . import compare
+from . import verdicts
 from .report import REPORT_NAME, report
 from .rows import JSON_NAME, BenchInputError, load_run, rows
 from .timing import BUDGETS
@@ -156,7 +157,7 @@ def _check_models(models_from: list[str], names: str | None, builtin: bool = Tru
                   root: str | None = None) -> list[str]:
     """Model files that do not exist and unknown names are usage errors, before anything
     runs; the problems of model files that exist but are broken are returned."""
-    from ..registry import load
+    from ..run.registry import load
 
     reg = load(models_from, builtin=builtin, root=root)
     if reg.not_found:
@@ -263,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args):
     """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
     its model files, its models, and whether the built-in examples come along."""
-    from ..config import ConfigError, find
-    from ..options import model_names
+    from ..run.config import ConfigError, find
+    from ..commands.options import model_names
 
     try:
         cfg = find()

@@ -97,7 +97,7 @@ def counted(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     """(forward FLOPs, backward FLOPs) of ``model`` at ``dims``, counted from its ops."""
     import torch
 
-    from ..oracles import differentiated
+    from ..verdict.oracles import differentiated
     from .timing import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)

@@ -237,7 +237,7 @@ def measure(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     timed regions use (same seed)."""
     import torch
 
-    from ..oracles import differentiated
+    from ..verdict.oracles import differentiated
     from .timing import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)

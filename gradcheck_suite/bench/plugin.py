@@ -22,7 +22,12 @@ import time
 
 import pytest
 
-from . import calibration, compare, memory, rows, timing, verdicts
+from . import calibration
+from . import compare
+from . import memory
+from . import rows
+from . import timing
+from . import verdicts
 
 _REGISTRY = pytest.StashKey()
 _START = pytest.StashKey()
@@ -132,7 +137,7 @@ def pytest_collect_file(file_path, parent):
 
 def _registry(config):
     if _REGISTRY not in config.stash:
-        from ..registry import load
+        from ..run.registry import load
 
         config.stash[_REGISTRY] = load(config.getoption("bench_models_from"), builtin=config.getoption("bench_builtin"),
                                        root=config.getoption("bench_root"))

@@ -7,7 +7,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from . import calibration, compare, stats
+from . import calibration
+from . import compare
+from . import stats
 from .rows import GRID, SWEEP, Row, machine, rows
 from .timing import FORWARD_BACKWARD
 from .verdicts import PASS

@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 
-from . import calibration, stats
+from . import calibration
+from . import stats
 from .verdicts import NOT_CHECKED, PASS
 
 GRID, SWEEP = "grid", "sweep"

@@ -84,7 +84,7 @@ def setup(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "flo
     the inputs that the timed regions and the memory rounds share (same seed, same values)."""
     import torch
 
-    from ..case import Bound, Case, build, upstream
+    from ..check.case import Bound, Case, build, upstream
 
     case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
     model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
@@ -97,7 +97,7 @@ def setup(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "flo
 def autograd_inputs(model, p, d):
     """Copies of the differentiable inputs that require grad, the parameters and data
     holding them, and the list autograd differentiates with respect to."""
-    from ..spec import Tensors
+    from ..record.spec import Tensors
 
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
@@ -111,7 +111,7 @@ def region(model, dims: Mapping[str, int], impl: str, phase: str, device: str = 
     """Build tensors (and, for the backward phase, run the forward) and return the timed region."""
     import torch
 
-    from ..oracles import differentiated
+    from ..verdict.oracles import differentiated
 
     if impl not in IMPLS or phase not in PHASES:
         raise ValueError(f"impl must be one of {IMPLS} and phase one of {PHASES}, got {impl!r}, {phase!r}")

@@ -24,8 +24,8 @@ def quick_check(model, dtype: str, device: str, examples: int | None = QUICK_EXA
     profile's is not the verdict of ``check``): {verdict, source, reproduce}.
 
     ``models_from`` is where the model came from, for the reproducing command."""
-    from ..runner import run_model
-    from ..strategies import PROFILES
+    from ..run.runner import run_model
+    from ..run.strategies import PROFILES
 
     run = run_model(model, dtype=dtype, device=device, profile="quick", examples=examples)
     reproduce = run.failure.case.command(models_from) if run.failure is not None else None

@@ -8,7 +8,7 @@ import traceback
 import numpy as np
 import torch
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the package, not record/
 _SIGNATURE = re.compile(r"\(\) (takes|missing|got)")
 
 

@@ -95,7 +95,7 @@ def _parse(path: str, table: dict) -> Config:
     builtin = table.get("builtin")
     if builtin is not None and not isinstance(builtin, bool):
         raise ConfigError(f"{where}: builtin must be true or false, got {builtin!r}")
-    from .spec import DTYPES      # no torch: the plugin reads the settings at start-up
+    from ..record.spec import DTYPES      # no torch: the plugin reads the settings at start-up
     dtypes = strings("dtypes")
     for dtype in dtypes:          # named here, where the user wrote it, not as a --dtype never given
         if dtype not in DTYPES:

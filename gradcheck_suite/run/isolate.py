@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .blame import user_code
+from ..record.blame import user_code
 from .runner import ModelRun, run_model
 
 

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Sequence
 
 from .options import SEEDS, THREADS, WIDTH, number
-from .spec import DTYPES, TRAIN_BATCHES, TRAIN_OPTIMIZERS
+from ..record.spec import DTYPES, TRAIN_BATCHES, TRAIN_OPTIMIZERS
 
 
 def add_parser(sub, common) -> None:
@@ -85,7 +85,7 @@ def unwritable_folder(path: str) -> str | None:
 def run(rep, args, models: list, opts: dict) -> None:
     import torch
 
-    from .training import Options, train
+    from ..train.training import Options, train
 
     if args.device == "cuda" and not torch.cuda.is_available():
         rep.usage_error("--device cuda: CUDA is not available on this machine")
@@ -185,7 +185,7 @@ def _plot(rep, out: str) -> None:
                       "(pip install 'gradcheck-suite[plot]'); the table and the JSON have the same figures")
         return
     matplotlib.use("Agg")
-    from .train_plot import plot
+    from ..train.plot import plot
     try:
         os.makedirs(out, exist_ok=True)
         path = plot([r for r in rep.trained if r.losses["manual"]], os.path.join(out, "train.png"))

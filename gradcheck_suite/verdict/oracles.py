@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .spec import Model, Tensors
+from ..record.spec import Model, Tensors
 
 #: Steps relative to each tensor's typical magnitude.  The first is where Richardson's
 #: truncation (~h^4) and rounding (~eps/h) errors are both near 1e-12; the larger one

@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from .case import Case
-from .check import ERROR, CaseResult, check_case
-from .spec import Model
+from ..check.case import Case
+from ..check.pipeline import ERROR, CaseResult, check_case
+from ..record.spec import Model
 
 TICK = 0.2       # seconds between progress reports while a case runs
 COPIES = 6       # a case holds about this many copies of its tensors (clones, gradients) ...
@@ -137,7 +137,7 @@ def _warm_up(device: str) -> None:
     charged to a case."""
     import torch
 
-    from .oracles import weighted
+    from ..verdict.oracles import weighted
     try:
         x = torch.zeros(1, device=device, requires_grad=True)
         y = 2 * x
@@ -157,7 +157,7 @@ def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: floa
 def running_in(worker: threading.Thread) -> str:
     """The model's own function the worker is running now, as ``forward (my_model.py:12)``:
     the innermost frame of the user's code (not torch's, numpy's or the harness's)."""
-    from .blame import user_code
+    from ..record.blame import user_code
     frame = sys._current_frames().get(worker.ident) if worker.ident is not None else None
     while frame is not None:
         if user_code(frame.f_code.co_filename):
@@ -241,8 +241,8 @@ def too_large(model: Model, dims: Mapping[str, int], dtype: str, device: str,
 def _largest(model: Model, dims: Mapping[str, int], hyper: Mapping[str, object]) -> dict[str, object]:
     """The given values, and every other dim and hyperparameter at its largest, bounds that
     read other dims resolved in dependency order."""
-    from . import dimexpr
-    from .spec import Dim
+    from ..record import dimexpr
+    from ..record.spec import Dim
 
     specs = {**model.dims, **model.hyper}
     given = {**dims, **hyper}

@@ -46,8 +46,8 @@ from typing import Any
 
 import torch
 
-from .case import Bound, Case, ContractError, FactoryError, build, torch_dtype
-from .spec import Model, Tensors
+from ..check.case import Bound, Case, ContractError, FactoryError, build, torch_dtype
+from ..record.spec import Model, Tensors
 
 SAME, MANUAL, BOTH, ERROR = "same", "manual diverges", "both diverge", "error"
 
@@ -252,7 +252,7 @@ class _Run:
         return _params_grads(self.model, grads, self.params), value
 
     def _autograd(self, data: Tensors, loss: object):
-        from .oracles import differentiated
+        from ..verdict.oracles import differentiated
         leaves = {n: t.detach().requires_grad_(True) for n, t in self.params.items()}
         with torch.enable_grad():
             out = _user(differentiated, "reference" if self.model.reference else "forward", self.model,
@@ -306,7 +306,7 @@ def _user(fn, what: str, *args):
     except TrainError:
         raise
     except Exception as e:
-        from .blame import where
+        from ..record.blame import where
         raise TrainError(f"{what} raised {type(e).__name__}: {e}{where(e)}") from e
 
 
@@ -405,7 +405,7 @@ def train(model: Model, opts: Options | None = None, on_step: Callable[[int, int
 
 
 def _train(model: Model, opts: Options, s: dict, result: TrainResult, on_step) -> None:
-    from .spec import train_problem
+    from ..record.spec import train_problem
     text = train_problem({k: s[k] for k in ("lr", "steps", "optimizer", "batch")})
     if text:
         raise TrainError(text)
@@ -669,7 +669,7 @@ def _probe(model: Bound, start: Mapping[str, torch.Tensor], batch: Mapping[str, 
     The learning rate: Adam's is torch's default; SGD's is the step that lowers the first
     loss by ``FIRST_STEP`` to first order, ``FIRST_STEP * |L| / |grad L|^2`` (a tenth of that
     with momentum, whose steps add up to about ten times one)."""
-    from .oracles import differentiated
+    from ..verdict.oracles import differentiated
     loss, lr = s["loss"], s["lr"]
     if lr is None and s["optimizer"] == "adam":
         lr = ADAM_LR

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Iterator
 from types import ModuleType
 
-from .spec import Model, SpecError
+from ..record.spec import Model, SpecError
 
 ENTRY_POINT_GROUP = "gradcheck_suite.models"
 FACTORY = "gradcheck_models"   # a model file may define its models through this function
@@ -188,7 +188,7 @@ class Registry:
         self.tracebacks[text] = "".join(traceback.format_exception(e))
 
     def load_builtin(self) -> int:
-        from . import models
+        from .. import models
 
         count, before = 0, set(self._models)
         for info in sorted(pkgutil.iter_modules(models.__path__), key=lambda i: i.name):
@@ -226,7 +226,7 @@ def _unknown_field(e: BaseException) -> str | None:
                       str(e)) if isinstance(e, TypeError) else None
     if found is None:
         return None
-    from . import adapters
+    from ..kinds import adapters
     known = {f.name for f in dataclasses.fields(Model)} - {"kind", "op"}
     for fn in (adapters.op_model, adapters.numpy_model):
         known |= set(inspect.signature(fn).parameters) - {"fields", "op", "forward", "backward"}

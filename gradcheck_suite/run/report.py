@@ -7,10 +7,10 @@ import shlex
 import textwrap
 from collections.abc import Sequence
 
-from .blame import shown_path
-from .check import ERROR, FAIL, CaseResult
-from .compare import TensorComparison
-from .options import WIDTH
+from ..record.blame import shown_path
+from ..check.pipeline import ERROR, FAIL, CaseResult
+from ..verdict.tolerance import TensorComparison
+from ..commands.options import WIDTH
 from .runner import ModelRun
 
 

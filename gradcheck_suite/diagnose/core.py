@@ -46,11 +46,11 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from . import oracles
-from .blame import shown_path, user_code
-from .case import Bound, Case, build, upstream
-from .compare import bound as tolerance
-from .spec import Model, Tensors
+from ..verdict import oracles
+from ..record.blame import shown_path, user_code
+from ..check.case import Bound, Case, build, upstream
+from ..verdict.tolerance import bound as tolerance
+from ..record.spec import Model, Tensors
 
 KINDS = ("sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "permuted", "partial", "other")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, Verbosity, assume, settings
 from hypothesis import strategies as st
 
-from . import dimexpr
-from .case import Case
-from .spec import Dim, Model
+from ..record import dimexpr
+from ..check.case import Case
+from ..record.spec import Dim, Model
 
 #: Value scales drawn log-uniformly from this range, ends included.
 SCALE_RANGE = (1e-3, 1e3)

@@ -26,10 +26,10 @@ from collections.abc import Mapping
 
 import torch
 
-from .blame import ours, where
+from ..record.blame import ours, where
 from .case import ContractError, FactoryError, describe, float64, join, split
-from .compare import TOLERANCES, bound, unravel
-from .spec import Tensors
+from ..verdict.tolerance import TOLERANCES, bound, unravel
+from ..record.spec import Tensors
 
 _PHRASE = {
     "transposed": "a transposed view",

@@ -28,14 +28,15 @@ from collections.abc import Mapping
 
 import torch
 
-from . import layouts, oracles
-from .blame import ours, where
+from . import layouts
+from ..verdict import oracles
+from ..record.blame import ours, where
 from .case import (Bound, Case, ContractError, FactoryError, as_tensor_hint, build, describe, float64, split,
                    upstream)
-from .compare import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, _finite_abs, all_finite, bound, compare,
+from ..verdict.tolerance import (HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, _finite_abs, all_finite, bound, compare,
                       computation_floor, noise as compare_noise, rel_floor, unravel)
-from .oracles import Finding
-from .spec import Model, Tensors
+from ..verdict.oracles import Finding
+from ..record.spec import Model, Tensors
 
 PASS, FAIL, DISAGREE, NONDIFF, SKIPPED, ERROR = (
     "pass", "fail", "oracles disagree", "non-differentiable point", "skipped", "error")

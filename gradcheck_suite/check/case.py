@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .options import pairs
-from .spec import Hyper, Model, Tensors
+from ..commands.options import pairs
+from ..record.spec import Hyper, Model, Tensors
 
 _MARGIN = 0.1  # the default factory keeps values this many scales inside a domain bound
 

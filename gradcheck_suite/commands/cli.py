@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 
-from . import __version__
+from .. import __version__
 from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, model_names, number, pairs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
     p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
 
-    from .train_command import add_parser
+    from .train import add_parser
     add_parser(sub, common)
 
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
@@ -134,7 +134,7 @@ def _isolate(asked: bool | None, plan: list, rep) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its options are its own: hand them over unparsed
-        from . import bench
+        from .. import bench
         return bench.main(argv[1:])
     try:
         args = _parse(argv)
@@ -287,7 +287,7 @@ class _Report:
         torch = sys.modules.get("torch")
         models = self.listed or []
         if self.runs:  # the report module loads torch: only when something ran
-            from .report import run_json
+            from ..run.report import run_json
             models = [run_json(r, asked) for r, asked in self.runs]
         elif self.trained is not None:
             models = [r.to_json() for r in self.trained]
@@ -312,7 +312,7 @@ class _Report:
 def _settings(rep: _Report, args) -> bool:
     """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
     models, files, profile and dtypes.  False where the settings themselves are wrong."""
-    from .config import ConfigError, find
+    from ..run.config import ConfigError, find
     try:
         cfg = find()
     except ConfigError as e:
@@ -338,7 +338,7 @@ def _load(rep: _Report, args, names: list[str] = ()):
     """The registry, with its problems reported; a name defined in a model file that did
     not load is that file's problem (exit 1), not an unknown name.  The built-in example
     models come along unless the project's settings name its own and leave them out."""
-    from . import registry
+    from ..run import registry
     rep.verbose = args.verbose
     cfg = args.config
     # the built-in models are examples: loaded when asked for, by the option, the settings or a name
@@ -406,7 +406,7 @@ def _list_row(rep: _Report, reg, m) -> None:
 
 def _options(rep: _Report, args) -> dict:
     """The check's options, validated up front; every mistake is reported, not just the first."""
-    from .spec import DTYPES
+    from ..record.spec import DTYPES
 
     opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
             "threads": THREADS}
@@ -482,7 +482,7 @@ def _selected(rep: _Report, args, reg, lost) -> list:
 
 
 def _train(rep: _Report, args) -> None:
-    from . import train_command
+    from . import train as train_command
     opts = train_command.options(rep, args)
     if not (args.models_from or args.asked or args.builtin or args.config.builtin):
         rep.usage_error(NOTHING_CONFIGURED)
@@ -512,8 +512,10 @@ def _check(rep: _Report, args) -> None:
     try:
         import torch
 
-        from . import isolate, limits, report
-        from .runner import run_model
+        from ..run import isolate
+        from ..run import limits
+        from ..run import report
+        from ..run.runner import run_model
     finally:
         gc.freeze()   # ... and leaves them out of every later collection
         gc.enable()
@@ -589,7 +591,7 @@ def _check(rep: _Report, args) -> None:
 
 
 def _parse_hyper(text: str | None) -> dict:
-    from .case import parse_hyper
+    from ..check.case import parse_hyper
     return parse_hyper(text)
 
 
@@ -612,8 +614,8 @@ def _taken(name: str, out: str | None) -> str | None:
     """Where a model called ``name`` already exists: a built-in example (which a check that
     names a model loads alongside), an installed package's, the project's settings' models,
     or a model file in the folder ``--out`` names.  Files that do not load are left to check."""
-    from . import registry
-    from .config import ConfigError, find
+    from ..run import registry
+    from ..run.config import ConfigError, find
     try:
         cfg = find()
     except ConfigError:
@@ -630,7 +632,7 @@ def _taken(name: str, out: str | None) -> str | None:
 
 
 def _profile_examples(profile: str) -> int:
-    from .strategies import PROFILES
+    from ..run.strategies import PROFILES
     return PROFILES[profile]["max_examples"]
 
 

@@ -10,10 +10,10 @@ import traceback
 import unittest
 from collections.abc import Callable, Mapping
 
-from .case import Case, RunNote
-from .check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
+from ..check.case import Case, RunNote
+from ..check.pipeline import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
-from .spec import Model
+from ..record.spec import Model
 
 #: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
 #: the seed toward 0) for at most this many steps.
@@ -215,7 +215,7 @@ def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=No
     the shrunk failing case, within :func:`diagnosis_budget`; a problem there is a note,
     never a lost report.  It runs in a worker thread, so that the progress line and the
     heartbeat go on (phase ``diagnosis``)."""
-    from .diagnose import diagnose
+    from ..diagnose.core import diagnose
     from .limits import run_ticking
     budget = diagnosis_budget(check_seconds)
     deadline = time.perf_counter() + budget
@@ -393,7 +393,7 @@ def _small_corners(model: Model, case: Case, fixed):
     """The failing case with every free dim at 1, then at 2, where the record allows that
     (a dim whose range starts higher takes its low end, one that ends lower its high end),
     each only where it is smaller than the failing case; the rest of the case stays."""
-    from . import dimexpr
+    from ..record import dimexpr
     order = dimexpr.order({k: v.reads() for k, v in model.dims.items()})
     found = []
     for size in (1, 2):

@@ -1,0 +1,5 @@
+"""The command line: one module per subcommand, the option values they share in
+:mod:`.options`."""
+from .cli import main
+
+__all__ = ["main"]

@@ -16,19 +16,19 @@ when there are too few visits for the level asked.
 
 Error over the whole report.  A CI gate judges many rows on every pull request; a 5% error
 per row fails a same-code run of 18 rows far more often than 5% of the time.  So the
-report-wide rate :data:`FALSE_FLAG_RATE` is split (Bonferroni) over the ``rows`` compared
+report-wide rate ``rules.FALSE_FLAG_RATE`` is split (Bonferroni) over the ``rows`` compared
 and over the looks that may flag: each tail of each such look gets
-``FALSE_FLAG_RATE / (rows * looks)``.  The chance that a run whose code did not change
-flags any row slower is then at most ``FALSE_FLAG_RATE``, and the same for faster.  (Holm's
+``rules.FALSE_FLAG_RATE / (rows * looks)``.  The chance that a run whose code did not change
+flags any row slower is then at most ``rules.FALSE_FLAG_RATE``, and the same for faster.  (Holm's
 step-down would pass or fail exactly the same runs: its first step is this split applied to
 the strongest row, and once that row is flagged the run fails whatever the others say.)
 
 The sequential rule.  With a baseline, a row whose interval still straddles the threshold
-gets more visits, :data:`VISITS_PER_LOOK` at a time, looking again after each batch, up to
-:data:`EXTRA_LOOKS` times (within :data:`EXTRA_BUDGET` seconds for all rows).  No look
-flags a row before it has :data:`MIN_VISITS` visits in this run, nor while its interval is
-wider than :data:`MAX_SPREAD`: a wide interval earns more visits, never a verdict.  Looks
-before :data:`MIN_VISITS` may only say "within threshold", so they spend none of the
+gets more visits, ``rules.VISITS_PER_LOOK`` at a time, looking again after each batch, up to
+``rules.EXTRA_LOOKS`` times (within ``rules.EXTRA_BUDGET`` seconds for all rows).  No look
+flags a row before it has ``rules.MIN_VISITS`` visits in this run, nor while its interval is
+wider than ``rules.MAX_SPREAD``: a wide interval earns more visits, never a verdict.  Looks
+before ``rules.MIN_VISITS`` may only say "within threshold", so they spend none of the
 error rate.  A row still undecided when its looks or the budget run out is inconclusive.
 
 Memory is deterministic, so its gate is exact: a row whose manual kept or peak bytes

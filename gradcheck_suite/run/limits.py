@@ -70,7 +70,7 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
              tick: Callable[[str, float], None] | None = None) -> CaseResult:
     """``check_case`` in a worker thread, abandoned after ``timeout`` seconds (None: no limit).
 
-    ``tick(phase, seconds)`` is called from the calling thread every ``TICK`` seconds while
+    ``tick(phase, seconds)`` is called from the calling thread every ``rules.TICK`` seconds while
     the case runs.  Raises :class:`CaseTimeout` at the limit.
     """
     if timeout is None and tick is None:
@@ -89,7 +89,7 @@ def run_ticking(fn: Callable[[], object], phase: str | Callable[[], str], tick: 
                 timeout: float | None = None,
                 timed_out: Callable[[threading.Thread, float], BaseException] | None = None, *, name: str = ""):
     """``fn()`` in a worker thread while the calling thread reports ``tick(phase, seconds)``
-    every ``TICK`` seconds (``phase`` a string, or a function read at each tick); abandoned
+    every ``rules.TICK`` seconds (``phase`` a string, or a function read at each tick); abandoned
     (see the module's docstring) after ``timeout`` seconds, raising ``timed_out(worker,
     seconds)`` or else :class:`TimeoutError`.  Without ``tick`` or ``timeout`` it runs in
     the calling thread."""

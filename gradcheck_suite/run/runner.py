@@ -327,7 +327,7 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
     then at 2 (within its bounds), then greedy steps: the scale toward 1, each free dim
     toward its low end (to it, halfway, one less), the seed toward 0.  It stops where no
     step is left (the dims at their low ends, the scale 1, the seed 0), or at the budget of
-    ``SHRINK_STEPS`` cases and :func:`shrink_budget` seconds."""
+    ``rules.SHRINK_STEPS`` cases and :func:`shrink_budget` seconds."""
     steps = 0
     spent = _shrink_clock(shrink_budget(failure.seconds))
     for case in _small_corners(model, failure.case, fixed):
@@ -358,7 +358,7 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
 
 def _shrink_clock(budget: float):
     """A test that says whether ``budget`` seconds of this process's CPU time have gone
-    (or ``SHRINK_WALL`` times as many seconds of the wall clock): see ``SHRINK_WALL``."""
+    (or ``rules.SHRINK_WALL`` times as many seconds of the wall clock): see ``rules.SHRINK_WALL``."""
     cpu, wall = time.process_time() + budget, time.perf_counter() + rules.SHRINK_WALL * budget
     return lambda: time.process_time() > cpu or time.perf_counter() > wall
 

@@ -246,7 +246,7 @@ def cases(model: Model, *, dtype: str | None = None, device: str = "cpu",
           fixed_hyper: Mapping[str, object] | None = None):
     """Cases of ``model``: dims, hyperparameters, seed and value scale drawn unless given.
 
-    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``SCALE_RANGE``).
+    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``rules.SCALE_RANGE``).
     """
     low, high = scale_range or model.scale_range or rules.SCALE_RANGE
     return st.builds(

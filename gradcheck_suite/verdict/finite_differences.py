@@ -176,14 +176,15 @@ def _curved_kink(phi: Phi, h: float, f0: float, bent1: float, bent2: float, roun
 
 def central(phi: Phi, h: float, target: float, tol: float) -> Estimate | None:
     """The central difference at ``h`` alone (two forward calls), where it agrees with
-    ``target`` within ``tol`` plus ``rules.ESTIMATE_ERRORS`` times its rounding, and that rounding is within
-    ``ENOUGH`` of the value: the allowance :meth:`Estimate.agrees` gives the same step,
+    ``target`` within ``tol`` plus ``rules.ESTIMATE_ERRORS`` times its rounding, and that
+    rounding is within ``rules.ENOUGH`` of the value: the allowance :meth:`Estimate.agrees` gives the same step,
     less its truncation error, so it accepts nothing the full estimate at that step would
     not.  None otherwise: then the full estimate decides (``phi`` keeps the two values)."""
     (f0, a0), (fp, ap), (fm, am) = phi(0.0), phi(h), phi(-h)
     value = (fp - fm) / (2 * h)
     rounding = rules.ROUNDING * rules.EPS64 * max(a0, ap, am, abs(f0)) / h
-    if abs(value - target) <= rules.ESTIMATE_ERRORS * rounding + tol and rounding <= rules.ENOUGH * max(abs(value), abs(target)):
+    if (abs(value - target) <= rules.ESTIMATE_ERRORS * rounding + tol
+            and rounding <= rules.ENOUGH * max(abs(value), abs(target))):
         return Estimate(value, rounding + abs(value - target), False, h)
     return None
 

@@ -75,7 +75,7 @@ class TensorComparison:
 
 def computation_floor(resolution: float, typical: float, backward: float = 0.0) -> tuple[float, float]:
     """Rounding at the scale of the computation, for a tensor of ``typical`` magnitude, as
-    ``(absolute, faded)``, ``COMPUTATION_RTOL`` times two measures of that scale:
+    ``(absolute, faded)``, ``rules.COMPUTATION_RTOL`` times two measures of that scale:
 
     - the output's first-order rounding bound ``resolution`` (see ``oracles.Traced``) per
       unit of the tensor: allowed to every element;
@@ -93,7 +93,8 @@ def computation_floor(resolution: float, typical: float, backward: float = 0.0) 
     def finite(value: float) -> float:
         return value if 0 < value < float("inf") else 0.0
 
-    return finite(rules.COMPUTATION_RTOL * resolution / typical if typical > 0 else 0.0), finite(rules.COMPUTATION_RTOL * backward)
+    rtol = rules.COMPUTATION_RTOL
+    return finite(rtol * resolution / typical if typical > 0 else 0.0), finite(rtol * backward)
 
 
 def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None,
@@ -106,7 +107,7 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     faded part in full where the reference is below it and as ``faded / |reference|``
     above, so that an element far above the computation's rounding keeps its relative bound.  ``jitter``: per element, the
     rounding of the two gradients measured by moving the inputs a little (a float64
-    reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
+    reference that is itself inexact), allowed up to ``rules.JITTER_CAP`` of the element.
     """
     return _bound(_finite_abs(reference.detach().to(torch.float64)), dtype, rounding, floor, jitter)
 
@@ -159,7 +160,8 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
         c = _finite_abs(carried.detach().to("cpu", torch.float64))
         extra = extra.maximum(torch.div(c, torch.maximum(ref, c).clamp_min_(rules.TINY)).mul_(c))
     if jitter is not None:
-        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(rules.JITTER_NOISE), rules.JITTER_CAP * ref)
+        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(rules.JITTER_NOISE),
+                                 rules.JITTER_CAP * ref)
         extra = extra.maximum(measured)
     return extra.clamp_min_(least).add_(ref, alpha=tol.rtol)
 

@@ -19,8 +19,8 @@ TINY = sys.float_info.min
 #: How many times over a measured rounding is allowed (the ``noise`` of every dtype in
 #: ``TOLERANCES``), and the allowance in ``COMPUTATION_RTOL``.
 NOISE = 8.0
-#: The table: ``|manual - reference| <= rtol * |reference| + max(atol * max|reference|,
-#: noise * rounding, computation)``, per dtype.  In float64 a relative error of 1e-5 in any
+#: The table, per dtype: ``abs(manual - reference) <= rtol * abs(reference) + max(atol *
+#: max(abs(reference)), noise * rounding, computation)`` (see ``tolerance.Tolerance``).  In float64 a relative error of 1e-5 in any
 #: element at least 1e-3 of its tensor's largest is far outside the bound, while rounding
 #: (~1e-16 * terms) is far inside.
 TOLERANCES = {
@@ -42,7 +42,7 @@ JITTER_CAP = 1e-2
 #: them come out well below its size (a saturated LSTM at 1/8.5 of it, a softmax at 1/8.3),
 #: so it is allowed 16 times over, twice a measured rounding's ``NOISE``.
 JITTER_NOISE = 16.0
-#: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
+#: Relative errors are reported against max(abs(reference), REL_FLOOR * max(abs(reference))).
 REL_FLOOR = 1e-3
 #: The worst elements a mismatched tensor's report lists.
 WORST = 5

@@ -9,7 +9,7 @@ comes from ``GRADCHECK_LARGE_WIDTH``.
 It measures, each command in a child process of its own:
 
 - ``check large_layer`` in the quick profile: wall time, the cases that ran, whether the
-  per-model time budget (``runner.QUICK_SECONDS``) cut them, and the verdict;
+  per-model time budget (``rules.QUICK_SECONDS``) cut them, and the verdict;
 - ``check large_layer_swapped``: wall time, the shrunk case, the diagnosis kind and the
   ``look at:`` line; then its reproduce command, timed;
 - peak memory: the child's ``ru_maxrss`` (``os.wait4``), less the resident size of a child

@@ -13,7 +13,8 @@ import dataclasses
 
 import pytest
 
-from .commands.options import CASE_TIMEOUT, THREADS, case_timeout, model_names, number
+from .commands.options import case_timeout, model_names, number
+from .verdict import rules
 
 
 def _checked(parse):
@@ -45,13 +46,13 @@ _OPTIONS = (
     ("--gradcheck-examples", dict(metavar="N", default=None,
                                   type=_checked(lambda t: number("", t)),
                                   help="generated cases per target (default: the profile's)")),
-    ("--gradcheck-case-timeout", dict(metavar="SECONDS", default=CASE_TIMEOUT,
+    ("--gradcheck-case-timeout", dict(metavar="SECONDS", default=rules.CASE_TIMEOUT,
                                       type=_checked(lambda t: case_timeout("", t)),
                                       help="a case running longer is abandoned as an error; 0 for no limit "
-                                           f"(default: {CASE_TIMEOUT:g})")),
-    ("--gradcheck-threads", dict(metavar="N", default=THREADS, type=_checked(lambda t: number("", t)),
+                                           f"(default: {rules.CASE_TIMEOUT:g})")),
+    ("--gradcheck-threads", dict(metavar="N", default=rules.THREADS, type=_checked(lambda t: number("", t)),
                                  help="torch intra-op threads while a check runs; use pytest-xdist (-n auto) "
-                                      f"for more cores (default: {THREADS})")),
+                                      f"for more cores (default: {rules.THREADS})")),
 )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gradcheck_suite.bench import compare, report, rows, stats, timing
+from gradcheck_suite.verdict import rules
 
 FB, BW = timing.FORWARD_BACKWARD, timing.BACKWARD
 
@@ -111,7 +112,7 @@ def test_judge_flags_only_intervals_wholly_beyond_the_threshold(low, high, statu
     assert compare.judge(stats.Interval((low + high) / 2, low, high), 10) == status
 
 
-NINE = compare.MIN_VISITS      # visits enough for a verdict
+NINE = rules.MIN_VISITS      # visits enough for a verdict
 
 
 def gate(current_ratios, baseline_ratios, threshold=10):
@@ -179,8 +180,8 @@ def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
     return {"manual": m.tolist(), "autograd": a.tolist()}
 
 
-REGULAR = timing.QUICK_VISITS
-QUICK = compare.Plan(rows=1, visits=REGULAR, looks=compare.EXTRA_LOOKS, per_look=compare.VISITS_PER_LOOK)
+REGULAR = rules.QUICK_VISITS
+QUICK = compare.Plan(rows=1, visits=REGULAR, looks=rules.EXTRA_LOOKS, per_look=rules.VISITS_PER_LOOK)
 
 
 def sequential(rng, base, ratio, noise, threshold=5.0, plan=QUICK, drift=0.015):
@@ -203,7 +204,7 @@ def test_extra_visits_decide_a_10pct_slowdown_that_the_regular_visits_leave_unde
     assert compare.look(fixed, base, 5.0, QUICK) == compare.UNCLEAR      # six visits never flag
     rng.bit_generator.state = state                                     # the same regular visits, then more
     status, visits = sequential(rng, base, 0.55, 0.25)
-    assert status == compare.SLOWER and REGULAR < len(visits) <= REGULAR + compare.EXTRA_VISITS
+    assert status == compare.SLOWER and REGULAR < len(visits) <= REGULAR + rules.EXTRA_VISITS
     assert visits[:REGULAR] == fixed
     # the report judges the finished run as the run decided it
     data = run(*(entry("m", v, visit=i) for i, v in enumerate(visits)))
@@ -218,7 +219,7 @@ def test_a_wide_interval_after_few_visits_is_never_a_verdict():
     assert compare.judge(wolf, 5.0, visits=40) == compare.UNCLEAR
     narrow = stats.Interval(1.20, 1.12, 1.30)
     assert compare.judge(narrow, 5.0, visits=REGULAR) == compare.UNCLEAR      # too few visits to flag
-    assert compare.judge(narrow, 5.0, visits=compare.MIN_VISITS) == compare.SLOWER
+    assert compare.judge(narrow, 5.0, visits=rules.MIN_VISITS) == compare.SLOWER
     assert compare.judge(stats.Interval(1.0, 0.99, 1.01), 5.0, visits=2) == compare.SAME   # "no change" may stop early
     # the real path: six visits all 44% above the baseline's, on a noisy machine, in a report of 18 rows
     rng = np.random.default_rng(5)
@@ -233,12 +234,12 @@ def test_a_wide_interval_after_few_visits_is_never_a_verdict():
 
 def test_the_per_row_level_shrinks_with_the_number_of_rows_and_looks():
     one, many = compare.Plan(rows=1), compare.Plan(rows=18)
-    assert one.tail == pytest.approx(compare.FALSE_FLAG_RATE)
-    assert many.tail == pytest.approx(compare.FALSE_FLAG_RATE / 18)
+    assert one.tail == pytest.approx(rules.FALSE_FLAG_RATE)
+    assert many.tail == pytest.approx(rules.FALSE_FLAG_RATE / 18)
     assert QUICK.flagging_looks == 3                  # after 9, 12 and 15 visits; the look after 6 cannot flag
-    assert dataclasses.replace(QUICK, rows=18).tail == pytest.approx(compare.FALSE_FLAG_RATE / 54)
+    assert dataclasses.replace(QUICK, rows=18).tail == pytest.approx(rules.FALSE_FLAG_RATE / 54)
     full = compare.Plan(rows=36, visits=3, looks=3, per_look=3)          # looks after 3, 6, 9, 12 visits
-    assert full.flagging_looks == 2 and full.tail == pytest.approx(compare.FALSE_FLAG_RATE / 72)
+    assert full.flagging_looks == 2 and full.tail == pytest.approx(rules.FALSE_FLAG_RATE / 72)
     # the same visits give a wider interval in a larger report
     rng = np.random.default_rng(3)
     now = [rows.paired_ratios(drifting_visit(rng, 0.55, 0.1)) for _ in range(15)]

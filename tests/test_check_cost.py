@@ -9,6 +9,7 @@ import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case
 from gradcheck_suite.run import runner
+from gradcheck_suite.verdict import rules
 from gradcheck_suite.verdict.tolerance import all_finite
 from gradcheck_suite.run.limits import keep_freed_memory
 
@@ -99,8 +100,8 @@ def test_shrinking_stops_at_its_time_budget(monkeypatch):
     assert full.failure.case.dims["N"] == 20           # as small as it fails
     assert full.shrink_steps > 1
 
-    monkeypatch.setattr(runner, "SHRINK_SECONDS", 0.0)
-    monkeypatch.setattr(runner, "SHRINK_CASES", 0)       # no time at all, whatever a case costs
+    monkeypatch.setattr(rules, "SHRINK_SECONDS", 0.0)
+    monkeypatch.setattr(rules, "SHRINK_CASES", 0)       # no time at all, whatever a case costs
     cut = runner.run_model(model, examples=40)
     assert cut.verdict == "fail"
     assert cut.shrink_steps <= 1                        # one step, then the budget is spent

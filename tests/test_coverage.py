@@ -7,7 +7,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from gradcheck_suite import Dim, Model
 from gradcheck_suite.run.runner import run_model
-from gradcheck_suite.run.strategies import SCALE_RANGE, awkward, corners
+from gradcheck_suite.run.strategies import awkward, corners
+from gradcheck_suite.verdict import rules
 
 
 @pytest.mark.parametrize("name", ["mlp_relu", "linear_layer", "deep_linear", "affine_scalar"])
@@ -15,7 +16,7 @@ def test_the_quick_profile_reaches_every_corner_without_more_cases(registry, nam
     m = registry.get(name)
     run = run_model(m)
     cov = run.coverage()
-    assert SCALE_RANGE[0] in cov["scales"] and SCALE_RANGE[1] in cov["scales"]
+    assert rules.SCALE_RANGE[0] in cov["scales"] and rules.SCALE_RANGE[1] in cov["scales"]
     for k, dim in m.dims.items():
         assert dim.low in cov["sizes"][k] and dim.high in cov["sizes"][k], (k, cov["sizes"][k])
         assert awkward(dim.low, dim.high) in cov["sizes"][k]
@@ -74,7 +75,7 @@ def test_a_softmax_without_the_max_shift_is_caught_by_the_quick_profile():
     run = run_model(_softmax_ce(shift=False))
     assert run.verdict != "pass"
     assert "z" in (run.failure.failing or run.failure.problems[0])
-    assert run.failure.case.scale == SCALE_RANGE[1]
+    assert run.failure.case.scale == rules.SCALE_RANGE[1]
 
 
 def _fails_between(low, high):

@@ -16,6 +16,7 @@ import gradcheck_suite.run.report  # noqa: F401
 import gradcheck_suite.run.strategies  # noqa: F401
 from gradcheck_suite import Case, Dim, Model
 from gradcheck_suite.run import runner
+from gradcheck_suite.verdict import rules
 from gradcheck_suite.diagnose import diagnose
 from gradcheck_suite.run.limits import run_case
 
@@ -133,9 +134,9 @@ def test_a_wrong_large_layer_shrinks_to_the_small_case_and_names_the_swap():
 
 
 def test_the_shrink_budget_grows_with_the_cost_of_a_case_and_has_a_cap():
-    assert runner.shrink_budget(0.0) == runner.SHRINK_SECONDS
-    assert runner.shrink_budget(5.0) == min(runner.SHRINK_CAP, runner.SHRINK_CASES * 5.0) > runner.SHRINK_SECONDS
-    assert runner.shrink_budget(1e6) == runner.SHRINK_CAP
+    assert runner.shrink_budget(0.0) == rules.SHRINK_SECONDS
+    assert runner.shrink_budget(5.0) == min(rules.SHRINK_CAP, rules.SHRINK_CASES * 5.0) > rules.SHRINK_SECONDS
+    assert runner.shrink_budget(1e6) == rules.SHRINK_CAP
 
 
 def test_the_small_corners_stay_within_the_record():
@@ -160,7 +161,7 @@ def _slow_right_layer():
 def test_the_quick_budget_cuts_drawn_cases_never_the_corners_and_says_so(monkeypatch):
     from gradcheck_suite.run import strategies
     m = _slow_right_layer()
-    monkeypatch.setattr(runner, "QUICK_SECONDS", 0.0)
+    monkeypatch.setattr(rules, "QUICK_SECONDS", 0.0)
     run = runner.run_model(m)
     corners = len(strategies.corners(m))
     assert run.verdict == "pass" and run.budget_cut
@@ -185,7 +186,7 @@ def test_the_command_line_prints_the_budget_note_and_the_json_has_it(tmp_path):
         model = Model(name="slow_right", dims={"N": Dim(1, 4, 4)}, params={"w": (3, 3)}, data={"x": ("N", 3)},
                       forward=forward, backward=backward)
     '''))
-    code = ("import sys; import gradcheck_suite.run.runner as r; r.QUICK_SECONDS = 0.0; "
+    code = ("import sys; import gradcheck_suite.verdict.rules as r; r.QUICK_SECONDS = 0.0; "
             "from gradcheck_suite.commands.cli import main; sys.exit(main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "check", "slow_right", "--models-from", str(models),
                           "--json", str(tmp_path / "r.json")], text=True, capture_output=True, timeout=300)
@@ -229,8 +230,8 @@ def test_the_diagnosis_is_a_phase_of_the_heartbeat_off_a_terminal(tmp_path):
 
 
 def test_a_diagnosis_past_its_budget_leaves_the_failure_reported(monkeypatch, tmp_path):
-    monkeypatch.setattr(runner, "DIAGNOSE_MIN", 0.2)
-    monkeypatch.setattr(runner, "DIAGNOSE_SHARE", 0.0)
+    monkeypatch.setattr(rules, "DIAGNOSE_MIN", 0.2)
+    monkeypatch.setattr(rules, "DIAGNOSE_SHARE", 0.0)
     ns: dict = {}
     exec(compile(SLOW_DIAGNOSIS.replace("0.4", "1.0"), str(tmp_path / "m.py"), "exec"), ns)
     run = runner.run_model(ns["model"], dims={"N": 2}, seed=0, scale=1.0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case
-from gradcheck_suite.verdict import oracles
+from gradcheck_suite.verdict import oracles, rules
 from gradcheck_suite.check import DISAGREE, ERROR, FAIL, NONDIFF, PASS, SKIPPED
 from gradcheck_suite.run.runner import run_model
 from tests.models.verdict_trust import (
@@ -132,7 +132,7 @@ def test_smooth_curves_are_never_kinks_at_any_step(phi):
     # steep, oscillating, large and cubic smooth curves: the curvature-free gap falls 8-fold
     # (a smooth step much narrower than the step itself is a kink at that step, rightly)
     line = lambda t: (phi(t), abs(phi(t)))
-    for h in oracles.STEPS:
+    for h in rules.STEPS:
         est = oracles.estimate(line, h)
         assert not est.kink, (h, est)
 

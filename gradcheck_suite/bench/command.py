@@ -21,7 +21,7 @@ from . import compare
 from . import verdicts
 from .report import REPORT_NAME, report
 from .rows import JSON_NAME, BenchInputError, load_run, rows
-from .timing import BUDGETS
+from ..verdict import rules
 
 SUITE = Path(__file__).resolve().parent / "suite"
 PROG = "gradcheck-suite bench"
@@ -69,7 +69,7 @@ def _positive(kind):
 
 
 def _parser() -> argparse.ArgumentParser:
-    quick_budget, full_budget = BUDGETS[True][0], BUDGETS[False][0]
+    quick_budget, full_budget = rules.BENCH_BUDGETS[True][0], rules.BENCH_BUDGETS[False][0]
     ap = _Parser(
         prog=PROG,
         description="Check every registered model, then time its hand-written backward against autograd in "
@@ -98,12 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-time", type=_positive(float), metavar="SECONDS",
                     help=f"time per row (default: {quick_budget:g} with --quick, else {full_budget:g})")
     ap.add_argument("--baseline", metavar="FILE", help="a previous run's benchmarks.json to compare against")
-    ap.add_argument("--threshold", type=_threshold, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
+    ap.add_argument("--threshold", type=_threshold, default=rules.DEFAULT_THRESHOLD, metavar="PCT",
                     help="a row is a regression when the confidence interval of its manual/autograd ratio "
-                         f"change lies wholly above +PCT%% (default: {compare.DEFAULT_THRESHOLD:g})")
-    ap.add_argument("--memory-threshold", type=_memory_threshold, default=compare.DEFAULT_MEMORY_THRESHOLD,
+                         f"change lies wholly above +PCT%% (default: {rules.DEFAULT_THRESHOLD:g})")
+    ap.add_argument("--memory-threshold", type=_memory_threshold, default=rules.DEFAULT_MEMORY_THRESHOLD,
                     metavar="PCT", help="a row is a memory regression when the manual path's kept or peak bytes grew "
-                                        f"by more than PCT%% (default: {compare.DEFAULT_MEMORY_THRESHOLD:g}: any growth)")
+                                        f"by more than PCT%% (default: {rules.DEFAULT_MEMORY_THRESHOLD:g}: any growth)")
     ap.add_argument("--fail-on-regression", action="store_true",
                     help="exit 1 when a row regressed in time or memory (default: off)")
     ap.add_argument("--check-json", metavar="FILE",
@@ -128,7 +128,7 @@ def _writable(path: str) -> Path:
 def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float | None = None,
                 models_from: Iterable[str] = (), models: str | None = None, check_json: str | None = None,
                 builtin: bool = True, root: str | None = None, baseline: str | None = None,
-                threshold: float = compare.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
+                threshold: float = rules.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
     """The pytest command line that runs the suite inside the installed package."""
     args = [str(SUITE), "-p", "gradcheck_suite.bench.plugin", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
             "--assert=plain", "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",

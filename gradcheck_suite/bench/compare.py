@@ -16,19 +16,19 @@ when there are too few visits for the level asked.
 
 Error over the whole report.  A CI gate judges many rows on every pull request; a 5% error
 per row fails a same-code run of 18 rows far more often than 5% of the time.  So the
-report-wide rate :data:`FALSE_FLAG_RATE` is split (Bonferroni) over the ``rows`` compared
+report-wide rate ``rules.FALSE_FLAG_RATE`` is split (Bonferroni) over the ``rows`` compared
 and over the looks that may flag: each tail of each such look gets
-``FALSE_FLAG_RATE / (rows * looks)``.  The chance that a run whose code did not change
-flags any row slower is then at most ``FALSE_FLAG_RATE``, and the same for faster.  (Holm's
+``rules.FALSE_FLAG_RATE / (rows * looks)``.  The chance that a run whose code did not change
+flags any row slower is then at most ``rules.FALSE_FLAG_RATE``, and the same for faster.  (Holm's
 step-down would pass or fail exactly the same runs: its first step is this split applied to
 the strongest row, and once that row is flagged the run fails whatever the others say.)
 
 The sequential rule.  With a baseline, a row whose interval still straddles the threshold
-gets more visits, :data:`VISITS_PER_LOOK` at a time, looking again after each batch, up to
-:data:`EXTRA_LOOKS` times (within :data:`EXTRA_BUDGET` seconds for all rows).  No look
-flags a row before it has :data:`MIN_VISITS` visits in this run, nor while its interval is
-wider than :data:`MAX_SPREAD`: a wide interval earns more visits, never a verdict.  Looks
-before :data:`MIN_VISITS` may only say "within threshold", so they spend none of the
+gets more visits, ``rules.VISITS_PER_LOOK`` at a time, looking again after each batch, up to
+``rules.EXTRA_LOOKS`` times (within ``rules.EXTRA_BUDGET`` seconds for all rows).  No look
+flags a row before it has ``rules.MIN_VISITS`` visits in this run, nor while its interval is
+wider than ``rules.MAX_SPREAD``: a wide interval earns more visits, never a verdict.  Looks
+before ``rules.MIN_VISITS`` may only say "within threshold", so they spend none of the
 error rate.  A row still undecided when its looks or the budget run out is inconclusive.
 
 Memory is deterministic, so its gate is exact: a row whose manual kept or peak bytes
@@ -49,40 +49,10 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 from . import stats
+from ..verdict import rules
 from .rows import GRID, Row, machine, paired_ratios
 from .timing import FORWARD_BACKWARD
 
-#: A 10% slowdown is flagged once the interval of the change is narrower than ±5 points.
-DEFAULT_THRESHOLD = 5.0
-#: Memory: growth beyond this percentage is a regression (0: any growth).
-DEFAULT_MEMORY_THRESHOLD = 0.0
-#: A peak partly measured by tracemalloc (numpy models) moves by a few hundred bytes of
-#: Python objects from run to run: growth within this fraction is not a regression.
-APPROXIMATE_SLACK = 0.01
-#: The report-wide false-flag rate: with no change to the code, at most this fraction of
-#: runs flag any row slower (and at most this fraction any row faster), however many rows
-#: and looks.  A gate on every pull request that fails one same-code run in twenty is
-#: already noticed, so not looser; not tighter either, because the interval has only
-#: visits to stand on: in a quick report of 18 rows against a baseline of 6 visits, 5%
-#: puts its ends at the 3rd, 5th and 8th of the 54, 72 and 90 pairwise ratios after 9, 12
-#: and 15 visits, and 1% leaves no interval at all after 9.
-FALSE_FLAG_RATE = 0.05
-#: No slower or faster verdict before a row has this many visits in the run: six visits
-#: once flagged a row that had not changed (+44% [+9.7%, +106%]); a quick row's six
-#: regular visits are followed by at least one batch of extra ones before it may flag.
-MIN_VISITS = 9
-#: No verdict while the interval of the change spans more than this (high / low - 1): the
-#: interval rests on the visits of both runs being alike when nothing changed, and a run
-#: whose visits disagree that much is one whose machine also moved between the runs.
-MAX_SPREAD = 0.5
-#: With a baseline, a row still undecided gets VISITS_PER_LOOK more visits before each
-#: extra look, up to EXTRA_LOOKS looks; all extra visits together get EXTRA_BUDGET
-#: seconds.  What varies most is the machine between visits (another process on the
-#: other core), so a look waits for several.
-EXTRA_LOOKS = 3
-VISITS_PER_LOOK = 3
-EXTRA_VISITS = EXTRA_LOOKS * VISITS_PER_LOOK
-EXTRA_BUDGET = 10.0
 SLOWER, FASTER, SAME, UNCLEAR = "slower", "faster", "within threshold", "inconclusive"
 #: On the same machine: the ratio moved one way and the manual time the other.
 CONTRADICTED = "contradicted by the times"
@@ -109,7 +79,7 @@ class Plan:
     rows: int = 1
     visits: int = 0
     looks: int = 0
-    per_look: int = VISITS_PER_LOOK
+    per_look: int = rules.VISITS_PER_LOOK
 
     def visits_at(self, look: int) -> int:
         """The visits a row has at a look: look 0 after the regular ones, then a batch more each."""
@@ -117,13 +87,13 @@ class Plan:
 
     @property
     def flagging_looks(self) -> int:
-        """The looks at which a row may be flagged: those with at least MIN_VISITS visits."""
-        return sum(self.visits_at(k) >= MIN_VISITS for k in range(self.looks + 1))
+        """The looks at which a row may be flagged: those with at least rules.MIN_VISITS visits."""
+        return sum(self.visits_at(k) >= rules.MIN_VISITS for k in range(self.looks + 1))
 
     @property
     def tail(self) -> float:
         """Each tail's share of the report-wide rate: one per row and flagging look."""
-        return FALSE_FLAG_RATE / (max(1, self.rows) * max(1, self.flagging_looks))
+        return rules.FALSE_FLAG_RATE / (max(1, self.rows) * max(1, self.flagging_looks))
 
 
 def change(current, baseline, plan: Plan = Plan()) -> stats.Interval:
@@ -156,8 +126,8 @@ class Comparison:
 
 def judge(change: stats.Interval, threshold_pct: float, visits: int | None = None) -> str:
     """slower / faster only when the whole interval lies beyond the threshold, the row has
-    at least MIN_VISITS ``visits`` in this run (None: not counted) and the interval spans
-    at most MAX_SPREAD; within threshold when it lies wholly inside."""
+    at least rules.MIN_VISITS ``visits`` in this run (None: not counted) and the interval spans
+    at most rules.MAX_SPREAD; within threshold when it lies wholly inside."""
     up, down = 1 + threshold_pct / 100, 1 / (1 + threshold_pct / 100)
     if change.low >= down and change.high <= up:
         return SAME
@@ -172,12 +142,12 @@ def judge(change: stats.Interval, threshold_pct: float, visits: int | None = Non
 
 def flaggable(change: stats.Interval, visits: int | None = None) -> bool:
     """Whether the interval may carry a slower or faster verdict: enough visits, and narrow enough."""
-    if visits is not None and visits < MIN_VISITS:
+    if visits is not None and visits < rules.MIN_VISITS:
         return False
-    return change.low > 0 and change.high / change.low - 1 <= MAX_SPREAD
+    return change.low > 0 and change.high / change.low - 1 <= rules.MAX_SPREAD
 
 
-def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = DEFAULT_THRESHOLD,
+def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = rules.DEFAULT_THRESHOLD,
             kinds: tuple[str, ...] = (GRID,), same: bool = False, plan: Plan | None = None) -> list[Comparison]:
     """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
 
@@ -246,7 +216,7 @@ class MemoryChange:
 
 
 def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
-                   threshold_pct: float = DEFAULT_MEMORY_THRESHOLD, peak: bool = True) -> list[MemoryChange]:
+                   threshold_pct: float = rules.DEFAULT_MEMORY_THRESHOLD, peak: bool = True) -> list[MemoryChange]:
     """Rows measured in both runs (forward+backward rows of the grid: the figures are the
     model's, the same for both phases), with the figures that grew beyond the threshold.
 
@@ -264,7 +234,7 @@ def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
             now, then = r.memory_of("manual", what), b.memory_of("manual", what)
             if now is None or then is None:
                 continue
-            slack = APPROXIMATE_SLACK if what == "peak" and (r.memory or {}).get("approximate_peak") else 0.0
+            slack = rules.APPROXIMATE_SLACK if what == "peak" and (r.memory or {}).get("approximate_peak") else 0.0
             if now > then * (1 + threshold_pct / 100 + slack):
                 grew.append(what)
         out.append(MemoryChange(r, b, tuple(grew)))

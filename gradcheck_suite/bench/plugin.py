@@ -28,6 +28,7 @@ from . import memory
 from . import rows
 from . import timing
 from . import verdicts
+from ..verdict import rules
 
 _REGISTRY = pytest.StashKey()
 _START = pytest.StashKey()
@@ -47,22 +48,22 @@ def pytest_addoption(parser):
     group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
     group.addoption("--bench-visits", type=int, metavar="N",
                     help=f"visits to every row, spread over the run; the rounds are split among them "
-                         f"(default: {timing.QUICK_VISITS} with --bench-quick, else {timing.VISITS})")
+                         f"(default: {rules.QUICK_VISITS} with --bench-quick, else {rules.VISITS})")
     group.addoption("--bench-budget", type=float, metavar="SECONDS",
-                    help=f"time per row (default: {timing.BUDGETS[True][0]:g} with --bench-quick, else "
-                         f"{timing.BUDGETS[False][0]:g})")
+                    help=f"time per row (default: {rules.BENCH_BUDGETS[True][0]:g} with --bench-quick, else "
+                         f"{rules.BENCH_BUDGETS[False][0]:g})")
     group.addoption("--bench-check-json", metavar="FILE",
                     help="read check verdicts from this `gradcheck-suite check --json` report "
                          "(default: run a quick check of each model first)")
     group.addoption("--bench-baseline", metavar="FILE",
                     help="an earlier benchmarks.json: rows still undecided against it get extra visits (default: none)")
-    group.addoption("--bench-threshold", type=float, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
-                    help=f"the gate's threshold the extra visits decide against (default: {compare.DEFAULT_THRESHOLD:g})")
+    group.addoption("--bench-threshold", type=float, default=rules.DEFAULT_THRESHOLD, metavar="PCT",
+                    help=f"the gate's threshold the extra visits decide against (default: {rules.DEFAULT_THRESHOLD:g})")
     group.addoption("--bench-extra-visits", type=int, metavar="N",
-                    help=f"most extra visits to an undecided row, a look after every {compare.VISITS_PER_LOOK} "
-                         f"(default: {compare.EXTRA_VISITS} with a baseline, else 0)")
-    group.addoption("--bench-extra-budget", type=float, default=compare.EXTRA_BUDGET, metavar="SECONDS",
-                    help=f"time for all extra visits together (default: {compare.EXTRA_BUDGET:g})")
+                    help=f"most extra visits to an undecided row, a look after every {rules.VISITS_PER_LOOK} "
+                         f"(default: {rules.EXTRA_VISITS} with a baseline, else 0)")
+    group.addoption("--bench-extra-budget", type=float, default=rules.EXTRA_BUDGET, metavar="SECONDS",
+                    help=f"time for all extra visits together (default: {rules.EXTRA_BUDGET:g})")
     group.addoption("--bench-check-examples", type=int, default=verdicts.QUICK_EXAMPLES, metavar="N",
                     help="cases per model in the check before timing; fewer than the quick profile's is not "
                          "check's verdict (default: the quick profile's, as `gradcheck-suite check`)")
@@ -85,7 +86,7 @@ class _Gate:
     def __init__(self, baseline: dict | None, threshold: float, visits: int, extra: int, budget: float):
         self.baseline = {r.key: r for r in rows.rows(baseline)} if baseline else {}
         self.threshold, self.visits, self.extra, self.budget = threshold, visits, extra, budget
-        self.per_look = compare.VISITS_PER_LOOK
+        self.per_look = rules.VISITS_PER_LOOK
         self.looks = -(-extra // self.per_look)
         self.rows = 1           # the rows it will compare, counted once the items are collected
         self.seen: dict[tuple, list] = {}     # row key -> the samples of each visit so far
@@ -97,7 +98,7 @@ class _Gate:
         baseline = rows.load_run(path, "baseline file") if path else None
         extra = config.getoption("bench_extra_visits")
         if extra is None:
-            extra = compare.EXTRA_VISITS if baseline else 0
+            extra = rules.EXTRA_VISITS if baseline else 0
         return cls(baseline, config.getoption("bench_threshold"), visits_of(config), max(0, extra),
                    config.getoption("bench_extra_budget"))
 
@@ -125,7 +126,7 @@ class _Gate:
 def visits_of(config) -> int:
     """Regular visits to every row: --bench-visits, else more and shorter ones in the quick pass."""
     given = config.getoption("bench_visits")
-    return given if given else timing.QUICK_VISITS if config.getoption("bench_quick") else timing.VISITS
+    return given if given else rules.QUICK_VISITS if config.getoption("bench_quick") else rules.VISITS
 
 
 def pytest_collect_file(file_path, parent):
@@ -272,7 +273,7 @@ def bench_pair(request, benchmark):
     import torch
 
     config = request.config
-    budget, low, high = timing.BUDGETS[config.getoption("bench_quick")]
+    budget, low, high = rules.BENCH_BUDGETS[config.getoption("bench_quick")]
     budget = config.getoption("bench_budget") or budget
     visits = visits_of(config)
     budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
@@ -293,8 +294,8 @@ def bench_pair(request, benchmark):
         shape = calibration.matmul_shape(dims)
         if flops:
             sides["matmul"] = calibration.matmul_region(shape, device, dtype)
-        timer = timing.Interleaved(sides, block_seconds=timing.BLOCK_SECONDS)
-        fewest = timing.MIN_ROTATIONS * len(sides)      # a visit is one observation of the gate
+        timer = timing.Interleaved(sides, block_seconds=rules.BLOCK_SECONDS)
+        fewest = rules.MIN_ROTATIONS * len(sides)      # a visit is one observation of the gate
         rounds = timer.rounds_for(budget, max(low, fewest), max(high, fewest))
         benchmark.group = f"{kind} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
@@ -339,6 +340,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     gate = config.stash[_GATE]
     # the report judges with the same per-look confidence the run decided with
     machine_info["gate"] = {"visits": gate.visits, "extra_visits": gate.extra, "visits_per_look": gate.per_look,
-                            "looks": gate.looks, "rows": gate.rows, "false_flag_rate": compare.FALSE_FLAG_RATE,
-                            "tail": gate.plan.tail, "min_visits": compare.MIN_VISITS,
+                            "looks": gate.looks, "rows": gate.rows, "false_flag_rate": rules.FALSE_FLAG_RATE,
+                            "tail": gate.plan.tail, "min_visits": rules.MIN_VISITS,
                             "threshold": gate.threshold, "extra_seconds": round(gate.spent, 3)}

@@ -13,12 +13,9 @@ from . import stats
 from .rows import GRID, SWEEP, Row, machine, rows
 from .timing import FORWARD_BACKWARD
 from .verdicts import PASS
+from ..verdict import rules
 
 REPORT_NAME = "report.md"
-BUSY_CORES = 0.1  # other processes using more cores than this during the run get a note
-#: Against a baseline of the same machine, autograd this many times faster or slower than
-#: then gets a note: the machine's state moved, and tiny rows' ratios can move with it.
-SPEED_NOTE = 1.25
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -103,7 +100,7 @@ def model_table(grid: Sequence[Row]) -> str:
     for r in grid:
         lines.append([r.model, r.phase, _check_cell(r), fmt_time(r.manual.median), fmt_time(r.autograd.median),
                       fmt_interval(r.ratio), r.faster, fmt_memory(r, "kept"), fmt_memory(r, "peak")])
-    return markdown(["model", "phase", "check", "manual", "autograd", f"manual/autograd [{stats.CONFIDENCE:.0%} CI]",
+    return markdown(["model", "phase", "check", "manual", "autograd", f"manual/autograd [{rules.CONFIDENCE:.0%} CI]",
                      "faster", "kept: manual / autograd", "peak: manual / autograd"], lines)
 
 
@@ -185,7 +182,7 @@ def header(run: Mapping) -> list[str]:
     if busy:
         lines.append("Machine: " + "; ".join(busy) + "."
                      + (" Absolute times are inflated by that work; the ratios, timed in the same rounds, much less."
-                        if isinstance(others, (int, float)) and others > BUSY_CORES else ""))
+                        if isinstance(others, (int, float)) and others > rules.BUSY_CORES else ""))
     if not m.get("gpu"):
         lines.append("CUDA not available: the CUDA cases were skipped.")
     return lines
@@ -216,21 +213,21 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
              f"of both runs, lies wholly beyond ±{threshold_pct:g}%"
              + ("; on the same machine, not when the manual time moved less than the machine's speed "
                 "explains (contradicted)" if same else "")
-             + f". The report-wide false-flag rate of {compare.FALSE_FLAG_RATE:.0%} is split over the "
+             + f". The report-wide false-flag rate of {rules.FALSE_FLAG_RATE:.0%} is split over the "
              f"{plan.rows} row(s) and {max(1, plan.flagging_looks)} look(s) that may flag, so each interval is "
-             f"{1 - 2 * plan.tail:.3%}. No row is flagged before {compare.MIN_VISITS} visits in this run or while "
-             f"its interval spans more than {compare.MAX_SPREAD:.0%}."
+             f"{1 - 2 * plan.tail:.3%}. No row is flagged before {rules.MIN_VISITS} visits in this run or while "
+             f"its interval spans more than {rules.MAX_SPREAD:.0%}."
              + (f" A row still undecided after its {plan.visits} visits got {plan.per_look} more at a time, up to "
                 f"{plan.looks * plan.per_look}, with a look after each batch. "
                 "Inconclusive: still undecided when the looks or the time ran out." if plan.looks else "")]
-    if comparisons and all(c.visits < compare.MIN_VISITS for c in comparisons):
-        parts.append(f"Every row has fewer than {compare.MIN_VISITS} visits in this run, so no row can be flagged: "
+    if comparisons and all(c.visits < rules.MIN_VISITS for c in comparisons):
+        parts.append(f"Every row has fewer than {rules.MIN_VISITS} visits in this run, so no row can be flagged: "
                      "a run made with `--baseline` takes extra visits where a row needs them.")
     counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
                                                                    compare.UNCLEAR, compare.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
     speed = compare.machine_speed((c.row, c.base) for c in comparisons)
-    if same and speed is not None and not 1 / SPEED_NOTE < speed < SPEED_NOTE:
+    if same and speed is not None and not 1 / rules.SPEED_NOTE < speed < rules.SPEED_NOTE:
         parts.append(f"Autograd took {speed:.2f}× the baseline's time (median over rows): the machine ran at another "
                      "speed. Ratios of microsecond-scale rows, where autograd's own overhead dominates, can move "
                      "with the machine's state; read their changes with that in mind.")
@@ -295,8 +292,8 @@ class Gate:
         return bool(self.slower or self.memory)
 
 
-def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = compare.DEFAULT_THRESHOLD,
-           plots: bool = True, memory_threshold_pct: float = compare.DEFAULT_MEMORY_THRESHOLD) -> tuple[str, Gate]:
+def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_pct: float = rules.DEFAULT_THRESHOLD,
+           plots: bool = True, memory_threshold_pct: float = rules.DEFAULT_MEMORY_THRESHOLD) -> tuple[str, Gate]:
     """The Markdown report of ``run`` (the plot written into ``out``) and what it flagged."""
     all_rows = rows(run)
     grid = [r for r in all_rows if r.kind == GRID]

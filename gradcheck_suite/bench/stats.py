@@ -15,12 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Confidence of the intervals in the report and the gate.
-CONFIDENCE = 0.95
-#: Bootstrap resamples; fixed seed, so the same samples give the same interval.
-RESAMPLES = 2000
-_SEED = 20240229
-
+from ..verdict import rules
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -105,23 +100,23 @@ def pooled(samples: Sequence[float] | Groups) -> np.ndarray:
     return np.concatenate(_groups(samples))
 
 
-def median_interval(samples: Sequence[float] | Groups, confidence: float = CONFIDENCE,
-                    resamples: int = RESAMPLES) -> Interval:
+def median_interval(samples: Sequence[float] | Groups, confidence: float = rules.CONFIDENCE,
+                    resamples: int = rules.RESAMPLES) -> Interval:
     """The median of the samples (a list, or a list of groups) and its bootstrap interval."""
     groups = _groups(samples)
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(rules.BOOTSTRAP_SEED)
     low, high = _bounds(_resampled_medians(groups, rng, resamples), confidence)
     return Interval(float(np.median(np.concatenate(groups))), low, high)
 
 
 def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float] | Groups,
-                    confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> Interval:
+                    confidence: float = rules.CONFIDENCE, resamples: int = rules.RESAMPLES) -> Interval:
     """median(current) / median(baseline), with a bootstrap interval that resamples both
     runs independently (they are separate runs, so their rounds are not paired)."""
     cur, base = _groups(current), _groups(baseline)
-    # at least 20 resamples in each tail, so that a 99% interval is not one sample's luck
-    resamples = max(resamples, math.ceil(40 / (1 - confidence)))
-    rng = np.random.default_rng(_SEED)
+    # at least TAIL_RESAMPLES in each tail, so that a 99% interval is not one sample's luck
+    resamples = max(resamples, math.ceil(2 * rules.TAIL_RESAMPLES / (1 - confidence)))
+    rng = np.random.default_rng(rules.BOOTSTRAP_SEED)
     estimates = _resampled_medians(cur, rng, resamples) / _resampled_medians(base, rng, resamples)
     low, high = _bounds(estimates, confidence)
     return Interval(float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base))), low, high)

@@ -33,6 +33,8 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
+from ..verdict import rules
+
 IMPLS = ("manual", "autograd")
 BACKWARD, FORWARD_BACKWARD = "backward", "forward+backward"
 PHASES = (BACKWARD, FORWARD_BACKWARD)
@@ -46,29 +48,6 @@ SWEEP = {
     "linear_layer": tuple(2 ** (k / 2) for k in range(-6, 0)),
     "deep_linear": tuple(2 ** (k / 2) for k in range(1, 9)),
 }
-#: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
-BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
-#: Visits to every row, spread over the run (see the plugin): drift between them widens
-#: the row's interval, so a machine that drifts during the run does not pass for a change.
-#: What varies most between visits is the machine (another process on the other core), and
-#: the regression gate counts visits, not rounds: with three, no interval at the level of a
-#: report of 36 rows exists, so a full run has six, as the quick pass has, each longer.
-VISITS = 6
-QUICK_VISITS = 6
-#: How long one block of calls of one side lasts, about: short, so that most rounds run
-#: inside one scheduler time slice (a few ms) when other processes share the core.  With
-#: 2 ms blocks most rounds were cut by another process's slice on a loaded machine.
-BLOCK_SECONDS = 0.0003
-#: Unrecorded rounds before a visit, the fastest of which sizes it (a stalled one would
-#: make the visit a rotation or two long, one value the next stall decides).
-SIZING_ROUNDS = 3
-#: Fewest full rotations of the order in one visit: a visit is one observation of the
-#: regression gate, and its median over one rotation is a single round's luck (under
-#: load such visits read 0.01 and 14 for a ratio of 0.8).  A rotation of a fast row is a
-#: millisecond or two.
-MIN_ROTATIONS = 5
-
-
 @dataclasses.dataclass
 class Region:
     """The code to time, the grad mode it runs under, and what to record about it."""
@@ -189,17 +168,17 @@ class Interleaved:
     ``samples[name]`` holds one figure per round: the seconds per call of that block.
     """
 
-    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float = BLOCK_SECONDS, warmup: int = 5,
+    def __init__(self, sides: Mapping[str, Region], *, block_seconds: float | None = None, warmup: int | None = None,
                  timer: Callable[[], float] = time.perf_counter):
         if not sides:
             raise ValueError("nothing to time")
         self.sides = dict(sides)
         self.names = list(sides)
-        self.block_seconds = block_seconds
+        self.block_seconds = rules.BLOCK_SECONDS if block_seconds is None else block_seconds
         self.timer = timer
         self.samples: dict[str, list[float]] = {n: [] for n in self.names}
         self.calls: dict[str, int] = {}
-        self._warmup(warmup)
+        self._warmup(rules.WARMUP_CALLS if warmup is None else warmup)
 
     def _block(self, name: str, calls: int) -> float:
         import torch
@@ -220,7 +199,7 @@ class Interleaved:
         # the fastest of a few full rounds, not recorded, tells how long a round takes: one
         # round that another process stalled once sized a visit at a single rotation
         rounds = []
-        for _ in range(SIZING_ROUNDS):
+        for _ in range(rules.SIZING_ROUNDS):
             start = self.timer()
             for name in self.names:
                 self._block(name, self.calls[name])

@@ -17,7 +17,8 @@ import textwrap
 import time
 
 from .. import __version__
-from .options import CASE_TIMEOUT, SEEDS, THREADS, WIDTH, case_timeout, model_names, number, pairs
+from .options import SEEDS, WIDTH, case_timeout, model_names, number, pairs
+from ..verdict import rules
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JSON_VERSION = 1
@@ -86,13 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
     p.add_argument("--seed", metavar="S", help=f"fix the seed of the case's values, {SEEDS[0]} to {SEEDS[1]} (default: drawn)")
     p.add_argument("--scale", metavar="X", help="fix the value scale (default: drawn from 1e-3 to 1e3)")
-    p.add_argument("--case-timeout", metavar="SECONDS", default=str(CASE_TIMEOUT),
-                   help=f"a case running longer is abandoned as an error; 0 for no limit (default: {CASE_TIMEOUT:g})")
+    p.add_argument("--case-timeout", metavar="SECONDS", default=str(rules.CASE_TIMEOUT),
+                   help=f"a case running longer is abandoned as an error; 0 for no limit (default: {rules.CASE_TIMEOUT:g})")
     p.add_argument("--profile", default=None, choices=["quick", "nightly"],
                    help="hypothesis profile (default: the project's, else quick)")
-    p.add_argument("--threads", metavar="N", default=str(THREADS),
+    p.add_argument("--threads", metavar="N", default=str(rules.THREADS),
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
-                        f"models in parallel (pytest -n auto) (default: {THREADS})")
+                        f"models in parallel (pytest -n auto) (default: {rules.THREADS})")
     p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="each model in a child process: one that crashes the process (a segfault, os._exit, "
@@ -409,7 +410,7 @@ def _options(rep: _Report, args) -> dict:
     from ..record.spec import DTYPES
 
     opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
-            "threads": THREADS}
+            "threads": rules.THREADS}
     parse = {
         "dims": lambda: _parse_dims(args.dims),
         "hyper": lambda: _parse_hyper(args.hyper),
@@ -650,7 +651,7 @@ def _heartbeat() -> float:
 class _Progress:
     """One line on stderr while a model runs: which model, how many cases so far, the phase
     of the running case and the time.  It is redrawn after every case and, while a case
-    runs, by the waiting thread every ``limits.TICK`` seconds (see ``limits.run_case``).
+    runs, by the waiting thread every ``rules.TICK`` seconds (see ``limits.run_case``).
     With ``heartbeat`` (stderr is not a terminal), the same facts go out as a plain line,
     at most once every ``heartbeat`` seconds, naming the model's own code that is running."""
 

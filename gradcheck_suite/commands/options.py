@@ -8,13 +8,8 @@ import math
 
 #: --seed: what torch.Generator takes, with room for the seeds the checker derives from it
 SEEDS = (0, 2**32 - 1)
-#: the per-case time limit, seconds: far above any case at the models' own ranges
-CASE_TIMEOUT = 60.0
 #: columns: the tables and messages fit a terminal this wide
 WIDTH = 80
-#: torch intra-op threads for the checks: one, so that a busy core does not stall every op
-#: of a small case; more cores are better used by checking models in parallel (pytest -n)
-THREADS = 1
 
 
 def number(option: str, text: str, kind: type = int, low: float = 1, high: float | None = None,

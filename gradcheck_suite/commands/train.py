@@ -10,7 +10,8 @@ import os
 import textwrap
 from collections.abc import Sequence
 
-from .options import SEEDS, THREADS, WIDTH, number
+from .options import SEEDS, WIDTH, number
+from ..verdict import rules
 from ..record.spec import DTYPES, TRAIN_BATCHES, TRAIN_OPTIMIZERS
 
 
@@ -38,13 +39,13 @@ def add_parser(sub, common) -> None:
                                                "(default: 0)")
     p.add_argument("--scale", metavar="X", help="the value scale of the start and the data, as in check (default: 1)")
     p.add_argument("--out", metavar="DIR", help="write train.png there (with the plot extra) (default: no plot)")
-    p.add_argument("--threads", metavar="N", default=str(THREADS), help=f"torch intra-op threads (default: {THREADS})")
+    p.add_argument("--threads", metavar="N", default=str(rules.THREADS), help=f"torch intra-op threads (default: {rules.THREADS})")
 
 
 def options(rep, args) -> dict | None:
     """The options, each mistake reported in one line; None where any is wrong."""
     from .cli import _parse_dims, parse_into
-    opts: dict = {"steps": None, "lr": None, "seed": 0, "scale": 1.0, "dims": {}, "threads": THREADS}
+    opts: dict = {"steps": None, "lr": None, "seed": 0, "scale": 1.0, "dims": {}, "threads": rules.THREADS}
     parse = {
         "steps": lambda: number("--steps", args.steps),
         "lr": lambda: number("--lr", args.lr, float, 0, None, "a positive finite number", above_low=True),

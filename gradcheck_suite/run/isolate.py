@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..record.blame import user_code
+from ..verdict import rules
 from .runner import ModelRun, run_model
 
 
@@ -42,7 +43,7 @@ def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
     phase, result, start = "", None, time.perf_counter()
     try:
         while True:
-            if receive.poll(0.2):
+            if receive.poll(rules.CHILD_POLL):
                 try:
                     kind, *payload = pickle.loads(receive.recv_bytes())
                 except EOFError:
@@ -93,8 +94,8 @@ def _warm_hypothesis() -> None:
 
     # the first example is the simplest; the next ones make a hundred random draws, one of
     # which surely asks for a constant, which starts the scan
-    @settings(max_examples=3, database=None, deadline=None, phases=[Phase.generate])
-    @given(st.lists(st.integers(), min_size=100, max_size=100))
+    @settings(max_examples=rules.WARM_EXAMPLES, database=None, deadline=None, phases=[Phase.generate])
+    @given(st.lists(st.integers(), min_size=rules.WARM_DRAWS, max_size=rules.WARM_DRAWS))
     def once(_: list) -> None:
         pass
     once()
@@ -135,7 +136,7 @@ def _die_with_parent() -> None:
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(0.5)
+            time.sleep(rules.PARENT_WATCH)
         os._exit(1)
     threading.Thread(target=watch, daemon=True).start()
 

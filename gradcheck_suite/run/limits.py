@@ -25,10 +25,8 @@ from collections.abc import Callable, Mapping
 from ..check.case import Case
 from ..check.pipeline import ERROR, CaseResult, check_case
 from ..record.spec import Model
+from ..verdict import rules
 
-TICK = 0.2       # seconds between progress reports while a case runs
-COPIES = 6       # a case holds about this many copies of its tensors (clones, gradients) ...
-COPIES64 = 4     # ... and this many in float64 (the finite differences and the reference)
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -48,9 +46,9 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
     return all(mallopt(option, value) == 1 for option, value in (
-        (m_mmap_threshold, 32 << 20),     # blocks up to 32 MiB from the heap (glibc's ceiling) ...
-        (m_trim_threshold, 1 << 30),      # ... which keeps up to 1 GiB of freed memory ...
-        (m_top_pad, 64 << 20)))           # ... and grows 64 MiB at a time
+        (m_mmap_threshold, rules.MALLOC_MMAP_THRESHOLD),
+        (m_trim_threshold, rules.MALLOC_TRIM_THRESHOLD),
+        (m_top_pad, rules.MALLOC_TOP_PAD)))
 
 
 class CaseTimeout(BaseException):
@@ -72,7 +70,7 @@ def run_case(model: Model, case: Case, *, timeout: float | None = None,
              tick: Callable[[str, float], None] | None = None) -> CaseResult:
     """``check_case`` in a worker thread, abandoned after ``timeout`` seconds (None: no limit).
 
-    ``tick(phase, seconds)`` is called from the calling thread every ``TICK`` seconds while
+    ``tick(phase, seconds)`` is called from the calling thread every ``rules.TICK`` seconds while
     the case runs.  Raises :class:`CaseTimeout` at the limit.
     """
     if timeout is None and tick is None:
@@ -91,7 +89,7 @@ def run_ticking(fn: Callable[[], object], phase: str | Callable[[], str], tick: 
                 timeout: float | None = None,
                 timed_out: Callable[[threading.Thread, float], BaseException] | None = None, *, name: str = ""):
     """``fn()`` in a worker thread while the calling thread reports ``tick(phase, seconds)``
-    every ``TICK`` seconds (``phase`` a string, or a function read at each tick); abandoned
+    every ``rules.TICK`` seconds (``phase`` a string, or a function read at each tick); abandoned
     (see the module's docstring) after ``timeout`` seconds, raising ``timed_out(worker,
     seconds)`` or else :class:`TimeoutError`.  Without ``tick`` or ``timeout`` it runs in
     the calling thread."""
@@ -111,7 +109,7 @@ def run_ticking(fn: Callable[[], object], phase: str | Callable[[], str], tick: 
     worker.start()
     try:
         while True:
-            worker.join(TICK if timeout is None else min(TICK, max(0.0, start + timeout - time.monotonic())))
+            worker.join(rules.TICK if timeout is None else min(rules.TICK, max(0.0, start + timeout - time.monotonic())))
             if not worker.is_alive():
                 break
             elapsed = time.monotonic() - start
@@ -177,7 +175,7 @@ def _abandon(worker: threading.Thread) -> None:
 def case_bytes(model: Model, dims: Mapping[str, int], dtype: str) -> int:
     """Bytes a case at these dims needs at least: copies of its tensors, none of the forward's own."""
     elements = sum(math.prod(model.shape(n, dims)) for n in (*model.params, *model.data))
-    return elements * (COPIES * _ITEMSIZE.get(dtype, 8) + COPIES64 * 8)
+    return elements * (rules.COPIES * _ITEMSIZE.get(dtype, 8) + rules.COPIES64 * 8)
 
 
 def available_bytes(device: str) -> int | None:

@@ -14,33 +14,7 @@ from ..check.case import Case, RunNote
 from ..check.pipeline import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
 from ..record.spec import Model
-
-#: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end,
-#: the seed toward 0) for at most this many steps.
-SHRINK_STEPS = 60      # shrinking a failure stops after this many cases ...
-SHRINK_SECONDS = 0.5   # ... or once it has run this long (the failure found so far is reported), ...
-#: ... or this many times the failing case's own time, where that is longer: a case that takes
-#: seconds (a 4096-wide layer) still gets the all-ones and all-twos corners and a few greedy
-#: steps, so that its reproduce command runs the small case; capped at SHRINK_CAP seconds.
-SHRINK_CASES = 6
-SHRINK_CAP = 60.0
-#: The shrink budget counts this process's CPU time, not the wall clock: on a machine whose
-#: other work holds the cores (a shared CI runner, a test suite under pytest-xdist) the same
-#: budget takes the same steps, so where a failure shrinks to does not depend on the load.
-#: The wall clock still stops it at SHRINK_WALL times its budget, for work that waits (a GPU).
-SHRINK_WALL = 20.0
-#: The quick profile's time budget per model (seconds): once the run has used it, no drawn
-#: case starts (the corner schedule always runs in full, so its verdict does not depend on
-#: the machine's speed).  The seed models run all 20 quick cases in well under a second; a
-#: record with fixed dims in the thousands (a 4096x4096 weight) takes seconds a case, and 20
-#: of them would make a per-commit check cost minutes.  The report says how many cases ran.
-#: An explicit --examples, and the nightly profile, run every case.
-QUICK_SECONDS = 30.0
-#: The diagnosis of a failure (kind and line) may take this many times the check's own time
-#: so far, and at least DIAGNOSE_MIN seconds; a step that does not fit is left out and said.
-DIAGNOSE_SHARE = 1.0
-DIAGNOSE_MIN = 10.0
-
+from ..verdict import rules
 
 @dataclasses.dataclass
 class ModelRun:
@@ -110,7 +84,7 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     seen: dict[tuple, CaseResult] = {}
 
     tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
-    budget = QUICK_SECONDS if profile == "quick" and examples is None else None
+    budget = rules.QUICK_SECONDS if profile == "quick" and examples is None else None
     drawing = []          # non-empty once hypothesis draws: the budget cuts draws, never the corners
 
     def judge(case: Case) -> CaseResult:
@@ -176,7 +150,7 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     if run.budget_cut and run.failure is None:
         ran = run.checked + run.nondiff + run.skipped
         run.notes["quick-budget"] = (
-            f"the quick profile's time budget ({QUICK_SECONDS:g} s a model) stopped the cases after {ran} of "
+            f"the quick profile's time budget ({rules.QUICK_SECONDS:g} s a model) stopped the cases after {ran} of "
             f"{run.planned} (about {run.seconds_per_case:.1f} s a case; the corner cases all ran); "
             f"--examples {run.planned} runs them all")
     if crashed or (run.problems and run.verdict == "pass"):
@@ -207,7 +181,7 @@ def _lighten(res: CaseResult) -> None:
 
 def diagnosis_budget(check_seconds: float) -> float:
     """Seconds the diagnosis of a failure may take after a check that took ``check_seconds``."""
-    return max(DIAGNOSE_MIN, DIAGNOSE_SHARE * check_seconds)
+    return max(rules.DIAGNOSE_MIN, rules.DIAGNOSE_SHARE * check_seconds)
 
 
 def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=None) -> None:
@@ -222,9 +196,9 @@ def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=No
     try:
         found = run_ticking(lambda: diagnose(model, res.case, res.failing,
                                              {n: c.bound for n, c in res.tensors.items()}, deadline=deadline),
-                            f"diagnosis (budget {budget:.0f} s)", tick, timeout=2 * budget)
+                            f"diagnosis (budget {budget:.0f} s)", tick, timeout=rules.DIAGNOSE_OVERRUN * budget)
     except TimeoutError:
-        res.location_note = f"no diagnosis: it did not finish within its budget ({2 * budget:.0f} s)"
+        res.location_note = f"no diagnosis: it did not finish within its budget ({rules.DIAGNOSE_OVERRUN * budget:.0f} s)"
         return
     except Exception as e:   # the model's code, run again under a tracer, or the diagnosis itself
         res.location_note = f"no diagnosis: {type(e).__name__}: {e}"
@@ -305,7 +279,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
 
     def prop(case: Case) -> None:
         res = judge(case)
-        hypothesis.target(min(res.score, 1e300), label="error over tolerance")
+        hypothesis.target(min(res.score, rules.HUGE), label="error over tolerance")
         hypothesis.event("scale", f"1e{round(math.log10(case.scale)):+d}")
         hypothesis.assume(res.verdict not in (NONDIFF, SKIPPED))
 
@@ -345,7 +319,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
 
 def shrink_budget(case_seconds: float) -> float:
     """Seconds a shrink may take after a failing case that took ``case_seconds``."""
-    return max(SHRINK_SECONDS, min(SHRINK_CAP, SHRINK_CASES * case_seconds))
+    return max(rules.SHRINK_SECONDS, min(rules.SHRINK_CAP, rules.SHRINK_CASES * case_seconds))
 
 
 def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> CaseResult:
@@ -353,7 +327,7 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
     then at 2 (within its bounds), then greedy steps: the scale toward 1, each free dim
     toward its low end (to it, halfway, one less), the seed toward 0.  It stops where no
     step is left (the dims at their low ends, the scale 1, the seed 0), or at the budget of
-    ``SHRINK_STEPS`` cases and :func:`shrink_budget` seconds."""
+    ``rules.SHRINK_STEPS`` cases and :func:`shrink_budget` seconds."""
     steps = 0
     spent = _shrink_clock(shrink_budget(failure.seconds))
     for case in _small_corners(model, failure.case, fixed):
@@ -366,7 +340,7 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
         if spent():
             return failure
     improved = True
-    while improved and steps < SHRINK_STEPS:
+    while improved and steps < rules.SHRINK_STEPS:
         improved = False
         for case in _simpler(model, failure.case, fixed, seed, scale):
             steps += 1
@@ -375,7 +349,7 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
             except _Failed as e:
                 failure, improved = e.result, True
                 break
-            if steps >= SHRINK_STEPS or spent():
+            if steps >= rules.SHRINK_STEPS or spent():
                 return failure
         if spent():
             break
@@ -384,8 +358,8 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
 
 def _shrink_clock(budget: float):
     """A test that says whether ``budget`` seconds of this process's CPU time have gone
-    (or ``SHRINK_WALL`` times as many seconds of the wall clock): see ``SHRINK_WALL``."""
-    cpu, wall = time.process_time() + budget, time.perf_counter() + SHRINK_WALL * budget
+    (or ``rules.SHRINK_WALL`` times as many seconds of the wall clock): see ``rules.SHRINK_WALL``."""
+    cpu, wall = time.process_time() + budget, time.perf_counter() + rules.SHRINK_WALL * budget
     return lambda: time.process_time() > cpu or time.perf_counter() > wall
 
 

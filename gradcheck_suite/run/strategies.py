@@ -17,17 +17,13 @@ from hypothesis import strategies as st
 from ..record import dimexpr
 from ..check.case import Case
 from ..record.spec import Dim, Model
-
-#: Value scales drawn log-uniformly from this range, ends included.
-SCALE_RANGE = (1e-3, 1e3)
-#: Sizes that catch block-size and power-of-two assumptions, drawn often when in range.
-SPECIAL_SIZES = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33)
+from ..verdict import rules
 
 PROFILES = {
     # the default for `pytest` and `gradcheck-suite check`: the same cases every run
-    "quick": dict(max_examples=20, derandomize=True),
+    "quick": dict(max_examples=rules.QUICK_CASES, derandomize=True),
     # nightly: many more cases, new ones each run, failures replayed from the database
-    "nightly": dict(max_examples=400, derandomize=False),
+    "nightly": dict(max_examples=rules.NIGHTLY_CASES, derandomize=False),
 }
 
 
@@ -35,7 +31,7 @@ def sizes(low: int, high: int):
     """Whole numbers in [low, high], with the edges and awkward sizes drawn often."""
     if not 1 <= low <= high:
         raise ValueError(f"need 1 <= low <= high, got low={low}, high={high}")
-    special = sorted({low, high, *(s for s in SPECIAL_SIZES if low <= s <= high)})
+    special = sorted({low, high, *(s for s in rules.SPECIAL_SIZES if low <= s <= high)})
     return st.one_of(st.sampled_from(special), st.integers(low, high))
 
 
@@ -80,8 +76,10 @@ def values(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
     return strategy.map(lambda v: ({k: v[k] for k in model.dims}, {k: v[k] for k in model.hyper}))
 
 
-def scales(*, low: float = SCALE_RANGE[0], high: float = SCALE_RANGE[1]):
-    """Value scales, log-uniform on [low, high] (default 1e-3 to 1e3); shrinks toward 1."""
+def scales(*, low: float | None = None, high: float | None = None):
+    """Value scales, log-uniform on [low, high] (default ``rules.SCALE_RANGE``); shrinks toward 1."""
+    low = rules.SCALE_RANGE[0] if low is None else low
+    high = rules.SCALE_RANGE[1] if high is None else high
     if not 0 < low <= high:
         raise ValueError(f"need 0 < low <= high for value scales, got low={low}, high={high}")
     ends = [s for s in (1.0, low, high) if low <= s <= high]
@@ -97,7 +95,7 @@ def awkward(low: int, high: int) -> int:
     """The largest size in [low, high] that is neither a power of two nor a multiple of 8
     (where block-size assumptions break), or ``high`` where there is none."""
     for s in range(high, low - 1, -1):
-        if s > 2 and s & (s - 1) and s % 8:
+        if s > 2 and s & (s - 1) and s % rules.AWKWARD_BLOCK:
             return s
     return high
 
@@ -118,7 +116,7 @@ def corners(model: Model, *, fixed_dims: Mapping[str, int] | None = None,
     corners that break the record's ``where`` are left out, what is given stays fixed, and
     repeats are dropped."""
     fixed = {**(fixed_dims or {}), **(fixed_hyper or {})}
-    low_scale, high_scale = scale_range or model.scale_range or SCALE_RANGE
+    low_scale, high_scale = scale_range or model.scale_range or rules.SCALE_RANGE
     specs = {**model.dims, **model.hyper}
     bounded = {k: v.reads() for k, v in specs.items() if isinstance(v, Dim)}
     order = dimexpr.order(bounded) + [k for k in model.hyper if k not in bounded]
@@ -204,9 +202,9 @@ def _pairs(row: Mapping[str, str], varied: list[str]) -> set[tuple]:
 
 def _candidates(uncovered: set, free: list[str], levels: Mapping[str, tuple], varied: list[str], covered: set):
     """Rows to choose the next one of the covering array from: every combination of levels
-    where there are few (up to 729), else one row grown from each uncovered pair, the other
+    where there are few (up to ``rules.COVERING_ALL_ROWS``), else one row grown from each uncovered pair, the other
     factors chosen in order for the most pairs not yet covered (ties to the earlier level)."""
-    if math.prod(len(levels[k]) for k in varied) <= 729:
+    if math.prod(len(levels[k]) for k in varied) <= rules.COVERING_ALL_ROWS:
         for combo in itertools.product(*(levels[k] for k in varied)):
             row = dict(zip(varied, combo))
             yield {k: row.get(k, levels[k][0]) for k in free}
@@ -248,9 +246,9 @@ def cases(model: Model, *, dtype: str | None = None, device: str = "cpu",
           fixed_hyper: Mapping[str, object] | None = None):
     """Cases of ``model``: dims, hyperparameters, seed and value scale drawn unless given.
 
-    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``SCALE_RANGE``).
+    ``dtype`` defaults to the model's own, ``scale_range`` to the model's (else ``rules.SCALE_RANGE``).
     """
-    low, high = scale_range or model.scale_range or SCALE_RANGE
+    low, high = scale_range or model.scale_range or rules.SCALE_RANGE
     return st.builds(
         lambda v, **kw: Case(dims=v[0], hyper=v[1], **kw),
         values(model, fixed_dims=fixed_dims, fixed_hyper=fixed_hyper),

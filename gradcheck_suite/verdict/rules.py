@@ -2,20 +2,277 @@
 
 Each is named once, here, with a ``#:`` comment giving its reason; the code reads it as
 ``rules.NAME`` (so that a test can patch it in one place).  ``docs/rules.md`` tables them, and
-``tests/test_rules.py`` checks that table against this module.
+``tests/test_rules.py`` checks that table against this module.  Stdlib only: the pytest
+plugin imports this module at start-up.
 """
 from __future__ import annotations
 
+import sys
+
 # --- tolerance: how close two gradients must be (verdict/tolerance.py) ---
 
+#: float64's resolution (``torch.finfo(torch.float64).eps``, which is Python's own float).
+EPS64 = sys.float_info.epsilon
+#: The smallest normal float64 (``torch.finfo(torch.float64).tiny``): a divisor or a bound is
+#: never taken below it.
+TINY = sys.float_info.min
+#: How many times over a measured rounding is allowed (the ``noise`` of every dtype in
+#: ``TOLERANCES``), and the allowance in ``COMPUTATION_RTOL``.
+NOISE = 8.0
+#: The table, per dtype: ``abs(manual - reference) <= rtol * abs(reference) + max(atol *
+#: max(abs(reference)), noise * rounding, computation)`` (see ``tolerance.Tolerance``).  In float64 a relative error of 1e-5 in any
+#: element at least 1e-3 of its tensor's largest is far outside the bound, while rounding
+#: (~1e-16 * terms) is far inside.
+TOLERANCES = {
+    "float64": dict(rtol=1e-7, atol=1e-10, noise=NOISE),
+    "float32": dict(rtol=2e-5, atol=1e-5, noise=NOISE),
+    "float16": dict(rtol=4e-3, atol=2e-3, noise=NOISE),
+    "bfloat16": dict(rtol=3e-2, atol=1.6e-2, noise=NOISE),
+}
+#: A difference below this fraction of the computation's scale is rounding, in any dtype:
+#: float64's resolution, with the same allowance (``NOISE``) as a measured rounding.
+COMPUTATION_RTOL = NOISE * EPS64
+#: The measured jitter is allowed up to this fraction of an element: a float64 reference
+#: inexact by 1e-7, or by 1e-4 where a sigmoid saturates, passes a correct backward; the jump
+#: of a kink or a tie that the jitter crosses (of the order of the element) stays outside.
+#: Where autograd is well conditioned its jitter is ~1e-16 of the element, so a 1e-5 error
+#: there still fails.
+JITTER_CAP = 1e-2
+#: The measured jitter is a few draws of a pseudo-random rounding, and now and then all of
+#: them come out well below its size (a saturated LSTM at 1/8.5 of it, a softmax at 1/8.3),
+#: so it is allowed 16 times over, twice a measured rounding's ``NOISE``.
+JITTER_NOISE = 16.0
+#: Relative errors are reported against max(abs(reference), REL_FLOOR * max(abs(reference))).
+REL_FLOOR = 1e-3
+#: The worst elements a mismatched tensor's report lists.
+WORST = 5
+#: Ratios, relative errors and scores are capped here, so that reports (and hypothesis's
+#: target) stay finite.
+HUGE = 1e300
+#: The training run's scales are never taken below this: the parameters' norm, which the
+#: parameters' gap is divided by (finite where the norm is 0), and the starting loss, whose
+#: multiple is the blow-up threshold (above 0 where the loss starts at 0).
+LEAST_SCALE = 1e-300
+
 # --- oracles: autograd and finite differences (verdict/oracles.py) ---
+
+#: Steps relative to each tensor's typical magnitude.  The first is where Richardson's
+#: truncation (~h^4) and rounding (~eps/h) errors are both near 1e-12; the larger one helps
+#: where rounding dominates (a large loss, a small slope); the smaller ones are tried when a
+#: kink sits inside the first step.
+STEPS = (1e-4, 1e-2, 1e-6, 1e-8)
+#: The order for a random direction where the manual gradient and autograd already agree in
+#: every element, so the probe asks only whether autograd is the derivative: the narrow step
+#: first, because a wide one moves many ReLU-like units across their kinks when the tensors
+#: are large (a 256x4000 -> 400 layer crosses ~8 at 1e-4).  Any step that agrees settles such
+#: a probe, so only the number of forward calls depends on it.
+AGREED_STEPS = (1e-6, 1e-4, 1e-2, 1e-8)
+#: Forward rounding is taken as ROUNDING * eps * (its first-order bound, see ``Traced``).
+ROUNDING = 64.0
+#: One-sided gap at h/2 over gap at h: ~0.5 when smooth, ~1 at a kink; above this, a kink.
+KINK_RATIO = 0.7
+#: A one-sided gap below this fraction of the slope is smooth, whatever the ratio.
+KINK_FLOOR = 1e-7
+#: The relative step to either side of an element at which autograd looks for a kink that
+#: finite differences cannot resolve: autograd needs no step to resolve a slope, so it can
+#: be one that no other kink is likely to fall within.
+JUMP = 1e-10
+#: An agreement this precise (relative) settles a probe where manual and autograd agree.
+ENOUGH = 1e-3
+#: A finite-difference estimate agrees with a gradient within this many times its own error,
+#: plus the tolerance (``Estimate.agrees``); the central difference alone (``central``) and the
+#: figure reported for a probe (``fd_ratio``) use the same allowance, so that neither accepts
+#: nor reports anything the full estimate would judge otherwise.
+ESTIMATE_ERRORS = 8.0
+#: Independent draws of the rounding errors in ``backward_rounding``, the largest kept per
+#: element (six leave an element below half its spread once in 300): one draw can all but
+#: cancel where two steps carry equal terms (a product, then a division by a constant).
+DRAWS = 6
 
 # --- the check's stages (check/) ---
 
 # --- drawing cases, running, shrinking and limits (run/) ---
+
+#: Value scales drawn log-uniformly from this range, ends included.
+SCALE_RANGE = (1e-3, 1e3)
+#: Sizes that catch block-size and power-of-two assumptions, drawn often when in range.
+SPECIAL_SIZES = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33)
+#: The corner schedule's awkward size is neither a power of two nor a multiple of this block
+#: size (where block-size assumptions break).
+AWKWARD_BLOCK = 8
+#: Cases per model of the quick profile (the default for ``pytest`` and ``check``: the same
+#: cases every run).
+QUICK_CASES = 20
+#: Cases per model of the nightly profile: many more, new ones each run, failures replayed
+#: from the database.
+NIGHTLY_CASES = 400
+#: The covering array's next row is chosen from every combination of levels where there are
+#: at most this many (3 levels of 6 factors), else from one row grown from each uncovered pair.
+COVERING_ALL_ROWS = 729
+#: A failing corner case shrinks greedily (scale toward 1, each dim toward its low end, the
+#: seed toward 0) for at most this many cases ...
+SHRINK_STEPS = 60
+#: ... or once it has run this long (the failure found so far is reported), ...
+SHRINK_SECONDS = 0.5
+#: ... or this many times the failing case's own time, where that is longer: a case that takes
+#: seconds (a 4096-wide layer) still gets the all-ones and all-twos corners and a few greedy
+#: steps, so that its reproduce command runs the small case; ...
+SHRINK_CASES = 6
+#: ... capped at this many seconds.
+SHRINK_CAP = 60.0
+#: The shrink budget counts this process's CPU time, not the wall clock: on a machine whose
+#: other work holds the cores (a shared CI runner, a test suite under pytest-xdist) the same
+#: budget takes the same steps, so where a failure shrinks to does not depend on the load.
+#: The wall clock still stops it at SHRINK_WALL times its budget, for work that waits (a GPU).
+SHRINK_WALL = 20.0
+#: The quick profile's time budget per model (seconds): once the run has used it, no drawn
+#: case starts (the corner schedule always runs in full, so its verdict does not depend on the
+#: machine's speed).  The seed models run all 20 quick cases in well under a second; a record
+#: with fixed dims in the thousands (a 4096x4096 weight) takes seconds a case, and 20 of them
+#: would make a per-commit check cost minutes.  An explicit --examples, and the nightly
+#: profile, run every case.
+QUICK_SECONDS = 30.0
+#: The diagnosis of a failure (mistake and line) may take this many times the check's own
+#: time so far, ...
+DIAGNOSE_SHARE = 1.0
+#: ... and at least this many seconds; a step that does not fit is left out and said.
+DIAGNOSE_MIN = 10.0
+#: A diagnosis still running at this many times its budget is abandoned (no diagnosis, said).
+DIAGNOSE_OVERRUN = 2
+#: The per-case time limit, seconds (--case-timeout): far above any case at the models' own
+#: ranges.
+CASE_TIMEOUT = 60.0
+#: Torch intra-op threads for the checks: one, so that a busy core does not stall every op of
+#: a small case; more cores are better used by checking models in parallel (pytest -n).
+THREADS = 1
+#: Seconds between progress reports while a case runs.
+TICK = 0.2
+#: A case holds about this many copies of its tensors (clones, gradients) ...
+COPIES = 6
+#: ... and this many in float64 (the finite differences and the reference).
+COPIES64 = 4
+#: The allocator keeps blocks up to 32 MiB on the heap (glibc's ceiling), ...
+MALLOC_MMAP_THRESHOLD = 32 << 20
+#: ... keeps up to 1 GiB of freed memory, ...
+MALLOC_TRIM_THRESHOLD = 1 << 30
+#: ... and grows 64 MiB at a time: a case reuses the memory the previous case freed instead
+#: of faulting it in again page by page.
+MALLOC_TOP_PAD = 64 << 20
+#: Under --isolate, seconds the parent waits for a message from a model's process before it
+#: looks whether that process has died.
+CHILD_POLL = 0.2
+#: Seconds between looks, where the OS cannot say so at once, at whether the parent of a
+#: model's process (--isolate) is gone.
+PARENT_WATCH = 0.5
+#: Hypothesis's one-off start-up is done once in the parent (--isolate): the first example
+#: is the simplest, the next ones make WARM_DRAWS random draws, one of which surely asks for
+#: a constant, which starts hypothesis's scan of the loaded modules.
+WARM_EXAMPLES = 3
+#: The list each warm-up example draws, of this many integers.
+WARM_DRAWS = 100
+
+# Seed salts: each stage that draws random numbers from a case's seed mixes in its own salt,
+# so that its draws are independent of the others'.  Changing a salt changes which values
+# (and so which cases) are drawn: every verdict on record may move.
+#: The upstream gradient ``g`` of a case (``check/case.py``, ``upstream``).
+SALT_UPSTREAM = 0x5EED
+#: Which elements of a mismatched tensor finite differences examine (``check/``).
+SALT_EXAMINE = 0xF1D
+#: The random directions of the finite-difference probes: direction ``k`` of a case is drawn
+#: from ``seed * SALT_PROBES + k`` (a prime multiplier, not an exclusive-or).
+SALT_PROBES = 7919
+#: The random signs of the small moves that measure the reference's jitter (``check/``).
+SALT_JITTER = 0x717
+#: The probes of a check by finite differences alone, without a reference (``check/``).
+SALT_FD_ONLY = 0x2FD
+#: The double-backward check's weights ``u`` (``check/``) ...
+SALT_DOUBLE = 0xDB
+#: ... and its random direction.
+SALT_DOUBLE_DIRECTION = 0xDB2
+#: The second upstream gradient with which the diagnosis tells a backward that ignores its
+#: upstream gradient (``diagnose/``).
+SALT_DIAGNOSE = 0xD1A
+#: The training run's target (``train/``).
+SALT_TRAIN_TARGET = 0x7A46E7
+#: A rounding twin of a training run draws its moves from ``SALT_TWIN + k`` (twin ``k``), so
+#: that a replay draws the same ones (``train/``).
+SALT_TWIN = 0x7417
 
 # --- diagnosis (diagnose/) ---
 
 # --- training (train/) ---
 
 # --- the benchmark gate (bench/) ---
+
+#: A 10% slowdown is flagged once the interval of the change is narrower than ±5 points
+#: (--threshold, percent).
+DEFAULT_THRESHOLD = 5.0
+#: Memory: growth beyond this percentage is a regression (0: any growth).
+DEFAULT_MEMORY_THRESHOLD = 0.0
+#: A peak partly measured by tracemalloc (numpy models) moves by a few hundred bytes of
+#: Python objects from run to run: growth within this fraction is not a regression.
+APPROXIMATE_SLACK = 0.01
+#: The report-wide false-flag rate: with no change to the code, at most this fraction of runs
+#: flag any row slower (and at most this fraction any row faster), however many rows and
+#: looks.  A gate on every pull request that fails one same-code run in twenty is already
+#: noticed, so not looser; not tighter either, because the interval has only visits to stand
+#: on: in a quick report of 18 rows against a baseline of 6 visits, 5% puts its ends at the
+#: 3rd, 5th and 8th of the 54, 72 and 90 pairwise ratios after 9, 12 and 15 visits, and 1%
+#: leaves no interval at all after 9.
+FALSE_FLAG_RATE = 0.05
+#: No slower or faster verdict before a row has this many visits in the run: six visits once
+#: flagged a row that had not changed (+44% [+9.7%, +106%]); a quick row's six regular visits
+#: are followed by at least one batch of extra ones before it may flag.
+MIN_VISITS = 9
+#: No verdict while the interval of the change spans more than this (high / low - 1): the
+#: interval rests on the visits of both runs being alike when nothing changed, and a run
+#: whose visits disagree that much is one whose machine also moved between the runs.
+MAX_SPREAD = 0.5
+#: With a baseline, a row still undecided gets VISITS_PER_LOOK more visits before each extra
+#: look, up to EXTRA_LOOKS looks; all extra visits together get EXTRA_BUDGET seconds.  What
+#: varies most is the machine between visits (another process on the other core), so a look
+#: waits for several.
+EXTRA_LOOKS = 3
+#: Extra visits to an undecided row before each extra look (see EXTRA_LOOKS).
+VISITS_PER_LOOK = 3
+#: The most extra visits to an undecided row with a baseline (--bench-extra-visits).
+EXTRA_VISITS = EXTRA_LOOKS * VISITS_PER_LOOK
+#: Seconds for all extra visits together (--bench-extra-budget).
+EXTRA_BUDGET = 10.0
+#: Confidence of the intervals in the report and the gate.
+CONFIDENCE = 0.95
+#: Bootstrap resamples; fixed seed, so the same samples give the same interval.
+RESAMPLES = 2000
+#: The bootstrap's fixed seed: the same samples give the same interval.
+BOOTSTRAP_SEED = 20240229
+#: At least this many resamples in each tail of a change's interval, so that a 99% interval
+#: is not one sample's luck.
+TAIL_RESAMPLES = 20
+#: (seconds per row, fewest rounds, most rounds) for a quick (True) and a full run.
+BENCH_BUDGETS = {True: (0.6, 24, 900), False: (1.5, 60, 3000)}
+#: Visits to every row, spread over the run: drift between them widens the row's interval, so
+#: a machine that drifts during the run does not pass for a change.  What varies most between
+#: visits is the machine (another process on the other core), and the regression gate counts
+#: visits, not rounds: with three, no interval at the level of a report of 36 rows exists, so
+#: a full run has six, as the quick pass has, each longer.
+VISITS = 6
+#: Visits to every row with --bench-quick: as many as a full run (see VISITS), each shorter.
+QUICK_VISITS = 6
+#: How long one block of calls of one side lasts, about: short, so that most rounds run inside
+#: one scheduler time slice (a few ms) when other processes share the core.  With 2 ms blocks
+#: most rounds were cut by another process's slice on a loaded machine.
+BLOCK_SECONDS = 0.0003
+#: Calls of each side before its block is sized, not recorded.
+WARMUP_CALLS = 5
+#: Unrecorded rounds before a visit, the fastest of which sizes it (a stalled one would make
+#: the visit a rotation or two long, one value the next stall decides).
+SIZING_ROUNDS = 3
+#: Fewest full rotations of the order in one visit: a visit is one observation of the
+#: regression gate, and its median over one rotation is a single round's luck (under load such
+#: visits read 0.01 and 14 for a ratio of 0.8).  A rotation of a fast row is a millisecond or two.
+MIN_ROTATIONS = 5
+#: Other processes using more cores than this during the run get a note in the report.
+BUSY_CORES = 0.1
+#: Against a baseline of the same machine, autograd this many times faster or slower than then
+#: gets a note: the machine's state moved, and tiny rows' ratios can move with it.
+SPEED_NOTE = 1.25

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from . import rules
+
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
@@ -24,36 +26,21 @@ class Tolerance:
     noise: float
 
 
-#: The table.  In float64 a relative error of 1e-5 in any element at least 1e-3 of its
-#: tensor's largest is far outside the bound, while rounding (~1e-16 * terms) is far inside.
-TOLERANCES = {
-    "float64": Tolerance(rtol=1e-7, atol=1e-10, noise=8.0),
-    "float32": Tolerance(rtol=2e-5, atol=1e-5, noise=8.0),
-    "float16": Tolerance(rtol=4e-3, atol=2e-3, noise=8.0),
-    "bfloat16": Tolerance(rtol=3e-2, atol=1.6e-2, noise=8.0),
-}
+#: The names of :mod:`.rules` this module defined before the rules moved there, read
+#: through the module (``tolerance.HUGE``) by code not yet updated to ``rules.HUGE``.
+MOVED = frozenset({"TOLERANCES", "COMPUTATION_RTOL", "JITTER_CAP", "JITTER_NOISE", "REL_FLOOR", "WORST", "HUGE",
+                   "TINY"})
 
-#: A difference below this fraction of the computation's scale is rounding, in any dtype:
-#: float64's resolution, with the same allowance (``noise``) as a measured rounding.
-COMPUTATION_RTOL = 8.0 * torch.finfo(torch.float64).eps
 
-#: The measured jitter (see :func:`bound`) is allowed up to this fraction of an
-#: element: a float64 reference inexact by 1e-7, or by 1e-4 where a sigmoid saturates,
-#: passes a correct backward; the jump of a kink or a tie that the jitter crosses (of the
-#: order of the element) stays outside.  Where autograd is well conditioned its jitter is
-#: ~1e-16 of the element, so a 1e-5 error there still fails.
-JITTER_CAP = 1e-2
+def __getattr__(name: str):
+    if name in MOVED:
+        return getattr(rules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-#: The measured jitter is a few draws of a pseudo-random rounding, and now and then all of
-#: them come out well below its size (a saturated LSTM at 1/8.5 of it, a softmax at 1/8.3),
-#: so it is allowed 16 times over, twice a measured rounding's ``noise``.
-JITTER_NOISE = 16.0
 
-#: Relative errors are reported against max(|reference|, REL_FLOOR * max|reference|).
-REL_FLOOR = 1e-3
-WORST = 5
-HUGE = 1e300  # ratios and relative errors are capped here, so reports stay finite
-TINY = torch.finfo(torch.float64).tiny
+def tolerance(dtype: str) -> Tolerance:
+    """The tolerance of ``dtype``, from ``rules.TOLERANCES``."""
+    return Tolerance(**rules.TOLERANCES[dtype])
 
 
 @dataclasses.dataclass
@@ -88,7 +75,7 @@ class TensorComparison:
 
 def computation_floor(resolution: float, typical: float, backward: float = 0.0) -> tuple[float, float]:
     """Rounding at the scale of the computation, for a tensor of ``typical`` magnitude, as
-    ``(absolute, faded)``, ``COMPUTATION_RTOL`` times two measures of that scale:
+    ``(absolute, faded)``, ``rules.COMPUTATION_RTOL`` times two measures of that scale:
 
     - the output's first-order rounding bound ``resolution`` (see ``oracles.Traced``) per
       unit of the tensor: allowed to every element;
@@ -106,7 +93,8 @@ def computation_floor(resolution: float, typical: float, backward: float = 0.0) 
     def finite(value: float) -> float:
         return value if 0 < value < float("inf") else 0.0
 
-    return finite(COMPUTATION_RTOL * resolution / typical if typical > 0 else 0.0), finite(COMPUTATION_RTOL * backward)
+    rtol = rules.COMPUTATION_RTOL
+    return finite(rtol * resolution / typical if typical > 0 else 0.0), finite(rtol * backward)
 
 
 def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = None,
@@ -119,14 +107,14 @@ def bound(reference: torch.Tensor, dtype: str, rounding: torch.Tensor | None = N
     faded part in full where the reference is below it and as ``faded / |reference|``
     above, so that an element far above the computation's rounding keeps its relative bound.  ``jitter``: per element, the
     rounding of the two gradients measured by moving the inputs a little (a float64
-    reference that is itself inexact), allowed up to ``JITTER_CAP`` of the element.
+    reference that is itself inexact), allowed up to ``rules.JITTER_CAP`` of the element.
     """
     return _bound(_finite_abs(reference.detach().to(torch.float64)), dtype, rounding, floor, jitter)
 
 
 def noise(dtype: str) -> float:
     """How many times over a measured rounding is allowed in ``dtype``."""
-    return TOLERANCES[dtype].noise
+    return tolerance(dtype).noise
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -155,14 +143,14 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
     exactly 0 or nearly so, and never an element well above the computation's rounding.
     Element by element: one element's overflowing neighbour (1/1e-5 in float16) carries
     nothing to it."""
-    tol = TOLERANCES[dtype]
+    tol = tolerance(dtype)
     if top is None:
         top = float(ref.max()) if ref.numel() else 0.0
     least = tol.atol * top
     if rounding is not None and rounding.numel():
         least = max(least, tol.noise * float(_finite_abs(rounding.detach().to("cpu", torch.float64)).max()))
     absolute, faded = floor
-    least = max(least, absolute, TINY)
+    least = max(least, absolute, rules.TINY)
     if faded <= 0 and jitter is None and carried is None:
         return ref.mul(tol.rtol).add_(least)
     extra = torch.zeros_like(ref)
@@ -170,22 +158,23 @@ def _bound(ref: torch.Tensor, dtype: str, rounding, floor: tuple[float, float], 
         extra = torch.div(faded, ref.clamp_min(faded)).sqrt_().mul_(faded)
     if carried is not None:   # carried * min(1, carried / |ref|), element by element
         c = _finite_abs(carried.detach().to("cpu", torch.float64))
-        extra = extra.maximum(torch.div(c, torch.maximum(ref, c).clamp_min_(TINY)).mul_(c))
+        extra = extra.maximum(torch.div(c, torch.maximum(ref, c).clamp_min_(rules.TINY)).mul_(c))
     if jitter is not None:
-        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(JITTER_NOISE), JITTER_CAP * ref)
+        measured = torch.minimum(_finite_abs(jitter.detach().to("cpu", torch.float64)).mul_(rules.JITTER_NOISE),
+                                 rules.JITTER_CAP * ref)
         extra = extra.maximum(measured)
     return extra.clamp_min_(least).add_(ref, alpha=tol.rtol)
 
 
 def rel_floor(manual: torch.Tensor, reference: torch.Tensor) -> float:
-    """Relative errors are taken against max(|reference|, this): REL_FLOOR of the
+    """Relative errors are taken against max(|reference|, this): ``rules.REL_FLOOR`` of the
     reference's largest element, or the manual gradient's largest where the reference
     is all zero."""
     def top(t: torch.Tensor) -> float:
         return float(_finite_abs(t.detach().to("cpu", torch.float64)).max()) if t.numel() else 0.0
 
     ref = top(reference)
-    return REL_FLOOR * ref if ref > 0 else top(manual)
+    return rules.REL_FLOOR * ref if ref > 0 else top(manual)
 
 
 def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -222,13 +211,13 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     if not every:
         err.masked_fill_(~finite, 0.0)
     if top > 0:
-        base = REL_FLOOR * top
+        base = rules.REL_FLOOR * top
     elif every:     # the reference is all 0, so err is |manual|: no other float64 copy of it
         largest = float(err.max()) if err.numel() else 0.0
         base = largest if math.isfinite(largest) else rel_floor(manual, reference)
     else:
         base = rel_floor(manual, reference)
-    rel = torch.div(err, rabs.clamp_min_(max(base, TINY)), out=rabs)   # |reference| is not needed again
+    rel = torch.div(err, rabs.clamp_min_(max(base, rules.TINY)), out=rabs)   # |reference| is not needed again
     ratio = err.div_(b)                                                # nor is the error tensor
     flat_ratio = ratio.reshape(-1)
     worst = []
@@ -236,7 +225,7 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
         peak, top = flat_ratio.max(dim=0)    # value and index in one pass (argmax alone is slower)
         top = int(top)
         if not float(peak) <= 1:             # a mismatch (or NaN): its worst elements, for the report
-            values, indices = torch.topk(flat_ratio.nan_to_num(HUGE, HUGE), min(WORST, flat_ratio.numel()))
+            values, indices = torch.topk(flat_ratio.nan_to_num(rules.HUGE, rules.HUGE), min(rules.WORST, flat_ratio.numel()))
         else:                                # within tolerance: the closest call is enough
             values, indices = flat_ratio[top:top + 1], [top]
         flat_rel = rel.reshape(-1)
@@ -245,15 +234,15 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
             at = unravel(i, shape)
             mi, ri = float(manual[at]), float(reference[at])
             worst.append(Element(unravel(i, r.shape), mi, ri, None, abs(mi - ri) if math.isfinite(ri) else 0.0,
-                                 min(HUGE, float(flat_rel[i])), min(HUGE, float(flat_ratio[i]))))
-        max_ratio = min(HUGE, float(values[0]))
+                                 min(rules.HUGE, float(flat_rel[i])), min(rules.HUGE, float(flat_ratio[i]))))
+        max_ratio = min(rules.HUGE, float(values[0]))
     else:
         max_ratio = 0.0
     return TensorComparison(
         name=name,
         shape=tuple(r.shape),
         mismatched=int((~(ratio <= 1)).sum()) if max_ratio > 1 else 0,   # NaN counts
-        max_rel_err=min(HUGE, float(rel.max())) if rel.numel() else 0.0,
+        max_rel_err=min(rules.HUGE, float(rel.max())) if rel.numel() else 0.0,
         max_ratio=max_ratio,
         worst=worst,
         bound=b,

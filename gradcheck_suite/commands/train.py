@@ -85,7 +85,7 @@ def unwritable_folder(path: str) -> str | None:
 def run(rep, args, models: list, opts: dict) -> None:
     import torch
 
-    from ..train.training import Options, train
+    from ..train import Options, train
 
     if args.device == "cuda" and not torch.cuda.is_available():
         rep.usage_error("--device cuda: CUDA is not available on this machine")

@@ -37,7 +37,8 @@ def plot(results: Sequence, path: str) -> str | None:
             half = r.envelope[s - 1] * scale if r.envelope[s - 1] is not None else math.nan
             band_low.append(auto[s - 1] - half)
             band_high.append(auto[s - 1] + half)
-        left.fill_between(steps, [max(v, rules.TRAIN_TINY) if math.isfinite(v) else math.nan for v in band_low], band_high,
+        low = [max(v, rules.TRAIN_TINY) if math.isfinite(v) else math.nan for v in band_low]
+        left.fill_between(steps, low, band_high,
                           color=COLORS["autograd"], alpha=0.2, lw=0,
                           label=f"envelope × {margin:g} around autograd")
         for key in ("float64", "autograd", "manual"):

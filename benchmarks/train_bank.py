@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.public_bank import entries  # noqa: E402
-from gradcheck_suite.train.training import Options, train  # noqa: E402
+from gradcheck_suite.train import Options, train  # noqa: E402
 
 
 def main() -> int:

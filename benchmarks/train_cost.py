@@ -5,7 +5,7 @@
 Both sides train at the seed size (64x1000 -> 100 -> 10) for the same steps, with SGD at
 lr 1e-6, from the same start, in one process:
 
-- ``train``: ``training.train``, the whole run (the manual and autograd runs, the envelope
+- ``train``: ``gradcheck_suite.train.train``, the whole run (the manual and autograd runs, the envelope
   run where it is needed, the distances and the verdict);
 - ``autograd alone``: the loop a user writes: forward with ``requires_grad`` leaves, the
   loss, ``loss.backward()``, ``optimizer.step()`` and ``zero_grad()``, in the same dtype.
@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 
 from gradcheck_suite.check.case import Case, build  # noqa: E402
 from gradcheck_suite.run.registry import load  # noqa: E402
-from gradcheck_suite.train.training import Options, train  # noqa: E402
+from gradcheck_suite.train import Options, train  # noqa: E402
 
 SEED_DIMS = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10}
 

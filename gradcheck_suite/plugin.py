@@ -106,7 +106,7 @@ class GradcheckTarget:
         import torch
 
         from .commands.train import details
-        from .train.training import Options, train
+        from .train import Options, train
 
         model = _registry(self.options).get(self.name)
         threads = torch.get_num_threads()

@@ -14,7 +14,7 @@ import torch
 
 from gradcheck_suite import Dim, Model
 from gradcheck_suite.run.registry import load
-from gradcheck_suite.train.training import BOTH, MANUAL, SAME, Options, train
+from gradcheck_suite.train import BOTH, MANUAL, SAME, Options, train
 from tests.test_cli import WRONG, gcs
 
 SEED_DIMS = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10}

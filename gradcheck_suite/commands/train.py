@@ -1,7 +1,7 @@
 """``gradcheck-suite train``: the manual gradient against autograd over K optimiser steps.
 
 The options, the text report (a line per model, then each model's message and a table of
-losses at a few steps), the JSON and the plot.  The runs themselves are ``training.py``'s.
+losses at a few steps), the JSON and the plot.  The runs themselves are ``gradcheck_suite.train``'s.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def unwritable_folder(path: str) -> str | None:
 def run(rep, args, models: list, opts: dict) -> None:
     import torch
 
-    from ..train.training import Options, train
+    from ..train import Options, train
 
     if args.device == "cuda" and not torch.cuda.is_available():
         rep.usage_error("--device cuda: CUDA is not available on this machine")

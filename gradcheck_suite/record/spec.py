@@ -19,7 +19,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
 KINDS = ("model", "function", "custom op", "numpy")
-#: what a record's ``train`` dict may hold (see training.py)
+#: what a record's ``train`` dict may hold (see train/setup.py)
 TRAIN_KEYS = ("lr", "steps", "optimizer", "batch", "dims", "loss", "data", "start")
 TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
 TRAIN_BATCHES = ("fixed", "fresh")

@@ -1,5 +1,18 @@
-"""Text and JSON reports: a failure message that points at the element, the shape and
-the seed, a table per run, and a JSON document for machines."""
+"""The reports of a check run, for people and for machines.
+
+For people, in lines of at most ``WIDTH`` columns:
+
+- :func:`case_message`: one case's whole story: the verdict and what broke, each tensor's
+  shape and worst elements (manual, autograd, finite differences, errors), the mistake the
+  diagnosis named, the line to look at, and the command that reproduces exactly that case;
+- :class:`Table`: the summary table, one row per model as each run finishes;
+- :func:`run_details`: what a run found beyond its row (problems, notes, the failing case);
+- :func:`aside_details`: why cases were set aside, and how many the verdict rests on.
+
+For machines: :func:`case_json` and :func:`run_json`, the per-case and per-model parts of the
+``--json`` report (``docs/json.md``).  The command (``commands/cli.py``) and the pytest plugin
+print these; nothing here decides a verdict.
+"""
 from __future__ import annotations
 
 import math
@@ -7,11 +20,16 @@ import shlex
 import textwrap
 from collections.abc import Sequence
 
-from ..record.blame import shown_path
-from ..check.pipeline import ERROR, FAIL, CaseResult
-from ..verdict.tolerance import TensorComparison
+from ..check import ERROR, FAIL, CaseResult
 from ..commands.options import WIDTH
-from .runner import ModelRun
+from ..record.blame import shown_path
+from ..verdict.tolerance import TensorComparison
+from .runner import ASIDE_REASONS, ModelRun
+
+#: what each set-aside reason asks the user to do, by the reason as the runner words it
+_ADVICE = {reason: todo for _, reason, todo in ASIDE_REASONS}
+#: the reason of a kink or tie: a matter of convention at any scale, never an overflow
+_KINK = next(reason for key, reason, _ in ASIDE_REASONS if key == "a kink or tie")
 
 
 def _num(x: float | None) -> str:
@@ -99,10 +117,10 @@ def case_message(res: CaseResult, models_from: str | None = None) -> str:
         if c.ok:
             lines += labelled(name, f"ok: shape {size}, worst relative error {_err(c.max_rel_err)}")
             continue
-        kind = next((k.text for k in res.diagnosis if k.tensor == name), None)
+        mistake = next((k.text for k in res.diagnosis if k.tensor == name), None)
         lines += labelled(name, f"shape {size}: {c.mismatched} of {max(1, math.prod(c.shape))} outside "
-                                f"tolerance{': ' + kind if kind else ''}, worst relative error {_err(c.max_rel_err)} "
-                                f"(error/tolerance {_over(c.max_ratio)})")
+                                f"tolerance{': ' + mistake if mistake else ''}, worst relative error "
+                                f"{_err(c.max_rel_err)} (error/tolerance {_over(c.max_ratio)})")
         lines += [" " * pad + row for row in _element_rows(c, only_bad=True)]
     lines += _look_at(res)
     lines += wrap_command(case.command(models_from), "  reproduce:")
@@ -189,12 +207,10 @@ def aside_details(r: ModelRun) -> str:
     aside = r.nondiff + r.skipped
     if not aside or r.failure is not None:
         return ""
-    from .runner import ASIDE_REASONS
-    advice = {reason: todo for _, reason, todo in ASIDE_REASONS}
     parts = []
     for reason, (count, example, scales) in sorted(r.aside.items(), key=lambda kv: -kv[1][0]):
-        todo = advice.get(reason, "")
-        if scales and min(scales) > 1 and reason != "a kink or tie, where the gradient is a matter of convention":
+        todo = _ADVICE.get(reason, "")
+        if scales and min(scales) > 1 and reason != _KINK:
             # only at large scales: the values overflow the dtype, not a domain
             todo = f"all at scale {min(scales):g} or more, an overflow in {r.dtype}? lower the record's scale_range"
         parts.append(f"{count} with {reason} (e.g. {example})" + (f": {todo}" if todo else ""))
@@ -216,6 +232,7 @@ def _look_at(res: CaseResult) -> list[str]:
 
 
 def case_json(res: CaseResult, models_from: str | None = None) -> dict:
+    """One case for ``--json``: its verdict, tensors, diagnosis, location, message and reproduce command."""
     return {
         "verdict": res.verdict,
         "case": res.case.to_json(),
@@ -238,6 +255,7 @@ def case_json(res: CaseResult, models_from: str | None = None) -> dict:
 
 
 def run_json(r: ModelRun, models_from: str | None = None) -> dict:
+    """One model's run for ``--json``: its counts, worst errors, coverage, and the failing case."""
     return {
         "name": r.model,
         "dtype": r.dtype,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..verdict import rules
+
 COLORS = {"manual": "tab:blue", "autograd": "tab:orange", "float64": "0.35"}
 LABELS = {"manual": "manual gradient", "autograd": "autograd", "float64": "autograd, float64"}
 
@@ -20,7 +22,7 @@ def plot(results: Sequence, path: str) -> str | None:
         return None
     import matplotlib.pyplot as plt
 
-    from .training import MARGIN
+    margin = rules.TRAIN_MARGIN
 
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False,
                              constrained_layout=True)
@@ -35,16 +37,17 @@ def plot(results: Sequence, path: str) -> str | None:
             half = r.envelope[s - 1] * scale if r.envelope[s - 1] is not None else math.nan
             band_low.append(auto[s - 1] - half)
             band_high.append(auto[s - 1] + half)
-        left.fill_between(steps, [max(v, 1e-300) if math.isfinite(v) else math.nan for v in band_low], band_high,
+        low = [max(v, rules.TRAIN_TINY) if math.isfinite(v) else math.nan for v in band_low]
+        left.fill_between(steps, low, band_high,
                           color=COLORS["autograd"], alpha=0.2, lw=0,
-                          label=f"envelope × {MARGIN:g} around autograd")
+                          label=f"envelope × {margin:g} around autograd")
         for key in ("float64", "autograd", "manual"):
             left.plot(steps, _finite(r.losses[key]), color=COLORS[key], lw=1.4 if key == "manual" else 1.0,
                       ls="--" if key == "float64" else "-", label=LABELS[key])
         right.plot(steps, _finite(r.distance), color=COLORS["manual"], lw=1.2, label="manual from autograd")
-        right.plot(steps, _finite([None if e is None else e / MARGIN for e in r.envelope]), color="0.5", lw=1,
+        right.plot(steps, _finite([None if e is None else e / margin for e in r.envelope]), color="0.5", lw=1,
                    ls=":", label="drift of two correct gradients")
-        right.plot(steps, _finite(r.envelope), color="tab:red", lw=1, ls="--", label=f"parting line (× {MARGIN:g})")
+        right.plot(steps, _finite(r.envelope), color="tab:red", lw=1, ls="--", label=f"parting line (× {margin:g})")
         for ax in (left, right):
             for at, what, color in ((r.parted_at, "parts", "tab:red"), (r.diverged_at, "autograd diverges", "k")):
                 if at is not None:

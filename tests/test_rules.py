@@ -128,11 +128,6 @@ NOT_YET_MOVED = {
     ("check/pipeline.py", "PRECISE"),
     ("check/pipeline.py", "JITTER"),
     ("commands/cli.py", "HEARTBEAT"),
-    ("train/training.py", "MARGIN"),
-    ("train/training.py", "TWIN_ROUNDING"),
-    ("train/training.py", "BLOWUP"),
-    ("train/training.py", "FIRST_STEP"),
-    ("train/training.py", "ADAM_LR"),
 }
 
 

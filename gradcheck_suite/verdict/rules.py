@@ -49,10 +49,6 @@ WORST = 5
 #: Ratios, relative errors and scores are capped here, so that reports (and hypothesis's
 #: target) stay finite.
 HUGE = 1e300
-#: The training run's scales are never taken below this: the parameters' norm, which the
-#: parameters' gap is divided by (finite where the norm is 0), and the starting loss, whose
-#: multiple is the blow-up threshold (above 0 where the loss starts at 0).
-LEAST_SCALE = 1e-300
 
 # --- oracles: autograd and finite differences (verdict/oracles.py) ---
 

@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ..record.blame import shown_path
-from ..check.pipeline import ERROR, FAIL, CaseResult
+from ..check import ERROR, FAIL, CaseResult
 from ..verdict.tolerance import TensorComparison
 from ..commands.options import WIDTH
 from .runner import ModelRun

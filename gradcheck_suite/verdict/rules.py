@@ -12,6 +12,59 @@ from __future__ import annotations
 
 # --- the check's stages (check/) ---
 
+#: Tensors with at most this many elements get a finite difference for every element.
+SMALL_TENSOR = 16
+
+#: Random directions per case (every element is compared with autograd anyway).
+PROBES = 1
+
+#: Mismatched elements examined with finite differences, per tensor; also the elements drawn
+#: at random where a direction sees a kink, and the worst elements probed of a tensor that
+#: passed only thanks to the measured jitter.
+EXAMINE = 5
+
+#: A finite-difference estimate this close (relative) needs no other step.
+PRECISE = 1e-6
+
+#: Relative size of the jitter that measures rounding in float64: large enough to move the
+#: rounding of a sigmoid saturated to 1e-13.
+JITTER = 1e-4
+
+#: Elements per tensor probed one by one where finite differences are the only oracle (numpy
+#: code without a reference); the rest are judged together along one random direction.
+FD_ONLY_ELEMENTS = 24
+
+#: The default tensor factory keeps values this many scales inside a domain bound.
+FACTORY_MARGIN = 0.1
+
+#: A scalar output's upstream gradient is +-(UPSTREAM_LOW + UPSTREAM_WIDTH * u), u uniform on
+#: [0, 1): never close to 1, so a backward that ignores its upstream gradient fails.
+UPSTREAM_LOW = 1.5
+#: See ``UPSTREAM_LOW``.
+UPSTREAM_WIDTH = 1.5
+
+#: The one value of an expanded upstream gradient (layouts) where the case's has no finite,
+#: nonzero root mean square to take instead.
+LAYOUT_FILL = 1.5
+
+#: Seed salts: each random draw of a case XORs the case's seed with its own salt, so that the
+#: draws are independent of each other and of the case's tensors, and the same on every run.
+#: The upstream gradient g.
+SALT_UPSTREAM = 0x5EED
+#: The elements drawn at random by finite differences (beyond the worst ones).
+SALT_FD = 0xF1D
+#: The elements probed where finite differences are the only oracle.
+SALT_FD_ONLY = 0x2FD
+#: The signs of the jitter that measures rounding in float64.
+SALT_JITTER = 0x717
+#: The vector u of the double backward's <u, backward>.
+SALT_DOUBLE = 0xDB
+#: The random direction of the double backward.
+SALT_DOUBLE_DIRECTION = 0xDB2
+#: The random directions of finite differences are seeded ``seed * DIRECTION_STRIDE + k``
+#: (k the direction's number, below ``PROBES``): no two (case, direction) pairs share a seed.
+DIRECTION_STRIDE = 7919
+
 # --- drawing cases, running, shrinking and limits (run/) ---
 
 # --- diagnosis (diagnose/) ---

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..record.spec import Tensors
-from ..verdict import oracles
+from ..verdict import oracles, rules
 from ..verdict.oracles import Finding
 from ..verdict.tolerance import HUGE, TensorComparison
 
@@ -44,7 +44,7 @@ def fd_ratio(res, est: oracles.Estimate | None, value: float, tol: float, findin
     at most 1 where it agreed.  A kink is set aside, and so is its figure."""
     if est is None or est.kink or finding is Finding.KINK:
         return
-    allowed = 8.0 * est.error + tol
+    allowed = rules.ESTIMATE_ERRORS * est.error + tol
     gap = abs(value - est.value)
     res.fd_ratio = max(res.fd_ratio, min(HUGE, gap / allowed) if allowed > 0 else (0.0 if gap == 0 else HUGE))
 

@@ -47,23 +47,32 @@ UPSTREAM_WIDTH = 1.5
 #: nonzero root mean square to take instead.
 LAYOUT_FILL = 1.5
 
-#: Seed salts: each random draw of a case XORs the case's seed with its own salt, so that the
-#: draws are independent of each other and of the case's tensors, and the same on every run.
-#: The upstream gradient g.
+#: A finite-difference estimate agrees with a gradient within this many times its own error,
+#: plus the tolerance (``oracles.Estimate.agrees``); the figure reported for a probe
+#: (``measure.fd_ratio``) and the allowance of a probed element where finite differences are
+#: the only oracle (``stages/fd_only.py``) use the same allowance, so that what they report is
+#: what the estimate was judged with.
+ESTIMATE_ERRORS = 8.0
+
+# Seed salts: each stage that draws random numbers from a case's seed mixes in its own salt,
+# so that its draws are independent of the others' and the same on every run.  Changing a
+# salt changes which values (and so which cases) are drawn: every verdict on record may move.
+#: The upstream gradient ``g`` of a case (``check/case.py``, ``upstream``).
 SALT_UPSTREAM = 0x5EED
-#: The elements drawn at random by finite differences (beyond the worst ones).
-SALT_FD = 0xF1D
-#: The elements probed where finite differences are the only oracle.
-SALT_FD_ONLY = 0x2FD
-#: The signs of the jitter that measures rounding in float64.
+#: Which elements of a mismatched tensor finite differences examine beyond the worst ones,
+#: and which they probe where a random direction sees a kink.
+SALT_EXAMINE = 0xF1D
+#: The random directions of the finite-difference probes: direction ``k`` of a case is drawn
+#: from ``seed * SALT_PROBES + k`` (a prime multiplier, not an exclusive-or).
+SALT_PROBES = 7919
+#: The random signs of the small moves that measure the jitter (``check/floor.py``).
 SALT_JITTER = 0x717
-#: The vector u of the double backward's <u, backward>.
+#: The probes of a check by finite differences alone, without a reference.
+SALT_FD_ONLY = 0x2FD
+#: The double-backward check's weights ``u`` ...
 SALT_DOUBLE = 0xDB
-#: The random direction of the double backward.
+#: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
-#: The random directions of finite differences are seeded ``seed * DIRECTION_STRIDE + k``
-#: (k the direction's number, below ``PROBES``): no two (case, direction) pairs share a seed.
-DIRECTION_STRIDE = 7919
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

@@ -36,7 +36,8 @@ def run(state: CaseState) -> None:
                                         tol, rules.PRECISE)
             statuses.setdefault(n, []).append(status)
             if est is not None:
-                rows.append((idx, mi, est.value / size, (8 * est.error + tol) / size, status is Finding.KINK))
+                allowed = (rules.ESTIMATE_ERRORS * est.error + tol) / size
+                rows.append((idx, mi, est.value / size, allowed, status is Finding.KINK))
         if x.numel() > rules.FD_ONLY_ELEMENTS:   # the elements not probed one by one, all at once
             v = {n: torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device) * oracles.scale_of(x, case.scale)}
             dm = float((m.to(x.device) * v[n]).sum())

@@ -75,7 +75,7 @@ class _Probes:
         self.grads, self.ag, self.sizes = state.grads, state.ag, state.typical
         self.tensors64 = {**state.p64, **state.d64}
         self.findings: dict[str, list[Finding]] = {}   # tensor -> what its probes concluded
-        self.gen = torch.Generator().manual_seed(self.case.seed ^ rules.SALT_FD)
+        self.gen = torch.Generator().manual_seed(self.case.seed ^ rules.SALT_EXAMINE)
         self.fused: list[dict[str, torch.Tensor] | None] = []
 
     def judge(self, judge_all: bool = True) -> None:
@@ -204,7 +204,7 @@ class _Probes:
     def direction(self, k: int, masks: Mapping[str, torch.Tensor]) -> Finding:
         """One random direction over every element outside ``masks`` (kinks set aside)."""
         res, sizes, grads, ag, s = self.res, self.sizes, self.grads, self.ag, self.state
-        v = oracles.random_direction(self.model, self.tensors64, self.case.seed * rules.DIRECTION_STRIDE + k,
+        v = oracles.random_direction(self.model, self.tensors64, self.case.seed * rules.SALT_PROBES + k,
                                      self.case.scale, sizes)
         for n, mask in masks.items():
             v[n].masked_fill_(mask.to(v[n].device), 0.0)

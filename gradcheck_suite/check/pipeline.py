@@ -12,9 +12,10 @@ finite, a case autograd alone has judged); no numerics live here.
 
 To add a stage: write ``check/stages/NAME.py`` with one function
 ``run(state: CaseState) -> None`` (it reads what earlier stages left on the state, and
-records on ``state.result``; a field it adds for later stages goes on ``CaseState``), and
-add one line ``Stage("name", NAME.run, when)`` to ``STAGES`` at its place in the order.
-Its tuned numbers go to ``verdict/rules.py`` and ``docs/rules.md``.
+records on ``state.result``; a field it adds for later stages goes on ``CaseState``), add
+one line ``Stage("name", NAME.run, when)`` to ``STAGES`` at its place in the order, and
+``NAME`` to the import of ``.stages`` above it.  Its tuned numbers go to the check's section
+of ``verdict/rules.py`` and ``docs/rules.md``.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
     python benchmarks/feature_costs.py [--rounds 5]
 
 - layouts: the 20-case check of ``mlp_relu`` at its seed size (64x1000->100->10, float64),
-  in process, with and without the rerun in training layouts (``check._layouts``);
+  in process, with and without the rerun in training layouts (the ``layouts`` stage of
+  ``check.pipeline.STAGES``);
 - diagnosis: the run of a wrong backward (``mlp_no_mask`` of ``examples/wrong.py``) at the
   seed size, failure and report included, with and without ``runner._diagnose``;
 - isolate: ``gradcheck-suite check --no-progress`` over the 9 built-in models (20 cases
@@ -48,23 +49,25 @@ def main(argv=None) -> int:
     import torch
 
     from gradcheck_suite import Case, check_case, load
-    from gradcheck_suite.check import pipeline as check
+    from gradcheck_suite.check import pipeline
     from gradcheck_suite.run import runner
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}", flush=True)
 
     model = load().get("mlp_relu")
     cases = [Case("mlp_relu", SEED_DIMS, "float64", "cpu", seed, 1.0) for seed in range(20)]
-    layouts = check._layouts
+    stages = pipeline.STAGES
+    without = tuple(s for s in stages if s.name != "layouts")
+    assert len(without) == len(stages) - 1
 
     def checks(with_layouts: bool):
         def run():
-            check._layouts = layouts if with_layouts else (lambda *a: None)
+            pipeline.STAGES = stages if with_layouts else without
             try:
                 for case in cases:
                     assert check_case(model, case).verdict == "pass"
             finally:
-                check._layouts = layouts
+                pipeline.STAGES = stages
         return run
 
     checks(True)()      # warm

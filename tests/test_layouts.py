@@ -1,4 +1,4 @@
-"""The backward as training calls it: the same values in other layouts (gradcheck_suite.check.layouts).
+"""The backward as training calls it: the same values in other layouts (gradcheck_suite.check.stages.layouts).
 
 Each wrong backward below is right on the generator's contiguous tensors and wrong, or
 raising, in one layout only; its correct twin passes.  The tests call ``layouts.problem``
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model, check, numpy_model, op_model
-from gradcheck_suite.check import layouts
+from gradcheck_suite.check.stages import layouts
 from gradcheck_suite.check.case import Bound, Case, build, upstream
 from gradcheck_suite.verdict.tolerance import bound
 from tests import test_shipped_kinds as shipped_kinds
@@ -487,10 +487,10 @@ def test_a_wrong_backward_recorded_as_needing_contiguous_tensors_is_left_alone()
     assert judge(dataclasses.replace(m, needs_contiguous=True), {"N": 3, "I": 4, "O": 5}) is None
 
 
-# -- through check_case (check._layouts calls layouts.problem) --------------------------
+# -- through check_case (the layouts stage, layouts.run, calls layouts.problem) --------
 
 def test_check_case_honours_needs_contiguous_with_a_note():
-    # WIRING (check.py): a record with needs_contiguous=True skips layouts.problem, and a note names the field
+    # WIRING (layouts.run): a record with needs_contiguous=True skips layouts.problem, and a note names the field
     m = Model(name="contiguous_only", dims={"N": Dim(1, 8, 3), "I": Dim(1, 8, 4), "O": Dim(1, 8, 5)},
               params={"w": ("I", "O")}, data={"x": ("N", "I")}, forward=_matmul_forward,
               backward=lambda p, d, c, g: {"w": d.x.T @ stored(g)}, needs_contiguous=True)
@@ -500,7 +500,7 @@ def test_check_case_honours_needs_contiguous_with_a_note():
 
 
 def test_check_case_reports_the_layout_as_an_error():
-    # WIRING (check.py): layouts.problem's message becomes the case's error
+    # WIRING (layouts.run): layouts.problem's message becomes the case's error
     m = _matmul(lambda p, d, c, g: {"w": d.x.T @ stored(g)})
     res = check.check_case(m, Case(m.name, {"N": 3, "I": 4, "O": 5}, "float64", "cpu", 3, 1.0))
     assert res.verdict == check.ERROR

@@ -12,8 +12,7 @@ import torch
 
 from ..commands.options import pairs
 from ..record.spec import Hyper, Model, Tensors
-
-_MARGIN = 0.1  # the default factory keeps values this many scales inside a domain bound
+from ..verdict import rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,10 +150,10 @@ def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:
 
 def upstream(out: torch.Tensor, seed: int) -> torch.Tensor:
     """A random upstream gradient, never close to 1, so a backward that ignores it fails."""
-    gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+    gen = torch.Generator().manual_seed(seed ^ rules.SALT_UPSTREAM)
     if out.dim() == 0:
         sign = 1.0 if torch.rand((), generator=gen, dtype=torch.float64) < 0.5 else -1.0
-        value = sign * (1.5 + 1.5 * torch.rand((), generator=gen, dtype=torch.float64))
+        value = sign * (rules.UPSTREAM_LOW + rules.UPSTREAM_WIDTH * torch.rand((), generator=gen, dtype=torch.float64))
     else:
         value = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     return value.to(dtype=out.dtype, device=out.device)
@@ -190,12 +189,12 @@ def _default(model: Model, name: str, case: Case, draws: np.random.Generator) ->
     s = _scale_of(model, name, case)
     if low is not None and high is not None:
         u = torch.from_numpy(draws.random(shape))
-        return low + (high - low) * (_MARGIN + (1 - 2 * _MARGIN) * u)
+        return low + (high - low) * (rules.FACTORY_MARGIN + (1 - 2 * rules.FACTORY_MARGIN) * u)
     z = torch.from_numpy(draws.standard_normal(shape))
     if low is not None:
-        return low + s * (_MARGIN + z.abs())
+        return low + s * (rules.FACTORY_MARGIN + z.abs())
     if high is not None:
-        return high - s * (_MARGIN + z.abs())
+        return high - s * (rules.FACTORY_MARGIN + z.abs())
     return z.mul_(s)       # in place: the draw is ours, and a copy the size of the tensor costs a pass
 
 
@@ -228,14 +227,14 @@ class Bound:
     def __init__(self, model: Model, case: Case):
         self.model = model
         self.h = Hyper(case.hyper) if model.hyper else None
-        self._extra = (self.h,) if model.hyper else ()
+        self.extra = (self.h,) if model.hyper else ()   # the hyperparameters, passed after the tensors
         self.layout: list[tuple[int, ...]] | None = None   # the forward's output shapes, when a tuple
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
 
     def forward(self, p: Tensors, d: Tensors):
-        returned = self.model.forward(p, d, *self._extra)
+        returned = self.model.forward(p, d, *self.extra)
         if not (isinstance(returned, tuple) and len(returned) == 2):
             return returned   # the checker reports the broken contract
         out, cache = returned
@@ -243,13 +242,13 @@ class Bound:
         return flat, cache
 
     def backward(self, p: Tensors, d: Tensors, cache, g: torch.Tensor):
-        return self.model.backward(p, d, cache, split(g, self.layout), *self._extra)
+        return self.model.backward(p, d, cache, split(g, self.layout), *self.extra)
 
     @property
     def reference(self):
         if self.model.reference is None:
             return None
-        return lambda p, d: join(self.model.reference(p, d, *self._extra), "reference")[0]
+        return lambda p, d: join(self.model.reference(p, d, *self.extra), "reference")[0]
 
 
 def join(out, who: str) -> tuple[object, list[tuple[int, ...]] | None]:

@@ -119,7 +119,7 @@ class OpCall:
         if shape is not None:
             i = int(shape.group(1))
             got, want = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.group(2, 3))
-            from ..check.pipeline import shape_hint
+            from ..check.messages import shape_hint
             return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{shape_hint(got, want)} "
                     f"(torch raises: \"{shape.group(0)}\")")
         count = re.search(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)", message)

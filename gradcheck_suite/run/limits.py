@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..check.case import Case
-from ..check.pipeline import ERROR, CaseResult, check_case
+from ..check import ERROR, CaseResult, check_case
 from ..record.spec import Model
 from ..verdict import rules
 

@@ -11,7 +11,7 @@ import unittest
 from collections.abc import Callable, Mapping
 
 from ..check.case import Case, RunNote
-from ..check.pipeline import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
+from ..check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
 from ..record.spec import Model
 from ..verdict import rules

@@ -7,6 +7,7 @@ expanded (stride 0), that of ``y[:, ::2]`` a strided slice; inputs come transpos
 kernel, ``as_strided``, numpy's memory order), calls ``.view`` on ``g`` or writes into it
 is right on the generator's tensors, and wrong or raising in training.
 
+:func:`run`, the stage, calls :func:`problem` for a case that otherwise passes.
 :func:`problem` runs a judged case's forward and backward again on the same values in
 other layouts and compares them with the case's own, within the bound the checker already
 computed for each element.  Where every call agrees it costs one forward and one backward
@@ -26,10 +27,13 @@ from collections.abc import Mapping
 
 import torch
 
-from ..record.blame import ours, where
-from .case import ContractError, FactoryError, describe, float64, join, split
-from ..verdict.tolerance import TOLERANCES, bound, unravel
-from ..record.spec import Tensors
+from ...record.blame import ours, where
+from ...record.spec import Tensors
+from ...verdict import rules
+from ...verdict.tolerance import TOLERANCES, bound, unravel
+from ..case import ContractError, FactoryError, describe, float64, join, split
+from ..floor import widened
+from ..state import CaseState
 
 _PHRASE = {
     "transposed": "a transposed view",
@@ -43,11 +47,33 @@ READS = "does the {who} read storage as contiguous?"
 WRITES = "does the backward write into g, or depend on its strides?"
 
 
+def run(state: CaseState) -> None:
+    """The backward as training calls it (:func:`problem`), for a case that otherwise
+    passes.  Where a layout crosses the bounds, the bounds with the computation's rounding
+    (:func:`..floor.widened`, where they are not the ones already used) decide; a two-way
+    check has no others."""
+    model, res = state.model, state.result
+    if model.needs_contiguous:
+        res.notes.append("layouts not checked: the record says needs_contiguous (the backward takes "
+                         "contiguous tensors only)")
+        return
+    args = state.p, state.d, state.g, state.grads
+    bounds = {n: res.tensors[n].bound for n in model.differentiable if n in res.tensors}
+    with torch.no_grad():
+        text = state.call("backward in training layouts", problem, model, *args, bounds, state.out)
+    wide = widened(state) if text and not model.two_way else None
+    if wide is not None:
+        with torch.no_grad():
+            text = state.call("backward in training layouts", problem, model, *args, wide, state.out)
+    if text:
+        raise state.error(text)
+
+
 def problem(model, p: Tensors, d: Tensors, g: torch.Tensor, grads: Mapping[str, torch.Tensor],
             bounds: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> str | None:
     """None, or the one-line error naming the layout and the tensor.
 
-    ``model`` is a :class:`~gradcheck_suite.case.Bound`; ``p``, ``d``, ``g`` the case's
+    ``model`` is a :class:`~gradcheck_suite.check.case.Bound`; ``p``, ``d``, ``g`` the case's
     tensors (left as they are: every layout is a new tensor), ``grads`` its manual
     gradients and ``bounds`` their per-element allowed error.  ``out``, the case's forward
     output (joined, as ``Bound.forward`` returns it), saves a forward call where given.
@@ -61,13 +87,13 @@ def problem(model, p: Tensors, d: Tensors, g: torch.Tensor, grads: Mapping[str, 
 
 @dataclasses.dataclass(frozen=True)
 class _Variant:
-    kind: str                   # "g" (key: the output's index), "p" or "d" (key: the tensor's name)
+    role: str                   # "g" (key: the output's index), "p" or "d" (key: the tensor's name)
     key: object
     layout: str                 # a key of _PHRASE
 
     def describe(self, several: bool) -> str:
         who = (f"the upstream gradient of output {self.key}" if several else "the upstream gradient") \
-            if self.kind == "g" else str(self.key)
+            if self.role == "g" else str(self.key)
         return f"{who} is {_PHRASE[self.layout]}"
 
 
@@ -83,7 +109,7 @@ class _Layouts:
         self.model, self.p, self.d, self.grads = model, p, d, grads
         self.bounds = {n: bounds[n] if n in bounds else bound(t, _dtype(t)) for n, t in grads.items()}
         self.record = getattr(model, "model", model)       # a Bound's record, or the record itself
-        self.extra = tuple(getattr(model, "_extra", ()))
+        self.extra = tuple(getattr(model, "extra", ()))
         self.shapes = getattr(model, "layout", None)
         self.parts = list(split(g, self.shapes)) if self.shapes else [g]
         self.out0 = out
@@ -101,14 +127,14 @@ class _Layouts:
                 first.append(_Variant("g", k, names[0]))
             if t.numel() > 1:
                 expanded.append(_Variant("g", k, "expanded"))
-        for kind, group in (("p", self.p), ("d", self.d)):
+        for role, group in (("p", self.p), ("d", self.d)):
             for n, t in group.items():
                 names = _singles(tuple(t.shape)) if isinstance(t, torch.Tensor) else []
                 if not names:
                     continue
-                first.append(_Variant(kind, n, names[0]))
+                first.append(_Variant(role, n, names[0]))
                 if len(names) > 1:
-                    second.append(_Variant(kind, n, names[1]))    # 4-D: channels-last first, then permuted
+                    second.append(_Variant(role, n, names[1]))    # 4-D: channels-last first, then permuted
         try:
             if first:
                 self._call(first)
@@ -122,7 +148,7 @@ class _Layouts:
         """The forward (where an input is in another layout) and the backward, on the
         case's values with ``variants`` applied, against the case's results."""
         desc = _describe(variants, self.shapes)
-        inputs = [v for v in variants if v.kind != "g"]
+        inputs = [v for v in variants if v.role != "g"]
         try:
             if inputs:
                 self._reference_output()
@@ -131,7 +157,7 @@ class _Layouts:
                 self._same_output(out, desc)
             else:
                 P, D, cache = self.p, self.d, self._fresh()[1]
-            gs = self._upstream({v.key: v.layout for v in variants if v.kind == "g"})
+            gs = self._upstream({v.key: v.layout for v in variants if v.role == "g"})
             got = self._backward(P, D, cache, gs, desc)
             hint = READS.format(who="backward")
             for n in self.grads:
@@ -146,9 +172,9 @@ class _Layouts:
         contiguous twin (the same values), 4-D inputs permuted meanwhile."""
         desc = _describe(variants, self.shapes)
         cache = self.cache if self.cache is not _NONE else self._fresh()[1]
-        spread = {v.key for v in variants if v.kind == "g"}
+        spread = {v.key for v in variants if v.role == "g"}
         try:
-            P, D = self._inputs([v for v in variants if v.kind != "g"])
+            P, D = self._inputs([v for v in variants if v.role != "g"])
             if not spread:
                 got = self._backward(P, D, cache, self._upstream({}), desc)
                 for n in self.grads:
@@ -227,7 +253,7 @@ class _Layouts:
     def _inputs(self, variants: list[_Variant]) -> tuple[Tensors, Tensors]:
         P, D = Tensors(self.p), Tensors(self.d)
         for v in variants:
-            group = P if v.kind == "p" else D
+            group = P if v.role == "p" else D
             group[v.key] = _make(group[v.key], v.layout)
         return P, D
 
@@ -386,7 +412,7 @@ def _stored(t: torch.Tensor, order: tuple[int, ...], spaced: bool) -> torch.Tens
 def _one_value(t: torch.Tensor) -> float:
     """One value of ``t``'s size: its root mean square."""
     rms = float(t.detach().to(torch.float64).pow(2).mean().sqrt()) if t.numel() else 1.0
-    return rms if math.isfinite(rms) and rms > 0 else 1.5
+    return rms if math.isfinite(rms) and rms > 0 else rules.LAYOUT_FILL
 
 
 def _describe(variants: list[_Variant], shapes) -> str:

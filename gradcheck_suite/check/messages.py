@@ -1,0 +1,78 @@
+"""The texts of a broken contract: what the forward and the backward must return, and what
+they must leave as it was.  Each function returns the error's text, or None where the
+contract holds; the stages raise it as the case's error."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from ..record.spec import Model, Tensors
+from .case import as_tensor_hint, describe
+
+
+def output_problem(returned) -> str | None:
+    """The forward must return ``(output, cache)``, its output a floating-point tensor."""
+    if not (isinstance(returned, tuple) and len(returned) == 2):
+        return f"forward must return (output, cache), got {type(returned).__name__}"
+    out = returned[0]
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return f"forward's output must be a floating-point tensor, got {describe(out)}" + as_tensor_hint(out, "the output")
+    return None
+
+
+def in_place(who: str, changed: list[str]) -> str | None:
+    """``who`` (the forward, the backward, the reference) changed the inputs ``changed``."""
+    if not changed:
+        return None
+    return (f"{who} changed its input {', '.join(changed)} in place: compute into a new tensor "
+            "(w = p.w - ..., not p.w -= ...), or change a .clone()")
+
+
+def gradients_problem(model: Model, p: Tensors, d: Tensors, grads) -> str | None:
+    """The backward must return a dict with exactly one gradient for each differentiable
+    tensor, each a tensor of that tensor's shape, dtype and device."""
+    if not isinstance(grads, Mapping):
+        return f"backward must return a dict of gradients, got {describe(grads)}"
+    want = model.differentiable
+    missing = [n for n in want if n not in grads]
+    extra = [str(n) for n in grads if n not in want]
+    if missing or extra:
+        parts = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unexpected {', '.join(extra)}"] * bool(extra)
+        return f"backward's gradients: {'; '.join(parts)} (expected exactly {', '.join(want)})"
+    for n in want:
+        x, gr = (p[n] if n in p else d[n]), grads[n]
+        if not isinstance(gr, torch.Tensor):
+            return f"{n}: gradient is {describe(gr)}, expected a tensor" + as_tensor_hint(gr, "it")
+        if gr.shape != x.shape:
+            return (f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(x.shape)}"
+                    + shape_hint(tuple(gr.shape), tuple(x.shape)))
+        if gr.dtype != x.dtype:
+            return (f"{n}: gradient dtype {str(gr.dtype).removeprefix('torch.')}, "
+                    f"expected {str(x.dtype).removeprefix('torch.')}")
+        if gr.device != x.device:
+            return f"{n}: gradient on {gr.device}, expected {x.device}"
+    return None
+
+
+def shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """What a gradient of the right size in the wrong shape usually means."""
+    if [s for s in got if s != 1] == [s for s in want if s != 1] and len(got) > len(want):
+        return ": a sum with keepdims?"
+    if [s for s in got if s != 1] == [s for s in want if s != 1]:
+        return ": a missing unsqueeze, or a sum over the wrong dims?"
+    if sorted(got) == sorted(want):
+        return ": a transposed product?"
+    if math.prod(got) == math.prod(want):
+        return ": a reshape?"
+    if len(got) == len(want) + 1 and got[1:] == want:
+        return ": not summed over the batch?"
+    return ""
+
+
+def manual_not_finite(name: str, bad: torch.Tensor) -> str:
+    """The manual gradient of ``name`` is NaN or Inf at the elements ``bad``, where autograd is finite."""
+    idx = [tuple(i) for i in bad.nonzero().tolist()[:3]]
+    return (f"{name}: the manual gradient is NaN or Inf at {int(bad.sum())} element(s) where "
+            f"autograd is finite, e.g. at {', '.join(map(str, idx))}")

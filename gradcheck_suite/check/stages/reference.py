@@ -1,0 +1,61 @@
+"""The forward against the record's reference: its value must match the reference's,
+within the dtype's tolerance (each side's own rounding allowed outside float64); and the
+reference, like the forward, must leave its inputs as they were.  A forward that differs
+fails the case here."""
+from __future__ import annotations
+
+import torch
+
+from ...verdict.tolerance import TensorComparison, compare
+from .. import messages
+from ..case import describe, float64, split
+from ..measure import changed
+from ..result import FAIL
+from ..state import CaseState, Stop
+
+
+def run(state: CaseState) -> None:
+    model, case, res, p, d, out = state.model, state.case, state.result, state.p, state.d, state.out
+    with torch.no_grad():
+        ref = state.call("reference", model.reference, p, d)
+    text = messages.in_place("the reference", changed(state.before, p, d))
+    if text:
+        raise state.error(text)
+    if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
+        raise state.error(f"the reference returns {describe(ref)}, the forward {describe(out)}: they must match")
+    p64, d64 = float64(p), float64(d)
+
+    def gap(side, value: torch.Tensor) -> torch.Tensor | None:
+        """One side's rounding: its distance from itself in float64."""
+        try:
+            with torch.no_grad():
+                return (value.to(torch.float64) - side().to(value.device, torch.float64)).abs()
+        except Exception:
+            return None
+
+    layout = model.layout or [tuple(out.shape)]
+    labels = ["forward"] if model.layout is None else [f"forward[{k}]" for k in range(len(layout))]
+
+    def compared(rounding: torch.Tensor | None) -> dict[str, TensorComparison]:
+        parts = zip(labels, *(_parts(t, model.layout) for t in (out, ref, rounding)))
+        return {label: compare(label, o, r, case.dtype, rnd) for label, o, r, rnd in parts}
+
+    rounding = None if case.dtype == "float64" else gap(lambda: model.reference(p64, d64), ref)
+    comps = compared(rounding)
+    if case.dtype != "float64" and any(not c.ok for c in comps.values()):
+        # the forward's own rounding too, only where the reference's alone is crossed (a
+        # forward computing sinh as a difference of exps cancels far more than torch.sinh)
+        own = gap(lambda: model.forward(p64, d64)[0], out)
+        if own is not None:
+            comps = compared(own if rounding is None else torch.maximum(rounding, own))
+    bad = [c for c in comps.values() if not c.ok]
+    if bad:
+        res.tensors, res.failing, res.verdict = comps, [bad[0].name], FAIL
+        res.summary = f"{bad[0].name} differs from the reference at {list(bad[0].worst[0].index)}"
+        raise Stop()
+
+
+def _parts(t: torch.Tensor | None, layout) -> list:
+    if t is None:
+        return [None] * (len(layout) if layout else 1)
+    return list(split(t, layout)) if layout else [t]

@@ -60,9 +60,9 @@ def test_each_record_says_how_it_holds_its_backward():
     assert (fn.kind, wrapped.kind, layers.kind) == ("function", "function", "numpy")
     assert fn.held_as is kind_named("function") and layers.held_as.numpy_arrays and layers.two_way
     assert not fn.held_as.numpy_arrays and not fn.two_way and not fn.held_as.plain_torch
-    assert kind_holding(torch.ops.aten.mul, "op.op_model").name == "custom op"    # a torch.library op
-    assert kind_holding(Square, "op.op_model").name == "function"
-    assert kind_holding(3, "op.op_model") is None
+    assert kind_holding(torch.ops.aten.mul, "op_model").name == "custom op"    # a torch.library op
+    assert kind_holding(Square, "op_model").name == "function"
+    assert kind_holding(3, "op_model") is None
 
 
 @pytest.mark.parametrize("spelling", ["custom op", "custom-op"])

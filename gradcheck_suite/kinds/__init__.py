@@ -65,9 +65,10 @@ def kind_named(name: str) -> Kind:
 
 
 def kind_holding(op: Any, factory: str) -> Kind | None:
-    """The kind, among those that ``factory`` makes, that holds ``op``: one that recognises
-    its object first, then one that takes any callable; None where none does."""
-    mine = [k for k in KINDS if k.factory == factory and k.holds is not None]
+    """The kind, among those that the factory of this public name (``op_model``) makes, that
+    holds ``op``: one that recognises its object first, then one that takes any callable; None
+    where none does."""
+    mine = [k for k in KINDS if k.factory == FACTORIES.get(factory) and k.holds is not None]
     return next((k for k in sorted(mine, key=lambda k: k.fallback) if k.holds(op)), None)
 
 

@@ -346,7 +346,7 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     Any other :class:`Model` field (dtype, factories, scales, where, double_backward, doc,
     ...) passes through.
     """
-    kind = kind_holding(op, "op.op_model")
+    kind = kind_holding(op, "op_model")
     if kind is None:
         raise SpecError(str(name), "op", f"must be an autograd.Function subclass or a custom op, got {op!r}")
     if not callable(reference):

@@ -45,6 +45,3 @@ class Kind:
     #: a test of the object's registration, run on each case before the gradient checks when the
     #: record asks for it (``opcheck=True``): ``(call, positional, keywords) -> problem or None``
     registration_check: Callable[[Callable[..., Any], tuple, dict], str | None] | None = None
-
-    def __str__(self) -> str:
-        return self.name

@@ -19,8 +19,10 @@ To add a way to hold a backward:
 1. write ``kinds/NAME.py`` with ``TEMPLATE`` (a starting file that passes the check) and
    ``KIND = Kind(name=..., template=TEMPLATE, ...)``, saying what its records need (see
    ``base.py``).  Keep it importable without torch: ``record/spec.py`` reads this registry at
-   start-up.  Its factory, if it has one, goes in a module of its own that ``Kind.factory``
-   names (``"module.function"``), imported when first called, as ``op.py`` and ``layers.py`` are;
+   start-up.  ``Kind.factory`` names its factory, if it has one, as ``"module.function"``: in
+   the same module where it imports torch inside its body, else in a module of its own,
+   imported when first called (as ``op.py`` and ``layers.py`` are); a kind that ``op_model``
+   already wraps names ``"op.op_model"`` and gives ``holds``;
 2. add ``"NAME"`` to :data:`MODULES` below, where ``init`` and messages should list it.
 
 Then ``Model(kind=...)`` accepts it, ``gradcheck-suite init`` offers it, and

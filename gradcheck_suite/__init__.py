@@ -12,10 +12,11 @@ torch:
 - one model's run over drawn cases: ``run_model``;
 - the models by name: ``Registry``, ``load``.
 """
+from .kinds import FACTORIES
 from .record.spec import Dim, Model, SpecError, Tensors
 
 __all__ = ["Dim", "Model", "SpecError", "Tensors", "Case", "CaseResult", "Registry", "check_case", "load",
-           "op_model", "numpy_model", "run_model", "PASS", "FAIL", "DISAGREE", "NONDIFF", "SKIPPED", "ERROR"]
+           *FACTORIES, "run_model", "PASS", "FAIL", "DISAGREE", "NONDIFF", "SKIPPED", "ERROR"]
 __version__ = "0.1.0"
 
 #: where each lazily exported name lives (a module of this package); these import torch
@@ -23,7 +24,7 @@ _LAZY = {
     "Case": ".check.case",
     **dict.fromkeys(("CaseResult", "check_case", "PASS", "FAIL", "DISAGREE", "NONDIFF", "SKIPPED", "ERROR"),
                     ".check"),
-    **dict.fromkeys(("op_model", "numpy_model"), ".kinds.adapters"),
+    **dict.fromkeys(FACTORIES, ".kinds"),      # op_model, numpy_model: one per kind with a factory
     **dict.fromkeys(("Registry", "load"), ".run.registry"),
     "run_model": ".run.runner",
 }

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from gradcheck_suite import Dim, Model
+from gradcheck_suite.kinds import kind_holding
 
-KINDS = ("function", "custom op", "numpy")
 Factory = Callable[[Mapping[str, int], torch.Generator, torch.dtype, float], torch.Tensor]
 
 
@@ -95,7 +95,7 @@ def _callable(op: Any) -> Callable[..., Any]:
 
 
 def _kind(op: Any) -> str:
-    return "custom op" if type(op).__name__ in ("CustomOpDef", "OpOverload", "OpOverloadPacket") else "function"
+    return kind_holding(op, "op_model").name     # "function" or "custom op", as op_model tells them apart
 
 
 def op_entry(op: Any, *, name: str, expected: str, reason: str, source: str, dims: Mapping[str, Dim],

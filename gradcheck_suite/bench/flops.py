@@ -101,7 +101,7 @@ def counted(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     from .timing import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)
-    if model.reference is not None or model.kind != "model":
+    if model.reference is not None or not model.held_as.plain_torch:
         P, D, inputs = autograd_inputs(model, p, d)
         with torch.enable_grad():
             with OpCounter() as fwd:

@@ -241,7 +241,7 @@ def measure(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     from .timing import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)
-    numpy = model.kind == "numpy"
+    numpy = model.held_as.numpy_arrays
 
     # manual: the cache its forward returns, and what an op saves on ctx
     with torch.no_grad():

@@ -318,7 +318,7 @@ def _memory(model, dims, device: str, dtype: str) -> dict:
     except Exception as e:  # a user's model under the profiler or the saved-tensor hooks
         return {"error": f"{type(e).__name__}: {e}"}
     method = memory.PEAK_METHOD["cuda" if device.startswith("cuda") else "cpu"]
-    numpy = model.kind == "numpy"
+    numpy = model.held_as.numpy_arrays
     if numpy:
         method += "; numpy's arrays through tracemalloc, added"
     return {side: m.to_json() for side, m in found.items()} | {"peak_method": method, "approximate_peak": numpy}

@@ -100,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                         "out of memory) is its own error, and the others run (default: on when every run is on "
                         "the CPU, where it costs a fork a model: tens of milliseconds, see docs/cli.md)")
 
-    from .scaffold import KINDS
+    from .scaffold import KINDS, kind_choice
     p = sub.add_parser("init", help="write a starting model file that passes the check")
-    p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("kind", choices=KINDS, type=kind_choice, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
     p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
 

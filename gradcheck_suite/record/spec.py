@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import dimexpr
+from ..kinds import NAMES as KINDS, Kind, kind_named
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
-KINDS = ("model", "function", "custom op", "numpy")
 #: what a record's ``train`` dict may hold (see train/setup.py)
 TRAIN_KEYS = ("lr", "steps", "optimizer", "batch", "dims", "loss", "data", "start")
 TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -210,7 +210,7 @@ class Model:
     needs_contiguous: bool = False
     surrogate: bool = False
     train: Mapping[str, Any] | None = None
-    kind: str = "model"            # set by op_model / numpy_model
+    kind: str = "model"            # how the backward is held (kinds/): set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
 
     def __post_init__(self) -> None:
@@ -239,9 +239,15 @@ class Model:
         return {k: h.bench if isinstance(h, Dim) else h[0] for k, h in self.hyper.items()}
 
     @property
+    def held_as(self) -> Kind:
+        """How this record holds its backward (``kind``, as a :class:`~gradcheck_suite.kinds.Kind`):
+        what the checks and the benchmarks need to know about it."""
+        return kind_named(self.kind)
+
+    @property
     def two_way(self) -> bool:
         """No autograd oracle: numpy code without a reference is checked against finite differences alone."""
-        return self.kind == "numpy" and self.reference is None
+        return self.held_as.numpy_arrays and self.reference is None
 
     def shape(self, name: str, dims: Mapping[str, Any]) -> tuple[int, ...]:
         """The tensor's shape at ``dims`` (which may also hold the hyperparameters)."""

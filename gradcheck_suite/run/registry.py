@@ -222,14 +222,16 @@ def _unknown_field(e: BaseException) -> str | None:
     import dataclasses
     import inspect
 
-    found = re.search(r"(Model\.__init__|op_model|numpy_model)\(\) got an unexpected keyword argument '(\w+)'",
+    from .. import kinds
+
+    makers = "|".join([r"Model\.__init__", *kinds.FACTORIES])
+    found = re.search(rf"({makers})\(\) got an unexpected keyword argument '(\w+)'",
                       str(e)) if isinstance(e, TypeError) else None
     if found is None:
         return None
-    from ..kinds import adapters
     known = {f.name for f in dataclasses.fields(Model)} - {"kind", "op"}
-    for fn in (adapters.op_model, adapters.numpy_model):
-        known |= set(inspect.signature(fn).parameters) - {"fields", "op", "forward", "backward"}
+    for name in kinds.FACTORIES:
+        known |= set(inspect.signature(getattr(kinds, name)).parameters) - {"fields", "op", "forward", "backward"}
     close = difflib.get_close_matches(found.group(2), sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(sorted(known))}"
     return f"unknown field {found.group(2)!r}{hint}"

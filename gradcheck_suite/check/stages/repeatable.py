@@ -46,8 +46,7 @@ def _judge(state: CaseState, bounds) -> None:
         if differs:
             raise state.error(f"backward gives another result when called {times} on the same case, beyond "
                               f"rounding ({_why_not_repeatable(model, res)}): {', '.join(differs)}"
-                              + ("; a layer object that accumulates gradients? zero them in the record's backward, "
-                                 "before each call" if model.kind == "numpy" else ""))
+                              + model.held_as.repeat_hint)
     if bitwise and _draws_random(model, res):
         res.notes.append(f"backward is not deterministic on {', '.join(sorted(bitwise))}: it draws random numbers "
                          "(the same seed gives the same result)")

@@ -1,8 +1,7 @@
-"""Records for code as it ships: an ``autograd.Function``, a ``torch.library`` custom op
-(or any callable with a hand-written autograd formula), and numpy layers.
-
-Both factories return an ordinary :class:`~gradcheck_suite.Model`; a model file assigns
-it to a top-level name like any other record.
+"""An op as it ships, shared by two kinds: an ``autograd.Function`` (``function.py``) and a
+``torch.library`` custom op (``custom_op.py``), or any callable with a hand-written autograd
+formula inside.  :func:`op_model` returns an ordinary :class:`~gradcheck_suite.Model`; a model
+file assigns it to a top-level name like any other record.
 
 ``op_model(MyFunction, ...)``
     The manual gradient is ``torch.autograd.grad`` through the user's op, exactly as
@@ -15,25 +14,15 @@ it to a top-level name like any other record.
     argument is an error (torch raises); one for a tensor that needs none is a note (torch
     drops it: ``needs_input_grad`` is an optimisation), and so is one of another shape that
     the engine sums down to the input's (torch allows it; the values decide).
-
-``numpy_model(layer_forward, layer_backward, ...)``
-    Course-style layers: ``layer_forward(*arrays) -> (out, cache)`` and
-    ``layer_backward(dout, cache) -> (d_first, d_second, ...)`` on float64 arrays; a
-    forward with several outputs returns ``(out_1, ..., out_k, cache)`` and its backward
-    takes ``(dout_1, ..., dout_k, cache)``.  The backward gets its own copy of ``dout``.  With
-    a torch ``reference`` the verdict is three-way; without one, it is finite
-    differences alone, and the report says so.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..record.blame import ours, where
@@ -41,10 +30,9 @@ from ..check.case import ContractError, RunNote
 from ..verdict.tolerance import bound
 from ..verdict.oracles import backward_into, refuses_grad
 from ..record.spec import Dim, Model, SpecError, Tensors
+from . import common, kind_holding
 
-__all__ = ["op_model", "numpy_model"]
-
-Args = Sequence[str]
+__all__ = ["op_model", "OpCall", "same_values"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +44,12 @@ class OpCall:
     call: Callable[..., Any]
     args: tuple[str, ...]
     inputs: tuple[str, ...]
-    opcheck: bool = False
+    registration: Callable[[Callable[..., Any], tuple, dict], str | None] | None = None   # opcheck=True's test
     keywords: frozenset[str] = frozenset()
     direct: bool = True      # the op itself, not a wrapper: its positions are ``args``
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
-        return [p[n] if n in p else d[n] if n in d else _own(h[n]) for n in self.args]
+        return [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
 
     def invoke(self, p: Mapping, d: Mapping, h: Mapping | None):
         values = self.arguments(p, d, h)
@@ -144,10 +132,10 @@ class OpCall:
         tensors it saved must come back unchanged; then again with each input frozen in
         turn, where it must still work and give the other inputs the same gradients.
         A gradient returned where ``ctx.needs_input_grad`` is False is valid torch (the
-        engine drops it) and only a note.  With ``opcheck``, torch.library.opcheck first
-        tests the op's registration.  Returns (the error or None, notes, whether the error
+        engine drops it) and only a note.  With a ``registration`` test (a custom op's
+        torch.library.opcheck), that runs first.  Returns (the error or None, notes, whether the error
         is a frozen-input finding: those are judged after the values, which may explain them)."""
-        if self.opcheck:
+        if self.registration is not None:
             text = self._registration_problem(p, d, h)
             if text:
                 return text, [], False
@@ -214,11 +202,7 @@ class OpCall:
         values = self.arguments(leaves, d, h)
         positional = tuple(v for n, v in zip(self.args, values) if n not in self.keywords)
         keywords = {n: v for n, v in zip(self.args, values) if n in self.keywords}
-        try:
-            torch.library.opcheck(self.call, positional, keywords)
-        except Exception as e:  # opcheck's verdict on the user's registration
-            return f"torch.library.opcheck failed: {str(e).strip().splitlines()[0]}"
-        return None
+        return self.registration(self.call, positional, keywords)
 
     def _direct_backward(self, p, d, h, gs, frozen: str | None):
         """``(ctx.needs_input_grad, what backward returned, a problem or None, the shape
@@ -251,12 +235,12 @@ class OpCall:
                     shapes)
         raw = raw if isinstance(raw, tuple) else (raw,)
         for i, (t, b) in enumerate(zip(saved, before)):
-            if t is not None and not _same_values(t, b):
+            if t is not None and not same_values(t, b):
                 return needs, raw, (f"backward changed a tensor saved on ctx in place "
                                     f"({_saved_name(t, i, args, self.args, outs)}); a second backward through the "
                                     "same graph would read the changed values"), shapes
         for k, t in attrs.items():
-            if not _same_values(t, attrs_before[k]):
+            if not same_values(t, attrs_before[k]):
                 return (needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values",
                         shapes)
         return needs, raw, None, shapes
@@ -305,11 +289,6 @@ def _node_grads(node, outs, gs) -> list[torch.Tensor]:
             for i, m in enumerate(meta)]
 
 
-def _own(value: object) -> object:
-    """A call's own copy of a dict or list hyperparameter: course layers write into
-    ``bn_param`` (its running mean), which must not leak into the next call."""
-    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-
 
 def _outputs(out) -> tuple[torch.Tensor, ...]:
     outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
@@ -319,7 +298,8 @@ def _outputs(out) -> tuple[torch.Tensor, ...]:
     return outs
 
 
-def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal in shape and in every value, NaN where the other has NaN: a tensor unchanged."""
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
@@ -327,7 +307,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal within the dtype's tolerance: the same gradient, computed in another order."""
     if a.shape != b.shape:
         return False
-    if _same_values(a, b):
+    if same_values(a, b):
         return True
     gap = (a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs()
     return bool((gap <= bound(a, str(a.dtype).removeprefix("torch."))).all())
@@ -341,17 +321,6 @@ def _saved_name(t: torch.Tensor, i: int, args: list, names: tuple[str, ...], out
         return f"saved_tensors[{i}], the output"
     return f"saved_tensors[{i}]"
 
-
-def _kind_of(op: object) -> tuple[Callable[..., Any], str] | None:
-    if isinstance(op, type) and issubclass(op, torch.autograd.Function):
-        return op.apply, "function"
-    if type(op).__name__ in ("CustomOpDef", "OpOverload", "OpOverloadPacket"):
-        return op, "custom op"
-    if callable(op):
-        return op, "function"
-    return None
-
-
 def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
     """The names among ``names`` that ``fn`` takes by keyword only (``def op(x, *, c)``)."""
     target = fn.forward if isinstance(fn, type) else getattr(fn, "_init_fn", fn)
@@ -362,36 +331,9 @@ def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(q.name for q in params if q.kind is inspect.Parameter.KEYWORD_ONLY and q.name in names)
 
 
-def _order(name: str, args: Args | None, groups: Mapping[str, Mapping]) -> tuple[str, ...]:
-    """The op's positional arguments by name; by default inputs, then data, then hyperparameters."""
-    every = [n for group in groups.values() for n in group]
-    seen = set()
-    for n in every:
-        if n in seen:
-            raise SpecError(name, "args", f"{n!r} is named twice among {', '.join(groups)}")
-        seen.add(n)
-    if args is None:
-        return tuple(every)
-    args = tuple(args)
-    unknown = [a for a in args if a not in seen]
-    if unknown:
-        raise SpecError(name, "args", f"{unknown[0]!r} is not one of {', '.join(every)}")
-    missing = [n for n in every if n not in args]
-    if missing or len(set(args)) != len(args):
-        raise SpecError(name, "args", f"must name each of {', '.join(every)} once, got {', '.join(args)}")
-    return args
-
-
-def _record(name: str, fields: dict, forbidden: Sequence[str]) -> dict:
-    for key in forbidden:
-        if key in fields:
-            raise SpecError(name, key, "is set by the harness for this kind of model; leave it out")
-    return fields
-
-
 def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str, tuple],
              reference: Callable[..., Any] | None, data: Mapping[str, tuple] | None = None,
-             hyper: Mapping[str, Any] | None = None, args: Args | None = None, backward_runs: int = 3,
+             hyper: Mapping[str, Any] | None = None, args: common.Args | None = None, backward_runs: int = 3,
              opcheck: bool = False, **fields: Any) -> Model:
     """A record for an ``autograd.Function`` subclass or a ``torch.library`` custom op.
 
@@ -404,18 +346,19 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     Any other :class:`Model` field (dtype, factories, scales, where, double_backward, doc,
     ...) passes through.
     """
-    kind = _kind_of(op)
+    kind = kind_holding(op, "op_model")
     if kind is None:
         raise SpecError(str(name), "op", f"must be an autograd.Function subclass or a custom op, got {op!r}")
     if not callable(reference):
         raise SpecError(str(name), "reference", "an op hides its backward from autograd: give a plain-torch "
                                                 "function of the same arguments as the oracle")
-    if opcheck and (kind[1] != "custom op" or not hasattr(torch.library, "opcheck")):
+    if opcheck and (kind.registration_check is None or not hasattr(torch.library, "opcheck")):
         raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
     data, hyper = dict(data or {}), dict(hyper or {})
-    order = _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
-    info = OpCall(kind[0], order, tuple(inputs), bool(opcheck), _keyword_only(op, order),
-                  direct=isinstance(op, type) or kind[1] == "custom op")
+    order = common.order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
+    call = op.apply if isinstance(op, type) and issubclass(op, torch.autograd.Function) else op
+    info = OpCall(call, order, tuple(inputs), kind.registration_check if opcheck else None,
+                  _keyword_only(op, order), direct=isinstance(op, type) or kind.called_directly)
     by_name = _keyword_only(reference, order)
 
     def forward(p, d, h=None):
@@ -431,101 +374,6 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
                          **{n: v for n, v in zip(order, values) if n in by_name})
 
     return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=forward,
-                 backward=backward, reference=ref, kind=kind[1], op=info, backward_runs=backward_runs,
-                 **_record(str(name), fields, ("params", "grad_data", "kind", "op", "forward", "backward")))
+                 backward=backward, reference=ref, kind=kind.name, op=info, backward_runs=backward_runs,
+                 **common.record_fields(str(name), fields))
 
-
-def numpy_model(forward: Callable[..., Any], backward: Callable[..., Any], *, name: str,
-                dims: Mapping[str, Dim], inputs: Mapping[str, tuple], data: Mapping[str, tuple] | None = None,
-                grads: Args | None = None, hyper: Mapping[str, Any] | None = None, args: Args | None = None,
-                reference: Callable[..., Any] | None = None, **fields: Any) -> Model:
-    """A record for numpy layers: ``forward(*arrays) -> (out, cache)`` and
-    ``backward(dout, cache) -> gradients``, on float64 arrays.
-
-    inputs     ``{name: shape}``: arrays that get gradients
-    data       ``{name: shape}``: arrays that do not (targets, labels)
-    grads      the order the backward returns its gradients in (default: ``inputs``'s)
-    args       the forward's positional order by name (default: inputs, data, hyper)
-    reference  optional torch function of the same arguments; without it the check is
-               finite differences alone (a two-way verdict)
-    """
-    if not callable(forward) or not callable(backward):
-        field = "forward" if not callable(forward) else "backward"
-        raise SpecError(str(name), field, f"must be callable, got {forward if field == 'forward' else backward!r}")
-    data, hyper = dict(data or {}), dict(hyper or {})
-    order = _order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
-    names = tuple(grads) if grads is not None else tuple(inputs)
-    if sorted(names) != sorted(inputs):
-        raise SpecError(str(name), "grads", f"must name each input once ({', '.join(inputs)}), got {', '.join(names)}")
-    if fields.get("double_backward"):
-        raise SpecError(str(name), "double_backward", "numpy code has no graph to differentiate twice")
-    if fields.get("dtype", "float64") != "float64":
-        raise SpecError(str(name), "dtype", "numpy models work in float64")
-
-    def arrays(p, d, h):
-        return [_to_numpy(p[n]) if n in p else _to_numpy(d[n]) if n in d else _own(h[n]) for n in order]
-
-    spread = [False]     # the forward returned (out_1, ..., out_k, cache): one dout argument each
-
-    def fwd(p, d, h=None):
-        returned = forward(*arrays(p, d, h))
-        if not (isinstance(returned, tuple) and len(returned) >= 2):
-            raise ContractError(f"{_name_of(forward)} must return (out, cache) or (out_1, ..., out_k, cache), "
-                                f"got {type(returned).__name__}")
-        like = next(iter(p.values()))
-        spread[0] = len(returned) > 2
-        outs = returned[:-1] if spread[0] else returned[0]
-        return _to_torch(outs, like, _name_of(forward)), returned[-1]
-
-    def bwd(p, d, cache, g, h=None):
-        # the backward's own copy: course code writes into dout (dx = dout; dx[x <= 0] = 0)
-        dout = tuple(_to_numpy(x, copy=True) for x in g) if isinstance(g, tuple) else _to_numpy(g, copy=True)
-        got = backward(*dout, cache) if spread[0] else backward(dout, cache)
-        if len(names) == 1 and not isinstance(got, (tuple, list)):
-            got = (got,)
-        if not isinstance(got, (tuple, list)) or len(got) != len(names):
-            count = len(got) if isinstance(got, (tuple, list)) else type(got).__name__
-            raise ContractError(f"{_name_of(backward)} returned {count}; the record expects "
-                                f"{len(names)} gradients in the order {', '.join(names)}")
-        return {n: _gradient(n, a, p[n], _name_of(backward)) for n, a in zip(names, got)}
-
-    ref = None
-    if reference is not None:
-        if not callable(reference):
-            raise SpecError(str(name), "reference", f"must be callable or None, got {reference!r}")
-
-        def ref(p, d, h=None):
-            return reference(*[p[n] if n in p else d[n] if n in d else _own(h[n]) for n in order])
-
-    return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=fwd, backward=bwd,
-                 reference=ref, kind="numpy",
-                 **_record(str(name), fields, ("params", "grad_data", "kind", "op", "forward", "backward")))
-
-
-def _name_of(fn: Callable) -> str:
-    return getattr(fn, "__name__", "the numpy code")
-
-
-def _to_numpy(t: torch.Tensor, copy: bool = False) -> np.ndarray:
-    t = t.detach().cpu()
-    arr = t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
-    return np.array(arr, copy=True) if copy else arr
-
-
-def _to_torch(out, like: torch.Tensor, who: str):
-    if isinstance(out, (tuple, list)):
-        return tuple(_to_torch(o, like, who) for o in out)
-    arr = np.asarray(out)
-    if arr.dtype == object:
-        raise ContractError(f"{who} returned {type(out).__name__}, expected float64 arrays")
-    t = torch.from_numpy(np.array(arr, copy=True))
-    return t.to(device=like.device, dtype=like.dtype if t.is_floating_point() else t.dtype)
-
-
-def _gradient(name: str, arr, x: torch.Tensor, who: str) -> torch.Tensor:
-    if not isinstance(arr, (np.ndarray, np.floating, float)):
-        raise ContractError(f"{name}: {who} returned {type(arr).__name__}, expected a float64 array")
-    arr = np.asarray(arr)
-    if arr.dtype != np.float64:
-        raise ContractError(f"{name}: {who} returned a {arr.dtype} array; numpy models work in float64")
-    return torch.from_numpy(np.array(arr, copy=True)).to(device=x.device, dtype=x.dtype)

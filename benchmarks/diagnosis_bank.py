@@ -1,13 +1,13 @@
-"""How often does the diagnosis name the right kind, and the right line?
+"""How often does the diagnosis name the right mistake, and the right line?
 
     python benchmarks/diagnosis_bank.py [--examples 20] [--only NAME]
 
 Runs every wrong backward of ``tests/models/diagnosis_bank.py`` (tutorial, cs231n, numpy and
 ``autograd.Function`` styles, one bug each on a line marked ``# BUG``) through the checker, and
-prints for each: the failing tensors, the kinds named against the expected ones, and the line
-reported against the marked one.  Then the shares: the line located exactly, and the kind
-named, among the entries whose expected kinds are not all ``other``.  The correct twins must
-pass with no diagnosis.
+prints for each: the failing tensors, the mistakes named against the expected ones, and the
+line reported against the marked one.  Then the shares: the line located exactly, and the
+mistake named, among the entries whose expected mistakes are not all ``other``.  The correct
+twins must pass with no diagnosis.
 """
 from __future__ import annotations
 
@@ -50,24 +50,25 @@ def main(argv=None) -> int:
         if res is None:
             rows.append(f"| {entry.model.name} | wrong | {run.verdict} ✗ | | |")
             continue
-        got = {k.tensor: k.kind for k in res.diagnosis}
-        want = {n: entry.kinds.get(n, "?") for n in got}
-        kind_ok = bool(got) and got == want
-        is_simple = any(k != "other" for k in entry.kinds.values())
+        got = {k.tensor: k.mistake for k in res.diagnosis}
+        want = {n: entry.mistakes.get(n, "?") for n in got}
+        mistake_ok = bool(got) and got == want
+        is_simple = any(k != "other" for k in entry.mistakes.values())
         simple += is_simple
-        named += is_simple and kind_ok
+        named += is_simple and mistake_ok
         file, line = bug_line(entry)
         loc = res.location
         line_ok = loc is not None and (os.path.abspath(loc.file), loc.line) == (file, line)
         located += line_ok
         where = f"line {loc.line} ({loc.variable})" if loc else f"none: {res.location_note}"
         rows.append(f"| {entry.model.name} | {', '.join(f'{n}: {k}' for n, k in got.items())} "
-                    f"{'✓' if kind_ok else '✗ want ' + str(want)} | {where} {'✓' if line_ok else f'✗ want {line}'} "
+                    f"{'✓' if mistake_ok else '✗ want ' + str(want)} | {where} {'✓' if line_ok else f'✗ want {line}'} "
                     f"| {seconds:.2f}s |")
-    print("| entry | kinds named | line | time |\n|---|---|---|---|")
+    print("| entry | mistakes named | line | time |\n|---|---|---|---|")
     print("\n".join(rows))
     print(f"\nline located exactly: {located}/{wrong} ({100 * located / max(wrong, 1):.0f}%)")
-    print(f"kind named, among entries with a simple kind: {named}/{simple} ({100 * named / max(simple, 1):.0f}%)")
+    print(f"mistake named, among entries with a simple mistake: {named}/{simple} "
+          f"({100 * named / max(simple, 1):.0f}%)")
     return 0
 
 

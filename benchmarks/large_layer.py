@@ -147,7 +147,7 @@ def main() -> int:
               f"peak {peak / 1e9:.2f} GB = {(peak - base) / one:.1f}x one float64 forward+backward")
         print(f"  shrunk case: {failure.get('case')}")
         for k in failure.get("diagnosis", []):
-            print(f"  kind: {k['tensor']}: {k['kind']}: {k['text']}")
+            print(f"  mistake: {k['tensor']}: {k['mistake']}: {k['text']}")
         loc = failure.get("location")
         print(f"  look at: {loc and (os.path.basename(loc['file']), loc['line'], loc['code'])}; "
               f"note: {failure.get('location_note')}; {failure.get('notes')}")

@@ -1,4 +1,4 @@
-"""What kind of mistake, and where: each kind named for a class of models at several shapes,
+"""What mistake, and where: each mistake named for a class of models at several shapes,
 the first wrong line of the backward found, and nothing guessed where nothing matches."""
 import inspect
 
@@ -117,13 +117,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("backward, shape, kinds", CASES, ids=[c[0].__name__ for c in CASES])
-def test_each_kind_is_named_and_the_line_found(backward, shape, kinds):
+@pytest.mark.parametrize("backward, shape, mistakes", CASES, ids=[c[0].__name__ for c in CASES])
+def test_each_kind_is_named_and_the_line_found(backward, shape, mistakes):
     run = run_model(_tutorial(backward, **shape), examples=20)
     assert run.verdict == "fail"
     res = run.failure
-    named = {k.tensor: k.kind for k in res.diagnosis}
-    assert named == {n: kinds[n] for n in res.failing}, (named, res.case.describe())
+    named = {k.tensor: k.mistake for k in res.diagnosis}
+    assert named == {n: mistakes[n] for n in res.failing}, (named, res.case.describe())
     assert res.location is not None, res.location_note
     assert (res.location.file, res.location.line) == (__file__, bug_line(backward)), res.location
     message = case_message(res)
@@ -152,16 +152,16 @@ def test_a_mean_taken_as_a_sum_is_named_by_its_dim():
     m = Model(name="mean_as_sum", dims={"N": Dim(2, 8, 8), "D": Dim(1, 5, 5)}, params={"w": ("D",)},
               data={"x": ("N", "D"), "t": ("N",)}, forward=mean_as_sum_forward, backward=mean_as_sum_backward)
     res = run_model(m, examples=10).failure
-    (kind,) = res.diagnosis
+    (mistake,) = res.diagnosis
     n = res.case.dims["N"]
-    assert kind.kind == "scale" and kind.factor == pytest.approx(n)
-    assert f"×N (N = {n}): a mean taken as a sum?" in kind.text
+    assert mistake.mistake == "scale" and mistake.factor == pytest.approx(n)
+    assert f"×N (N = {n}): a mean taken as a sum?" in mistake.text
     assert res.location.line == bug_line(mean_as_sum_backward)
 
 
 def test_a_missing_mask_is_other_and_located():
     res = run_model(_tutorial(no_mask), examples=20).failure
-    assert {k.kind for k in res.diagnosis} == {"other"}
+    assert {k.mistake for k in res.diagnosis} == {"other"}
     assert res.location is not None and res.location.variable == "grad_h"
     assert res.location.line == bug_line(no_mask) and "the gradient of h" in res.location.expected
 
@@ -194,7 +194,7 @@ def test_a_numpy_layer_is_diagnosed_through_its_reference():
                     inputs={"x": ("N", "D"), "w": ("D", "M"), "b": ("M",)},
                     reference=lambda x, w, b: torch.relu(x @ w + b))
     res = run_model(m, examples=20).failure
-    assert [(k.tensor, k.kind) for k in res.diagnosis] == [("w", "sign")]
+    assert [(k.tensor, k.mistake) for k in res.diagnosis] == [("w", "sign")]
     assert res.location is not None, res.location_note
     assert res.location.line == bug_line(affine_relu_backward) and res.location.variable == "dw"
 
@@ -218,7 +218,7 @@ def test_a_function_gets_its_kind_and_its_line():
     m = op_model(HalfSquare, name="half_square", dims={"N": Dim(1, 6, 8)}, inputs={"x": ("N",)},
                  reference=lambda x: 0.5 * x * x)
     res = run_model(m, examples=10).failure
-    assert [(k.kind, k.factor) for k in res.diagnosis] == [("scale", 2.0)]
+    assert [(k.mistake, k.factor) for k in res.diagnosis] == [("scale", 2.0)]
     assert res.location is not None, res.location_note
     assert res.location.line == bug_line(HalfSquare.backward)
 
@@ -236,7 +236,7 @@ def test_where_nothing_matches_the_report_says_so_and_guesses_nothing():
     assert "look at" not in case_message(res)
     record = case_json(res)
     assert record["location"] is None and record["location_note"] == res.location_note
-    assert record["diagnosis"] == [{"tensor": "w", "kind": "scale", "factor": pytest.approx(2 / 3),
+    assert record["diagnosis"] == [{"tensor": "w", "mistake": "scale", "kind": "scale", "factor": pytest.approx(2 / 3),
                                     "text": res.diagnosis[0].text, "dims": None}]
 
 
@@ -252,10 +252,10 @@ def test_the_bank_of_wrong_backwards_gets_its_kinds_and_lines():
             continue
         wrong += 1
         res = run.failure
-        got = {k.tensor: k.kind for k in res.diagnosis}
-        if any(k != "other" for k in entry.kinds.values()):
+        got = {k.tensor: k.mistake for k in res.diagnosis}
+        if any(k != "other" for k in entry.mistakes.values()):
             simple += 1
-            named += bool(got) and got == {n: entry.kinds.get(n) for n in got}
+            named += bool(got) and got == {n: entry.mistakes.get(n) for n in got}
         loc = res.location
         located += loc is not None and (loc.file, loc.line) == marked(entry)
     assert wrong >= 15 and named == simple, (named, simple)

@@ -54,17 +54,17 @@ def _diagnosed(model, **dims):
     res = run_case(model, _case(model, **dims))
     assert res.verdict == "fail"
     found = diagnose(model, res.case, res.failing, {n: c.bound for n, c in res.tensors.items()})
-    return res, {k.tensor: k for k in found.kinds}
+    return res, {k.tensor: k for k in found.mistakes}
 
 
-# -- the kind: axes swapped --------------------------------------------------------------
+# -- the mistake: axes swapped -----------------------------------------------------------
 
 def test_an_upstream_gradient_read_with_its_axes_swapped_is_named_with_the_axes():
-    res, kinds = _diagnosed(_layer("g_swapped", _g_read_as_t_by_b), B=2, T=3)
+    res, mistakes = _diagnosed(_layer("g_swapped", _g_read_as_t_by_b), B=2, T=3)
     assert set(res.failing) == {"w", "x"}
     for n in ("w", "x"):
-        assert kinds[n].kind == "permuted", kinds[n].text
-        assert "upstream gradient g" in kinds[n].text and "axes 0 (B) and 1 (T) swapped" in kinds[n].text
+        assert mistakes[n].mistake == "permuted", mistakes[n].text
+        assert "upstream gradient g" in mistakes[n].text and "axes 0 (B) and 1 (T) swapped" in mistakes[n].text
 
 
 def test_a_gradient_returned_with_its_own_axes_swapped_is_named():
@@ -76,9 +76,9 @@ def test_a_gradient_returned_with_its_own_axes_swapped_is_named():
 
     m = Model(name="own_axes", dims={"A": Dim(1, 4, 4), "C": Dim(1, 4, 4)}, params={"w": ("A", 3, "C")},
               data={"x": ("A", 3, "C")}, forward=forward, backward=backward)
-    _, kinds = _diagnosed(m, A=2, C=4)
-    assert kinds["w"].kind == "permuted", kinds["w"].text
-    assert "axes 0 (A) and 2 (C) swapped" in kinds["w"].text
+    _, mistakes = _diagnosed(m, A=2, C=4)
+    assert mistakes["w"].mistake == "permuted", mistakes["w"].text
+    assert "axes 0 (A) and 2 (C) swapped" in mistakes["w"].text
 
 
 def test_an_input_read_transposed_is_named():
@@ -93,9 +93,9 @@ def test_an_input_read_transposed_is_named():
 
     m = Model(name="x_swapped", dims={"B": Dim(1, 4, 4), "T": Dim(1, 5, 5)}, params={"w": (D, D)},
               data={"x": ("B", "T", D)}, forward=forward, backward=backward)
-    _, kinds = _diagnosed(m, B=2, T=3)
-    assert kinds["w"].kind == "permuted", kinds["w"].text
-    assert "for x with axes 0 (B) and 1 (T) swapped" in kinds["w"].text
+    _, mistakes = _diagnosed(m, B=2, T=3)
+    assert mistakes["w"].mistake == "permuted", mistakes["w"].text
+    assert "for x with axes 0 (B) and 1 (T) swapped" in mistakes["w"].text
 
 
 def test_a_wrong_row_is_not_called_a_permutation():
@@ -105,8 +105,8 @@ def test_a_wrong_row_is_not_called_a_permutation():
         out["w"][1] *= 1.5               # one row off: partial, not axes
         return out
 
-    _, kinds = _diagnosed(_layer("row_off", backward), B=2, T=3)
-    assert kinds["w"].kind == "partial", kinds["w"].text
+    _, mistakes = _diagnosed(_layer("row_off", backward), B=2, T=3)
+    assert mistakes["w"].mistake == "partial", mistakes["w"].text
 
 
 def test_a_correct_layer_passes_at_every_corner():
@@ -129,8 +129,8 @@ def test_a_wrong_large_layer_shrinks_to_the_small_case_and_names_the_swap():
     run = runner.run_model(m, examples=20)
     assert run.verdict == "fail"
     assert run.failure.case.dims == {"B": 2, "T": 2}
-    kinds = {k.tensor: k.kind for k in run.failure.diagnosis}
-    assert kinds == {"w": "permuted", "x": "permuted"}
+    mistakes = {k.tensor: k.mistake for k in run.failure.diagnosis}
+    assert mistakes == {"w": "permuted", "x": "permuted"}
 
 
 def test_the_shrink_budget_grows_with_the_cost_of_a_case_and_has_a_cap():

@@ -36,9 +36,9 @@ def test_a_kind_judged_at_a_larger_size_says_which_size_its_figures_are_from():
               data={"x": ("N", "D")}, forward=rows_forward, backward=first_row_tripled)
     res = run_model(m, examples=10).failure
     assert res.case.dims == {"N": 1, "D": 1}
-    (kind,) = res.diagnosis
-    assert kind.kind == "partial" and kind.dims == {"N": 6, "D": 3}
-    assert kind.text.startswith("at N=6, D=3, larger than this case: ") and "rows [0] of 6" in kind.text
+    (mistake,) = res.diagnosis
+    assert mistake.mistake == "partial" and mistake.dims == {"N": 6, "D": 3}
+    assert mistake.text.startswith("at N=6, D=3, larger than this case: ") and "rows [0] of 6" in mistake.text
     assert case_json(res)["diagnosis"][0]["dims"] == {"N": 6, "D": 3}
     # the counts of the case's own line are the case's: 1 of 1 element
     assert "shape 1×1: 1 of 1 outside tolerance: at N=6, D=3" in flat(case_message(res))
@@ -128,7 +128,7 @@ def _scale(op, name):
 def test_gradients_in_swapped_slots_fail_as_swapped_before_any_needs_input_grad_finding():
     res = run_model(_scale(ScaleSwapped, "scale_swapped"), examples=10).failure
     assert res.verdict == "fail" and sorted(res.failing) == ["a", "b"]
-    assert {k.tensor: k.kind for k in res.diagnosis} == {"a": "swapped", "b": "swapped"}
+    assert {k.tensor: k.mistake for k in res.diagnosis} == {"a": "swapped", "b": "swapped"}
     assert any("needs no gradient" in n for n in res.notes), res.notes      # a note, not the headline
     assert case_message(res).startswith("scale_swapped: fail — the manual gradient of a, b")
 

@@ -189,7 +189,7 @@ def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=No
     the shrunk failing case, within :func:`diagnosis_budget`; a problem there is a note,
     never a lost report.  It runs in a worker thread, so that the progress line and the
     heartbeat go on (phase ``diagnosis``)."""
-    from ..diagnose.core import diagnose
+    from ..diagnose import diagnose
     from .limits import run_ticking
     budget = diagnosis_budget(check_seconds)
     deadline = time.perf_counter() + budget
@@ -204,7 +204,7 @@ def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=No
         res.location_note = f"no diagnosis: {type(e).__name__}: {e}"
         return
     if found is not None:
-        res.diagnosis, res.location, res.location_note = found.kinds, found.location, found.location_note
+        res.diagnosis, res.location, res.location_note = found.mistakes, found.location, found.location_note
         if found.cut:
             res.notes.append(found.cut + f" ({budget:.0f} s)")
 

@@ -1,9 +1,9 @@
 """Wrong backwards written as people write them, one bug each on a line marked '# BUG',
-and correct twins: the yardstick for naming the kind of a mistake and its line.
+and correct twins: the yardstick for naming a mistake and its line.
 
 Each wrong backward is a copy of its twin's with one line changed (or, for a line left
-out, marked where it should have followed).  ``kinds`` lists every tensor whose gradient
-ends up wrong at the record's bench dims, with the kind it shows there.  Some bugs vanish
+out, marked where it should have followed).  ``mistakes`` lists every tensor whose gradient
+ends up wrong at the record's bench dims, with the mistake it shows there.  Some bugs vanish
 at size 1 (a factor of N, a mean of one row, an axis of a 1 x 1 array, a ReLU mask no
 unit falls under): the checks judge them at the bench dims.
 
@@ -27,7 +27,7 @@ from gradcheck_suite import Dim, Model, numpy_model, op_model
 @dataclasses.dataclass(frozen=True)
 class Entry:
     model: Model
-    kinds: Mapping[str, str]          # tensor -> expected kind; empty for a correct twin
+    mistakes: Mapping[str, str]       # tensor -> expected mistake; empty for a correct twin
     buggy: bool
     backward: Callable                # the hand-written backward that holds the '# BUG' line
     style: str = ""

@@ -168,7 +168,7 @@ def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Ten
 def _ignores_upstream(n, model, p, d, cache, g, m, a, case) -> bool:
     """Called again with another upstream gradient: the manual one stays, autograd's moves."""
     if g.dim():
-        gen = torch.Generator().manual_seed(case.seed ^ rules.IGNORES_UPSTREAM_SALT)
+        gen = torch.Generator().manual_seed(case.seed ^ rules.SALT_IGNORES_UPSTREAM)
         g2 = torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g.dtype) + g
     else:
         g2 = g * rules.SCALAR_UPSTREAM_FACTOR

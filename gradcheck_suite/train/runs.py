@@ -49,7 +49,7 @@ class Target:
 
 def make_target(out: torch.Tensor, seed: int) -> Target:
     """The :class:`Target` for the first output ``out``, drawn from the run's seed."""
-    gen = torch.Generator().manual_seed(seed ^ rules.TRAIN_TARGET_SALT)
+    gen = torch.Generator().manual_seed(seed ^ rules.SALT_TRAIN_TARGET)
     size = float(out.double().pow(2).mean().sqrt()) if out.numel() else 1.0
     size = size if math.isfinite(size) and size > 0 else 1.0
     return Target(size * torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device))
@@ -105,7 +105,7 @@ class Run:
                  device: str, optimizer: str, lr: float, manual: bool, twin: int | None = None):
         self.label, self.model, self.manual = label, model, manual
         # a rounding twin draws its moves from its own seed, so a replay draws the same ones
-        self.twin = None if twin is None else torch.Generator().manual_seed(rules.TRAIN_TWIN_SALT + twin)
+        self.twin = None if twin is None else torch.Generator().manual_seed(rules.SALT_TRAIN_TWIN + twin)
         self.dtype, self.device = dtype, device
         self.params = {n: t.detach().to(device=device, dtype=dtype).clone() for n, t in start.items()}
         self.opt = _optimizer(optimizer, list(self.params.values()), lr)

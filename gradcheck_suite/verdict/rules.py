@@ -234,7 +234,7 @@ PERMUTED_RANK = 4
 #: The mistake ``ignores_upstream``: the backward is called again with another upstream gradient,
 #: g plus standard normals drawn from the case's seed XOR this salt (another draw than g's own,
 #: the same at every run of the case).
-IGNORES_UPSTREAM_SALT = 0xD1A
+SALT_IGNORES_UPSTREAM = 0xD1A
 
 #: The mistake ``ignores_upstream`` for a scalar g: the other upstream gradient is g times this.
 SCALAR_UPSTREAM_FACTOR = 2.0
@@ -306,7 +306,7 @@ TRAIN_TWINS = 2
 #: net's w1, whose 1 - h*h cancels); exact zeros stay zero, as a mask or an unused row does
 TRAIN_TWIN_ROUNDING = 1.0
 #: seed salt of the rounding twins' moves (twin i draws from this + i): a replay draws the same
-TRAIN_TWIN_SALT = 0x7417
+SALT_TRAIN_TWIN = 0x7417
 #: a finite loss of autograd's run this many times its start has blown up: "both diverge"
 TRAIN_BLOWUP = 1e4
 #: optimiser steps of a run where neither the options nor the record's ``train`` dict say
@@ -325,7 +325,7 @@ TRAIN_ADAM_LR = 1e-3
 #: gradient is zero or not finite)
 TRAIN_FALLBACK_LR = 1e-3
 #: seed salt of the default loss's random target (drawn from the run's seed ^ this)
-TRAIN_TARGET_SALT = 0x7A46E7
+SALT_TRAIN_TARGET = 0x7A46E7
 #: the smallest scale a distance or a blow-up is measured against (a parameter norm, a start
 #: loss), so that none divides by zero; also the floor of the plot's log axis
 TRAIN_TINY = 1e-300

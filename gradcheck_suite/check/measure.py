@@ -7,7 +7,7 @@ import torch
 from ..record.spec import Tensors
 from ..verdict import oracles, rules
 from ..verdict.oracles import Finding
-from ..verdict.tolerance import HUGE, TensorComparison
+from ..verdict.tolerance import TensorComparison
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -46,13 +46,13 @@ def fd_ratio(res, est: oracles.Estimate | None, value: float, tol: float, findin
         return
     allowed = rules.ESTIMATE_ERRORS * est.error + tol
     gap = abs(value - est.value)
-    res.fd_ratio = max(res.fd_ratio, min(HUGE, gap / allowed) if allowed > 0 else (0.0 if gap == 0 else HUGE))
+    res.fd_ratio = max(res.fd_ratio, min(rules.HUGE, gap / allowed) if allowed > 0 else (0.0 if gap == 0 else rules.HUGE))
 
 
 def resolved(est: oracles.Estimate | None, reference: float) -> bool:
     """An estimate precise enough to report a relative error against: its own error within
-    ``oracles.ENOUGH`` of the value (a loss of 1e60 leaves a slope of 1e45 unresolved)."""
-    return est is not None and est.error <= oracles.ENOUGH * max(abs(est.value), abs(reference))
+    ``rules.ENOUGH`` of the value (a loss of 1e60 leaves a slope of 1e45 unresolved)."""
+    return est is not None and est.error <= rules.ENOUGH * max(abs(est.value), abs(reference))
 
 
 def record(c: TensorComparison, index: tuple[int, ...], fd: float | None, kink: bool) -> None:

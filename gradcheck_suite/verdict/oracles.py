@@ -17,13 +17,3 @@ __all__ = ["EXACT", "Traced", "autograd", "backward_into", "decomposed_autograd"
            "central", "element_direction", "estimate", "estimates", "judge", "jumps", "line", "moved",
            "random_direction", "scale_of", "BOUNDED", "UNIT", "backward_rounding"]
 
-#: The names of :mod:`.rules` this module defined before the rules moved there, read
-#: through the module (``oracles.ENOUGH``) by code not yet updated to ``rules.ENOUGH``.
-MOVED = frozenset({"STEPS", "AGREED_STEPS", "EPS64", "ROUNDING", "KINK_RATIO", "KINK_FLOOR", "JUMP", "ENOUGH",
-                   "DRAWS"})
-
-
-def __getattr__(name: str):
-    if name in MOVED:
-        return getattr(rules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

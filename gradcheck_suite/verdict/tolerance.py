@@ -26,16 +26,6 @@ class Tolerance:
     noise: float
 
 
-#: The names of :mod:`.rules` this module defined before the rules moved there, read
-#: through the module (``tolerance.HUGE``) by code not yet updated to ``rules.HUGE``.
-MOVED = frozenset({"TOLERANCES", "COMPUTATION_RTOL", "JITTER_CAP", "JITTER_NOISE", "REL_FLOOR", "WORST", "HUGE",
-                   "TINY"})
-
-
-def __getattr__(name: str):
-    if name in MOVED:
-        return getattr(rules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tolerance(dtype: str) -> Tolerance:

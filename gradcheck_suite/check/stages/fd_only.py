@@ -7,7 +7,7 @@ import torch
 
 from ...verdict import oracles, rules
 from ...verdict.oracles import Finding
-from ...verdict.tolerance import HUGE, REL_FLOOR, TINY, WORST, Element, TensorComparison, bound, unravel
+from ...verdict.tolerance import Element, TensorComparison, bound, unravel
 from ..case import float64
 from ..measure import fd_ratio
 from ..result import FAIL, NONDIFF, decide
@@ -61,10 +61,10 @@ def run(state: CaseState) -> None:
 
 def _fd_comparison(name: str, m: torch.Tensor, b: torch.Tensor, rows, mismatched: int) -> TensorComparison:
     """A comparison of the probed elements with finite differences (there is no autograd column)."""
-    floor = max(REL_FLOOR * float(m.abs().max()) if m.numel() else 0.0, TINY)
-    elements = [Element(idx, mi, None, fd, abs(mi - fd), min(HUGE, abs(mi - fd) / max(abs(fd), floor)),
-                        min(HUGE, abs(mi - fd) / max(allowed, TINY)), kink)
+    floor = max(rules.REL_FLOOR * float(m.abs().max()) if m.numel() else 0.0, rules.TINY)
+    elements = [Element(idx, mi, None, fd, abs(mi - fd), min(rules.HUGE, abs(mi - fd) / max(abs(fd), floor)),
+                        min(rules.HUGE, abs(mi - fd) / max(allowed, rules.TINY)), kink)
                 for idx, mi, fd, allowed, kink in rows]
     elements.sort(key=lambda e: -e.ratio)
     return TensorComparison(name, tuple(m.shape), mismatched, max((e.rel_err for e in elements), default=0.0),
-                            max((e.ratio for e in elements), default=0.0), elements[:WORST], b)
+                            max((e.ratio for e in elements), default=0.0), elements[:rules.WORST], b)

@@ -17,7 +17,7 @@ import torch
 from ...record.blame import ours, where
 from ...verdict import oracles, rules
 from ...verdict.oracles import Finding
-from ...verdict.tolerance import HUGE, REL_FLOOR, TINY, TensorComparison, compare, noise as compare_noise, rel_floor, unravel
+from ...verdict.tolerance import TensorComparison, compare, noise as compare_noise, rel_floor, unravel
 from ..floor import with_floor
 from ..measure import fd_ratio, record, resolved
 from ..result import DISAGREE, FAIL, NONDIFF, PASS, SKIPPED, by_comparison, decide
@@ -177,8 +177,8 @@ class _Probes:
         kink = finding is Finding.KINK
         if resolved(est, max(abs(a), abs(m)) * size) and not kink:
             fd = est.value / size
-            scale = max(abs(fd), rel_floor(self.grads[name], self.ag[name]), TINY)
-            res.fd_rel_err = min(HUGE, max(res.fd_rel_err, abs(m - fd) / scale))
+            scale = max(abs(fd), rel_floor(self.grads[name], self.ag[name]), rules.TINY)
+            res.fd_rel_err = min(rules.HUGE, max(res.fd_rel_err, abs(m - fd) / scale))
         record(res.tensors[name], index, None if est is None else est.value / size, kink)
         return finding
 
@@ -219,28 +219,28 @@ class _Probes:
         # it accepts, the full ones accept too (both only widen the allowance)
         phi = self.probe(v, 0.0)
         tol = tolerance()
-        est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
+        est = oracles.central(phi, rules.AGREED_STEPS[0], da, tol)
         if est is None:
             phi.resolution = with_floor(s).resolution
             tol = tolerance()
-            est = oracles.central(phi, oracles.AGREED_STEPS[0], da, tol)
+            est = oracles.central(phi, rules.AGREED_STEPS[0], da, tol)
         if est is not None:
             finding = Finding.AGREE
             fd_ratio(res, est, da, tol, finding)      # it confirmed autograd, which the manual gradient matched
         else:
-            finding, est = oracles.judge(oracles.estimates(phi, oracles.AGREED_STEPS), dm, da, tol, rules.PRECISE)
+            finding, est = oracles.judge(oracles.estimates(phi, rules.AGREED_STEPS), dm, da, tol, rules.PRECISE)
             fd_ratio(res, est, dm, tol, finding)
         self.findings.setdefault("a random direction", []).append(finding)
         if resolved(est, max(abs(da), abs(dm))) and finding is not Finding.KINK:
             mag = sum(sizes[n] * _norm1(ag[n]) for n in v)
-            mag = mag or sum(sizes[n] * _norm1(grads[n]) for n in v) / REL_FLOOR
-            rel = abs(dm - est.value) / max(abs(est.value), REL_FLOOR * mag, TINY)
-            res.fd_rel_err = min(HUGE, max(res.fd_rel_err, rel))
+            mag = mag or sum(sizes[n] * _norm1(grads[n]) for n in v) / rules.REL_FLOOR
+            rel = abs(dm - est.value) / max(abs(est.value), rules.REL_FLOOR * mag, rules.TINY)
+            res.fd_rel_err = min(rules.HUGE, max(res.fd_rel_err, rel))
         return finding
 
 
 def _worst(values: torch.Tensor) -> float:
-    return min(HUGE, float(values.max())) if values.numel() else 0.0
+    return min(rules.HUGE, float(values.max())) if values.numel() else 0.0
 
 
 def _rel_err(m: torch.Tensor, a: torch.Tensor, mask: torch.Tensor | None) -> float:

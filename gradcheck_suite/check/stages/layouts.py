@@ -30,7 +30,7 @@ import torch
 from ...record.blame import ours, where
 from ...record.spec import Tensors
 from ...verdict import rules
-from ...verdict.tolerance import TOLERANCES, bound, unravel
+from ...verdict.tolerance import bound, unravel
 from ..case import ContractError, FactoryError, describe, float64, join, split
 from ..floor import widened
 from ..state import CaseState
@@ -452,6 +452,6 @@ def _at(index) -> str:
 
 def _dtype(t: torch.Tensor) -> str:
     name = str(t.dtype).removeprefix("torch.")
-    return name if name in TOLERANCES else "float32"
+    return name if name in rules.TOLERANCES else "float32"
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_targets import bench, busy_loop, uptime  # noqa: E402
 
-from gradcheck_suite.bench import compare  # noqa: E402
+from gradcheck_suite.bench import regression  # noqa: E402
 
 COUNTS = re.compile(r"(\d+) rows compared: (\d+) slower, (\d+) faster, (\d+) within threshold, "
                     r"(\d+) inconclusive, (\d+) contradicted by the times")
@@ -78,8 +78,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     models = ["--models", args.models] if args.models else []
     print(f"reports in {work}; torch threads while timing: 1 (the bench default); gate: report-wide rate "
-          f"{compare.FALSE_FLAG_RATE:.0%}, at least {compare.MIN_VISITS} visits, spread at most "
-          f"{compare.MAX_SPREAD:.0%}, threshold {compare.DEFAULT_THRESHOLD:g}%")
+          f"{regression.FALSE_FLAG_RATE:.0%}, at least {regression.MIN_VISITS} visits, spread at most "
+          f"{regression.MAX_SPREAD:.0%}, threshold {regression.DEFAULT_THRESHOLD:g}%")
     print(f"start: {uptime()}")
 
     check_json = work / "check.json"

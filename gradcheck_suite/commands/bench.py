@@ -17,13 +17,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import compare
-from . import verdicts
-from .report import REPORT_NAME, report
-from .rows import JSON_NAME, BenchInputError, load_run, rows
-from .timing import BUDGETS
+from ..bench import regression
+from ..bench import verdicts
+from ..bench.markdown import REPORT_NAME, report
+from ..bench.rows import JSON_NAME, BenchInputError, load_run, rows
+from ..bench.timing import BUDGETS
+from .options import model_names
 
-SUITE = Path(__file__).resolve().parent / "suite"
+SUITE = Path(__file__).resolve().parent.parent / "bench" / "suite"
 PROG = "gradcheck-suite bench"
 
 
@@ -38,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _threshold(text: str) -> float:
     try:
-        return compare.threshold(text)
+        return regression.threshold(text)
     except ValueError as e:
         # argparse names the option itself: "argument --threshold: 'nan' must be ..."
         raise argparse.ArgumentTypeError(str(e).removeprefix("--threshold ")) from None
@@ -50,7 +51,7 @@ NOTHING_CONFIGURED = ("no models configured: add [tool.gradcheck-suite] models-f
 
 def _memory_threshold(text: str) -> float:
     try:
-        return compare.threshold(text, "--memory-threshold")
+        return regression.threshold(text, "--memory-threshold")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-threshold ")) from None
 
@@ -98,12 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-time", type=_positive(float), metavar="SECONDS",
                     help=f"time per row (default: {quick_budget:g} with --quick, else {full_budget:g})")
     ap.add_argument("--baseline", metavar="FILE", help="a previous run's benchmarks.json to compare against")
-    ap.add_argument("--threshold", type=_threshold, default=compare.DEFAULT_THRESHOLD, metavar="PCT",
+    ap.add_argument("--threshold", type=_threshold, default=regression.DEFAULT_THRESHOLD, metavar="PCT",
                     help="a row is a regression when the confidence interval of its manual/autograd ratio "
-                         f"change lies wholly above +PCT%% (default: {compare.DEFAULT_THRESHOLD:g})")
-    ap.add_argument("--memory-threshold", type=_memory_threshold, default=compare.DEFAULT_MEMORY_THRESHOLD,
+                         f"change lies wholly above +PCT%% (default: {regression.DEFAULT_THRESHOLD:g})")
+    ap.add_argument("--memory-threshold", type=_memory_threshold, default=regression.DEFAULT_MEMORY_THRESHOLD,
                     metavar="PCT", help="a row is a memory regression when the manual path's kept or peak bytes grew "
-                                        f"by more than PCT%% (default: {compare.DEFAULT_MEMORY_THRESHOLD:g}: any growth)")
+                                        f"by more than PCT%% (default: {regression.DEFAULT_MEMORY_THRESHOLD:g}: any growth)")
     ap.add_argument("--fail-on-regression", action="store_true",
                     help="exit 1 when a row regressed in time or memory (default: off)")
     ap.add_argument("--check-json", metavar="FILE",
@@ -128,9 +129,9 @@ def _writable(path: str) -> Path:
 def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float | None = None,
                 models_from: Iterable[str] = (), models: str | None = None, check_json: str | None = None,
                 builtin: bool = True, root: str | None = None, baseline: str | None = None,
-                threshold: float = compare.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
+                threshold: float = regression.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
     """The pytest command line that runs the suite inside the installed package."""
-    args = [str(SUITE), "-p", "gradcheck_suite.bench.plugin", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
+    args = [str(SUITE), "-p", "gradcheck_suite.bench.hooks", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
             "--assert=plain", "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",
             # gradcheck_suite is a pytest plugin too, already imported by this command
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -265,7 +266,6 @@ def _settings(args):
     """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
     its model files, its models, and whether the built-in examples come along."""
     from ..run.config import ConfigError, find
-    from ..commands.options import model_names
 
     try:
         cfg = find()

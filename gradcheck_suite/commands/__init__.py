@@ -51,16 +51,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _parser() -> argparse.ArgumentParser:
+def _subcommands() -> dict:
+    """The subcommands the parser knows, by name, in the order of ``--help``; each module has
+    ``add_parser(sub)`` and ``run`` (bench, whose options are its own, is handed its command
+    line by :func:`main`)."""
     from . import check, init, listing, train
+    return {"list": listing, "check": check, "init": init, "train": train}
 
+
+def _parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="gradcheck-suite",
         description="Check hand-written backward passes against autograd and finite differences.",
         epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error, 130 interrupted.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,train,bench,init}")
-    for command in (listing, check, init, train):
+    for command in _subcommands().values():
         command.add_parser(sub)
     # bench parses its own options (main hands them over unparsed): here only its line of --help
     sub.add_parser("bench", help="time manual backward against autograd and write a report "
@@ -80,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rep = Outcome(_json_option(argv))
         rep.usage_error(str(e))
         return rep.finish()
-    if args.command == "init":
-        from . import init
-        return init.run(args)
+    if args.command == "init":     # writes a file: no report, no settings
+        return _subcommands()["init"].run(args)
     rep = Outcome(args.json)
     if rep.json_path not in (None, "-"):
         problem = unwritable(rep.json_path)
@@ -90,17 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             rep.json_path = None
             rep.usage_error(problem)
             return rep.finish()
-    from . import check, listing, train
     from .selection import settings
     try:
-        if not settings(rep, args):
-            pass
-        elif args.command == "list":
-            listing.run(rep, args)
-        elif args.command == "train":
-            train.run(rep, args)
-        else:
-            check.run(rep, args)
+        if settings(rep, args):
+            _subcommands()[args.command].run(rep, args)
     except KeyboardInterrupt:
         rep.interrupt()
     return rep.finish()

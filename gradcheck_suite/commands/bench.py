@@ -56,13 +56,13 @@ def _memory_threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-threshold ")) from None
 
 
-def _positive(kind):
-    """An argparse type: a finite number (of ``kind``) above 0."""
+def _positive(numeric):
+    """An argparse type: a finite number (a ``numeric``, int or float) above 0."""
     def parse(text: str):
         try:
-            value = kind(text)
+            value = numeric(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if numeric is int else ''}number") from None
         if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
         return value

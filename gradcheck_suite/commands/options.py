@@ -21,12 +21,12 @@ WIDTH = 80
 THREADS = 1
 
 
-def number(option: str, text: str, kind: type = int, low: float = 1, high: float | None = None,
+def number(option: str, text: str, numeric: type = int, low: float = 1, high: float | None = None,
            want: str = "a whole number of at least 1", above_low: bool = False) -> int | float:
-    """``text`` as a finite ``kind`` from ``low`` (excluded when ``above_low``) to ``high``;
-    otherwise ValueError with one line that echoes the option and the value."""
+    """``text`` as a finite ``numeric`` (int or float) from ``low`` (excluded when ``above_low``)
+    to ``high``; otherwise ValueError with one line that echoes the option and the value."""
     try:
-        value = kind(text)
+        value = numeric(text)
     except ValueError:
         value = None
     if value is None or not math.isfinite(value) or value < low or (above_low and value == low) \

@@ -91,7 +91,7 @@ def gated(result: dict) -> str:
 
 def run_rows(folder: Path) -> dict:
     run = bench_rows.load_run(folder / bench_rows.JSON_NAME)
-    return {r.key: r for r in bench_rows.rows(run) if r.kind == bench_rows.GRID}, run["machine_info"]
+    return {r.key: r for r in bench_rows.rows(run) if r.table == bench_rows.GRID}, run["machine_info"]
 
 
 def fmt(row) -> str:

@@ -66,7 +66,7 @@ def _model(name: str, back) -> Model:
 large_layer = _model("large_layer", backward)
 large_layer_swapped = _model("large_layer_swapped", backward_swapped)
 
-_IMPORTS = "import torch, hypothesis, gradcheck_suite.commands.cli, gradcheck_suite.run.runner, gradcheck_suite.diagnose"
+_IMPORTS = "import torch, hypothesis, gradcheck_suite.commands, gradcheck_suite.run.runner, gradcheck_suite.diagnose"
 _FWD_BWD = f"""
 {_IMPORTS}
 import resource, sys

@@ -54,7 +54,7 @@ NO_MASK = textwrap.dedent("""
 
 PEAK = textwrap.dedent("""
     import resource
-    from gradcheck_suite.commands.cli import main
+    from gradcheck_suite.commands import main
     rc = main(["check", "linear_layer", "--dims", "N=64,I=1000,O=100", "--seed", "0", "--scale", "1", "--no-progress"])
     print(f"exit {rc}; peak RSS of the whole process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 """)

@@ -55,7 +55,7 @@ def _profile(factor: float, cases: int) -> None:
 
 
 def _collections(freeze: bool) -> None:
-    from gradcheck_suite.commands.cli import main
+    from gradcheck_suite.commands import main
 
     spans: list[list] = []
 

@@ -146,16 +146,15 @@ class _Lines:
 
 
 def _heartbeat(options: dict, name: str, dtype: str, device: str):
-    """The command line's heartbeat for one check: a line every ``cli.HEARTBEAT`` seconds
+    """The command line's heartbeat for one check: a line every ``rules.HEARTBEAT`` seconds
     (``GRADCHECK_SUITE_HEARTBEAT`` overrides) while it runs, naming the case and its phase,
     on a terminal or not, so that a long check (a 4096-wide layer) is never silence."""
-    from .commands.cli import _heartbeat as interval
-    from .commands.cli import _Progress
+    from .commands.progress import Progress, heartbeat_interval
     from .run.strategies import PROFILES
     if not _CONFIG or _CONFIG[0].pluginmanager.get_plugin("terminalreporter") is None:
         return None
     goal = options["examples"] or PROFILES[options["profile"]]["max_examples"]
-    progress = _Progress(_Lines(), 1, enabled=True, goal=goal, heartbeat=interval())
+    progress = Progress(_Lines(), 1, enabled=True, goal=goal, heartbeat=heartbeat_interval())
     progress.start(0, name, dtype, device)
     progress.label = f"{name} {dtype} {device}"
     return progress

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from gradcheck_suite.bench import compare, report, rows, stats, timing
+from gradcheck_suite.bench import markdown, regression, rows, stats, timing
 from gradcheck_suite.verdict import rules
 
 FB, BW = timing.FORWARD_BACKWARD, timing.BACKWARD
@@ -21,10 +21,10 @@ def rounds(ratio, n=40, spread=0.05, autograd=1e-3, seed=0):
     return {"manual": m.tolist(), "autograd": a.tolist()}
 
 
-def entry(model, samples, *, phase=FB, kind="grid", visit=0, verdict="pass", flops=None, matmul=None, factor=None,
+def entry(model, samples, *, phase=FB, table="grid", visit=0, verdict="pass", flops=None, matmul=None, factor=None,
           reproduce=None, memory=None):
     """One benchmark as pytest-benchmark writes it, with this suite's extra_info."""
-    info = {"kind": kind, "model": model, "phase": phase, "device": "cpu", "dtype": "float32", "dims": {"N": 4},
+    info = {"table": table, "model": model, "phase": phase, "device": "cpu", "dtype": "float32", "dims": {"N": 4},
             "flops": flops, "threads": 1, "visit": visit, "samples": samples, "matmul": matmul, "factor": factor,
             "check": {"verdict": verdict, "source": "quick check, 5 cases", "reproduce": reproduce}, "memory": memory}
     return {"name": f"test_model[visit{visit}-{model}-{phase}]", "extra_info": info,
@@ -102,14 +102,14 @@ def test_summary_quartiles():
 # --------------------------------------------------------------------------- the gate
 
 @pytest.mark.parametrize("low,high,status", [
-    (1.15, 1.30, compare.SLOWER),          # wholly above +10%
-    (1.05, 1.30, compare.UNCLEAR),         # a median of +17% is not enough
-    (0.95, 1.08, compare.SAME),
-    (0.70, 0.88, compare.FASTER),          # wholly below 1/1.1
-    (0.85, 0.95, compare.UNCLEAR),
+    (1.15, 1.30, regression.SLOWER),          # wholly above +10%
+    (1.05, 1.30, regression.UNCLEAR),         # a median of +17% is not enough
+    (0.95, 1.08, regression.SAME),
+    (0.70, 0.88, regression.FASTER),          # wholly below 1/1.1
+    (0.85, 0.95, regression.UNCLEAR),
 ])
 def test_judge_flags_only_intervals_wholly_beyond_the_threshold(low, high, status):
-    assert compare.judge(stats.Interval((low + high) / 2, low, high), 10) == status
+    assert regression.judge(stats.Interval((low + high) / 2, low, high), 10) == status
 
 
 NINE = rules.MIN_VISITS      # visits enough for a verdict
@@ -118,26 +118,26 @@ NINE = rules.MIN_VISITS      # visits enough for a verdict
 def gate(current_ratios, baseline_ratios, threshold=10):
     cur = rows.rows(run(*visits("m", current_ratios)))
     base = rows.rows(run(*visits("m", baseline_ratios)))
-    (c,) = compare.compare(cur, base, threshold)
+    (c,) = regression.compare(cur, base, threshold)
     return c
 
 
 def test_same_ratio_with_swinging_absolute_times_is_not_flagged():
     c = gate([0.5] * NINE, [0.5] * NINE)
-    assert c.status == compare.SAME and abs(c.percent) < 3
+    assert c.status == regression.SAME and abs(c.percent) < 3
 
 
 def test_a_real_slowdown_is_flagged():
     c = gate([0.6] * NINE, [0.5] * NINE)       # +20%
-    assert c.status == compare.SLOWER and c.change.low > 1.1
-    assert compare.regressions([c]) == [c]
-    assert gate([0.6] * NINE, [0.5] * NINE, threshold=50).status != compare.SLOWER
+    assert c.status == regression.SLOWER and c.change.low > 1.1
+    assert regression.regressions([c]) == [c]
+    assert gate([0.6] * NINE, [0.5] * NINE, threshold=50).status != regression.SLOWER
 
 
 def test_a_median_past_the_threshold_with_drifting_visits_is_not_flagged():
     # the current run's visits disagree with each other: +25% in the median, but no evidence
     c = gate([0.45, 0.62, 0.8] * 3, [0.5] * NINE)
-    assert c.percent > 10 and c.status == compare.UNCLEAR
+    assert c.percent > 10 and c.status == regression.UNCLEAR
 
 
 def test_a_ratio_that_the_machines_speed_explains_is_contradicted_on_the_same_machine():
@@ -151,24 +151,24 @@ def test_a_ratio_that_the_machines_speed_explains_is_contradicted_on_the_same_ma
     def as_rows(d):
         return rows.rows(run(*(entry(m, {"manual": a, "autograd": b}, visit=v) for m, (a, b) in d.items()
                                for v in range(NINE))))
-    by_model = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=True)}
-    assert by_model["tiny"].status == compare.CONTRADICTED and by_model["big"].status == compare.SAME
-    assert compare.regressions(by_model.values()) == []
-    across = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=False)}
-    assert across["tiny"].status == compare.SLOWER          # across machines only the ratio counts
+    by_model = {c.row.model: c for c in regression.compare(as_rows(now), as_rows(then), same=True)}
+    assert by_model["tiny"].status == regression.CONTRADICTED and by_model["big"].status == regression.SAME
+    assert regression.regressions(by_model.values()) == []
+    across = {c.row.model: c for c in regression.compare(as_rows(now), as_rows(then), same=False)}
+    assert across["tiny"].status == regression.SLOWER          # across machines only the ratio counts
     # a real slowdown on a machine that got faster: the manual time fell less than the machine's
     now["big"] = ([1.4e-3] * 9, [2e-3] * 9)
-    by_model = {c.row.model: c for c in compare.compare(as_rows(now), as_rows(then), same=True)}
-    assert by_model["big"].status == compare.SLOWER
+    by_model = {c.row.model: c for c in regression.compare(as_rows(now), as_rows(then), same=True)}
+    assert by_model["big"].status == regression.SLOWER
 
 
 def test_rows_are_matched_by_model_device_dtype_and_phase_and_sweeps_are_not_gated():
     base = rows.rows(run(*visits("a", [0.5] * NINE), entry("gone", rounds(0.5)),
-                         entry("a", rounds(0.5), kind="sweep", factor=0.5)))
+                         entry("a", rounds(0.5), table="sweep", factor=0.5)))
     now = rows.rows(run(*visits("a", [0.9] * NINE), entry("new", rounds(0.5)),
-                        entry("a", rounds(5.0), kind="sweep", factor=0.5)))
-    (c,) = compare.compare(now, base)
-    assert c.row.model == "a" and c.status == compare.SLOWER
+                        entry("a", rounds(5.0), table="sweep", factor=0.5)))
+    (c,) = regression.compare(now, base)
+    assert c.row.model == "a" and c.status == regression.SLOWER
 
 
 def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
@@ -181,7 +181,7 @@ def drifting_visit(rng, ratio, noise, n=60, drift=0.015):
 
 
 REGULAR = rules.QUICK_VISITS
-QUICK = compare.Plan(rows=1, visits=REGULAR, looks=rules.EXTRA_LOOKS, per_look=rules.VISITS_PER_LOOK)
+QUICK = regression.Plan(rows=1, visits=REGULAR, looks=rules.EXTRA_LOOKS, per_look=rules.VISITS_PER_LOOK)
 
 
 def sequential(rng, base, ratio, noise, threshold=5.0, plan=QUICK, drift=0.015):
@@ -189,7 +189,7 @@ def sequential(rng, base, ratio, noise, threshold=5.0, plan=QUICK, drift=0.015):
     it is undecided, a look after each batch."""
     visits = [drifting_visit(rng, ratio, noise, drift=drift) for _ in range(plan.visits)]
     index = 0
-    while (status := compare.look(visits, base, threshold, plan)) == compare.UNCLEAR and index < plan.looks:
+    while (status := regression.look(visits, base, threshold, plan)) == regression.UNCLEAR and index < plan.looks:
         visits += [drifting_visit(rng, ratio, noise, drift=drift) for _ in range(plan.per_look)]
         index += 1
     return status, visits
@@ -201,50 +201,50 @@ def test_extra_visits_decide_a_10pct_slowdown_that_the_regular_visits_leave_unde
     (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1), visit=i) for i in range(9))))
     state = rng.bit_generator.state
     fixed = [drifting_visit(rng, 0.55, 0.25) for _ in range(REGULAR)]
-    assert compare.look(fixed, base, 5.0, QUICK) == compare.UNCLEAR      # six visits never flag
+    assert regression.look(fixed, base, 5.0, QUICK) == regression.UNCLEAR      # six visits never flag
     rng.bit_generator.state = state                                     # the same regular visits, then more
     status, visits = sequential(rng, base, 0.55, 0.25)
-    assert status == compare.SLOWER and REGULAR < len(visits) <= REGULAR + rules.EXTRA_VISITS
+    assert status == regression.SLOWER and REGULAR < len(visits) <= REGULAR + rules.EXTRA_VISITS
     assert visits[:REGULAR] == fixed
     # the report judges the finished run as the run decided it
     data = run(*(entry("m", v, visit=i) for i, v in enumerate(visits)))
-    (c,) = compare.compare(rows.rows(data), [base], 5.0, plan=QUICK)
-    assert c.status == compare.SLOWER and c.visits == len(visits)
+    (c,) = regression.compare(rows.rows(data), [base], 5.0, plan=QUICK)
+    assert c.status == regression.SLOWER and c.visits == len(visits)
 
 
 def test_a_wide_interval_after_few_visits_is_never_a_verdict():
     # the report that cried wolf: +44.2% [+9.7%, +106.0%] after six visits
     wolf = stats.Interval(1.442, 1.097, 2.060)
-    assert compare.judge(wolf, 5.0) == compare.UNCLEAR                  # wider than MAX_SPREAD, at any visits
-    assert compare.judge(wolf, 5.0, visits=40) == compare.UNCLEAR
+    assert regression.judge(wolf, 5.0) == regression.UNCLEAR                  # wider than MAX_SPREAD, at any visits
+    assert regression.judge(wolf, 5.0, visits=40) == regression.UNCLEAR
     narrow = stats.Interval(1.20, 1.12, 1.30)
-    assert compare.judge(narrow, 5.0, visits=REGULAR) == compare.UNCLEAR      # too few visits to flag
-    assert compare.judge(narrow, 5.0, visits=rules.MIN_VISITS) == compare.SLOWER
-    assert compare.judge(stats.Interval(1.0, 0.99, 1.01), 5.0, visits=2) == compare.SAME   # "no change" may stop early
+    assert regression.judge(narrow, 5.0, visits=REGULAR) == regression.UNCLEAR      # too few visits to flag
+    assert regression.judge(narrow, 5.0, visits=rules.MIN_VISITS) == regression.SLOWER
+    assert regression.judge(stats.Interval(1.0, 0.99, 1.01), 5.0, visits=2) == regression.SAME   # "no change" may stop early
     # the real path: six visits all 44% above the baseline's, on a noisy machine, in a report of 18 rows
     rng = np.random.default_rng(5)
     (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1, drift=0.2), visit=i) for i in range(6))))
     noisy = [drifting_visit(rng, 0.72, 0.1, drift=0.2) for _ in range(REGULAR)]
-    assert compare.look(noisy, base, 5.0, dataclasses.replace(QUICK, rows=18)) == compare.UNCLEAR
+    assert regression.look(noisy, base, 5.0, dataclasses.replace(QUICK, rows=18)) == regression.UNCLEAR
     # with six visits on each side no interval exists at the per-row level of 18 rows and 3 looks
-    c = compare.change([paired_ratios for paired_ratios in (rows.paired_ratios(v) for v in noisy)], base.ratios,
+    c = regression.change([paired_ratios for paired_ratios in (rows.paired_ratios(v) for v in noisy)], base.ratios,
                        dataclasses.replace(QUICK, rows=18))
     assert c.low == 0 and c.high == float("inf")
 
 
 def test_the_per_row_level_shrinks_with_the_number_of_rows_and_looks():
-    one, many = compare.Plan(rows=1), compare.Plan(rows=18)
+    one, many = regression.Plan(rows=1), regression.Plan(rows=18)
     assert one.tail == pytest.approx(rules.FALSE_FLAG_RATE)
     assert many.tail == pytest.approx(rules.FALSE_FLAG_RATE / 18)
     assert QUICK.flagging_looks == 3                  # after 9, 12 and 15 visits; the look after 6 cannot flag
     assert dataclasses.replace(QUICK, rows=18).tail == pytest.approx(rules.FALSE_FLAG_RATE / 54)
-    full = compare.Plan(rows=36, visits=3, looks=3, per_look=3)          # looks after 3, 6, 9, 12 visits
+    full = regression.Plan(rows=36, visits=3, looks=3, per_look=3)          # looks after 3, 6, 9, 12 visits
     assert full.flagging_looks == 2 and full.tail == pytest.approx(rules.FALSE_FLAG_RATE / 72)
     # the same visits give a wider interval in a larger report
     rng = np.random.default_rng(3)
     now = [rows.paired_ratios(drifting_visit(rng, 0.55, 0.1)) for _ in range(15)]
     then = [rows.paired_ratios(drifting_visit(rng, 0.5, 0.1)) for _ in range(9)]
-    small, large = compare.change(now, then, one), compare.change(now, then, dataclasses.replace(QUICK, rows=18))
+    small, large = regression.change(now, then, one), regression.change(now, then, dataclasses.replace(QUICK, rows=18))
     assert large.low < small.low and large.high > small.high and large.value == small.value
 
 
@@ -277,7 +277,7 @@ def same_code_runs(plan, runs, threshold, report_rows=18, seed=42):
             (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1, n=30, drift=0.03), visit=i)
                                       for i in range(REGULAR))))
             status, _ = sequential(rng, base, 0.5, 0.1, threshold, plan=plan, drift=0.03)
-            flags += status in (compare.SLOWER, compare.FASTER)
+            flags += status in (regression.SLOWER, regression.FASTER)
         flagged += flags > 0
     return flagged
 
@@ -297,28 +297,37 @@ def test_a_real_slowdown_is_found_in_a_report_of_many_rows():
     for _ in range(10):
         (base,) = rows.rows(run(*(entry("m", drifting_visit(rng, 0.5, 0.1, n=30, drift=0.03), visit=i)
                                   for i in range(REGULAR))))
-        found += sequential(rng, base, 0.6, 0.1, plan=plan, drift=0.03)[0] == compare.SLOWER      # +20%
+        found += sequential(rng, base, 0.6, 0.1, plan=plan, drift=0.03)[0] == regression.SLOWER      # +20%
     assert found >= 8
 
 
 @pytest.mark.parametrize("text", ["nan", "NaN", "-1", "-0.5", "abc", "", "inf", "1e999"])
 def test_threshold_rejects_what_is_not_a_finite_percentage(text):
     with pytest.raises(ValueError, match="--threshold"):
-        compare.threshold(text)
+        regression.threshold(text)
 
 
 @pytest.mark.parametrize("text,value", [("0", 0.0), ("10", 10.0), ("12.5", 12.5)])
 def test_threshold_accepts_percentages(text, value):
-    assert compare.threshold(text) == value
+    assert regression.threshold(text) == value
 
 
 def test_another_machine_is_recorded():
-    assert compare.same_machine(run(), run())
-    assert not compare.same_machine(run(), run(node="ci-runner-7"))
-    assert not compare.same_machine(run(), run(threads=2))
+    assert regression.same_machine(run(), run())
+    assert not regression.same_machine(run(), run(node="ci-runner-7"))
+    assert not regression.same_machine(run(), run(threads=2))
 
 
 # --------------------------------------------------------------------------- rows
+
+def test_a_run_written_with_the_old_key_kind_is_still_read():
+    old = [entry("m", rounds(0.5, seed=k), visit=k) for k in range(2)] + [entry("m", rounds(0.5), table="sweep",
+                                                                                  factor=0.5)]
+    for e in old:
+        e["extra_info"]["kind"] = e["extra_info"].pop("table")
+    assert sorted((r.table, r.factor, len(r.visits)) for r in rows.rows(run(*old))) == [("grid", None, 2),
+                                                                                        ("sweep", 0.5, 1)]
+
 
 def test_visits_to_one_row_are_merged_and_foreign_benchmarks_left_out():
     data = run(*visits("m", [0.5, 0.5, 0.5]), {"name": "other", "stats": {"median": 1.0}},
@@ -347,7 +356,7 @@ def test_a_failing_check_is_marked_and_never_a_winner(tmp_path):
     data = run(entry("mlp_no_mask", rounds(0.13), verdict="fail", reproduce=cmd), entry("good", rounds(0.13)))
     r_bad, r_good = rows.rows(data)
     assert r_bad.faster == "none: check fail" and r_good.faster == "manual"
-    text, _ = report.report(data, tmp_path, plots=False)
+    text, _ = markdown.report(data, tmp_path, plots=False)
     line = table_line(text, "mlp_no_mask")
     assert "**FAIL**" in line and "none: check fail" in line and "| manual |" not in line
     assert "never called faster" in text and cmd in text
@@ -361,14 +370,14 @@ def test_an_unchecked_row_is_never_a_winner():
 def test_a_row_above_the_matmul_rate_carries_a_note(tmp_path):
     fast = {"manual": [1e-4] * 9, "autograd": [1e-3] * 9, "matmul": [1e-3] * 9}
     data = run(entry("m", fast, flops=10**6, matmul={"shape": [1, 4, 1], "flops": 10**6}))
-    text, _ = report.report(data, tmp_path, plots=False)
+    text, _ = markdown.report(data, tmp_path, plots=False)
     assert "1000% (note 1)" in text and "1. m cpu float32 forward+backward, manual: 1000% of the matmul rate" in text
     line = detail_line(text, "m")
     assert "100% |" in line                       # autograd exactly at the rate: no note
 
 
 def test_report_shows_spread_interval_threads_and_load(tmp_path):
-    text, _ = report.report(run(*visits("m", [0.5, 0.5])), tmp_path, plots=False)
+    text, _ = markdown.report(run(*visits("m", [0.5, 0.5])), tmp_path, plots=False)
     assert "1 torch thread(s)" in text and "load average 0.50 at the start" in text
     head = next(ln for ln in text.splitlines() if ln.startswith("| model | phase |"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
@@ -383,43 +392,43 @@ def test_report_shows_spread_interval_threads_and_load(tmp_path):
 
 def sweep_run():
     grid = entry("mlp_relu", rounds(0.7), flops=4000)
-    sweep = [entry("mlp_relu", rounds(0.5 + f / 10, seed=k), kind="sweep", factor=f, flops=int(4000 * f ** 3))
+    sweep = [entry("mlp_relu", rounds(0.5 + f / 10, seed=k), table="sweep", factor=f, flops=int(4000 * f ** 3))
              for k, f in enumerate((0.25, 0.5))]
     return run(grid, *sweep)
 
 
 def test_the_sweep_at_factor_one_is_the_grid_row(tmp_path):
-    series = report.sweep_series(rows.rows(sweep_run()))
+    series = markdown.sweep_series(rows.rows(sweep_run()))
     assert [r.factor for r in series["mlp_relu"]] == [0.25, 0.5, 1.0]
-    (grid,) = [r for r in rows.rows(sweep_run()) if r.kind == "grid"]
+    (grid,) = [r for r in rows.rows(sweep_run()) if r.table == "grid"]
     assert series["mlp_relu"][-1].ratio == grid.ratio
-    text, _ = report.report(sweep_run(), tmp_path, plots=False)
+    text, _ = markdown.report(sweep_run(), tmp_path, plots=False)
     assert "| mlp_relu | 1 (grid row) |" in text
 
 
 def test_the_plot_has_one_panel_per_model(tmp_path):
     pytest.importorskip("matplotlib")
-    text, _ = report.report(sweep_run(), tmp_path)
+    text, _ = markdown.report(sweep_run(), tmp_path)
     assert "Plot: [sweep.png](sweep.png)" in text and (tmp_path / "sweep.png").stat().st_size > 1000
 
 
 def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    text, _ = report.report(sweep_run(), tmp_path)
+    text, _ = markdown.report(sweep_run(), tmp_path)
     assert "plots skipped: matplotlib not installed" in text and not (tmp_path / "sweep.png").exists()
 
 
 def test_baseline_section_same_machine_and_another(tmp_path):
     base = run(*visits("m", [0.5] * NINE))
-    text, regressed = report.report(run(*visits("m", [0.8] * NINE)), tmp_path, base, plots=False)
+    text, regressed = markdown.report(run(*visits("m", [0.8] * NINE)), tmp_path, base, plots=False)
     assert "Same machine and setup." in text and "manual time then → now" in text
     assert [c.row.model for c in regressed.slower] == ["m"] and "**slower**" in text and not regressed.memory
-    text, _ = report.report(run(*visits("m", [0.5] * NINE), node="other"), tmp_path, base, plots=False)
+    text, _ = markdown.report(run(*visits("m", [0.5] * NINE), node="other"), tmp_path, base, plots=False)
     assert "another machine or setup: only manual/autograd ratios are compared" in text
     assert "manual time then → now" not in text and "0 slower" in text
     assert "the machine ran at another speed" not in text
     slow_machine = run(entry("m", {"manual": [2e-3] * 9, "autograd": [4e-3] * 9}))
-    text, _ = report.report(slow_machine, tmp_path, run(entry("m", {"manual": [1e-3] * 9, "autograd": [2e-3] * 9})),
+    text, _ = markdown.report(slow_machine, tmp_path, run(entry("m", {"manual": [1e-3] * 9, "autograd": [2e-3] * 9})),
                             plots=False)
     assert "Autograd took 2.00× the baseline's time" in text and "within threshold" in text
 
@@ -503,10 +512,10 @@ def test_matmul_shape_follows_the_models_largest_dims():
 
 
 def test_formatting():
-    assert report.fmt_time(1.5e-3) == "1.5 ms" and report.fmt_time(2.5e-6) == "2.5 µs" and report.fmt_time(None) == "-"
-    assert report.fmt_count(26_000_000) == "26 M" and report.fmt_count(45) == "45"
-    assert report.fmt_percent(0.5) == "50%" and report.fmt_percent(0.0123) == "1.2%"
-    assert report.fmt_interval(stats.Interval(0.5, 0.45, 0.55)) == "0.50 [0.45, 0.55]"
+    assert markdown.fmt_time(1.5e-3) == "1.5 ms" and markdown.fmt_time(2.5e-6) == "2.5 µs" and markdown.fmt_time(None) == "-"
+    assert markdown.fmt_count(26_000_000) == "26 M" and markdown.fmt_count(45) == "45"
+    assert markdown.fmt_percent(0.5) == "50%" and markdown.fmt_percent(0.0123) == "1.2%"
+    assert markdown.fmt_interval(stats.Interval(0.5, 0.45, 0.55)) == "0.50 [0.45, 0.55]"
 
 
 def test_row_key_ignores_the_visit():
@@ -524,7 +533,7 @@ def mem(kept, peak, a_kept=1000, a_peak=4000):
 def test_a_backward_that_keeps_less_is_called_out_and_both_figures_are_in_the_table(tmp_path):
     data = run(entry("lean", rounds(0.5), memory=mem(250, 3000)), entry("lean", rounds(0.5), phase=BW),
                entry("fat", rounds(0.5), memory=mem(2000, 9000)))
-    text, _ = report.report(data, tmp_path, plots=False)
+    text, _ = markdown.report(data, tmp_path, plots=False)
     assert "- lean (cpu float32) keeps 0.25× autograd's saved bytes (250 B against 1000 B)." in text
     assert "fat (cpu float32) keeps" not in text
     cells = [c.strip() for c in table_line(text, "fat").split("|")]
@@ -536,26 +545,26 @@ def test_a_backward_that_keeps_less_is_called_out_and_both_figures_are_in_the_ta
 def test_any_growth_of_kept_or_peak_bytes_is_a_memory_regression(tmp_path, now, grew):
     base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
     current = run(entry("m", rounds(0.5), memory=now))
-    (c,) = compare.memory_changes(rows.rows(current), rows.rows(base))
+    (c,) = regression.memory_changes(rows.rows(current), rows.rows(base))
     assert c.grew == grew
-    text, gate = report.report(current, tmp_path, base, plots=False)
+    text, gate = markdown.report(current, tmp_path, base, plots=False)
     assert bool(gate.memory) == bool(grew) and ("**memory regression**" in text) == bool(grew)
     # a threshold lets growth within it pass
-    assert compare.memory_changes(rows.rows(current), rows.rows(base), 30.0)[0].grew == ()
+    assert regression.memory_changes(rows.rows(current), rows.rows(base), 30.0)[0].grew == ()
 
 
 def test_rows_without_memory_in_the_baseline_are_not_memory_gated():
     base = run(entry("m", rounds(0.5)))
-    assert compare.memory_changes(rows.rows(run(entry("m", rounds(0.5), memory=mem(1, 1)))), rows.rows(base)) == []
+    assert regression.memory_changes(rows.rows(run(entry("m", rounds(0.5), memory=mem(1, 1)))), rows.rows(base)) == []
 
 
 def test_the_peak_is_gated_only_against_a_baseline_of_the_same_torch_cpu_and_threads(tmp_path):
     base = run(entry("m", rounds(0.5), memory=mem(1000, 4000)))
     current = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), node="another-runner")
-    text, gate = report.report(current, tmp_path, base, plots=False)
+    text, gate = markdown.report(current, tmp_path, base, plots=False)
     assert [c.grew for c in gate.memory] == [("peak",)]                 # another host, the same build: gated
     other = run(entry("m", rounds(0.5), memory=mem(1000, 5000)), threads=2)
-    text, gate = report.report(other, tmp_path, base, plots=False)
+    text, gate = markdown.report(other, tmp_path, base, plots=False)
     assert not gate.memory and "shown but not gated" in text and "(not gated)" in text
     kept = run(entry("m", rounds(0.5), memory=mem(2000, 5000)), threads=2)
-    assert [c.grew for c in report.report(kept, tmp_path, base, plots=False)[1].memory] == [("kept",)]
+    assert [c.grew for c in markdown.report(kept, tmp_path, base, plots=False)[1].memory] == [("kept",)]

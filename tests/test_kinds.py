@@ -8,7 +8,7 @@ import pytest
 import gradcheck_suite
 from gradcheck_suite import Dim, Model, SpecError, numpy_model, op_model
 from gradcheck_suite.commands import scaffold
-from gradcheck_suite.commands.cli import main
+from gradcheck_suite.commands import main
 from gradcheck_suite.kinds import FACTORIES, KINDS, NAMES, kind_holding, kind_named, spelled
 
 

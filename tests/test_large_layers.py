@@ -187,7 +187,7 @@ def test_the_command_line_prints_the_budget_note_and_the_json_has_it(tmp_path):
                       forward=forward, backward=backward)
     '''))
     code = ("import sys; import gradcheck_suite.verdict.rules as r; r.QUICK_SECONDS = 0.0; "
-            "from gradcheck_suite.commands.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from gradcheck_suite.commands import main; sys.exit(main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "check", "slow_right", "--models-from", str(models),
                           "--json", str(tmp_path / "r.json")], text=True, capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -120,14 +120,6 @@ def test_rules_py_imports_only_the_standard_library():
                 f"rules.py imports {name}: it stays stdlib-only"
 
 
-#: Tuned float constants that the other parts of issue 25 (the check's stages, training, the
-#: commands) move into rules.py; the merge empties this set.  Each entry must still exist, so
-#: that the set shrinks as they move.
-NOT_YET_MOVED = {
-    ("commands/cli.py", "HEARTBEAT"),
-}
-
-
 def _float_constants() -> set[tuple[str, str]]:
     """Module-level UPPER_CASE names, outside rules.py, whose value has a float literal in it
     (``X = 0.5``, ``X = (1e-3, 1e3)``, ``X = 8.0 * eps``)."""
@@ -152,10 +144,7 @@ def _float_constants() -> set[tuple[str, str]]:
 
 def test_no_tuned_float_constant_outside_rules_py():
     found = _float_constants()
-    new = sorted(found - NOT_YET_MOVED)
+    new = sorted(found)
     assert not new, ("tuned numbers belong in gradcheck_suite/verdict/rules.py (named once, with a '#:' reason, "
                      "and a row in docs/rules.md), read as rules.NAME: "
                      + ", ".join(f"{name} in {path}" for path, name in new))
-    gone = sorted(NOT_YET_MOVED - found)
-    assert not gone, ("moved, so take them out of NOT_YET_MOVED in tests/test_rules.py: "
-                      + ", ".join(f"{name} in {path}" for path, name in gone))

@@ -98,7 +98,7 @@ def counted(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     import torch
 
     from ..verdict.oracles import differentiated
-    from .timing import autograd_inputs, setup
+    from .setup import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)
     if model.reference is not None or not model.held_as.plain_torch:

@@ -238,7 +238,7 @@ def measure(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "f
     import torch
 
     from ..verdict.oracles import differentiated
-    from .timing import autograd_inputs, setup
+    from .setup import autograd_inputs, setup
 
     model, p, d, g = setup(model, dims, device, dtype, seed)
     numpy = model.held_as.numpy_arrays

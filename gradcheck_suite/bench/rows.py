@@ -11,6 +11,7 @@ from . import calibration
 from . import stats
 from .verdicts import NOT_CHECKED, PASS
 
+#: a row's table (``table`` in its ``extra_info``): the grid of models, devices and dtypes, or the size sweep
 GRID, SWEEP = "grid", "sweep"
 
 
@@ -24,7 +25,7 @@ class Row:
     autograd (and a matmul of its shape) timed in the same rounds."""
 
     name: str
-    kind: str
+    table: str             # GRID or SWEEP: the table of the report the row belongs to
     model: str
     device: str
     dtype: str
@@ -61,7 +62,7 @@ class Row:
 
     @property
     def key(self) -> tuple:
-        return (self.kind, self.model, self.device, self.dtype, self.phase, self.factor)
+        return (self.table, self.model, self.device, self.dtype, self.phase, self.factor)
 
     @property
     def verdict(self) -> str:
@@ -158,11 +159,12 @@ def rows(run: Mapping) -> list[Row]:
     for b in run.get("benchmarks", []):
         info = b.get("extra_info") or {}
         samples = info.get("samples")
-        if info.get("kind") not in (GRID, SWEEP) or not isinstance(samples, dict):
+        table = info.get("table", info.get("kind"))    # "kind": the key older versions wrote
+        if table not in (GRID, SWEEP) or not isinstance(samples, dict):
             continue
         if not samples.get("manual") or not samples.get("autograd"):
             continue
-        row = Row(name=b.get("name", ""), kind=info["kind"], model=info.get("model", "?"),
+        row = Row(name=b.get("name", ""), table=table, model=info.get("model", "?"),
                   device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
                   dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
                   threads=info.get("threads"), check=info.get("check") or {}, visits=[samples],

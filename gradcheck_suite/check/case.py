@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..commands.options import pairs
+from ..record.keyvalue import pairs
 from ..record.spec import Hyper, Model, Tensors
 from ..verdict import rules
 

@@ -1,10 +1,14 @@
-"""Option values shared by the command line and the pytest plugin, checked the same way.
+"""Option values shared by the command line and the pytest plugin, checked the same way,
+and the argument groups the subcommands share (:func:`add_common`).
 
 Stdlib only: the plugin imports this at pytest's start-up.
 """
 from __future__ import annotations
 
+import argparse
 import math
+
+from ..record.keyvalue import pairs
 
 #: --seed: what torch.Generator takes, with room for the seeds the checker derives from it
 SEEDS = (0, 2**32 - 1)
@@ -12,12 +16,12 @@ SEEDS = (0, 2**32 - 1)
 WIDTH = 80
 
 
-def number(option: str, text: str, kind: type = int, low: float = 1, high: float | None = None,
+def number(option: str, text: str, numeric: type = int, low: float = 1, high: float | None = None,
            want: str = "a whole number of at least 1", above_low: bool = False) -> int | float:
-    """``text`` as a finite ``kind`` from ``low`` (excluded when ``above_low``) to ``high``;
-    otherwise ValueError with one line that echoes the option and the value."""
+    """``text`` as a finite ``numeric`` (int or float) from ``low`` (excluded when ``above_low``)
+    to ``high``; otherwise ValueError with one line that echoes the option and the value."""
     try:
-        value = kind(text)
+        value = numeric(text)
     except ValueError:
         value = None
     if value is None or not math.isfinite(value) or value < low or (above_low and value == low) \
@@ -29,37 +33,6 @@ def number(option: str, text: str, kind: type = int, low: float = 1, high: float
 def case_timeout(option: str, text: str) -> float | None:
     """Seconds per case; 0 means no limit (None)."""
     return number(option, text, float, 0, None, "seconds, 0 for no limit") or None
-
-
-def pairs(option: str, text: str | None, example: str) -> list[tuple[str, str]]:
-    """``K=V,...`` as (key, value) pairs, in order; ValueError with one line on a bad part."""
-    out = []
-    for part in _top_level(text) if text else []:
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(f"{option}: {part!r} is not K=V (e.g. {option} {example})")
-        out.append((key, value))
-    return out
-
-
-def _top_level(text: str) -> list[str]:
-    """``text`` split at the commas outside brackets and quotes: ``a=(1, 2),b={'k': 3}``."""
-    parts, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
 
 
 def model_names(*groups) -> list[str]:
@@ -74,3 +47,47 @@ def model_names(*groups) -> list[str]:
                 if name and name not in out:
                     out.append(name)
     return out
+
+
+def add_common(p: argparse.ArgumentParser, verb: str = "check") -> None:
+    """The options every subcommand that reads models has (list, check, train): which
+    models, from where, the JSON report, tracebacks and the built-in examples."""
+    p.add_argument("--models", action="append", default=[], metavar="NAME[,NAME...]",
+                   help=f"models to {verb}, the same as NAME ...: comma-separated, repeatable "
+                        "(default: the settings' models, else all)")
+    p.add_argument("--models-from", action="append", default=[], metavar="PATH",
+                   help="a model file, a folder of them, or a dotted module name; repeatable (default: none)")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write a JSON report to FILE; '-' writes it to stdout and the rest to stderr")
+    p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks from model code")
+    p.add_argument("--builtin", action="store_true",
+                   help="also the built-in example models (default: only where the project's settings say "
+                        "builtin = true, or when named)")
+
+
+def parse_into(rep, args, opts: dict, parse: dict) -> bool:
+    """Each option given on the command line, parsed into ``opts``; every mistake reported
+    in one line (not just the first) through ``rep.usage_error``.  False where any was wrong."""
+    ok = True
+    for key, value in parse.items():
+        if getattr(args, key) is not None:
+            try:
+                opts[key] = value()
+            except ValueError as e:
+                rep.usage_error(str(e))
+                ok = False
+    return ok
+
+
+def parse_dims(text: str | None) -> dict[str, int]:
+    """``--dims K=V,...``: each size a whole number of at least 1; ValueError with one line."""
+    dims = {}
+    for key, value in pairs("--dims", text, "N=64,D_in=1000"):
+        try:
+            size = int(value)
+        except ValueError:
+            raise ValueError(f"--dims: {key}={value!r} is not a whole number") from None
+        if size < 1:
+            raise ValueError(f"--dims: {key}={size} must be at least 1")
+        dims[key] = size
+    return dims

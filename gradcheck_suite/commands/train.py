@@ -5,24 +5,27 @@ losses at a few steps), the JSON and the plot.  The runs themselves are ``gradch
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import textwrap
 from collections.abc import Sequence
 
-from .options import SEEDS, WIDTH, number
-from ..verdict import rules
 from ..record.spec import DTYPES, TRAIN_BATCHES, TRAIN_OPTIMIZERS
+from .options import SEEDS, WIDTH, add_common, number, parse_dims, parse_into
+from ..verdict import rules
+from .progress import heartbeat_interval
+from .selection import NOTHING_CONFIGURED, load, selected, unconfigured
 
 
-def add_parser(sub, common) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train with the manual gradient next to autograd and say whether they part",
                        description="K optimiser steps from the same start with the manual gradient, with autograd "
                                    "in the model's dtype and with autograd in float64; the manual run parts where "
                                    "it leaves the drift two correct gradients show in this dtype.")
     p.add_argument("names", nargs="*", metavar="NAME", help="models to train, or comma-separated NAME,NAME "
                                                              "(default: all)")
-    common(p, "train")
+    add_common(p, "train")
     p.add_argument("--steps", metavar="K", help="optimiser steps (default: the record's train steps, else 100)")
     p.add_argument("--lr", metavar="LR", help="learning rate (default: the record's, else the SGD step that "
                                               "lowers the first loss by 5%% to first order; Adam: 1e-3)")
@@ -40,18 +43,18 @@ def add_parser(sub, common) -> None:
     p.add_argument("--scale", metavar="X", help="the value scale of the start and the data, as in check (default: 1)")
     p.add_argument("--out", metavar="DIR", help="write train.png there (with the plot extra) (default: no plot)")
     p.add_argument("--threads", metavar="N", default=str(rules.THREADS), help=f"torch intra-op threads (default: {rules.THREADS})")
+    return p
 
 
 def options(rep, args) -> dict | None:
     """The options, each mistake reported in one line; None where any is wrong."""
-    from .cli import _parse_dims, parse_into
     opts: dict = {"steps": None, "lr": None, "seed": 0, "scale": 1.0, "dims": {}, "threads": rules.THREADS}
     parse = {
         "steps": lambda: number("--steps", args.steps),
         "lr": lambda: number("--lr", args.lr, float, 0, None, "a positive finite number", above_low=True),
         "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
-        "dims": lambda: _parse_dims(args.dims),
+        "dims": lambda: parse_dims(args.dims),
         "threads": lambda: number("--threads", args.threads),
     }
     ok = parse_into(rep, args, opts, parse)
@@ -83,7 +86,26 @@ def unwritable_folder(path: str) -> str | None:
     return None
 
 
-def run(rep, args, models: list, opts: dict) -> None:
+def run(rep, args) -> None:
+    """Train the selected models: the options first, then the models, each mistake reported."""
+    opts = options(rep, args)
+    if unconfigured(args):
+        rep.usage_error(NOTHING_CONFIGURED)
+    if opts is None or rep.usage:
+        return
+    reg, lost = load(rep, args, args.names)
+    models = selected(rep, args, reg, lost)
+    if rep.usage:
+        return
+    if not models:
+        if not rep.problems:
+            rep.usage_error("no models to train")
+        return
+    rep.summarize = True
+    _train(rep, args, models, opts)
+
+
+def _train(rep, args, models: list, opts: dict) -> None:
     import torch
 
     from ..train import Options, train
@@ -119,9 +141,8 @@ def _progress(rep, name: str):
     30 s (``GRADCHECK_SUITE_HEARTBEAT``), so that a long training is not silence."""
     import time
 
-    from .cli import _heartbeat
     tty = rep.err.isatty()
-    every = None if tty else _heartbeat()
+    every = None if tty else heartbeat_interval()
     began, last = time.monotonic(), [time.monotonic()]
 
     def show(step: int, total: int) -> None:

@@ -10,7 +10,7 @@ For people, in lines of at most ``WIDTH`` columns:
 - :func:`aside_details`: why cases were set aside, and how many the verdict rests on.
 
 For machines: :func:`case_json` and :func:`run_json`, the per-case and per-model parts of the
-``--json`` report (``docs/json.md``).  The command (``commands/cli.py``) and the pytest plugin
+``--json`` report (``docs/json.md``).  The command (``commands/check.py``) and the pytest plugin
 print these; nothing here decides a verdict.
 """
 from __future__ import annotations

@@ -225,6 +225,11 @@ WARM_EXAMPLES = 3
 WARM_DRAWS = 100
 
 
+#: Seconds between heartbeat lines while a model runs and stderr is not a terminal (a CI log):
+#: often enough that a long check is never silence, rarely enough not to flood the log
+#: (``GRADCHECK_SUITE_HEARTBEAT`` overrides).
+HEARTBEAT = 30.0
+
 # --- diagnosis (diagnose/) ---
 
 #: The mistake ``permuted``: axis orders are tried on tensors (and on the upstream gradient and

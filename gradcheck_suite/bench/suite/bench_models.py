@@ -7,4 +7,4 @@ from gradcheck_suite.bench.timing import PHASES
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_model(bench_pair, model, phase, device, dtype, visit):
-    bench_pair(model, model.bench_dims, phase, device, dtype, kind="grid", visit=visit)
+    bench_pair(model, model.bench_dims, phase, device, dtype, table="grid", visit=visit)

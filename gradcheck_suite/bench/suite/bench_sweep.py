@@ -10,5 +10,5 @@ def test_sweep(bench_pair, registry, selected_names, name, factor, visit):
     if name not in registry or name not in selected_names:
         pytest.skip(f"model {name} is not benchmarked in this run")
     model = registry.get(name)
-    bench_pair(model, scaled_dims(model, factor), FORWARD_BACKWARD, "cpu", "float32", kind="sweep",
+    bench_pair(model, scaled_dims(model, factor), FORWARD_BACKWARD, "cpu", "float32", table="sweep",
                visit=visit, factor=factor)

@@ -1,5 +1,5 @@
 """pytest hooks for the benchmark suite in ``gradcheck_suite/bench/suite`` (loaded with
-``-p gradcheck_suite.bench.plugin`` by ``gradcheck-suite bench``, never by plain pytest).
+``-p gradcheck_suite.bench.hooks`` by ``gradcheck-suite bench``, never by plain pytest).
 
 * collects ``bench_*.py`` files, parametrizes ``model`` over the registry and
   ``device, dtype`` over :data:`~gradcheck_suite.bench.timing.TARGETS` (CUDA skipped with
@@ -12,7 +12,7 @@
   first visit it also measures memory (:mod:`.memory`) in untimed rounds;
 * with a baseline (``--bench-baseline``), extra visits (``--bench-extra-visits``) go to
   the rows whose change against it is still undecided, by the sequential rule of
-  :mod:`.compare`, until they are decided or the time budget is spent;
+  :mod:`.regression`, until they are decided or the time budget is spent;
 * records the thread count, the load and the GPU in the JSON's machine info.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import pytest
 
 from . import calibration
-from . import compare
+from . import regression
 from . import memory
 from . import rows
 from . import timing
@@ -103,8 +103,8 @@ class _Gate:
                    config.getoption("bench_extra_budget"))
 
     @property
-    def plan(self) -> compare.Plan:
-        return compare.Plan(self.rows, self.visits, self.looks, self.per_look)
+    def plan(self) -> regression.Plan:
+        return regression.Plan(self.rows, self.visits, self.looks, self.per_look)
 
     def undecided(self, key: tuple) -> str | None:
         """Why the row needs no extra visit (None: it does)."""
@@ -117,8 +117,8 @@ class _Gate:
         done = len(seen) - self.visits
         if done % self.per_look:             # inside a batch: the next look comes after it
             return None
-        status = compare.look(seen, base, self.threshold, self.plan)
-        if status != compare.UNCLEAR:
+        status = regression.look(seen, base, self.threshold, self.plan)
+        if status != regression.UNCLEAR:
             return f"decided after {len(seen)} visits: {status}"
         return None
 
@@ -269,7 +269,7 @@ def _verdict(config, model, dtype: str, device: str) -> dict:
 
 @pytest.fixture
 def bench_pair(request, benchmark):
-    """bench_pair(model, dims, phase, device, dtype, kind, visit, **extra): check, then time in rounds."""
+    """bench_pair(model, dims, phase, device, dtype, table, visit, **extra): check, then time in rounds."""
     import torch
 
     config = request.config
@@ -279,12 +279,12 @@ def bench_pair(request, benchmark):
     budget, low, high = budget / visits, max(1, low // visits), max(1, high // visits)
     gate = config.stash[_GATE]
 
-    def run(model, dims, phase, device, dtype, kind, visit, **extra):
+    def run(model, dims, phase, device, dtype, table, visit, **extra):
         if model.two_way:
             pytest.skip(f"{model.name}: numpy code without a reference has no autograd side to time against")
-        key = (kind, model.name, device, dtype, phase, extra.get("factor"))
+        key = (table, model.name, device, dtype, phase, extra.get("factor"))
         if visit >= visits:                 # an extra visit: only while the row is undecided
-            why = gate.undecided(key) if kind == rows.GRID else "size-sweep rows are not gated"
+            why = gate.undecided(key) if table == rows.GRID else "size-sweep rows are not gated"
             if why:
                 pytest.skip(why)
         started = time.perf_counter()
@@ -297,14 +297,14 @@ def bench_pair(request, benchmark):
         timer = timing.Interleaved(sides, block_seconds=rules.BLOCK_SECONDS)
         fewest = rules.MIN_ROTATIONS * len(sides)      # a visit is one observation of the gate
         rounds = timer.rounds_for(budget, max(low, fewest), max(high, fewest))
-        benchmark.group = f"{kind} {device} {dtype} {phase}"
+        benchmark.group = f"{table} {device} {dtype} {phase}"
         benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
         gate.seen.setdefault(key, []).append(timer.samples)
-        mem = _memory(model, dims, device, dtype) if visit == 0 and kind == rows.GRID else None
+        mem = _memory(model, dims, device, dtype) if visit == 0 and table == rows.GRID else None
         if visit >= visits:
             gate.spent += time.perf_counter() - started
         benchmark.extra_info.update(
-            kind=kind, model=model.name, phase=phase, device=device, dtype=dtype, dims=dict(dims), flops=flops,
+            table=table, model=model.name, phase=phase, device=device, dtype=dtype, dims=dict(dims), flops=flops,
             threads=torch.get_num_threads(), check=check, visit=visit, samples=timer.samples, calls=timer.calls,
             matmul={"shape": list(shape), "flops": sides["matmul"].flops} if flops else None, memory=mem, **extra)
     return run

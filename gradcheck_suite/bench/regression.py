@@ -148,8 +148,8 @@ def flaggable(change: stats.Interval, visits: int | None = None) -> bool:
 
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = rules.DEFAULT_THRESHOLD,
-            kinds: tuple[str, ...] = (GRID,), same: bool = False, plan: Plan | None = None) -> list[Comparison]:
-    """Every row of ``kinds`` present in both runs, matched by model, device, dtype and phase.
+            tables: tuple[str, ...] = (GRID,), same: bool = False, plan: Plan | None = None) -> list[Comparison]:
+    """Every row of ``tables`` present in both runs, matched by model, device, dtype and phase.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
     against the baseline is the median over rows of autograd's time now / then, and a row
@@ -160,8 +160,8 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
     report judges every row at the level the run did; None: one look at the visits there
     are.  The rate is split over at least the rows compared here.
     """
-    base = {r.key: r for r in baseline if r.kind in kinds}
-    pairs = [(r, base[r.key]) for r in current if r.kind in kinds and r.key in base]
+    base = {r.key: r for r in baseline if r.table in tables}
+    pairs = [(r, base[r.key]) for r in current if r.table in tables and r.key in base]
     plan = dataclasses.replace(plan or Plan(), rows=max(1, len(pairs), (plan or Plan()).rows))
     speed = machine_speed(pairs)
     out = []
@@ -223,7 +223,7 @@ def memory_changes(current: Iterable[Row], baseline: Iterable[Row],
     ``peak``: also gate the peak.  Kept bytes are the sizes of the tensors the code keeps,
     the same on any machine; the peak also counts what torch's kernels allocate for
     themselves, which another torch or another CPU may do differently."""
-    base = {r.key: r for r in baseline if r.kind == GRID and r.has_memory}
+    base = {r.key: r for r in baseline if r.table == GRID and r.has_memory}
     out = []
     for r in current:
         b = base.get(r.key)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import calibration
-from . import compare
+from . import regression
 from . import stats
 from .rows import GRID, SWEEP, Row, machine, rows
 from .timing import FORWARD_BACKWARD
@@ -139,12 +139,12 @@ def sweep_series(all_rows: Iterable[Row]) -> dict[str, list[Row]]:
     all_rows = list(all_rows)
     out: dict[str, list[Row]] = {}
     for r in all_rows:
-        if r.kind == SWEEP:
+        if r.table == SWEEP:
             out.setdefault(r.model, []).append(r)
     for model, series in out.items():
         first = series[0]
         for r in all_rows:
-            if (r.kind, r.model, r.device, r.dtype, r.phase) == (GRID, model, first.device, first.dtype, FORWARD_BACKWARD):
+            if (r.table, r.model, r.device, r.dtype, r.phase) == (GRID, model, first.device, first.dtype, FORWARD_BACKWARD):
                 series.append(_as_factor_one(r))
         series.sort(key=lambda r: r.factor)
     return out
@@ -188,20 +188,20 @@ def header(run: Mapping) -> list[str]:
     return lines
 
 
-def gate_plan(run: Mapping, compared: int) -> compare.Plan:
+def gate_plan(run: Mapping, compared: int) -> regression.Plan:
     """The plan the run's gate decided with (rows, regular visits, extra looks, visits per
     look), its rows at least the ``compared`` ones; one look where the run had no gate."""
     gate = (run.get("machine_info") or {}).get("gate") or {}
     visits, looks, per, count = (gate.get(k) for k in ("visits", "looks", "visits_per_look", "rows"))
     count = max(compared, count if isinstance(count, int) else 0)
     if all(isinstance(x, int) and x >= 1 for x in (visits, looks, per)):
-        return compare.Plan(count, visits, looks, per)
-    return compare.Plan(count)
+        return regression.Plan(count, visits, looks, per)
+    return regression.Plan(count)
 
 
-def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[compare.Comparison],
+def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[regression.Comparison],
                      threshold_pct: float) -> list[str]:
-    same = compare.same_machine(run, baseline)
+    same = regression.same_machine(run, baseline)
     plan = gate_plan(run, len(comparisons))
     b = machine(baseline)
     parts = ["", "## Against the baseline", "",
@@ -223,10 +223,10 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
     if comparisons and all(c.visits < rules.MIN_VISITS for c in comparisons):
         parts.append(f"Every row has fewer than {rules.MIN_VISITS} visits in this run, so no row can be flagged: "
                      "a run made with `--baseline` takes extra visits where a row needs them.")
-    counts = {s: sum(c.status == s for c in comparisons) for s in (compare.SLOWER, compare.FASTER, compare.SAME,
-                                                                   compare.UNCLEAR, compare.CONTRADICTED)}
+    counts = {s: sum(c.status == s for c in comparisons) for s in (regression.SLOWER, regression.FASTER, regression.SAME,
+                                                                   regression.UNCLEAR, regression.CONTRADICTED)}
     parts.append(f"{len(comparisons)} rows compared: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
-    speed = compare.machine_speed((c.row, c.base) for c in comparisons)
+    speed = regression.machine_speed((c.row, c.base) for c in comparisons)
     if same and speed is not None and not 1 / rules.SPEED_NOTE < speed < rules.SPEED_NOTE:
         parts.append(f"Autograd took {speed:.2f}× the baseline's time (median over rows): the machine ran at another "
                      "speed. Ratios of microsecond-scale rows, where autograd's own overhead dominates, can move "
@@ -241,21 +241,21 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[comp
     for c in sorted(comparisons, key=lambda c: -c.change.low):
         r = c.row
         line = [r.model, r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
-                change_cell(c), str(c.visits), f"**{c.status}**" if c.status == compare.SLOWER else c.status]
+                change_cell(c), str(c.visits), f"**{c.status}**" if c.status == regression.SLOWER else c.status]
         if same:
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
         lines.append(line)
     return parts + ["", markdown(head, lines)]
 
 
-def change_cell(c: compare.Comparison) -> str:
+def change_cell(c: regression.Comparison) -> str:
     """The change with its interval; an interval that does not exist yet says why."""
     if not math.isfinite(c.change.high) or c.change.low <= 0:
         return f"{c.percent:+.1f}% [too few visits]"
     return f"{c.percent:+.1f}% [{100 * (c.change.low - 1):+.1f}%, {100 * (c.change.high - 1):+.1f}%]"
 
 
-def memory_section(changes: Sequence[compare.MemoryChange], threshold_pct: float, peak: bool = True) -> list[str]:
+def memory_section(changes: Sequence[regression.MemoryChange], threshold_pct: float, peak: bool = True) -> list[str]:
     parts = ["", "### Memory against the baseline", "",
              f"Memory is deterministic: a row is a memory regression when the manual path's kept "
              f"{'or peak ' if peak else ''}bytes grew by more than {threshold_pct:g}% (`--memory-threshold`)."
@@ -263,7 +263,7 @@ def memory_section(changes: Sequence[compare.MemoryChange], threshold_pct: float
                                 "counts what torch's kernels allocate for themselves, is shown but not gated.")]
     if not changes:
         return parts + ["No row of this run has memory figures in the baseline."]
-    grown = compare.memory_regressions(changes)
+    grown = regression.memory_regressions(changes)
     parts.append(f"{len(changes)} models compared: {len(grown)} memory regression(s).")
     lines = []
     for c in changes:
@@ -285,8 +285,8 @@ def memory_section(changes: Sequence[compare.MemoryChange], threshold_pct: float
 class Gate:
     """What a run flagged against its baseline: slower rows, and rows that keep or peak higher."""
 
-    slower: list[compare.Comparison]
-    memory: list[compare.MemoryChange]
+    slower: list[regression.Comparison]
+    memory: list[regression.MemoryChange]
 
     def __bool__(self) -> bool:
         return bool(self.slower or self.memory)
@@ -296,7 +296,7 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
            plots: bool = True, memory_threshold_pct: float = rules.DEFAULT_MEMORY_THRESHOLD) -> tuple[str, Gate]:
     """The Markdown report of ``run`` (the plot written into ``out``) and what it flagged."""
     all_rows = rows(run)
-    grid = [r for r in all_rows if r.kind == GRID]
+    grid = [r for r in all_rows if r.table == GRID]
     method = next((r.memory.get("peak_method") for r in grid if r.memory and r.memory.get("peak_method")), None)
     parts = ["# gradcheck-suite benchmarks", "", *header(run), "",
              "How to read it: manual and autograd were timed in alternating blocks in the same rounds, so the "
@@ -366,11 +366,11 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
     gate = Gate([], [])
     if baseline is not None:
         base_rows = rows(baseline)
-        comparisons = compare.compare(all_rows, base_rows, threshold_pct, same=compare.same_machine(run, baseline),
+        comparisons = regression.compare(all_rows, base_rows, threshold_pct, same=regression.same_machine(run, baseline),
                                       plan=gate_plan(run, 0))
-        peak = compare.same_build(run, baseline)
-        changes = compare.memory_changes(all_rows, base_rows, memory_threshold_pct, peak=peak)
-        gate = Gate(compare.regressions(comparisons), compare.memory_regressions(changes))
+        peak = regression.same_build(run, baseline)
+        changes = regression.memory_changes(all_rows, base_rows, memory_threshold_pct, peak=peak)
+        gate = Gate(regression.regressions(comparisons), regression.memory_regressions(changes))
         parts += baseline_section(run, baseline, comparisons, threshold_pct)
         parts += memory_section(changes, memory_threshold_pct, peak)
     return "\n".join(parts) + "\n", gate

@@ -17,13 +17,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import compare
-from . import verdicts
-from .report import REPORT_NAME, report
-from .rows import JSON_NAME, BenchInputError, load_run, rows
+from ..bench import regression
+from ..bench import verdicts
+from ..bench.markdown import REPORT_NAME, report
+from ..bench.rows import JSON_NAME, BenchInputError, load_run, rows
+from .options import model_names
 from ..verdict import rules
 
-SUITE = Path(__file__).resolve().parent / "suite"
+SUITE = Path(__file__).resolve().parent.parent / "bench" / "suite"
 PROG = "gradcheck-suite bench"
 
 
@@ -38,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _threshold(text: str) -> float:
     try:
-        return compare.threshold(text)
+        return regression.threshold(text)
     except ValueError as e:
         # argparse names the option itself: "argument --threshold: 'nan' must be ..."
         raise argparse.ArgumentTypeError(str(e).removeprefix("--threshold ")) from None
@@ -50,18 +51,18 @@ NOTHING_CONFIGURED = ("no models configured: add [tool.gradcheck-suite] models-f
 
 def _memory_threshold(text: str) -> float:
     try:
-        return compare.threshold(text, "--memory-threshold")
+        return regression.threshold(text, "--memory-threshold")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-threshold ")) from None
 
 
-def _positive(kind):
-    """An argparse type: a finite number (of ``kind``) above 0."""
+def _positive(numeric):
+    """An argparse type: a finite number (a ``numeric``, int or float) above 0."""
     def parse(text: str):
         try:
-            value = kind(text)
+            value = numeric(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if numeric is int else ''}number") from None
         if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
         return value
@@ -130,7 +131,7 @@ def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float |
                 builtin: bool = True, root: str | None = None, baseline: str | None = None,
                 threshold: float = rules.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
     """The pytest command line that runs the suite inside the installed package."""
-    args = [str(SUITE), "-p", "gradcheck_suite.bench.plugin", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
+    args = [str(SUITE), "-p", "gradcheck_suite.bench.hooks", f"--rootdir={SUITE}", "-p", "no:cacheprovider",
             "--assert=plain", "-q", "--benchmark-quiet", f"--benchmark-json={json_path}", f"--bench-threads={threads}",
             # gradcheck_suite is a pytest plugin too, already imported by this command
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -265,7 +266,6 @@ def _settings(args):
     """The project's ``[tool.gradcheck-suite]`` under what the command line leaves open:
     its model files, its models, and whether the built-in examples come along."""
     from ..run.config import ConfigError, find
-    from ..commands.options import model_names
 
     try:
         cfg = find()

@@ -1,0 +1,184 @@
+"""``gradcheck-suite check``: each selected model's backward on generated cases, a table row
+per model, and the details of every model that did not pass."""
+from __future__ import annotations
+
+import argparse
+
+from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into
+from ..verdict import rules
+from .progress import Progress, heartbeat_interval
+from .selection import NOTHING_CONFIGURED, load, selected, unconfigured
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("check", help="check models' backward passes on generated cases")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to check, or comma-separated NAME,NAME "
+                                                             "(default: all)")
+    add_common(p)
+    p.add_argument("--dims", metavar="K=V,...", help="fix dimensions, e.g. N=64,D_in=1000 (may exceed the generated ranges)")
+    p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
+    p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
+    p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
+    p.add_argument("--seed", metavar="S", help=f"fix the seed of the case's values, {SEEDS[0]} to {SEEDS[1]} (default: drawn)")
+    p.add_argument("--scale", metavar="X", help="fix the value scale (default: drawn from 1e-3 to 1e3)")
+    p.add_argument("--case-timeout", metavar="SECONDS", default=str(rules.CASE_TIMEOUT),
+                   help=f"a case running longer is abandoned as an error; 0 for no limit (default: {rules.CASE_TIMEOUT:g})")
+    p.add_argument("--profile", default=None, choices=["quick", "nightly"],
+                   help="hypothesis profile (default: the project's, else quick)")
+    p.add_argument("--threads", metavar="N", default=str(rules.THREADS),
+                   help=f"torch intra-op threads for the checks; more cores are better used by running "
+                        f"models in parallel (pytest -n auto) (default: {rules.THREADS})")
+    p.add_argument("--no-progress", action="store_true", help="no progress line (default: shown on a terminal)")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="each model in a child process: one that crashes the process (a segfault, os._exit, "
+                        "out of memory) is its own error, and the others run (default: on when every run is on "
+                        "the CPU, where it costs a fork a model: tens of milliseconds, see docs/cli.md)")
+    return p
+
+
+def options(rep, args) -> dict:
+    """The check's options, validated up front; every mistake is reported, not just the first."""
+    from ..record.spec import DTYPES
+
+    opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
+            "threads": rules.THREADS}
+    parse = {
+        "dims": lambda: parse_dims(args.dims),
+        "hyper": lambda: _parse_hyper(args.hyper),
+        "threads": lambda: number("--threads", args.threads),
+        "examples": lambda: number("--examples", args.examples),
+        "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
+        "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
+        "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
+    }
+    parse_into(rep, args, opts, parse)
+    opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
+    for dt in opts["dtypes"]:
+        if dt is not None and dt not in DTYPES:
+            rep.usage_error(f"--dtype {dt!r} is not one of {', '.join(DTYPES)}")
+    opts["devices"] = args.device.split(",")
+    for dev in opts["devices"]:
+        if dev not in ("cpu", "cuda"):
+            rep.usage_error(f"--device {dev!r}: use cpu, cuda or cpu,cuda")
+    return opts
+
+
+def run(rep, args) -> None:
+    """Check the selected models, one table row each, then the details of every model that
+    did not pass or has notes."""
+    opts = options(rep, args)
+    if unconfigured(args):
+        rep.usage_error(NOTHING_CONFIGURED)
+    if rep.usage:  # a bad option would make every run meaningless
+        return
+    rep.summarize = True
+    import gc
+    gc.disable()   # torch's import makes about a million objects: the collector would scan them again and again
+    try:
+        import torch
+
+        from ..run import isolate
+        from ..run import limits
+        from ..run import report
+        from ..run.runner import run_model
+    finally:
+        gc.freeze()   # ... and leaves them out of every later collection
+        gc.enable()
+    limits.keep_freed_memory()
+    reg, lost = load(rep, args, args.names)
+    devices = []
+    for dev in opts["devices"]:
+        if dev == "cuda" and not torch.cuda.is_available():
+            rep.usage_error("--device cuda: CUDA is not available on this machine; skipping the cuda cases")
+        else:
+            devices.append(dev)
+    models = selected(rep, args, reg, lost)
+    dims, hyper = opts["dims"], opts["hyper"]
+    unknown = [f"--dims {', '.join(k for k in dims if not any(k in m.dims for m in models))}: no selected model "
+               "has such a dimension",
+               f"--hyper {', '.join(k for k in hyper if not any(k in m.hyper for m in models))}: no selected model "
+               "has such a hyperparameter"]
+    stop = False
+    for text, given, field in zip(unknown, (dims, hyper), ("dims", "hyper")):
+        if models and any(not any(k in getattr(m, field) for m in models) for k in given):
+            rep.usage_error(text)
+            stop = True
+    if stop:        # a mistyped name would run every case without it: nothing runs
+        return
+    if not models and not rep.problems:
+        rep.usage_error("no models to check")
+
+    plan = []
+    for m in models:
+        own = {k: v for k, v in dims.items() if k in m.dims}
+        own_hyper = {k: v for k, v in hyper.items() if k in m.hyper}
+        for dt in opts["dtypes"]:
+            for dev in devices:
+                refused = limits.too_large(m, own, dt or m.dtype, dev, own_hyper)
+                if refused:
+                    rep.usage_error(refused)
+                else:
+                    plan.append((m, dt or m.dtype, dev, own))
+    rep.planned = len(plan)
+    if not plan:
+        return
+    torch.set_num_threads(opts["threads"])
+    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
+    rep.out.write(table.head())
+    shown = not args.no_progress and rep.err.isatty()
+    # off a terminal (CI), a plain line now and then instead, so that a slow model is not silence
+    beat = heartbeat_interval() if not args.no_progress and not shown else None
+    progress = Progress(rep.err, len(plan), enabled=shown or beat is not None, heartbeat=beat,
+                        goal=opts["examples"] or (_profile_examples(args.profile) if shown or beat else 0))
+    rep.isolated = isolated = _isolate(args.isolate, plan, rep)
+    try:
+        for i, (m, dt, dev, own) in enumerate(plan):
+            progress.start(i, m.name, dt, dev)
+            run = (isolate.run_isolated if isolated else run_model)(
+                            m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
+                            seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
+                            case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
+                            hyper={k: v for k, v in hyper.items() if k in m.hyper})
+            progress.clear()
+            # a model from the project's settings is found again from any of its folders
+            rep.runs.append((run, None if args.from_config else reg.asked_as(run.model)))
+            rep.out.write(table.row(run))
+    except KeyboardInterrupt:
+        progress.clear()
+        rep.interrupt()
+    for run, asked in rep.runs:
+        if run.verdict != "pass" or run.notes:
+            rep.out.write("\n" + report.run_details(run, asked))
+        elif report.aside_details(run):
+            rep.out.write("\n" + report.aside_details(run))
+            if args.verbose and run.failure is not None and run.failure.traceback:
+                rep.out.write(run.failure.traceback)
+
+
+def _isolate(asked: bool | None, plan: list, rep) -> bool:
+    """--isolate as asked; by default whenever every run is on the CPU, one model too: a
+    model that kills its process is then a line naming it, exit 1 and a JSON report, not a
+    command that dies with the model's own exit code (a fork a model).
+
+    The children are forked: cheap where fork exists, and safe only before CUDA is in use.
+    """
+    import multiprocessing
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    if asked is None:
+        return forks and all(dev == "cpu" for _, _, dev, _ in plan)
+    if asked and not forks:
+        rep.usage_error("--isolate: this platform cannot fork a process; the models run in this one")
+        return False
+    return asked
+
+
+def _parse_hyper(text: str | None) -> dict:
+    """``--hyper K=V,...`` as the case reads it (the case module loads torch: only when given)."""
+    from ..check.case import parse_hyper
+    return parse_hyper(text)
+
+
+def _profile_examples(profile: str) -> int:
+    from ..run.strategies import PROFILES
+    return PROFILES[profile]["max_examples"]

@@ -3,7 +3,6 @@ reason, and ``docs/rules.md`` tables exactly those numbers at exactly their valu
 from __future__ import annotations
 
 import ast
-import math
 import re
 from pathlib import Path
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..record.errors import ContractError, FactoryError
 from ..record.keyvalue import pairs
 from ..record.spec import Hyper, Model, Tensors
 from ..verdict import rules
@@ -105,29 +106,6 @@ def as_tensor_hint(x: object, what: str) -> str:
     if isinstance(x, (list, tuple)) and x and all(isinstance(t, torch.Tensor) for t in x):
         return f": return {what} as one tensor (torch.stack or torch.cat)"
     return ""
-
-
-class FactoryError(Exception):
-    """The model's tensors could not be built as its record says."""
-
-
-class RunNote(str):
-    """A case's note that holds for the model, not only for that case: the run reports it
-    even when every case passes, once per ``key`` (its first case's text)."""
-
-    key: str
-
-    def __new__(cls, text: str, key: str) -> RunNote:
-        note = super().__new__(cls, text)
-        note.key = key
-        return note
-
-    def __reduce__(self):          # travels whole from an isolated run
-        return RunNote, (str(self), self.key)
-
-
-class ContractError(Exception):
-    """The user's code broke the record's contract (reported as one line, no traceback)."""
 
 
 def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:

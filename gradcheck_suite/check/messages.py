@@ -3,11 +3,11 @@ they must leave as it was.  Each function returns the error's text, or None wher
 contract holds; the stages raise it as the case's error."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 
+from ..record.errors import shape_hint
 from ..record.spec import Model, Tensors
 from .case import as_tensor_hint, describe
 
@@ -54,21 +54,6 @@ def gradients_problem(model: Model, p: Tensors, d: Tensors, grads) -> str | None
         if gr.device != x.device:
             return f"{n}: gradient on {gr.device}, expected {x.device}"
     return None
-
-
-def shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
-    """What a gradient of the right size in the wrong shape usually means."""
-    if [s for s in got if s != 1] == [s for s in want if s != 1] and len(got) > len(want):
-        return ": a sum with keepdims?"
-    if [s for s in got if s != 1] == [s for s in want if s != 1]:
-        return ": a missing unsqueeze, or a sum over the wrong dims?"
-    if sorted(got) == sorted(want):
-        return ": a transposed product?"
-    if math.prod(got) == math.prod(want):
-        return ": a reshape?"
-    if len(got) == len(want) + 1 and got[1:] == want:
-        return ": not summed over the batch?"
-    return ""
 
 
 def manual_not_finite(name: str, bad: torch.Tensor) -> str:

@@ -18,7 +18,8 @@ from ..record.blame import ours, where
 from ..record.spec import Tensors
 from ..verdict import oracles
 from ..verdict.tolerance import TensorComparison
-from .case import Bound, Case, ContractError, FactoryError
+from .case import Bound, Case
+from ..record.errors import ContractError, FactoryError
 from .result import ERROR, CaseResult
 
 

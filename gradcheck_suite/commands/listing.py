@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .options import WIDTH, add_common
+from ..verdict import rules
+from .options import add_common
 from .selection import NOTHING_CONFIGURED, load, selected, unconfigured
 
 
@@ -25,7 +26,7 @@ def run(rep, args) -> None:
     examples = [m for m in models if m.name in reg.builtin]
     rep.listed = []
     if examples and not own and unconfigured(args):
-        rep.out.write(textwrap.fill("no models of the project's own: " + NOTHING_CONFIGURED.split(": ", 1)[1], WIDTH)
+        rep.out.write(textwrap.fill("no models of the project's own: " + NOTHING_CONFIGURED.split(": ", 1)[1], rules.WIDTH)
                       + "\n")
     for m in own:
         _row(rep, reg, m)
@@ -43,9 +44,9 @@ def _row(rep, reg, m) -> None:
            "builtin": m.name in reg.builtin, "doc": (m.doc or "").strip().splitlines()[0] if m.doc else ""}
     rep.listed.append(row)
     pad = " " * 21
-    text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", WIDTH,
+    text = [textwrap.fill(f"{m.name:<20} {m.dtype:<8} grads: {', '.join(m.differentiable)}", rules.WIDTH,
                           subsequent_indent=pad + " " * 16),
-            textwrap.fill(f"dims: {dims}", WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
+            textwrap.fill(f"dims: {dims}", rules.WIDTH, initial_indent=pad, subsequent_indent=pad + " " * 6)]
     if row["doc"]:
-        text.append(textwrap.fill(row["doc"], WIDTH, initial_indent=pad, subsequent_indent=pad))
+        text.append(textwrap.fill(row["doc"], rules.WIDTH, initial_indent=pad, subsequent_indent=pad))
     rep.out.write("\n".join(text))

@@ -12,8 +12,6 @@ from ..record.keyvalue import pairs
 
 #: --seed: what torch.Generator takes, with room for the seeds the checker derives from it
 SEEDS = (0, 2**32 - 1)
-#: columns: the tables and messages fit a terminal this wide
-WIDTH = 80
 
 
 def number(option: str, text: str, numeric: type = int, low: float = 1, high: float | None = None,

@@ -9,7 +9,6 @@ import os
 import time
 
 from ..verdict import rules
-from .options import WIDTH
 
 
 
@@ -59,7 +58,7 @@ class Progress:
             state, phase = phase, ""
         text = ", ".join(filter(None, [f"{self.label}: {state}", phase, f"{time.monotonic() - self.t0:.1f}s"]))
         if self.heartbeat is None:
-            self.stream.write("\r\x1b[K" + text[:WIDTH - 1], end="")
+            self.stream.write("\r\x1b[K" + text[:rules.WIDTH - 1], end="")
         elif time.monotonic() - self.last >= self.heartbeat:
             self.last = time.monotonic()
             self.stream.write(f"gradcheck-suite: still running {text}")

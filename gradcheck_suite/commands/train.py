@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ..record.spec import DTYPES, TRAIN_BATCHES, TRAIN_OPTIMIZERS
-from .options import SEEDS, WIDTH, add_common, number, parse_dims, parse_into
+from .options import SEEDS, add_common, number, parse_dims, parse_into
 from ..verdict import rules
 from .progress import heartbeat_interval
 from .selection import NOTHING_CONFIGURED, load, selected, unconfigured
@@ -166,11 +166,11 @@ def _row(r) -> str:
 
 def details(r) -> str:
     """The message, the notes and the losses at a few steps, as text."""
-    lines = [textwrap.fill(r.message, WIDTH, subsequent_indent="  ")]
-    lines += [textwrap.fill(f"note: {n}", WIDTH, initial_indent="  ", subsequent_indent="    ") for n in r.notes]
+    lines = [textwrap.fill(r.message, rules.WIDTH, subsequent_indent="  ")]
+    lines += [textwrap.fill(f"note: {n}", rules.WIDTH, initial_indent="  ", subsequent_indent="    ") for n in r.notes]
     if r.verdict == "error" or not r.losses["manual"]:
         return "\n".join(lines)
-    lines.append(textwrap.fill(f"envelope: {r.envelope_from}", WIDTH, initial_indent="  ", subsequent_indent="    "))
+    lines.append(textwrap.fill(f"envelope: {r.envelope_from}", rules.WIDTH, initial_indent="  ", subsequent_indent="    "))
     lines.append(f"  {'step':>6} {'manual':>12} {'autograd':>12} {'float64':>12} {'apart':>9} {'envelope':>9}")
     for s in shown_steps(len(r.losses["manual"]), (r.parted_at, r.diverged_at)):
         cells = [_cell(r.losses[k][s - 1]) for k in ("manual", "autograd", "float64")]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..check.case import ContractError
+from ..record.errors import ContractError
 from ..record.spec import Dim, Model, SpecError
 from . import common
 from .numpy import KIND

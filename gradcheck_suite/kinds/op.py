@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..record.blame import ours, where
-from ..check.case import ContractError, RunNote
+from ..record.errors import ContractError, RunNote
 from ..verdict.tolerance import bound
 from ..verdict.oracles import backward_into, refuses_grad
 from ..record.spec import Dim, Model, SpecError, Tensors
@@ -107,7 +107,7 @@ class OpCall:
         if shape is not None:
             i = int(shape.group(1))
             got, want = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.group(2, 3))
-            from ..check.messages import shape_hint
+            from ..record.errors import shape_hint
             return (f"{self._position_name(i)}: gradient shape {got}, expected {want}{shape_hint(got, want)} "
                     f"(torch raises: \"{shape.group(0)}\")")
         count = re.search(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)", message)

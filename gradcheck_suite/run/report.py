@@ -20,8 +20,8 @@ import shlex
 import textwrap
 from collections.abc import Sequence
 
+from ..verdict import rules
 from ..check import ERROR, FAIL, CaseResult
-from ..commands.options import WIDTH
 from ..record.blame import shown_path
 from ..verdict.tolerance import TensorComparison
 from .runner import ASIDE_REASONS, ModelRun
@@ -66,7 +66,7 @@ def _element_rows(c: TensorComparison, only_bad: bool) -> list[str]:
 
 def _wrap(text: str, indent: int) -> list[str]:
     """``text`` in lines of at most WIDTH columns, continued ``indent`` columns in."""
-    return textwrap.wrap(text, WIDTH, subsequent_indent=" " * indent, break_long_words=False,
+    return textwrap.wrap(text, rules.WIDTH, subsequent_indent=" " * indent, break_long_words=False,
                          break_on_hyphens=False) or [""]
 
 
@@ -84,7 +84,7 @@ def wrap_command(command: str, first: str, indent: int = 4) -> list[str]:
     lines, line = [], first.rstrip()
     for g in groups:
         piece = shlex.join(g)
-        if len(line) + 1 + len(piece) + 2 > WIDTH and line.strip():
+        if len(line) + 1 + len(piece) + 2 > rules.WIDTH and line.strip():
             lines.append(line + " \\")
             line = " " * indent + piece
         else:
@@ -146,7 +146,7 @@ class Table:
     def __init__(self, names: Sequence[str], dtypes: Sequence[str], devices: Sequence[str]):
         rest = [max([len(h), *map(len, values)]) for h, values in zip(
             self._HEAD[1:], (dtypes, devices, ["99999"], ["99999"], ["-3..+3"], ["1.0e+00"], ["1.0e+00"], ["ERROR"], ["999.99s"]))]
-        room = WIDTH - sum(rest) - len(rest)
+        room = rules.WIDTH - sum(rest) - len(rest)
         self.widths = [max(len("model"), min(room, max(map(len, names), default=0))), *rest]
 
     def _line(self, cells: Sequence[str]) -> str:
@@ -227,7 +227,7 @@ def _look_at(res: CaseResult) -> list[str]:
         return []
     path = shown_path(loc.file)
     head = f"  look at: {path}:{loc.line}   {loc.code}"
-    lines = [head] if len(head) <= WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
+    lines = [head] if len(head) <= rules.WIDTH else [f"  look at: {path}:{loc.line}", *_wrap(" " * 11 + loc.code, 13)]
     return lines + _wrap(" " * 11 + loc.sentence(), 11)
 
 

@@ -10,7 +10,9 @@ import traceback
 import unittest
 from collections.abc import Callable, Mapping
 
-from ..check.case import Case, RunNote
+from ..check.case import Case
+
+from ..record.errors import RunNote
 from ..check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
 from .limits import CaseTimeout, run_case
 from ..record.spec import Model
@@ -43,7 +45,7 @@ class ModelRun:
     planned: int = 0               # cases the profile asked for (corners and draws)
     budget_cut: bool = False       # the quick profile's time budget stopped the cases early
     seconds_per_case: float = 0.0  # the cases' average time, where the budget was looked at
-    notes: dict[str, str] = dataclasses.field(default_factory=dict)   # what holds for the model, by key (case.RunNote)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)   # what holds for the model, by key (record.errors.RunNote)
     aside: dict[str, list] = dataclasses.field(default_factory=dict)  # why cases were set aside: [count, a case]
 
     def coverage(self) -> dict:

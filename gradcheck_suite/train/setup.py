@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-from ..check.case import Bound, Case, ContractError, FactoryError, build, torch_dtype
+from ..check.case import Bound, Case, build, torch_dtype
+
+from ..record.errors import ContractError, FactoryError
 from ..record.spec import Model, Tensors, train_problem
 from ..verdict import rules
 from .result import Options, TrainError, TrainResult

@@ -5,7 +5,6 @@ numbers they use are in :mod:`.rules`.
 """
 from __future__ import annotations
 
-from . import rules
 from .autograd_oracle import (EXACT, Traced, autograd, backward_into, decomposed_autograd, differentiated,
                               on_leaves, refuses_grad, tensors_in, traced_autograd, vjp, weighted)
 from .finite_differences import (Estimate, Finding, Line, Phi, central, element_direction, estimate, estimates,

@@ -230,6 +230,10 @@ WARM_DRAWS = 100
 #: (``GRADCHECK_SUITE_HEARTBEAT`` overrides).
 HEARTBEAT = 30.0
 
+#: Columns: the tables, messages and progress lines fit a terminal this wide (and a CI log's
+#: usual width), so that nothing wraps mid-word.
+WIDTH = 80
+
 # --- diagnosis (diagnose/) ---
 
 #: The mistake ``permuted``: axis orders are tried on tensors (and on the upstream gradient and

@@ -31,7 +31,8 @@ from ...record.blame import ours, where
 from ...record.spec import Tensors
 from ...verdict import rules
 from ...verdict.tolerance import bound, unravel
-from ..case import ContractError, FactoryError, describe, float64, join, split
+from ..case import describe, float64, join, split
+from ...record.errors import ContractError, FactoryError
 from ..floor import widened
 from ..state import CaseState
 

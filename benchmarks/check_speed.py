@@ -31,7 +31,7 @@ import time
 import torch
 
 from gradcheck_suite import Case, check_case, load
-from gradcheck_suite.record.spec import Tensors
+from gradcheck_suite import Tensors
 
 
 def _function(model, d):
@@ -126,7 +126,7 @@ def _wrong_backward(model) -> None:
     """A backward without the ReLU mask at the seed size: time to the report, shrinking included."""
     import dataclasses
 
-    from gradcheck_suite.run.runner import run_model
+    from gradcheck_suite import run_model
 
     def backward(p, d, cache, g):
         a, r = cache

@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from gradcheck_suite.run.runner import run_model  # noqa: E402
+from gradcheck_suite import run_model  # noqa: E402
 from tests.models.diagnosis_bank import BANK, bug_line  # noqa: E402
 
 

@@ -62,7 +62,7 @@ def _first_line(text: str, limit: int = 240) -> str:
 
 
 def run_harness(entry: Entry, examples: int, case_timeout: float, dtype: str | None = None) -> tuple[str, str, float]:
-    from gradcheck_suite.run.runner import run_model
+    from gradcheck_suite import run_model
 
     start = time.perf_counter()
     try:

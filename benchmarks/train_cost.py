@@ -33,8 +33,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gradcheck_suite.check.case import Case, build  # noqa: E402
-from gradcheck_suite.run.registry import load  # noqa: E402
+from gradcheck_suite import Case  # noqa: E402
+
+from gradcheck_suite.check.case import build
+from gradcheck_suite import load  # noqa: E402
 from gradcheck_suite.train import Options, train  # noqa: E402
 
 SEED_DIMS = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10}
@@ -42,7 +44,7 @@ SEED_DIMS = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10}
 
 def autograd_alone(model, steps: int, lr: float, dtype: str):
     from gradcheck_suite.check.case import torch_dtype
-    from gradcheck_suite.record.spec import Tensors
+    from gradcheck_suite import Tensors
     p, d = build(model, Case(model.name, SEED_DIMS, "float64", "cpu", 0, 1.0))
     dt = torch_dtype(dtype)
     p = {n: t.to(dt) for n, t in p.items()}

@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 
 from gradcheck_suite.train import MANUAL, SAME, Options, train  # noqa: E402
 from gradcheck_suite.verdict import rules  # noqa: E402
-from gradcheck_suite.run.registry import load  # noqa: E402
+from gradcheck_suite import load  # noqa: E402
 from tests.test_train import _tanh_net, _tanh_net_summed  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import torch
 
 from gradcheck_suite import Dim, Model, op_model
 from gradcheck_suite.bench import flops, memory, timing
-from gradcheck_suite.run.registry import load
+from gradcheck_suite import load
 
 N = 4096
 

@@ -483,7 +483,7 @@ def test_timed_regions_compute_the_same_gradients(name, source):
 
     import torch
 
-    from gradcheck_suite.run.registry import load
+    from gradcheck_suite import load
 
     root = pathlib.Path(__file__).resolve().parent.parent
     model = load([str(root / source)] if source else []).get(name)

@@ -2,8 +2,8 @@
 import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case
-from gradcheck_suite.check import DISAGREE, ERROR, FAIL
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import DISAGREE, ERROR, FAIL
+from gradcheck_suite import run_model
 from tests.conftest import with_backward
 
 

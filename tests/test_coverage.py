@@ -6,7 +6,7 @@ import torch
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from gradcheck_suite import Dim, Model
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import run_model
 from gradcheck_suite.run.strategies import awkward, corners
 from gradcheck_suite.verdict import rules
 

@@ -8,7 +8,7 @@ import torch
 
 from gradcheck_suite import Dim, Model, numpy_model, op_model
 from gradcheck_suite.run.report import case_message, case_json
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import run_model
 from tests.models.diagnosis_bank import tut_backward, tut_forward
 
 

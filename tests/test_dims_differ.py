@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model, op_model
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import run_model
 from gradcheck_suite.run.strategies import PROFILES, awkward, corners
 from tests.conftest import flat
 from tests.models import dims_differ as dd

@@ -12,7 +12,8 @@ import torch
 
 from gradcheck_suite import Dim, Model, check, numpy_model, op_model
 from gradcheck_suite.check.stages import layouts
-from gradcheck_suite.check.case import Bound, Case, build, upstream
+from gradcheck_suite import Case
+from gradcheck_suite.check.case import Bound, build, upstream
 from gradcheck_suite.verdict.tolerance import bound
 from tests import test_shipped_kinds as shipped_kinds
 

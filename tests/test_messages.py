@@ -13,8 +13,8 @@ import torch
 
 from gradcheck_suite import Dim, Model, op_model
 from gradcheck_suite.run.report import case_json, case_message
-from gradcheck_suite.run.runner import run_model
-from gradcheck_suite.record.spec import Tensors
+from gradcheck_suite import run_model
+from gradcheck_suite import Tensors
 from tests.models.diagnosis_bank import BANK, bug_line
 from tests.test_cli import WRONG, flat, gcs
 
@@ -264,7 +264,7 @@ def test_a_fault_of_the_harness_during_finite_differences_is_not_blamed_on_the_f
 
     from gradcheck_suite import check
     from gradcheck_suite.verdict import oracles
-    from gradcheck_suite.check.case import Case
+    from gradcheck_suite import Case
     entry = next(e for e in BANK if e.model.name == "bank_tut_ok")
     # a C function called from the harness's own frame fails, as a slip of the harness would
     monkeypatch.setattr(oracles, "judge", functools.partial(divmod, 1, 0))

@@ -12,8 +12,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from gradcheck_suite import Case, Dim, Model, check_case, op_model
-from gradcheck_suite.check import FAIL, PASS
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import FAIL, PASS
+from gradcheck_suite import run_model
 
 
 def _case(model, dtype="float64", seed=0, scale=1.0, **dims):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model, check_case
-from gradcheck_suite.check import PASS
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import PASS
+from gradcheck_suite import run_model
 
 SEED_MODELS = ["scalar_linear", "affine_scalar", "two_layer_scalar", "linear_regression", "linear_layer",
                "deep_linear", "mlp_relu", "mlp_sequential", "two_layer_net"]

@@ -137,7 +137,7 @@ def test_a_bad_op_record_in_a_file_names_the_file_line_model_and_field(tmp_path)
 
 
 def test_fixed_dims_that_break_a_dependent_bound_or_where_are_refused_up_front():
-    from gradcheck_suite.run.runner import run_model
+    from gradcheck_suite import run_model
     m = _model(dims={"K": Dim(1, "L", 3), "L": Dim(1, 9, 8)}, params={"w": ("K",)}, where="L != 7")
     run = run_model(m, dims={"K": 5, "L": 3})
     assert run.verdict == "error"
@@ -149,7 +149,7 @@ def test_fixed_dims_that_break_a_dependent_bound_or_where_are_refused_up_front()
 
 
 def test_a_where_that_raises_is_a_line_not_a_traceback():
-    from gradcheck_suite.run.runner import run_model
+    from gradcheck_suite import run_model
     m = _model(where=lambda v: v["Q"] > 1)
     assert run_model(m, examples=3).problems == [
         "no case could be judged: 0 non-differentiable, 0 with a forward or autograd that is not finite, "

@@ -4,7 +4,7 @@ the model and the field, and everything else still loads."""
 import pytest
 
 from gradcheck_suite import Dim, Model, SpecError
-from gradcheck_suite.run.registry import Registry, load
+from gradcheck_suite import Registry, load
 
 GOOD = """
 from gradcheck_suite import Dim, Model

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, op_model
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import run_model
 
 FILLS = {"-finfo.max": lambda dt: -torch.finfo(dt).max, "finfo.min": lambda dt: torch.finfo(dt).min,
          "-1e4": lambda dt: -1e4}

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from gradcheck_suite import Case, Dim, Model, check_case, numpy_model, op_model
-from gradcheck_suite.check import ERROR, FAIL, PASS
+from gradcheck_suite import ERROR, FAIL, PASS
 from gradcheck_suite.run.report import case_message
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import run_model
 from tests.conftest import flat
 
 

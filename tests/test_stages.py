@@ -4,7 +4,9 @@ import importlib
 import inspect
 import pkgutil
 
-from gradcheck_suite.check import DISAGREE, FAIL, NONDIFF, pipeline, stages
+from gradcheck_suite import DISAGREE, FAIL, NONDIFF
+
+from gradcheck_suite.check import pipeline, stages
 from gradcheck_suite.check.result import decide
 from gradcheck_suite.check.state import CaseState
 from gradcheck_suite.verdict.oracles import Finding

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gradcheck_suite import Dim, Model
-from gradcheck_suite.run.registry import load
+from gradcheck_suite import load
 from gradcheck_suite.train import BOTH, MANUAL, SAME, Options, train
 from tests.test_cli import WRONG, gcs
 
@@ -211,7 +211,7 @@ def test_a_broken_backward_is_an_error_line_not_a_traceback():
 
 
 def test_a_misspelled_train_key_names_the_nearest():
-    from gradcheck_suite.record.spec import SpecError
+    from gradcheck_suite import SpecError
     with pytest.raises(SpecError, match="unknown key 'step'; did you mean 'steps'"):
         Model(name="m", dims={"N": Dim(1, 2, 2)}, params={"w": ("N",)}, forward=lambda p, d: (p.w, None),
               backward=lambda p, d, c, g: {"w": g}, train=dict(step=3))

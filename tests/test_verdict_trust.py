@@ -12,8 +12,8 @@ import torch
 
 from gradcheck_suite import Case, Dim, Model, check_case
 from gradcheck_suite.verdict import oracles, rules
-from gradcheck_suite.check import DISAGREE, ERROR, FAIL, NONDIFF, PASS, SKIPPED
-from gradcheck_suite.run.runner import run_model
+from gradcheck_suite import DISAGREE, ERROR, FAIL, NONDIFF, PASS, SKIPPED
+from gradcheck_suite import run_model
 from tests.models.verdict_trust import (
     HINGE, KINK_UNDER_LOAD, LOG_SUM, REORDERED, SATURATED_BCE, SATURATED_LSTM, SOFTMAX_DOT, _bce_backward,
     _hinge_backward, _lstm_backward, _randn, _saturated, _set_order_backward)

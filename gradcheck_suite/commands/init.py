@@ -12,7 +12,8 @@ from .outcome import EXIT_OK, EXIT_USAGE
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a starting model file that passes the check")
-    p.add_argument("kind", choices=scaffold.KINDS, type=scaffold.kind_choice, metavar="KIND", help=f"one of {', '.join(scaffold.KINDS)}")
+    p.add_argument("kind", choices=scaffold.WORDS, type=scaffold.kind_choice, metavar="KIND",
+                   help=f"one of {', '.join(scaffold.WORDS)}")
     p.add_argument("name", metavar="NAME", help="the model's name; the file is NAME.py")
     p.add_argument("--out", metavar="PATH", help="where to write the file (default: NAME.py here)")
     return p

@@ -9,18 +9,22 @@ from ..kinds import KINDS as _REGISTERED, kind_named, spelled
 
 #: the kinds ``init`` offers, by their one spelling (kinds/__init__.py registers them)
 KINDS = tuple(k.name for k in _REGISTERED)
+#: the same kinds as one shell word each (a name's spaces as hyphens), as ``init`` lists them:
+#: ``init custom-op NAME`` needs no quotes
+WORDS = tuple(k.replace(" ", "-") for k in KINDS)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def kind_choice(text: str) -> str:
-    """``init``'s KIND argument as a kind's name: an old spelling (``custom-op``) is still taken."""
-    return spelled(text)
+    """``init``'s KIND argument as one of :data:`WORDS`: a kind's word, or its name as
+    written in a record (``"custom op"``)."""
+    return spelled(text).replace(" ", "-")
 
 
 def render(kind: str, name: str) -> str:
     """The starting file of ``kind`` (a name or an old spelling) for a model ``name``."""
     if spelled(kind) not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(WORDS)}")
     if not _NAME.match(name):
         raise ValueError(f"name {name!r} must be lower-case letters, digits and '_', starting with a letter")
     cls = "".join(part.capitalize() for part in name.split("_"))

@@ -45,19 +45,19 @@ def run_isolated(model, *, on_case: Callable[[ModelRun], None] | None = None,
         while True:
             if receive.poll(rules.CHILD_POLL):
                 try:
-                    kind, *payload = pickle.loads(receive.recv_bytes())
+                    message, *payload = pickle.loads(receive.recv_bytes())
                 except EOFError:
                     break
-                if kind == "case":
+                if message == "case":
                     shown.checked, shown.nondiff, shown.skipped, shown.shrink_steps = payload[0]
                     phase = ""
                     if on_case is not None:
                         on_case(payload[1])
-                elif kind == "tick":
+                elif message == "tick":
                     phase = payload[0]
                     if on_tick is not None:
                         on_tick(shown, *payload)
-                elif kind == "done":
+                elif message == "done":
                     result = payload[0]
                     break
             elif not child.is_alive():

@@ -187,7 +187,7 @@ def diagnosis_budget(check_seconds: float) -> float:
 
 
 def _diagnose(model: Model, res: CaseResult, check_seconds: float = 0.0, tick=None) -> None:
-    """The kind of each failing tensor's mistake and the first wrong line of the backward, on
+    """The mistake of each failing tensor and the first wrong line of the backward, on
     the shrunk failing case, within :func:`diagnosis_budget`; a problem there is a note,
     never a lost report.  It runs in a worker thread, so that the progress line and the
     heartbeat go on (phase ``diagnosis``)."""

@@ -231,7 +231,7 @@ def _nightly_database():
 def database_for(base, model: str, dtype: str, device: str):
     """Where the nightly profile keeps one model's failures: its own folder under
     hypothesis's directory database, so that a passing model never replays, and deletes,
-    another model's failure.  A database of another kind is used as it is."""
+    another model's failure.  A database of another type is used as it is."""
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     root = getattr(base, "path", None)

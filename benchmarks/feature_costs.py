@@ -11,6 +11,12 @@
   each) and ``check mlp_relu`` at the seed size, whole processes, with and without ``--isolate``.
 
 Each prints the medians, the ratio, the torch threads (1) and the load before and after.
+
+    python benchmarks/feature_costs.py --stage NAME [--models-from FILE --model MODEL] [--rounds 5]
+
+measures one stage of ``check.pipeline.STAGES`` alone: 20 cases of the model at its benchmark
+size (default: ``legendre_p3`` of ``examples/legendre_p3.py``, an ``autograd.Function``), with
+and without that stage, in process, interleaved.
 """
 from __future__ import annotations
 
@@ -44,7 +50,12 @@ def show(what: str, on: float, off: float) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stage", help="measure this stage of check.pipeline.STAGES alone")
+    parser.add_argument("--models-from", default=os.path.join(ROOT, "examples", "legendre_p3.py"))
+    parser.add_argument("--model", default="legendre_p3")
     args = parser.parse_args(argv)
+    if args.stage:
+        return one_stage(args)
 
     import torch
 
@@ -96,6 +107,41 @@ def main(argv=None) -> int:
             return lambda: subprocess.run([*CLI, "check", *extra, "--no-progress", "--isolate" if isolated else "--no-isolate"],
                                           cwd=ROOT, capture_output=True, check=True)
         show(what, *interleaved(args.rounds, command(True), command(False)))
+    print(f"load after {os.getloadavg()}")
+    return 0
+
+
+def one_stage(args) -> int:
+    """The cost of one stage: 20 cases of one model at its benchmark size, with and without it."""
+    import torch
+
+    from gradcheck_suite import Case, check_case, load
+    from gradcheck_suite.check import pipeline
+    torch.set_num_threads(1)
+    stages = pipeline.STAGES
+    names = [s.name for s in stages]
+    if args.stage not in names:
+        print(f"no stage {args.stage!r}; the stages are: {', '.join(names)}", file=sys.stderr)
+        return 2
+    without = tuple(s for s in stages if s.name != args.stage)
+    model = load([args.models_from]).get(args.model)
+    cases = [Case(model.name, dict(model.bench_dims), model.dtype, "cpu", seed, 1.0) for seed in range(20)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}", flush=True)
+
+    def checks(with_stage: bool):
+        def run():
+            pipeline.STAGES = stages if with_stage else without
+            try:
+                for case in cases:
+                    check_case(model, case)
+            finally:
+                pipeline.STAGES = stages
+        return run
+
+    checks(True)()      # warm
+    verdicts = {check_case(model, c).verdict for c in cases[:3]}
+    show(f"{args.stage}: 20 {model.name} cases ({', '.join(sorted(verdicts))})",
+         *interleaved(args.rounds, checks(True), checks(False)))
     print(f"load after {os.getloadavg()}")
     return 0
 

@@ -158,3 +158,36 @@ def test_an_in_place_change_without_mark_dirty_is_still_an_error():
     run = run_model(op_model(Sneaky, name="sneaky", dims=DIMS, inputs={"x": ("N", "C")}, reference=lambda x: 2 * x),
                     examples=2)
     assert run.verdict == "error"
+
+
+def test_a_kink_the_case_set_aside_is_not_judged_again_with_an_output_unused():
+    """relu's gradient at exactly 0 is a convention (this backward takes 1, torch 0): the
+    case passes with the kink set aside, and leaving the other output unused changes nothing."""
+
+    class ReluAndDouble(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(x)
+            return x.clamp(min=0), 2 * x
+
+        @staticmethod
+        def backward(ctx, g_relu, g_double):
+            x, = ctx.saved_tensors
+            gx = torch.zeros_like(x)
+            if g_relu is not None:
+                gx = gx + g_relu * (x >= 0)
+            if g_double is not None:
+                gx = gx + 2 * g_double
+            return gx
+
+    def with_zeros(values, gen, dtype, scale):
+        x = torch.randn((values["N"], values["C"]), generator=gen, dtype=torch.float64) * scale
+        x[0, 0] = 0.0
+        return x
+
+    model = op_model(ReluAndDouble, name="relu_and_double", dims=DIMS, inputs={"x": ("N", "C")},
+                     reference=lambda x: (torch.relu(x), 2 * x), factories={"x": with_zeros})
+    run = run_model(model, examples=6)
+    assert run.verdict == "pass", run.failure and (run.failure.summary or run.failure.problems)
+    assert run.checked >= 1

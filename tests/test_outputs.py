@@ -191,3 +191,20 @@ def test_a_kink_the_case_set_aside_is_not_judged_again_with_an_output_unused():
     run = run_model(model, examples=6)
     assert run.verdict == "pass", run.failure and (run.failure.summary or run.failure.problems)
     assert run.checked >= 1
+
+
+def test_a_record_whose_forward_returns_indices_gets_none_for_them():
+    from gradcheck_suite import Model
+
+    def forward(p, d):
+        values, indices = p.x.max(-1)
+        return (3 * values, indices), indices
+
+    def backward(p, d, indices, g):
+        g_values, g_indices = g
+        assert g_indices is None
+        return {"x": torch.zeros_like(p.x).scatter(-1, indices[..., None], 3 * g_values[..., None])}
+
+    model = Model(name="record_max", dims=DIMS, params={"x": ("N", "C")}, forward=forward, backward=backward)
+    run = run_model(model, examples=6)
+    assert run.verdict == "pass", run.failure and (run.failure.summary or run.failure.problems)

@@ -229,25 +229,36 @@ class Bound:
         return lambda p, d: join(self.model.reference(p, d, *self.extra), "reference")[0]
 
 
-def join(out, who: str) -> tuple[object, list[tuple[int, ...]] | None]:
-    """A tuple of floating-point tensors as one flat tensor, and their shapes; a tensor as it is."""
+def join(out, who: str) -> tuple[object, list[tuple[int, ...] | None] | None]:
+    """A tuple of tensors as one flat tensor of its floating-point members, and their
+    shapes (None for a member that is not floating point: an index, a count, a mask, which
+    torch marks non-differentiable and gives no upstream gradient); a tensor as it is."""
     if not isinstance(out, (tuple, list)):
         return out, None
     for i, t in enumerate(out):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ContractError(f"{who}'s output {i} must be a floating-point tensor, got {describe(t)}"
-                                + as_tensor_hint(t, "it"))
+        if not isinstance(t, torch.Tensor) or t.is_complex():
+            raise ContractError(f"{who}'s output {i} must be a tensor (floating point, or integer or bool for a "
+                                f"non-differentiable one), got {describe(t)}" + as_tensor_hint(t, "it"))
+    floating = [t for t in out if t.is_floating_point()]
     if not out:
         raise ContractError(f"{who} returned an empty tuple of outputs")
-    return torch.cat([t.reshape(-1) for t in out]), [tuple(t.shape) for t in out]
+    if not floating:
+        raise ContractError(f"{who} returns no floating-point output, nothing to differentiate: got "
+                            + ", ".join(describe(t) for t in out))
+    return (torch.cat([t.reshape(-1) for t in floating]),
+            [tuple(t.shape) if t.is_floating_point() else None for t in out])
 
 
-def split(flat: torch.Tensor, layout: list[tuple[int, ...]] | None):
-    """The inverse of ``join``: one tensor per output, shaped like it."""
+def split(flat: torch.Tensor, layout: list[tuple[int, ...] | None] | None):
+    """The inverse of ``join``: one tensor per output, shaped like it; None for an output
+    that is not floating point (no upstream gradient flows into it)."""
     if layout is None:
         return flat
     parts, start = [], 0
     for shape in layout:
+        if shape is None:
+            parts.append(None)
+            continue
         n = math.prod(shape)
         parts.append(flat[start:start + n].reshape(shape))
         start += n

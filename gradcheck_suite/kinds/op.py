@@ -47,18 +47,26 @@ class OpCall:
     registration: Callable[[Callable[..., Any], tuple, dict], str | None] | None = None   # opcheck=True's test
     keywords: frozenset[str] = frozenset()
     direct: bool = True      # the op itself, not a wrapper: its positions are ``args``
+    in_place: bool = False   # a Function that changes its inputs in place (ctx.mark_dirty): called on clones
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
-        return [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
+        values = [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
+        if self.in_place:     # each call on its own copies, as training passes it fresh activations:
+            # the case's tensors stay intact, and a leaf that requires grad reaches the op as a
+            # differentiable non-leaf, which torch lets a Function change (mark_dirty)
+            values = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
+        return values
 
     def invoke(self, p: Mapping, d: Mapping, h: Mapping | None):
         values = self.arguments(p, d, h)
         positional = [v for n, v in zip(self.args, values) if n not in self.keywords]
         return self.call(*positional, **{n: v for n, v in zip(self.args, values) if n in self.keywords})
 
-    def gradients(self, p: Tensors, d: Tensors, h, g) -> dict[str, torch.Tensor]:
+    def gradients(self, p: Tensors, d: Tensors, h, g, absent: int | None = None) -> dict[str, torch.Tensor]:
         """The manual gradient: autograd through the user's op, as in training. Called
-        with grad mode on and inputs that require grad, it keeps the graph (double backward)."""
+        with grad mode on and inputs that require grad, it keeps the graph (double backward).
+        ``absent``: the position of an output left out of the loss, whose gradient the
+        engine then passes to the backward as it does for an unused output."""
         create = torch.is_grad_enabled()
         with torch.enable_grad():
             leaves = {n: p[n] if create and p[n].requires_grad else p[n].detach().requires_grad_(True)
@@ -67,7 +75,7 @@ class OpCall:
             gs = g if isinstance(g, tuple) else (g,)
             if len(gs) != len(outs):
                 raise ContractError(f"the op returned {len(outs)} outputs, its forward {len(gs)}")
-            pairs = [(o, gg) for o, gg in zip(outs, gs) if o.requires_grad]
+            pairs = [(o, gg) for k, (o, gg) in enumerate(zip(outs, gs)) if o.requires_grad and k != absent]
             if not pairs:
                 return {n: torch.zeros_like(leaves[n]) for n in self.inputs}
             try:
@@ -76,7 +84,7 @@ class OpCall:
                                             create_graph=create)
             except RuntimeError as e:
                 if refuses_grad(e) and not create:
-                    return self._through_backward(p, d, h, gs)
+                    return self._through_backward(p, d, h, gs, absent)
                 hint = self._position_hint(str(e))
                 if hint is None:
                     raise
@@ -84,13 +92,15 @@ class OpCall:
         return {n: torch.zeros_like(leaves[n]) if gr is None else (gr if create else gr.detach())
                 for n, gr in zip(self.inputs, grads)}
 
-    def _through_backward(self, p: Tensors, d: Tensors, h, gs: tuple) -> dict[str, torch.Tensor]:
+    def _through_backward(self, p: Tensors, d: Tensors, h, gs: tuple, absent: int | None = None
+                          ) -> dict[str, torch.Tensor]:
         """The manual gradient where ``torch.autograd.grad`` is refused (a reentrant
         checkpoint): the op runs again on fresh leaf copies and ``.backward()`` takes the
         gradients, exactly as training does."""
         with torch.enable_grad():
             leaves = {n: p[n].detach().requires_grad_(True) for n in self.inputs}
-            pairs = [(o, gg) for o, gg in zip(_outputs(self.invoke(leaves, d, h)), gs) if o.requires_grad]
+            pairs = [(o, gg) for k, (o, gg) in enumerate(zip(_outputs(self.invoke(leaves, d, h)), gs))
+                     if o.requires_grad and k != absent]
             try:
                 return backward_into([o for o, _ in pairs], [gg for _, gg in pairs], leaves)
             except RuntimeError as e:
@@ -321,6 +331,23 @@ def _saved_name(t: torch.Tensor, i: int, args: list, names: tuple[str, ...], out
         return f"saved_tensors[{i}], the output"
     return f"saved_tensors[{i}]"
 
+def _marks_dirty(op: Any) -> bool:
+    """Whether ``op`` is an ``autograd.Function`` whose forward (or setup_context) calls
+    ``ctx.mark_dirty``: it changes an input in place, which torch allows on a tensor that is
+    not a leaf requiring grad, so the checks call it on copies of the case's tensors."""
+    if not (isinstance(op, type) and issubclass(op, torch.autograd.Function)):
+        return False
+    own = [c for c in op.__mro__ if not c.__module__.startswith("torch.")]   # torch's docstrings mention it
+    for fn in (c.__dict__.get(part) for c in own for part in ("forward", "setup_context")):
+        fn = getattr(fn, "__func__", fn)          # a staticmethod's function
+        try:
+            if fn is not None and "mark_dirty" in inspect.getsource(fn):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
 def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
     """The names among ``names`` that ``fn`` takes by keyword only (``def op(x, *, c)``)."""
     target = fn.forward if isinstance(fn, type) else getattr(fn, "_init_fn", fn)
@@ -358,7 +385,8 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     order = common.order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
     call = op.apply if isinstance(op, type) and issubclass(op, torch.autograd.Function) else op
     info = OpCall(call, order, tuple(inputs), kind.registration_check if opcheck else None,
-                  _keyword_only(op, order), direct=isinstance(op, type) or kind.called_directly)
+                  _keyword_only(op, order), direct=isinstance(op, type) or kind.called_directly,
+                  in_place=_marks_dirty(op))
     by_name = _keyword_only(reference, order)
 
     def forward(p, d, h=None):

@@ -123,6 +123,8 @@ class _Layouts:
     def problem(self) -> str | None:
         first, second, expanded = [], [], []
         for k, t in enumerate(self.parts):
+            if t is None:       # an output that is not floating point: no upstream gradient
+                continue
             names = _singles(tuple(t.shape), channels_last=False)
             if names:
                 first.append(_Variant("g", k, names[0]))
@@ -200,7 +202,7 @@ class _Layouts:
         return self.twin
 
     def _filled(self) -> dict[int, str]:
-        return {k: "filled" for k, t in enumerate(self.parts) if t.numel() > 1}
+        return {k: "filled" for k, t in enumerate(self.parts) if t is not None and t.numel() > 1}
 
     def _twin_bound(self, n: str, twin: torch.Tensor) -> torch.Tensor:
         """The twin's own tolerance, and at least the rounding the case allowed (its bound's least element)."""
@@ -264,7 +266,9 @@ class _Layouts:
         parts = []
         for k, t in enumerate(self.parts):
             layout = layouts.get(k)
-            if layout in ("expanded", "filled"):
+            if t is None:
+                parts.append(None)
+            elif layout in ("expanded", "filled"):
                 c = _one_value(t)
                 parts.append(torch.full((), c, dtype=t.dtype, device=t.device).expand(t.shape) if layout == "expanded"
                              else torch.full(t.shape, c, dtype=t.dtype, device=t.device))
@@ -336,6 +340,8 @@ class _Layouts:
         if self.shapes:
             i, start = flat_index[0], 0
             for k, shape in enumerate(self.shapes):
+                if shape is None:
+                    continue
                 if i < start + math.prod(shape):
                     label, index = f"the forward's output {k}", list(unravel(i - start, shape))
                     break

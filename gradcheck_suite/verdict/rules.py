@@ -143,6 +143,17 @@ SALT_FD_ONLY = 0x2FD
 SALT_DOUBLE = 0xDB
 #: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
+#: The backend of the compiled stage (``--compile``, a record's ``compile=True``, the nightly
+#: profile) where none is named: ``aot_eager`` traces the forward and the backward as
+#: training under torch.compile does, at about 0.5-2 s a function on 2 CPU cores; ``inductor``
+#: (7-40 s a function) on request.
+COMPILE_BACKEND = "aot_eager"
+#: The backends ``--compile`` takes.
+COMPILE_BACKENDS = ("aot_eager", "inductor")
+#: Dynamo's recompiles of one compiled function within a case (dynamo is reset between
+#: cases): a case calls each compiled function once, so a handful is already a loop of guard
+#: failures, and compiling again costs a second each.
+COMPILE_RECOMPILES = 4
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

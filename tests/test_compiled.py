@@ -126,3 +126,56 @@ def test_the_nightly_profile_compiles():
     assert backend_for(_op(Scaled), "quick", None) is None
     assert backend_for(_op(Scaled), "quick", "inductor") == "inductor"
     assert backend_for(_op(Scaled, compile=False), "nightly", "aot_eager") is None
+
+
+def test_float32_passes_under_compile():
+    run = run_model(_op(Scaled), dtype="float32", compile="aot_eager", **ONE)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+
+
+class CtxStyle(torch.autograd.Function):
+    """A correct Function in the older style (forward takes ctx): torch.func refuses it."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * torch.sigmoid(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(w)
+        return g * s, g * x * s * (1 - s)
+
+
+def test_torch_func_refusing_a_function_is_a_note_not_a_failure():
+    run = run_model(_op(CtxStyle), compile="aot_eager", **ONE)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    assert "setup_context" in run.notes["compile func"]
+
+
+@torch.library.custom_op("gradcheck_test_compiled::no_fake", mutates_args=())
+def no_fake(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(w)
+
+
+def _no_fake_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _no_fake_backward(ctx, g):
+    x, w = ctx.saved_tensors
+    s = torch.sigmoid(w)
+    return g * s, g * x * s * (1 - s)
+
+
+no_fake.register_autograd(_no_fake_backward, setup_context=_no_fake_setup)
+
+
+def test_an_error_inside_torchs_compiler_is_a_note_naming_torchs_message():
+    m = op_model(no_fake, name="no_fake", dims={"N": Dim(1, 6, 4), "F": Dim(1, 6, 4)},
+                 inputs={"x": ("N", "F"), "w": ("N", "F")}, reference=lambda x, w: x * torch.sigmoid(w))
+    run = run_model(m, compile="aot_eager", **ONE)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    note = next(v for k, v in run.notes.items() if k.startswith("compile error"))
+    assert "torch.compile (aot_eager) could not run the op" in note and "register_fake" in note

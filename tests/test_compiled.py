@@ -91,7 +91,7 @@ def test_a_function_wrong_only_under_compile_fails_naming_the_tensor_and_the_bac
     run = run_model(bug, compile="aot_eager", **ONE)
     assert run.verdict == "fail"
     assert run.failure.summary.startswith("the manual gradient of w under torch.compile (aot_eager) differs from eager")
-    assert run.failure.failing == ["w (torch.compile (aot_eager))"]
+    assert run.failure.failing == ["w under torch.compile (aot_eager)"]
     assert "--compile aot_eager" in run.failure.case.command()
 
 

@@ -93,6 +93,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     budget = rules.QUICK_SECONDS if profile == "quick" and examples is None else None
     drawing = []          # non-empty once hypothesis draws: the budget cuts draws, never the corners
     backend = backend_for(model, profile, compile)
+    if backend is not None and case_timeout:     # compiling is the compiler's time, not the model's
+        case_timeout += rules.COMPILE_TIMEOUT.get(backend, max(rules.COMPILE_TIMEOUT.values()))
 
     def judge(case: Case) -> CaseResult:
         if backend is not None and case.compile is None:

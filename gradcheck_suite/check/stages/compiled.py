@@ -215,11 +215,11 @@ def _judge(state: CaseState, label: str, out, grads, headline: str) -> None:
         checks.append((n, grads.get(n) if hasattr(grads, "get") else None, state.grads[n], b))
     own = None
     for n, got, eager, b in checks:
-        comp = _compare(f"{n} ({label})", got, eager, b)
+        comp = _compare(f"{n} under {label}", got, eager, b)
         if comp is not None and case.dtype != "float64" and isinstance(got, torch.Tensor) and got.shape == eager.shape:
             own = _own_rounding(state) if own is None else own
             if own.get(n) is not None:
-                comp = _compare(f"{n} ({label})", got, eager, b.to(torch.float64) + noise(case.dtype) * own[n])
+                comp = _compare(f"{n} under {label}", got, eager, b.to(torch.float64) + noise(case.dtype) * own[n])
         if comp is None:
             continue
         res.tensors[comp.name] = comp

@@ -158,11 +158,18 @@ def _func_vjp(state: CaseState, backend: str, label: str, call, positional, keyw
         out = call(*args, **keywords)
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
+    names = [n for n in info.args if n not in info.keywords and n in info.inputs]
     try:
         _, eager_fn = torch.func.vjp(over, *primals)
-        eager_fn(gs)
+        eager = dict(zip(names, eager_fn(gs)))
     except Exception as e:  # torch.func refuses the op in eager: documented, a note
         state.result.notes.append(RunNote(f"torch.func.vjp does not take this op in eager ({_first_line(str(e))}); "
+                                          f"torch.func under {label} went unchecked", key="compile func"))
+        return
+    if any(_compare(n, eager.get(n), state.grads[n], bound(state.grads[n], state.case.dtype, state.rounding.get(n)))
+           is not None for n in names):
+        # not compile's doing: eager torch.func already gives another gradient (a matter for torch.func)
+        state.result.notes.append(RunNote(f"torch.func.vjp of the op gives another gradient than autograd in eager; "
                                           f"torch.func under {label} went unchecked", key="compile func"))
         return
     compiled = torch.compile(over, backend=backend, dynamic=False)
@@ -173,7 +180,6 @@ def _func_vjp(state: CaseState, backend: str, label: str, call, positional, keyw
     except Exception as e:  # torch's compiler: eager torch.func ran the same call
         _torch_refused(state, label, "torch.func.vjp of the op", e)
         return
-    names = [n for n in info.args if n not in info.keywords and n in info.inputs]
     out = join(tuple(o.detach() for o in outs) if len(outs) > 1 else outs[0].detach(), "the compiled op")[0]
     _judge(state, label, out, dict(zip(names, grads)), "the manual gradient of {n} through " + what)
 

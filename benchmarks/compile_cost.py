@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         compiled = [dataclasses.replace(c, compile="aot_eager") for c in cases]
         for c in compiled:
             res = check_case(model, c)
-            assert res.verdict == "pass" and not res.notes, (res.verdict, res.summary, res.notes)
+            assert res.verdict == "pass" and not any("compile" in n for n in res.notes), (res.verdict, res.notes)
         on, off = interleaved(args.rounds, lambda: [check_case(model, c) for c in compiled],
                               lambda: [check_case(model, c) for c in cases])
         show(f"Function {label}, 5 cases, aot_eager", on, off)

@@ -179,3 +179,40 @@ def test_an_error_inside_torchs_compiler_is_a_note_naming_torchs_message():
     assert run.verdict == "pass", run.failure and run.failure.summary
     note = next(v for k, v in run.notes.items() if k.startswith("compile error"))
     assert "torch.compile (aot_eager) could not run the op" in note and "register_fake" in note
+
+
+BUG_FILE = '''
+import torch
+from gradcheck_suite import Dim, op_model
+
+
+class CompileOnlyBug(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * torch.sigmoid(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(w)
+        gw = g * x * s * (1 - s)
+        if torch.compiler.is_compiling():
+            gw = gw * 1.5
+        return g * s, gw
+
+
+model = op_model(CompileOnlyBug, name="compile_only_bug", dims={"N": Dim(1, 4, 4)},
+                 inputs={"x": ("N",), "w": ("N",)}, reference=lambda x, w: x * torch.sigmoid(w))
+'''
+
+
+def test_pytest_compiles_only_with_its_option(pytester):
+    pytester.makepyfile(test_grads="def test_backward(gradcheck_target):\n    gradcheck_target.check()\n")
+    pytester.makepyfile(bug_model=BUG_FILE)
+    common = ("--gradcheck-device", "cpu", "--gradcheck-examples", "1", "--gradcheck-models-from", "bug_model.py")
+    # the compiled run first: pytester drops the model's module after a run, and dynamo reads it
+    result = pytester.runpytest(*common, "--gradcheck-compile")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the manual gradient of w under torch.compile", "*(aot_eager) differs from eager*"])
+    pytester.runpytest(*common).assert_outcomes(passed=1)

@@ -43,6 +43,11 @@ _OPTIONS = (
                                help="comma-separated dtypes (default: each model's own)")),
     ("--gradcheck-profile", dict(metavar="NAME", default=None, choices=["quick", "nightly"],
                                  help="hypothesis profile: quick or nightly (default: the project's, else quick)")),
+    ("--gradcheck-compile", dict(metavar="BACKEND", nargs="?", const=rules.COMPILE_BACKEND, default=None,
+                                 choices=rules.COMPILE_BACKENDS,
+                                 help=f"also check each case under torch.compile with this backend "
+                                      f"({', '.join(rules.COMPILE_BACKENDS)}; alone: {rules.COMPILE_BACKEND}); a "
+                                      "record's compile=False opts out (default: off, on in the nightly profile)")),
     ("--gradcheck-examples", dict(metavar="N", default=None,
                                   type=_checked(lambda t: number("", t)),
                                   help="generated cases per target (default: the profile's)")),
@@ -88,6 +93,7 @@ class GradcheckTarget:
         try:
             run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
                             examples=self.options["examples"], case_timeout=self.options["case_timeout"],
+                            compile=self.options.get("compile"),
                             on_case=None if progress is None else progress.update,
                             on_tick=None if progress is None else progress.tick)
         finally:
@@ -191,6 +197,7 @@ def _options(config: pytest.Config) -> dict:
         "dtypes": config.getoption("--gradcheck-dtype") or (",".join(cfg.dtypes) or None),
         "profile": config.getoption("--gradcheck-profile") or cfg.profile or "quick",
         "examples": config.getoption("--gradcheck-examples"),
+        "compile": config.getoption("--gradcheck-compile"),
         "case_timeout": config.getoption("--gradcheck-case-timeout"),
         "threads": config.getoption("--gradcheck-threads"),
     }

@@ -25,6 +25,7 @@ class Case:
     seed: int
     scale: float
     hyper: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    compile: str | None = None     # the torch.compile backend the case also runs under (stages.compiled)
 
     @property
     def values(self) -> dict[str, object]:
@@ -46,11 +47,13 @@ class Case:
         if self.hyper:
             parts += ["--hyper", format_hyper(self.hyper)]
         parts += ["--dtype", self.dtype, "--device", self.device, "--seed", str(self.seed), "--scale", repr(self.scale)]
+        if self.compile:
+            parts += ["--compile", self.compile]
         return shlex.join(parts)
 
     def to_json(self) -> dict:
         return {"dims": dict(self.dims), "hyper": dict(self.hyper), "dtype": self.dtype, "device": self.device,
-                "seed": self.seed, "scale": self.scale}
+                "seed": self.seed, "scale": self.scale} | ({"compile": self.compile} if self.compile else {})
 
 
 def format_hyper(hyper: Mapping[str, object], sep: str = ",") -> str:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, CaseResult, settle_deferred
-from .stages import (autograd, backward, contract, double_backward, fd_only, finite_differences, forward,
+from .stages import (autograd, backward, compiled, contract, double_backward, fd_only, finite_differences, forward,
                      layouts, not_finite, reference, repeatable, repeated, surrogate, unused_outputs)
 from .state import CaseState, Stop, internal
 
@@ -89,6 +89,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("finite differences", finite_differences.run, _derivative),
     Stage("layouts", layouts.run, _passes),
     Stage("unused outputs", unused_outputs.run, _unused),
+    Stage("compiled", compiled.run, compiled.wanted),
     Stage("double backward", double_backward.run, _double),
 )
 

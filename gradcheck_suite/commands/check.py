@@ -26,6 +26,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"a case running longer is abandoned as an error; 0 for no limit (default: {rules.CASE_TIMEOUT:g})")
     p.add_argument("--profile", default=None, choices=["quick", "nightly"],
                    help="hypothesis profile (default: the project's, else quick)")
+    p.add_argument("--compile", nargs="?", const=rules.COMPILE_BACKEND, default=None, metavar="BACKEND",
+                   choices=rules.COMPILE_BACKENDS,
+                   help=f"also check each case under torch.compile with this backend ({', '.join(rules.COMPILE_BACKENDS)}; "
+                        f"alone: {rules.COMPILE_BACKEND}): its output and manual gradient against eager's, about 1 s a "
+                        "case with aot_eager; a record's compile=False opts out (default: off, on in the nightly "
+                        "profile)")
     p.add_argument("--threads", metavar="N", default=str(rules.THREADS),
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
                         f"models in parallel (pytest -n auto) (default: {rules.THREADS})")
@@ -139,7 +145,7 @@ def run(rep, args) -> None:
                             m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
                             seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
                             case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
-                            hyper={k: v for k, v in hyper.items() if k in m.hyper})
+                            hyper={k: v for k, v in hyper.items() if k in m.hyper}, compile=args.compile)
             progress.clear()
             # a model from the project's settings is found again from any of its folders
             rep.runs.append((run, None if args.from_config else reg.asked_as(run.model)))

@@ -166,6 +166,10 @@ class Model:
         Opt in to checking the gradient of the backward itself.
     backward_runs
         How many times the backward runs on one case; all must agree (>= 2).
+    compile
+        Also check each case under ``torch.compile`` (its output and manual gradient
+        against eager's): None (the default) lets the profile decide (nightly: on;
+        quick: only with ``--compile``), True always, False never.
     surrogate
         The backward is not the forward's derivative on purpose (a straight-through
         estimator, gradient reversal): the ``reference``'s autograd defines the gradient,
@@ -207,6 +211,7 @@ class Model:
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     double_backward: bool = False
     backward_runs: int = 2
+    compile: bool | None = None    # check under torch.compile too: None, the profile decides
     needs_contiguous: bool = False
     surrogate: bool = False
     train: Mapping[str, Any] | None = None
@@ -460,6 +465,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if m.compile is not None and not isinstance(m.compile, bool):
+        return "compile", f"must be True, False or None (the profile decides), got {m.compile!r}"
     if not isinstance(m.surrogate, bool):
         return "surrogate", f"must be True or False, got {m.surrogate!r}"
     if m.surrogate and m.reference is None:

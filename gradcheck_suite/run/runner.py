@@ -11,6 +11,7 @@ import unittest
 from collections.abc import Callable, Mapping
 
 from ..check.case import Case
+from ..check.stages.compiled import backend_for
 
 from ..record.errors import RunNote
 from ..check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
@@ -68,7 +69,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
               examples: int | None = None, dims: Mapping[str, int] | None = None, seed: int | None = None,
               scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
               database=None, hyper: Mapping[str, object] | None = None, case_timeout: float | None = None,
-              on_tick: Callable[[ModelRun, str, float], None] | None = None) -> ModelRun:
+              on_tick: Callable[[ModelRun, str, float], None] | None = None,
+              compile: str | None = None) -> ModelRun:
     """Check ``model`` on generated cases; what is given (dims, hyperparameters, seed,
     scale) stays fixed.
 
@@ -78,7 +80,9 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     a folder per model, dtype and device under hypothesis's directory database, or under
     ``database``.  A case that runs past ``case_timeout`` seconds is an error and ends the
     run (no shrinking); ``on_tick(run, phase, seconds)`` reports a running case (see
-    ``limits.run_case``).
+    ``limits.run_case``).  ``compile`` (a backend: ``--compile``) also runs each case under
+    torch.compile; the record's ``compile`` field and the profile decide where it is None
+    (:func:`..check.stages.compiled.backend_for`).
     """
     run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
     fixed_hyper = dict(hyper or {})
@@ -88,8 +92,13 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     tick = None if on_tick is None else (lambda phase, seconds: on_tick(run, phase, seconds))
     budget = rules.QUICK_SECONDS if profile == "quick" and examples is None else None
     drawing = []          # non-empty once hypothesis draws: the budget cuts draws, never the corners
+    backend = backend_for(model, profile, compile)
+    if backend is not None and case_timeout:     # compiling is the compiler's time, not the model's
+        case_timeout += rules.COMPILE_TIMEOUT.get(backend, max(rules.COMPILE_TIMEOUT.values()))
 
     def judge(case: Case) -> CaseResult:
+        if backend is not None and case.compile is None:
+            case = dataclasses.replace(case, compile=backend)
         key = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:

@@ -22,7 +22,8 @@ from ..verdict import rules
 PROFILES = {
     # the default for `pytest` and `gradcheck-suite check`: the same cases every run
     "quick": dict(max_examples=rules.QUICK_CASES, derandomize=True),
-    # nightly: many more cases, new ones each run, failures replayed from the database
+    # nightly: many more cases, new ones each run, failures replayed from the database; and
+    # each case also under torch.compile (check/stages/compiled.py, backend_for)
     "nightly": dict(max_examples=rules.NIGHTLY_CASES, derandomize=False),
 }
 

@@ -143,6 +143,23 @@ SALT_FD_ONLY = 0x2FD
 SALT_DOUBLE = 0xDB
 #: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
+#: The backend of the compiled stage (``--compile``, a record's ``compile=True``, the nightly
+#: profile) where none is named: ``aot_eager`` traces the forward and the backward as
+#: training under torch.compile does, at about 0.5-2 s a function on 2 CPU cores; ``inductor``
+#: (7-40 s a function) on request.
+COMPILE_BACKEND = "aot_eager"
+#: The backends ``--compile`` takes.
+COMPILE_BACKENDS = ("aot_eager", "inductor")
+#: Dynamo's recompiles of one compiled function within a case (dynamo is reset between
+#: cases): a case calls each compiled function once, so a handful is already a loop of guard
+#: failures, and compiling again costs a second each.
+COMPILE_RECOMPILES = 4
+#: Seconds added to a case's time limit (``--case-timeout``) when it also runs under
+#: torch.compile, per backend: a case compiles one or two functions, ``aot_eager`` in about
+#: 0.5-2 s each on 2 idle cores and ``inductor`` in 7-40 s, and a loaded machine takes several
+#: times that (an inductor case of mlp_relu ran past 60 s under load 7).  The compiler's time
+#: is not the model's: a slow compile must not read as a model that hangs.
+COMPILE_TIMEOUT = {"aot_eager": 60.0, "inductor": 600.0}
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

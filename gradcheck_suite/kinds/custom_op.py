@@ -52,10 +52,6 @@ def holds(op: Any) -> bool:
     return type(op).__name__ in LIBRARY_OP_TYPES
 
 
-#: the tests ``torch.library.opcheck`` runs, in its order
-OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-
-
 def registration_problem(call: Callable[..., Any], positional: tuple, keywords: dict,
                          required: bool = True) -> tuple[str | None, str | None]:
     """``torch.library.opcheck``'s verdict on the op's registration: ``(problem, note)``, each

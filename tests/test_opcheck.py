@@ -49,6 +49,8 @@ def test_a_wrong_register_fake_fails_nightly_naming_test_faketensor(nightly):
     assert "Shapes torch.Size([1]) and torch.Size([2]) are not equal" in text
     assert "test_schema, test_autograd_registration passed" in text
     assert "\n" not in text and "scroll up" not in text
+    assert text.endswith("(the nightly profile runs opcheck: reproduce with --profile nightly, or give the record "
+                         "opcheck=True)")
 
 
 def test_a_wrong_register_fake_passes_quick_where_opcheck_is_opt_in():
@@ -56,6 +58,7 @@ def test_a_wrong_register_fake_passes_quick_where_opcheck_is_opt_in():
     run = run_model(_twice("fake_wrong_asked", _wrong_fake, opcheck=True), examples=2)
     assert run.verdict == "error"
     assert run.failure.problems[0].startswith("torch.library.opcheck failed: test_faketensor (")
+    assert "nightly" not in run.failure.problems[0]
 
 
 def test_a_records_opcheck_false_wins_in_nightly(nightly):

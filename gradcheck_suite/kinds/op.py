@@ -142,7 +142,8 @@ class OpCall:
         if self.registration is not None and (self.opcheck or (self.opcheck is None and self.by_profile)):
             text, note = self._registration_problem(p, d, h)
             if text:
-                return text, [], False
+                return text + ("" if self.opcheck else " (the nightly profile runs opcheck: reproduce with "
+                               "--profile nightly, or give the record opcheck=True)"), [], False
             if note:
                 notes.append(RunNote(note, key="opcheck"))
         gs = g if isinstance(g, tuple) else (g,)

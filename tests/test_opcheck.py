@@ -96,3 +96,8 @@ def test_a_function_is_not_opchecked_nightly(nightly):
 
     m = op_model(Double, name="double_fn", dims={"N": Dim(1, 4, 4)}, inputs={"x": ("N",)}, reference=lambda x: 2 * x)
     assert nightly(m).verdict == "pass"
+
+
+def test_opcheck_is_true_false_or_left_out():
+    with pytest.raises(Exception, match="field 'opcheck': must be True, False or left out"):
+        _twice("fake_yes", _right_fake, opcheck="yes")

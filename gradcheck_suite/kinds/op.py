@@ -369,6 +369,8 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     if not callable(reference):
         raise SpecError(str(name), "reference", "an op hides its backward from autograd: give a plain-torch "
                                                 "function of the same arguments as the oracle")
+    if opcheck is not None and not isinstance(opcheck, bool):
+        raise SpecError(str(name), "opcheck", f"must be True, False or left out (the profile decides), got {opcheck!r}")
     if opcheck and (kind.registration_check is None or not hasattr(torch.library, "opcheck")):
         raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
     data, hyper = dict(data or {}), dict(hyper or {})

@@ -17,7 +17,7 @@ def setup(model, dims: Mapping[str, int], device: str = "cpu", dtype: str = "flo
 
     case = Case(model.name, dict(dims), dtype, device, seed, 1.0, dict(model.bench_hyper))
     model = Bound(model, case)    # hyperparameters passed on, a tuple of outputs joined
-    p, d = build(model, case)
+    p, d = build(model, case, dense=False)    # a sparse input is timed as it is
     with torch.no_grad():
         out, _ = model.forward(p, d)
     return model, p, d, upstream(out, seed)

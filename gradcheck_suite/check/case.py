@@ -99,6 +99,29 @@ def describe(x: object) -> str:
     return "None" if x is None else type(x).__name__
 
 
+#: what a layout other than dense is called in a message
+_LAYOUTS = {"sparse_coo": "sparse COO", "sparse_csr": "sparse CSR", "sparse_csc": "sparse CSC",
+            "sparse_bsr": "sparse BSR", "sparse_bsc": "sparse BSC", "_mkldnn": "MKL-DNN"}
+
+
+def layout_problem(x: object, what: str, fix: str) -> str | None:
+    """Why ``x`` cannot be judged where it is a tensor of a layout other than dense
+    (strided): the comparisons, the finite differences and the contract's checks read every
+    element.  Gradients on a sparse tensor's specified elements only (the ``masked``
+    semantics of ``torch.autograd.gradcheck``) are not checked: one line that says so, and
+    what to do, never an internal error.  None for anything else."""
+    if not isinstance(x, torch.Tensor) or x.layout == torch.strided:
+        return None
+    layout = str(x.layout).removeprefix("torch.")
+    return (f"{what} is a {_LAYOUTS.get(layout, layout)} tensor: the harness checks dense (strided) tensors "
+            f"only; {fix}")
+
+
+#: the end of a refusal of a sparse input: what is supported instead
+SPARSE_INPUT_FIX = ("gradients on a sparse tensor's specified elements only (torch.autograd.gradcheck(..., "
+                    "masked=True)) are not checked here")
+
+
 def as_tensor_hint(x: object, what: str) -> str:
     """What to do where a tensor was expected and ``x`` came back: one clause, or ''."""
     if isinstance(x, (np.generic, np.ndarray)):
@@ -111,8 +134,10 @@ def as_tensor_hint(x: object, what: str) -> str:
     return ""
 
 
-def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:
-    """The parameters and data of a case, the same for every device and dtype of one seed."""
+def build(model: Model, case: Case, dense: bool = True) -> tuple[Tensors, Tensors]:
+    """The parameters and data of a case, the same for every device and dtype of one seed.
+    With ``dense`` (a check, training), a tensor of another layout (sparse) is refused in one
+    line; the benchmarks time it as it is."""
     gen = torch.Generator().manual_seed(case.seed)
     dtype = torch_dtype(case.dtype)
     if model.make_tensors is not None:
@@ -121,6 +146,12 @@ def build(model: Model, case: Case) -> tuple[Tensors, Tensors]:
     else:
         draws = np.random.Generator(np.random.SFC64(case.seed % 2**64))
         tensors = {name: _one(model, name, case, gen, dtype, draws) for name in (*model.params, *model.data)}
+    for name, t in tensors.items() if dense else ():
+        source = "make_tensors" if model.make_tensors is not None else f"factories[{name!r}]"
+        text = layout_problem(t, f"{name} (from {source})",
+                              f"densify it there (.to_dense()); {SPARSE_INPUT_FIX}")
+        if text:
+            raise FactoryError(text)
     device = torch.device(case.device)
     cast = {}
     for name, t in tensors.items():
@@ -239,6 +270,9 @@ def join(out, who: str) -> tuple[object, list[tuple[int, ...] | None] | None]:
     if not isinstance(out, (tuple, list)):
         return out, None
     for i, t in enumerate(out):
+        text = layout_problem(t, f"{who}'s output {i}", "return it dense (.to_dense())")
+        if text:
+            raise ContractError(text)
         if not isinstance(t, torch.Tensor) or t.is_complex():
             raise ContractError(f"{who}'s output {i} must be a tensor (floating point, or integer or bool for a "
                                 f"non-differentiable one), got {describe(t)}" + as_tensor_hint(t, "it"))

@@ -43,5 +43,7 @@ class Kind:
     #: (otherwise only a class is: a lambda may wrap the op and reorder them)
     called_directly: bool = False
     #: a test of the object's registration, run on each case before the gradient checks when the
-    #: record asks for it (``opcheck=True``): ``(call, positional, keywords) -> problem or None``
-    registration_check: Callable[[Callable[..., Any], tuple, dict], str | None] | None = None
+    #: record asks for it (``opcheck=True``), or the profile does (the nightly one, unless the
+    #: record says ``opcheck=False``): ``(call, positional, keywords, required) -> (problem, note)``,
+    #: each one line or None; ``required``: the record asked for the test itself
+    registration_check: Callable[..., tuple[str | None, str | None]] | None = None

@@ -32,7 +32,7 @@ from ..verdict.oracles import backward_into, refuses_grad
 from ..record.spec import Dim, Model, SpecError, Tensors
 from . import common, kind_holding
 
-__all__ = ["op_model", "OpCall", "same_values"]
+__all__ = ["op_model", "OpCall", "same_values", "with_opcheck"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +44,12 @@ class OpCall:
     call: Callable[..., Any]
     args: tuple[str, ...]
     inputs: tuple[str, ...]
-    registration: Callable[[Callable[..., Any], tuple, dict], str | None] | None = None   # opcheck=True's test
+    registration: Callable[..., tuple[str | None, str | None]] | None = None   # opcheck's test
     keywords: frozenset[str] = frozenset()
     direct: bool = True      # the op itself, not a wrapper: its positions are ``args``
     in_place: bool = False   # a Function that changes its inputs in place (ctx.mark_dirty): called on clones
+    opcheck: bool | None = None   # the record's choice; None: the profile's
+    by_profile: bool = False      # the profile runs opcheck where the record leaves it open (``with_opcheck``)
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
         values = [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
@@ -143,16 +145,21 @@ class OpCall:
         turn, where it must still work and give the other inputs the same gradients.
         A gradient returned where ``ctx.needs_input_grad`` is False is valid torch (the
         engine drops it) and only a note.  With a ``registration`` test (a custom op's
-        torch.library.opcheck), that runs first.  Returns (the error or None, notes, whether the error
-        is a frozen-input finding: those are judged after the values, which may explain them)."""
-        if self.registration is not None:
-            text = self._registration_problem(p, d, h)
+        torch.library.opcheck) that the record or the profile asks for, that runs first.
+        Returns (the error or None, notes, whether the error is a frozen-input finding:
+        those are judged after the values, which may explain them)."""
+        notes: list[str] = []
+        if self.registration is not None and (self.opcheck or (self.opcheck is None and self.by_profile)):
+            text, note = self._registration_problem(p, d, h)
             if text:
-                return text, [], False
+                return text + ("" if self.opcheck else " (the nightly profile runs opcheck: reproduce with "
+                               "--profile nightly, or give the record opcheck=True)"), [], False
+            if note:
+                notes.append(RunNote(note, key="opcheck"))
         gs = g if isinstance(g, tuple) else (g,)
         full = self._direct_backward(p, d, h, gs, None)
         if full is None:
-            return None, [], False   # not an autograd.Function node: the gradient checks still apply
+            return None, notes, False   # not an autograd.Function node: the gradient checks still apply
         needs, raw, problem, shapes = full
         if problem:
             return problem, [], False
@@ -188,7 +195,6 @@ class OpCall:
                     return (f"backward gives {got} for {name(i)} when {n} needs no gradient "
                             f"(ctx.needs_input_grad[{', '.join(map(str, mine)) or '?'}] is False): a gradient "
                             "must not depend on which other inputs need one"), [], True
-        notes: list[str] = []
         for i, (r, want) in enumerate(zip(raw, shapes)):
             if isinstance(r, torch.Tensor) and want is not None and tuple(r.shape) != want \
                     and _sums_to(tuple(r.shape), want):
@@ -207,12 +213,12 @@ class OpCall:
     def _position_name(self, i: int) -> str:
         return self.args[i] if self.direct and i < len(self.args) else f"argument {i + 1} of the Function's forward"
 
-    def _registration_problem(self, p, d, h) -> str | None:
+    def _registration_problem(self, p, d, h) -> tuple[str | None, str | None]:
         leaves = {n: p[n].detach().clone().requires_grad_(True) for n in self.inputs}
         values = self.arguments(leaves, d, h)
         positional = tuple(v for n, v in zip(self.args, values) if n not in self.keywords)
         keywords = {n: v for n, v in zip(self.args, values) if n in self.keywords}
-        return self.registration(self.call, positional, keywords)
+        return self.registration(self.call, positional, keywords, self.opcheck is True)
 
     def _direct_backward(self, p, d, h, gs, frozen: str | None):
         """``(ctx.needs_input_grad, what backward returned, a problem or None, the shape
@@ -254,6 +260,16 @@ class OpCall:
                 return (needs, raw, f"backward changed ctx.{k} in place; a second backward would read the changed values",
                         shapes)
         return needs, raw, None, shapes
+
+
+def with_opcheck(model: Model) -> Model:
+    """``model`` with ``torch.library.opcheck`` on, where it holds a custom op whose record
+    left the choice to the profile (``opcheck`` not given): what the nightly profile runs.
+    Any other model is returned as it is; a record's own ``opcheck=False`` wins."""
+    info = model.op
+    if not isinstance(info, OpCall) or info.registration is None or info.opcheck is not None:
+        return model
+    return dataclasses.replace(model, op=dataclasses.replace(info, by_profile=True))
 
 
 def _expected_shapes(node, args: list | None) -> tuple:
@@ -361,7 +377,7 @@ def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
 def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str, tuple],
              reference: Callable[..., Any] | None, data: Mapping[str, tuple] | None = None,
              hyper: Mapping[str, Any] | None = None, args: common.Args | None = None, backward_runs: int = 3,
-             opcheck: bool = False, **fields: Any) -> Model:
+             opcheck: bool | None = None, **fields: Any) -> Model:
     """A record for an ``autograd.Function`` subclass or a ``torch.library`` custom op.
 
     inputs     ``{name: shape}``: the tensors that get gradients, in call order
@@ -369,7 +385,8 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     data       ``{name: shape}``: tensors passed without ``requires_grad`` (indices, masks)
     hyper      ``{name: Dim(...) or (choice, ...)}``: non-tensor arguments, drawn like dims
     args       the op's positional order by name (default: inputs, data, hyper)
-    opcheck    also run ``torch.library.opcheck`` on each case (custom ops only)
+    opcheck    also run ``torch.library.opcheck`` on each case (custom ops only): True always,
+               False never, None (the default) in the nightly profile only
     Any other :class:`Model` field (dtype, factories, scales, where, double_backward, doc,
     ...) passes through.
     """
@@ -379,14 +396,17 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     if not callable(reference):
         raise SpecError(str(name), "reference", "an op hides its backward from autograd: give a plain-torch "
                                                 "function of the same arguments as the oracle")
+    if opcheck is not None and not isinstance(opcheck, bool):
+        raise SpecError(str(name), "opcheck", f"must be True, False or left out (the profile decides), got {opcheck!r}")
     if opcheck and (kind.registration_check is None or not hasattr(torch.library, "opcheck")):
         raise SpecError(str(name), "opcheck", "torch.library.opcheck tests torch.library custom ops only")
     data, hyper = dict(data or {}), dict(hyper or {})
     order = common.order(str(name), args, {"inputs": inputs, "data": data, "hyper": hyper})
     call = op.apply if isinstance(op, type) and issubclass(op, torch.autograd.Function) else op
-    info = OpCall(call, order, tuple(inputs), kind.registration_check if opcheck else None,
+    registration = kind.registration_check if opcheck is not False and hasattr(torch.library, "opcheck") else None
+    info = OpCall(call, order, tuple(inputs), registration,
                   _keyword_only(op, order), direct=isinstance(op, type) or kind.called_directly,
-                  in_place=_marks_dirty(op))
+                  in_place=_marks_dirty(op), opcheck=opcheck)
     by_name = _keyword_only(reference, order)
 
     def forward(p, d, h=None):

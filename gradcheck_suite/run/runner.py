@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from ..check.case import Case
 from ..check.stages.compiled import backend_for
+from ..kinds.op import with_opcheck
 
 from ..record.errors import RunNote
 from ..check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
@@ -59,6 +60,12 @@ class _OutOfTime(BaseException):
     so that hypothesis stops at once instead of treating it as a failure to shrink."""
 
 
+def _runs_opcheck(profile: str) -> bool:
+    """Whether the profile runs ``torch.library.opcheck`` on custom ops whose record leaves it open."""
+    from . import strategies
+    return bool(strategies.PROFILES.get(profile, {}).get("opcheck"))
+
+
 class _Failed(Exception):
     def __init__(self, result: CaseResult):
         super().__init__(result.verdict)
@@ -84,6 +91,8 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     torch.compile; the record's ``compile`` field and the profile decide where it is None
     (:func:`..check.stages.compiled.backend_for`).
     """
+    if profile != "quick" and _runs_opcheck(profile):   # hypothesis loads with the profiles: not for quick
+        model = with_opcheck(model)          # a custom op's registration, unless its record says no
     run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
     fixed_hyper = dict(hyper or {})
     start = time.perf_counter()

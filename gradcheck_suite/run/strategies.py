@@ -20,12 +20,17 @@ from ..record.spec import Dim, Model
 from ..verdict import rules
 
 PROFILES = {
-    # the default for `pytest` and `gradcheck-suite check`: the same cases every run
-    "quick": dict(max_examples=rules.QUICK_CASES, derandomize=True),
-    # nightly: many more cases, new ones each run, failures replayed from the database; and
+    # the default for `pytest` and `gradcheck-suite check`: the same cases every run; a custom
+    # op's torch.library.opcheck only where its record asks (it costs more than the check)
+    "quick": dict(max_examples=rules.QUICK_CASES, derandomize=True, opcheck=False),
+    # nightly: many more cases, new ones each run, failures replayed from the database;
+    # torch.library.opcheck on every custom op whose record does not say opcheck=False; and
     # each case also under torch.compile (check/stages/compiled.py, backend_for)
-    "nightly": dict(max_examples=rules.NIGHTLY_CASES, derandomize=False),
+    "nightly": dict(max_examples=rules.NIGHTLY_CASES, derandomize=False, opcheck=True),
 }
+
+#: the entries of a profile that are the harness's own, not hypothesis settings
+HARNESS_KEYS = ("opcheck",)
 
 
 def sizes(low: int, high: int):
@@ -267,7 +272,7 @@ def profile_settings(profile: str = "quick", *, examples: int | None = None) -> 
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     if examples is not None and examples < 1:
         raise ValueError(f"examples={examples} must be at least 1")
-    chosen = dict(PROFILES[profile])
+    chosen = {k: v for k, v in PROFILES[profile].items() if k not in HARNESS_KEYS}
     if examples is not None:
         chosen["max_examples"] = examples
     return settings(

@@ -8,7 +8,7 @@ import torch
 
 from ...verdict.tolerance import TensorComparison, compare
 from .. import messages
-from ..case import describe, float64, split
+from ..case import describe, float64, layout_problem, split
 from ..measure import changed
 from ..result import FAIL
 from ..state import CaseState, Stop
@@ -19,6 +19,9 @@ def run(state: CaseState) -> None:
     with torch.no_grad():
         ref = state.call("reference", model.reference, p, d)
     text = messages.in_place("the reference", changed(state.before, p, d))
+    if text:
+        raise state.error(text)
+    text = layout_problem(ref, "the reference's output", "return it dense (.to_dense())")
     if text:
         raise state.error(text)
     if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:

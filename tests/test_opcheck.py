@@ -62,7 +62,14 @@ def test_a_wrong_register_fake_passes_quick_where_opcheck_is_opt_in():
 
 
 def test_a_records_opcheck_false_wins_in_nightly(nightly):
-    assert nightly(_twice("fake_wrong_off", _wrong_fake, opcheck=False)).verdict == "pass"
+    # compile=False too: nightly's compiled stage would see what the wrong fake does (below)
+    assert nightly(_twice("fake_wrong_off", _wrong_fake, opcheck=False, compile=False)).verdict == "pass"
+
+
+def test_a_wrong_register_fake_with_opcheck_off_still_fails_nightly_under_compile(nightly):
+    run = nightly(_twice("fake_wrong_compiled", _wrong_fake, opcheck=False))
+    assert run.verdict == "fail"
+    assert run.failure.failing == ["x under torch.compile (aot_eager)"]
 
 
 def test_a_correct_custom_op_passes_nightly(nightly):

@@ -143,6 +143,8 @@ SALT_FD_ONLY = 0x2FD
 SALT_DOUBLE = 0xDB
 #: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
+#: The forward-mode check's tangents ``v`` and weights ``u`` (``check/stages/forward_mode.py``).
+SALT_FORWARD_MODE = 0xF0AD
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

@@ -182,3 +182,23 @@ def test_a_reference_without_forward_mode_is_differentiated_twice_instead(case_o
     wrong = check_case(m := _model(_function(_w_sign), reference=reference), case_of(m, seed=4, N=6))
     assert wrong.verdict == FAIL and wrong.failing == ["w"]
     assert "differs from autograd's forward-mode tangent" in wrong.summary
+
+
+def _rounds_away(ctx, tx, tw):
+    """Right in exact arithmetic; in float32 the shift by 1e4 rounds away ~1e-3 of each term."""
+    x, w = ctx.saved_tensors
+    return ((2 * x * w * tx + 1e4) - 1e4) + x * x * tw
+
+
+def test_a_jvp_right_in_float64_that_rounds_more_in_float32_is_not_failed(case_of):
+    m = _model(_function(_rounds_away))
+    for seed in range(3):
+        res = check_case(m, case_of(m, dtype="float32", seed=seed, N=8))
+        assert res.verdict == PASS, (seed, res.summary)
+
+
+def test_a_wrong_jvp_in_float32_still_fails_when_float64_shows_it_too(case_of):
+    m = _model(_function(_x_missing_factor))
+    res = check_case(m, case_of(m, dtype="float32", seed=5, N=8))
+    assert res.verdict == FAIL and res.failing == ["x"]
+    assert "x (forward mode)" in res.tensors

@@ -22,15 +22,18 @@ torch documents, not wrong.  An op without ``jvp`` is not looked at.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
 from ...record.spec import Tensors
 from ...verdict import rules
-from ...verdict.tolerance import bound, compare
+from ...record.errors import ContractError
+from ...verdict.tolerance import TensorComparison, bound, compare
 from ..case import float64
 from ..result import FAIL
 from ..state import CaseState
@@ -76,6 +79,15 @@ def functions_with_jvp(op, p: Tensors, d: Tensors, h) -> list[type]:
     return found
 
 
+class _Wrong(NamedTuple):
+    """What shows a wrong ``jvp``: the input whose direction shows it, the message, and the
+    comparison of the tangents (None for the identity)."""
+
+    name: str
+    text: str
+    comparison: TensorComparison | None = None
+
+
 def run(state: CaseState) -> None:
     model, case, res = state.model, state.case, state.result
     op, h = model.op, model.h
@@ -91,88 +103,116 @@ def run(state: CaseState) -> None:
     v = {n: torch.randn(tuple(p[n].shape), generator=gen, dtype=torch.float64).to(p[n].device, p[n].dtype)
          for n in names}
     u = _like(state.out, gen)                  # for <u, Jv> = <J^T u, v>, on the joined output
-    p64, d64 = float64(p), float64(d)
-    v64 = {n: t.to(torch.float64) for n, t in v.items()}
-    ref = getattr(model.model, "reference", None)
-    extra = model.extra
-    reference = (lambda P, D: ref(P, D, *extra)) if ref is not None else None
-
-    def theirs(P, D):
-        return op.invoke(P, D, h)
-
-    mine: dict[str, list[torch.Tensor]] = {}
-    refs: dict[str, list[torch.Tensor] | None] = {}
-    for n in names:
-        got = _guarded(state, f"forward mode ({who}) in the direction of {n}", _tangents, theirs, op.inputs, p, d, n, v[n])
-        if isinstance(got, _Unsupported):
-            res.notes.append(f"forward mode not checked: torch cannot run {who} on this op ({got}); "
-                             "torch.func.jvp and jacfwd will raise there too")
-            return
-        mine[n] = got
-        refs[n] = None
-        if reference is None:
-            continue
-        r = _reference_tangents(reference, op.inputs, p, d, n, v[n])
-        if r is None:
-            continue
-        if case.dtype != "float64":
-            r64 = _reference_tangents(reference, op.inputs, p64, d64, n, v64[n])
-            rounding = None if r64 is None else [a.to(torch.float64) - b for a, b in zip(r, r64)]
-        else:
-            rounding = [None] * len(r)
-        refs[n] = [(t, rr) for t, rr in zip(r, rounding)]
-    several = len(next(iter(mine.values()))) > 1
-    for n in names:
-        if refs[n] is None:
-            continue
-        if len(refs[n]) != len(mine[n]):
-            raise state.error(f"forward mode ({who}) gives {len(mine[n])} output tangents, the reference "
-                              f"{len(refs[n])} outputs")
-        for k, (t, (r, rounding)) in enumerate(zip(mine[n], refs[n])):
-            label = f"{n} (forward mode{f', output {k}' if several else ''})"
-            c = compare(label, t, r, case.dtype, rounding)
-            if not c.ok:
-                res.tensors[label] = c
-                e = c.worst[0]
-                where = f" at {tuple(e.index)}" if e.index else ""
-                _fail(res, n, f"the forward-mode tangent ({who}) of output {k} in the direction of {n} differs from "
-                              f"autograd's forward-mode tangent of the reference: {c.mismatched} of {max(1, t.numel())} "
-                              f"elements outside tolerance, worst{where}: {e.manual:.6g} vs {e.autograd:.6g} "
-                              f"(relative error {e.rel_err:.3g}); is {n}'s term of the jvp missing a factor, or its "
-                              "sign flipped?")
-                return
-    if all(refs[n] is None for n in names):
-        res.notes.append(f"forward mode: the reference gives no forward-mode tangent here; {who} is checked "
-                         "against the backward only (<u, Jv> = <J^T u, v>)")
-    _identity(state, who, names, mine, refs, u, v)
-
-
-def _identity(state: CaseState, who: str, names, mine, refs, u: torch.Tensor, v) -> None:
-    """``<u, J v>`` from the jvp against ``<J^T u, v>`` from the manual backward, per input."""
-    model, case, res = state.model, state.case, state.result
+    ref = model.model.reference
+    reference = (lambda P, D: ref(P, D, *model.extra)) if ref is not None else None
+    judge = _Judge(model, op, h, reference, who, names)
     with torch.no_grad():
-        back = state.call("backward (for the forward-mode identity)", model.backward, state.p, state.d,
-                          state.cache, u.clone())
-        back64 = None
-        if case.dtype != "float64":
-            back64 = state.call("backward (for the forward-mode identity)", model.backward, float64(state.p),
-                                float64(state.d), state.cache, u.to(torch.float64))
-    parts = _parts(u, [t.shape for t in next(iter(mine.values()))])
-    for n in names:
-        jt = back[n]
-        rounding = None if back64 is None else jt.to(torch.float64) - back64[n].to(torch.float64)
-        b_back = bound(jt, case.dtype, rounding)
-        left = sum(float((uk.to(torch.float64) * t.to(torch.float64)).sum()) for uk, t in zip(parts, mine[n]))
-        right = float((jt.to(torch.float64) * v[n].to(torch.float64)).sum())
-        allowed = float((b_back * v[n].to(torch.float64).abs()).sum())
-        for k, (uk, t) in enumerate(zip(parts, mine[n])):
-            r, rr = refs[n][k] if refs[n] is not None else (t, None)
-            allowed += float((bound(r, case.dtype, rr) * uk.to(torch.float64).abs()).sum())
-        if abs(left - right) > allowed:
-            _fail(res, n, f"the forward-mode tangent ({who}) in the direction of {n} breaks the reverse-mode "
-                          f"identity <u, Jv> = <J^T u, v> with the backward: {left:.6g} vs {right:.6g} (allowed "
-                          f"{allowed:.3g}); is {n}'s term of the jvp missing a factor, or its sign flipped?")
+        found = _guarded(state, f"forward mode ({who})", judge, p, d, state.cache, v, u, case.dtype)
+    if isinstance(found, _Unsupported):
+        res.notes.append(f"forward mode not checked: torch cannot run {who} on this op ({found}); "
+                         "torch.func.jvp and jacfwd will raise there too")
+        return
+    res.notes.extend(judge.notes)
+    if found is None:
+        return
+    if case.dtype != "float64":
+        # beyond the bounds in low precision: a wrong formula is wrong in float64 too, while
+        # rounding (the jvp's, in another order than the reference's) is gone there
+        p64, d64 = float64(p), float64(d)
+        again = _Judge(model, op, h, reference, who, names)
+        try:
+            with torch.no_grad():
+                in64 = again(p64, d64, state.cache, {n: t.to(torch.float64) for n, t in v.items()},
+                             u.to(torch.float64), "float64")
+        except Exception:   # a Function that takes its own dtype only: the low-precision finding stands
+            in64 = found
+        if in64 is None and _finite_where_reference_is(found):
             return
+    if found.comparison is not None:
+        res.tensors[found.comparison.name] = found.comparison
+    _fail(res, found.name, found.text)
+
+
+def _finite_where_reference_is(found: _Wrong) -> bool:
+    """The low-precision tangent is finite wherever the reference's is (no overflow)."""
+    c = found.comparison
+    return c is None or all(math.isfinite(e.manual) or not math.isfinite(e.autograd) for e in c.worst)
+
+
+class _Judge:
+    """The forward-mode check on one set of tensors, in one dtype: the first finding that
+    shows a wrong ``jvp``, or None; raises what the op raises."""
+
+    def __init__(self, model, op, h, reference, who: str, names: list[str]):
+        self.model, self.op, self.h, self.reference, self.who, self.names = model, op, h, reference, who, names
+        self.notes: list[str] = []
+
+    def theirs(self, P, D):
+        return self.op.invoke(P, D, self.h)
+
+    def __call__(self, p, d, cache, v, u, dtype: str) -> _Wrong | None:
+        names, who = self.names, self.who
+        mine = {n: _tangents(self.theirs, p, d, n, v[n]) for n in names}
+        refs: dict[str, list | None] = {}
+        p64, d64 = float64(p), float64(d)
+        for n in names:
+            refs[n] = None
+            if self.reference is None:
+                continue
+            r = _reference_tangents(self.reference, p, d, n, v[n])
+            if r is None:
+                continue
+            rounding = [None] * len(r)
+            if dtype != "float64":
+                r64 = _reference_tangents(self.reference, p64, d64, n, v[n].to(torch.float64))
+                if r64 is not None:
+                    rounding = [a.to(torch.float64) - b for a, b in zip(r, r64)]
+            refs[n] = list(zip(r, rounding))
+        several = len(next(iter(mine.values()))) > 1
+        for n in names:
+            if refs[n] is None:
+                continue
+            if len(refs[n]) != len(mine[n]):
+                raise ContractError(f"forward mode ({who}) gives {len(mine[n])} output tangents, the reference "
+                                    f"{len(refs[n])} outputs")
+            for k, (t, (r, rounding)) in enumerate(zip(mine[n], refs[n])):
+                label = f"{n} (forward mode{f', output {k}' if several else ''})"
+                c = compare(label, t, r, dtype, rounding)
+                if not c.ok:
+                    e = c.worst[0]
+                    at = f" at {tuple(e.index)}" if e.index else ""
+                    return _Wrong(n, f"the forward-mode tangent ({who}) of output {k} in the direction of {n} differs "
+                                     f"from autograd's forward-mode tangent of the reference: {c.mismatched} of "
+                                     f"{max(1, t.numel())} elements outside tolerance, worst{at}: {e.manual:.6g} vs "
+                                     f"{e.autograd:.6g} (relative error {e.rel_err:.3g}); is {n}'s term of the jvp "
+                                     "missing a factor, or its sign flipped?", c)
+        if all(refs[n] is None for n in names):
+            self.notes.append(f"forward mode: the reference gives no forward-mode tangent here; {who} is checked "
+                              "against the backward only (<u, Jv> = <J^T u, v>)")
+        return self.identity(p, d, cache, v, u, dtype, mine, refs)
+
+    def identity(self, p, d, cache, v, u, dtype, mine, refs) -> _Wrong | None:
+        """``<u, J v>`` from the jvp against ``<J^T u, v>`` from the manual backward, per input."""
+        back = self.model.backward(p, d, cache, u.clone())
+        back64 = None
+        if dtype != "float64":
+            back64 = self.model.backward(float64(p), float64(d), cache, u.to(torch.float64))
+        parts = _parts(u, [t.shape for t in next(iter(mine.values()))])
+        for n in self.names:
+            jt = back[n]
+            rounding = None if back64 is None else jt.to(torch.float64) - back64[n].to(torch.float64)
+            vn = v[n].to(torch.float64)
+            left = sum(float((uk.to(torch.float64) * t.to(torch.float64)).sum()) for uk, t in zip(parts, mine[n]))
+            right = float((jt.to(torch.float64) * vn).sum())
+            allowed = float((bound(jt, dtype, rounding) * vn.abs()).sum())
+            for k, (uk, t) in enumerate(zip(parts, mine[n])):
+                r, rr = refs[n][k] if refs[n] is not None else (t, None)
+                allowed += float((bound(r, dtype, rr) * uk.to(torch.float64).abs()).sum())
+            if not abs(left - right) <= allowed:
+                return _Wrong(n, f"the forward-mode tangent ({self.who}) in the direction of {n} breaks the reverse-mode "
+                                 f"identity <u, Jv> = <J^T u, v> with the backward: {left:.6g} vs {right:.6g} (allowed "
+                                 f"{allowed:.3g}); is {n}'s term of the jvp missing a factor, or its sign flipped?")
+        return None
 
 
 def _fail(res, name: str, text: str) -> None:
@@ -202,7 +242,7 @@ def _outputs(out) -> list[torch.Tensor]:
     return [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
 
 
-def _tangents(fn: Callable, inputs, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
+def _tangents(fn: Callable, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
     """The tangent of each output of ``fn(p, d)`` with tangent ``v`` on input ``name``
     (dual numbers, as ``torch.func.jvp`` runs it); zeros where an output has none."""
     with fwAD.dual_level():
@@ -213,7 +253,7 @@ def _tangents(fn: Callable, inputs, p: Tensors, d: Tensors, name: str, v: torch.
                 for o, t in zip(outs, tangents)]
 
 
-def _double_vjp(fn: Callable, inputs, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
+def _double_vjp(fn: Callable, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
     """``J v`` through reverse mode only: the gradient in ``u`` of ``<J^T u, v>``."""
     with torch.enable_grad():
         x = p[name].detach().clone().requires_grad_(True)
@@ -250,12 +290,12 @@ def _blind(t: torch.Tensor) -> bool:
     return False
 
 
-def _reference_tangents(reference, inputs, p, d, name, v) -> list[torch.Tensor] | None:
+def _reference_tangents(reference, p, d, name, v) -> list[torch.Tensor] | None:
     """The reference's tangent (forward-mode autograd, else the double-vjp trick), or None
     where neither runs."""
     for how in (_tangents, _double_vjp):
         try:
-            return how(reference, inputs, p, d, name, v)
+            return how(reference, p, d, name, v)
         except (RuntimeError, NotImplementedError):
             continue
     return None

@@ -46,8 +46,10 @@ class _Unsupported(Exception):
 
 
 def applies(state: CaseState) -> bool:
-    """An op record (``op_model``): only there can an ``autograd.Function`` hold a ``jvp``."""
-    return getattr(state.model, "op", None) is not None and hasattr(state.model.op, "invoke")
+    """An ``op_model`` record holding an ``autograd.Function`` (or a wrapper around one):
+    only there can a ``jvp`` be; a ``torch.library`` custom op has none."""
+    return (state.model.kind == "function" and getattr(state.model, "op", None) is not None
+            and hasattr(state.model.op, "invoke"))
 
 
 def overrides_jvp(cls) -> bool:

@@ -202,3 +202,16 @@ def test_a_wrong_jvp_in_float32_still_fails_when_float64_shows_it_too(case_of):
     res = check_case(m, case_of(m, dtype="float32", seed=5, N=8))
     assert res.verdict == FAIL and res.failing == ["x"]
     assert "x (forward mode)" in res.tensors
+
+
+def _summed(ctx, tx, tw):
+    x, w = ctx.saved_tensors
+    return (2 * x * w * tx + x * x * tw).sum()     # one value for a tangent of shape (N,)
+
+
+def test_a_jvp_torch_rejects_is_an_error_not_a_note(case_of):
+    m = _model(_function(_summed))
+    res = check_case(m, case_of(m, seed=0, N=5))
+    assert res.verdict == "error", (res.summary, res.notes)
+    assert "forward mode (SquareScale.jvp) raised RuntimeError" in res.problems[0]
+    assert "different size" in res.problems[0]

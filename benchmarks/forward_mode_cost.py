@@ -5,7 +5,9 @@
 An ``autograd.Function`` with ``jvp`` for y = tanh(x @ w) at the seed MLP's first layer
 (x 64x1000, w 1000x100, float64), ``--cases`` cases in process, with and without the
 ``forward mode`` stage of ``check.pipeline.STAGES``.  Prints the medians, the ratio, the
-torch threads (1) and the load before and after.
+torch threads (1) and the load before and after.  The same ``tanh_linear`` record serves
+``feature_costs.py --stage "forward mode" --models-from benchmarks/forward_mode_cost.py
+--model tanh_linear`` (20 cases at its benchmark size, the same sizes).
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, CaseResult, settle_deferred
 from .stages import (autograd, backward, compiled, contract, double_backward, fd_only, finite_differences, forward,
-                     layouts, not_finite, reference, repeatable, repeated, surrogate, unused_outputs)
+                     forward_mode, layouts, not_finite, reference, repeatable, repeated, surrogate, unused_outputs)
 from .state import CaseState, Stop, internal
 
 
@@ -75,6 +75,11 @@ def _double(s: CaseState) -> bool:
     return s.model.double_backward and _derivative(s) and s.result.verdict == PASS
 
 
+def _forward_mode(s: CaseState) -> bool:
+    """An op record (where a Function may define ``jvp``) whose case passes."""
+    return forward_mode.applies(s) and _derivative(s) and s.result.verdict == PASS
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("forward", forward.run),
     Stage("reference", reference.run, _has_reference),
@@ -91,6 +96,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("unused outputs", unused_outputs.run, _unused),
     Stage("compiled", compiled.run, compiled.wanted),
     Stage("double backward", double_backward.run, _double),
+    Stage("forward mode", forward_mode.run, _forward_mode),
 )
 
 

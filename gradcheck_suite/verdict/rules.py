@@ -160,6 +160,8 @@ COMPILE_RECOMPILES = 4
 #: times that (an inductor case of mlp_relu ran past 60 s under load 7).  The compiler's time
 #: is not the model's: a slow compile must not read as a model that hangs.
 COMPILE_TIMEOUT = {"aot_eager": 60.0, "inductor": 600.0}
+#: The forward-mode check's tangents ``v`` and weights ``u`` (``check/stages/forward_mode.py``).
+SALT_FORWARD_MODE = 0xF0AD
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

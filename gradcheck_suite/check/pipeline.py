@@ -26,7 +26,7 @@ from typing import NamedTuple
 from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, CaseResult, settle_deferred
-from .stages import (autograd, backward, contract, double_backward, fd_only, finite_differences, forward,
+from .stages import (autograd, backward, batched, contract, double_backward, fd_only, finite_differences, forward,
                      layouts, not_finite, reference, repeatable, repeated, surrogate)
 from .state import CaseState, Stop, internal
 
@@ -65,6 +65,11 @@ def _passes(s: CaseState) -> bool:
     return s.result.verdict in (PASS, NONDIFF)
 
 
+def _batched(s: CaseState) -> bool:
+    """A shipped op (op_model) that passes, unless the record opts out (``batched=False``)."""
+    return s.model.op is not None and s.model.batched and _passes(s)
+
+
 def _double(s: CaseState) -> bool:
     """Opted in, and the first derivative passed (its verdict, not a point set aside)."""
     return s.model.double_backward and _derivative(s) and s.result.verdict == PASS
@@ -83,6 +88,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("surrogate", surrogate.run, _surrogate),
     Stage("finite differences", finite_differences.run, _derivative),
     Stage("layouts", layouts.run, _passes),
+    Stage("batched", batched.run, _batched),
     Stage("double backward", double_backward.run, _double),
 )
 

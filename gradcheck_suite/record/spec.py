@@ -206,6 +206,7 @@ class Model:
     scale_range: tuple[float, float] | None = None
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     double_backward: bool = False
+    batched: bool = True           # an op's backward under vmap (check/stages/batched.py)
     backward_runs: int = 2
     needs_contiguous: bool = False
     surrogate: bool = False
@@ -460,6 +461,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if not isinstance(m.batched, bool):
+        return "batched", f"must be True or False, got {m.batched!r}"
     if not isinstance(m.surrogate, bool):
         return "surrogate", f"must be True or False, got {m.surrogate!r}"
     if m.surrogate and m.reference is None:

@@ -124,6 +124,12 @@ UPSTREAM_WIDTH = 1.5
 LAYOUT_FILL = 1.5
 
 
+#: Members of the batch under vmap (``check/stages/batched.py``): three, so that a backward or
+#: a vmap rule that mixes the members, or reads only the first, shows, at the cost of three
+#: more backward calls a way.
+BATCH = 3
+
+
 # Seed salts: each stage that draws random numbers from a case's seed mixes in its own salt,
 # so that its draws are independent of the others' and the same on every run.  Changing a
 # salt changes which values (and so which cases) are drawn: every verdict on record may move.
@@ -143,6 +149,11 @@ SALT_FD_ONLY = 0x2FD
 SALT_DOUBLE = 0xDB
 #: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
+#: The upstream gradients of the backward under vmap (``check/stages/batched.py``), member
+#: ``b`` from ``(seed ^ SALT_BATCHED) + b`` ...
+SALT_BATCHED = 0xBA7C
+#: ... and the further inputs of an op run under ``torch.vmap`` (and their upstream gradients).
+SALT_BATCHED_INPUTS = 0xBA7D
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

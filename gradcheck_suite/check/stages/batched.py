@@ -73,43 +73,48 @@ def run(state: CaseState) -> None:
 
 def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
     model, case, p, d = state.model, state.case, state.p, state.d
-    G = [upstream(state.out, (case.seed ^ rules.SALT_BATCHED) + b) for b in range(rules.BATCH)]
-    with torch.enable_grad():
-        leaves = {n: p[n].detach().requires_grad_(True) for n in op.inputs}
-        state.result.phase = "the op's forward, for the backward under vmap"
-        outs = _outputs(op.invoke(leaves, d, model.h))
-        parts = [_parts(split(g, model.layout)) for g in G]
-        keep = [i for i, o in enumerate(outs) if o.requires_grad]
-        if not keep:
-            return None
-        tensors = [outs[i] for i in keep]
-        names = list(op.inputs)
-        xs = [leaves[n] for n in names]
+    G = [_parts(split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED) + b), model.layout))
+         for b in range(rules.BATCH)]
+    names = list(op.inputs)
 
-        def grad(gs):
-            got = torch.autograd.grad(tensors, xs, grad_outputs=list(gs), retain_graph=True, allow_unused=True)
-            return tuple(torch.zeros_like(x) if r is None else r for x, r in zip(xs, got))
+    def graph():
+        """The op's graph, built anew for each backward: a Function may let its saved
+        tensors be read once only (``clear_saved_tensors_on_access``), as training does."""
+        leaves = [p[n].detach().requires_grad_(True) for n in names]
+        with torch.enable_grad():
+            outs = _outputs(op.invoke(dict(zip(names, leaves)), d, model.h))
+        return leaves, [(i, o) for i, o in enumerate(outs) if o.requires_grad]
 
-        stacked = [torch.stack([parts[b][i] for b in range(rules.BATCH)]) for i in keep]
-        state.result.phase = "backward, per sample"
-        single = [state.call("backward, per sample", grad, [parts[b][i] for i in keep]) for b in range(rules.BATCH)]
-        state.result.phase = "backward under torch.func.vmap"
-        try:
-            vmapped = torch.func.vmap(lambda *gs: grad(gs))(*stacked)
-        except Exception as e:  # torch's refusal, or the user's code under vmap: read as unsupported
-            raise _Unsupported(_unsupported(f"the backward of {model.name}", "torch.func.vmap", e)) from None
-        text = _judge(state, names, single, vmapped, "torch.func.vmap over the upstream gradient")
-        if text:
-            return text
-        state.result.phase = "backward with is_grads_batched=True"
-        try:
-            got = torch.autograd.grad(tensors, xs, grad_outputs=stacked, retain_graph=True, allow_unused=True,
-                                      is_grads_batched=True)
-        except Exception as e:
-            raise _Unsupported(_unsupported(f"the backward of {model.name}", "is_grads_batched=True", e)) from None
-        got = tuple(torch.zeros((rules.BATCH, *x.shape), dtype=x.dtype, device=x.device) if r is None else r
-                    for x, r in zip(xs, got))
-        return _judge(state, names, single, got, "is_grads_batched")
+    def grad(leaves, kept, gs, **how):
+        got = torch.autograd.grad([o for _, o in kept], leaves, grad_outputs=list(gs), allow_unused=True, **how)
+        shape = (rules.BATCH,) if how.get("is_grads_batched") else ()
+        return tuple(torch.zeros(shape + tuple(x.shape), dtype=x.dtype, device=x.device) if r is None else r
+                     for x, r in zip(leaves, got))
+
+    def per_sample(b):
+        leaves, kept = graph()
+        return grad(leaves, kept, [G[b][i] for i, _ in kept])
+
+    single = [state.call("backward, per sample", per_sample, b) for b in range(rules.BATCH)]
+    leaves, kept = state.call("the op's forward, for the backward under vmap", graph)
+    if not kept:
+        return None
+    stacked = [torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept]
+    state.result.phase = "backward under torch.func.vmap"
+    try:
+        vmapped = torch.func.vmap(lambda *gs: grad(leaves, kept, gs, retain_graph=True))(*stacked)
+    except Exception as e:  # torch's refusal, or the user's code under vmap: read as unsupported
+        raise _Unsupported(_unsupported(f"the backward of {model.name}", "torch.func.vmap", e)) from None
+    text = _judge(state, names, single, vmapped, "torch.func.vmap over the upstream gradient")
+    if text:
+        return text
+    leaves, kept = state.call("the op's forward, for the backward under vmap", graph)
+    state.result.phase = "backward with is_grads_batched=True"
+    try:
+        got = grad(leaves, kept, stacked, is_grads_batched=True)
+    except Exception as e:
+        raise _Unsupported(_unsupported(f"the backward of {model.name}", "is_grads_batched=True", e)) from None
+    return _judge(state, names, single, got, "is_grads_batched")
 
 
 def _judge(state: CaseState, names, single, batched, how: str) -> tuple[str, str] | None:

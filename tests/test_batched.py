@@ -191,3 +191,53 @@ def test_a_record_can_leave_the_stage_out():
     model = op_model(_function("MixedOff", backward=_mixing(_MixBatch)), name="mixed_off", dims=DIMS,
                      inputs=INPUTS, reference=reference, batched=False)
     assert case_of(model).verdict == PASS
+
+
+class _Inner(torch.autograd.Function):
+    """No vmap rule: torch.vmap refuses it wherever it is called."""
+
+    @staticmethod
+    def forward(x):
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (s,) = ctx.saved_tensors
+        return g * s * (1 - s)
+
+
+def test_a_function_whose_forward_calls_one_torch_cannot_vmap_is_a_note_not_an_error():
+    fn = _function("GatedInner", generate=True)
+    fn.forward = staticmethod(lambda x, w: x * _Inner.apply(w))
+    run = run_model(_model(fn, "gated_inner"), examples=3)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    notes = [n for n in run.notes.values() if "vmap" in n]
+    assert len(notes) == 1 and "does not have vmap support" in notes[0] and "not checked" in notes[0]
+
+
+class _Data(torch.autograd.Function):
+    """A backward that reads g.data: the batching behind is_grads_batched crashes the process on
+    it (torch 2.13), torch.func.vmap refuses it; the stage must take the refusal."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * torch.sigmoid(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(w)
+        g = g.data
+        return g * s, (g * x * s * (1 - s)).sum(0)
+
+
+def test_a_backward_reading_g_data_is_a_note_and_no_crash():
+    run = run_model(_model(_Data, "reads_data"), examples=3)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    notes = [n for n in run.notes.values() if "under vmap" in n]
+    assert len(notes) == 1 and "accessing `data` under vmap transform is not allowed" in notes[0]

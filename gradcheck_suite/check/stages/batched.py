@@ -33,7 +33,8 @@ from ..result import FAIL
 from ..state import CaseState, Stop
 
 #: what torch says when it rejects a Function's own ``vmap`` staticmethod (an error of the user's rule)
-_RULE_REJECTED = ("vmap staticmethod",)
+_RULE_REJECTED = ("The autograd.Function's vmap staticmethod returned", "Expected the vmap staticmethod to have two returns",
+                  "it has both generate_vmap_rule=True and an overridden vmap staticmethod")
 
 
 class _Unsupported(Exception):

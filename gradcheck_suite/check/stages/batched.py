@@ -9,8 +9,9 @@ gradients, ``jacrev`` and ``torch.autograd.grad(..., is_grads_batched=True)`` ca
    (``g.data`` in a backward).
 2. Where the op is an ``autograd.Function`` with a ``vmap`` staticmethod or
    ``generate_vmap_rule = True``: ``torch.vmap`` of the op over a batch of inputs (the case's
-   own and ``BATCH - 1`` more drawn like it), its output and its per-sample gradients
-   (``torch.func.vjp`` inside vmap), against a loop of single calls.
+   own and ``BATCH - 1`` more drawn like it), its output and its per-sample gradients (the
+   backward through the vmapped op), against a loop of single calls.  (Not ``torch.func.vjp``
+   inside vmap: its first call imports ``torch._dynamo``, seconds a process.)
 
 Wrong values fail, naming the tensor and "under vmap".  Torch's own refusal of the
 Function's ``vmap`` staticmethod's return is an error.  Where torch documents vmap as
@@ -105,7 +106,8 @@ def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
     try:
         vmapped = torch.func.vmap(lambda *gs: grad(leaves, kept, gs, retain_graph=True))(*stacked)
     except Exception as e:  # torch's refusal, or the user's code under vmap: read as unsupported
-        raise _Unsupported(_unsupported(f"the backward of {model.name}", "torch.func.vmap", e)) from None
+        raise _Unsupported(_unsupported(f"the backward of {model.name}", "torch.func.vmap (per-sample gradients, jacrev)",
+                                        e, "the backward under vmap")) from None
     text = _judge(state, names, single, vmapped, "torch.func.vmap over the upstream gradient")
     if text:
         return text
@@ -114,7 +116,8 @@ def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
     try:
         got = grad(leaves, kept, stacked, is_grads_batched=True)
     except Exception as e:
-        raise _Unsupported(_unsupported(f"the backward of {model.name}", "is_grads_batched=True", e)) from None
+        raise _Unsupported(_unsupported(f"the backward of {model.name}", "torch.autograd.grad(is_grads_batched=True)",
+                                        e, "the backward with is_grads_batched")) from None
     return _judge(state, names, single, got, "is_grads_batched")
 
 
@@ -204,9 +207,12 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
         loop = [state.call("forward, per sample", call, *args) for args in singles]
     if not all(bool(torch.isfinite(o).all()) for outs in loop for o in outs if o.is_floating_point()):
         return None        # a drawn member outside the op's domain: nothing to compare
-    stacked = [torch.stack([args[k] for args in singles]) for k in range(len(batch))]
+    where = [batch.index(n) for n in names]
+    stacked = [torch.stack([args[k] for args in singles]).detach().requires_grad_(k in where)
+               for k in range(len(batch))]
     state.result.phase = f"{fn.__name__} under torch.vmap"
-    vmapped = _under_vmap(fn, lambda: torch.no_grad()(torch.vmap(call))(*stacked))
+    with torch.enable_grad():
+        vmapped = _under_vmap(fn, lambda: torch.vmap(call)(*stacked))
     for k, outs in enumerate(zip(*loop)):
         ref, new = torch.stack(outs), vmapped[k] if k < len(vmapped) else None
         if new is None or tuple(new.shape) != tuple(ref.shape):
@@ -220,37 +226,26 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
             return f"output {k}", (f"{fn.__name__}'s output {k} under vmap (torch.vmap) differs from a loop of single "
                                    f"calls{_at(index)}: {_num(new, index)} vs {_num(ref, index)} (error {err:.3g}, "
                                    f"allowed {allowed:.3g}): is the value its vmap staticmethod returns right?")
-    # the per-sample gradients: torch.func.vjp inside vmap, against the backward per member
-    G = [split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED_INPUTS) + b), model.layout)
+    # the per-sample gradients: the backward through torch.vmap of the op (the Function's
+    # backward under its vmap rule), against the backward called on each member alone
+    G = [_parts(split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED_INPUTS) + b), model.layout))
          for b in range(rules.BATCH)]
-    G = [_parts(g) for g in G]
-    where = [batch.index(n) for n in names]
-
-    def vjp(*args):
-        tensors, gs = args[:len(batch)], args[len(batch):]
-
-        def f(*xs):
-            full = list(tensors)
-            for j, x in zip(where, xs):
-                full[j] = x
-            outs = call(*full)
-            return outs if len(outs) > 1 else outs[0]
-
-        _, pull = torch.func.vjp(f, *[tensors[j] for j in where])
-        return pull(tuple(gs) if len(gs) > 1 else gs[0])
-
+    kept = [(i, o) for i, o in enumerate(vmapped) if o.requires_grad]
+    if not kept:
+        return None
     single = []
-    for b, args in enumerate(singles):
+    for b in range(rules.BATCH):
         P, D = members[b]
-        gs = G[b]
         with torch.no_grad():
-            single.append(state.call("backward, per sample", _manual, op, P, D, h, gs))
+            single.append(state.call("backward, per sample", _manual, op, P, D, h, G[b]))
     single = [[s[n] for n in names] for s in single]
-    state.result.phase = f"per-sample gradients of {fn.__name__} (torch.func.vjp inside torch.vmap)"
-    gstack = [torch.stack([G[b][i] for b in range(rules.BATCH)]) for i in range(len(G[0]))]
-    got = _under_vmap(fn, lambda: torch.vmap(vjp)(*stacked, *gstack))
-    return _judge(state, names, single, list(got), f"per-sample gradients, torch.func.vjp inside torch.vmap of "
-                                                   f"{fn.__name__}")
+    state.result.phase = f"per-sample gradients through {fn.__name__} under torch.vmap"
+    leaves = [stacked[j] for j in where]
+    got = _under_vmap(fn, lambda: torch.autograd.grad(
+        [o for _, o in kept], leaves, grad_outputs=[torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept],
+        allow_unused=True))
+    got = [torch.zeros_like(x) if r is None else r for x, r in zip(leaves, got)]
+    return _judge(state, names, single, got, f"per-sample gradients, the backward through torch.vmap of {fn.__name__}")
 
 
 def _manual(op, P, D, h, gs) -> dict[str, torch.Tensor]:
@@ -264,7 +259,7 @@ def _under_vmap(fn, thunk):
         text = str(e)
         if any(s in text for s in _RULE_REJECTED):
             raise _Rejected(fn, e) from None
-        raise _Unsupported(_unsupported(fn.__name__, "torch.vmap", e)) from None
+        raise _Unsupported(_unsupported(fn.__name__, "torch.vmap", e, f"{fn.__name__} under torch.vmap")) from None
 
 
 class _Rejected(Exception):
@@ -294,11 +289,10 @@ def _worst_forward(state, call, singles, k, new, ref):
 
 # -- words -------------------------------------------------------------------------------------
 
-def _unsupported(who: str, how: str, e: BaseException) -> str:
+def _unsupported(who: str, how: str, e: BaseException, what: str) -> str:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return (f"{who} does not run under vmap ({how}): torch raises {type(e).__name__}: {first[:300]}; per-sample "
-            "gradients (torch.func.vmap, jacrev, is_grads_batched) are unavailable for it, which torch documents "
-            "as unsupported, so this was not checked")
+    return (f"{who} does not run under {how}: torch raises {type(e).__name__}: {first[:300]}; torch documents this "
+            f"as unsupported, so {what} was not checked")
 
 
 def _outputs(out) -> tuple[torch.Tensor, ...]:
@@ -314,4 +308,4 @@ def _at(index) -> str:
 
 
 def _num(t: torch.Tensor, index) -> str:
-    return f"{float(t[tuple(index)]):.6g}"
+    return f"{float(t.detach()[tuple(index)]):.6g}"

@@ -241,3 +241,16 @@ def test_a_backward_reading_g_data_is_a_note_and_no_crash():
     assert run.verdict == "pass", run.failure and run.failure.summary
     notes = [n for n in run.notes.values() if "under vmap" in n]
     assert len(notes) == 1 and "accessing `data` under vmap transform is not allowed" in notes[0]
+
+
+def test_a_vmap_staticmethod_that_detaches_its_output_fails_on_the_per_sample_gradients():
+    def rule(info, in_dims, x, w):       # the right values, cut off from the gradient
+        x = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(info.batch_size, *x.shape)
+        w = w.movedim(in_dims[1], 0) if in_dims[1] is not None else w.expand(info.batch_size, *w.shape)
+        return (x * torch.sigmoid(w).unsqueeze(1)).detach(), 0
+
+    res = case_of(_model(_function("GatedDetached", vmap=rule), "gated_detached"))
+    assert res.verdict == FAIL
+    assert res.failing == ["x (under vmap)"]
+    assert res.summary.startswith("the gradient of x under vmap (per-sample gradients, the backward through "
+                                  "torch.vmap of GatedDetached) differs from the same backward called per sample")

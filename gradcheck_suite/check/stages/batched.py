@@ -231,8 +231,6 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     G = [_parts(split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED_INPUTS) + b), model.layout))
          for b in range(rules.BATCH)]
     kept = [(i, o) for i, o in enumerate(vmapped) if o.requires_grad]
-    if not kept:
-        return None
     single = []
     for b in range(rules.BATCH):
         P, D = members[b]
@@ -241,9 +239,9 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     single = [[s[n] for n in names] for s in single]
     state.result.phase = f"per-sample gradients through {fn.__name__} under torch.vmap"
     leaves = [stacked[j] for j in where]
-    got = _under_vmap(fn, lambda: torch.autograd.grad(
-        [o for _, o in kept], leaves, grad_outputs=[torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept],
-        allow_unused=True))
+    got = [None] * len(leaves) if not kept else _under_vmap(fn, lambda: torch.autograd.grad(   # none: a rule that
+        [o for _, o in kept], leaves,                                            # detached its output
+        grad_outputs=[torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept], allow_unused=True))
     got = [torch.zeros_like(x) if r is None else r for x, r in zip(leaves, got)]
     return _judge(state, names, single, got, f"per-sample gradients, the backward through torch.vmap of {fn.__name__}")
 

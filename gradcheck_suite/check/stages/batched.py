@@ -27,6 +27,7 @@ import torch
 from ...record.errors import RunNote
 from ...record.spec import Tensors
 from ...verdict import rules
+from ...verdict.oracles import refuses_grad
 from ...verdict.tolerance import bound, noise, unravel
 from ..case import build, split, upstream
 from ..floor import widened
@@ -97,7 +98,21 @@ def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
         leaves, kept = graph()
         return grad(leaves, kept, [G[b][i] for i, _ in kept])
 
-    single = [state.call("backward, per sample", per_sample, b) for b in range(rules.BATCH)]
+    refused = []
+
+    def per_sample_or_refused(b):
+        try:
+            return per_sample(b)
+        except RuntimeError as e:
+            if not refuses_grad(e):
+                raise
+            refused.append(e)      # a reentrant checkpoint: .backward() only, which vmap cannot batch
+
+    single = [state.call("backward, per sample", per_sample_or_refused, b) for b in range(rules.BATCH)]
+    if refused:
+        raise _Unsupported(f"the backward of {model.name} cannot be taken with torch.autograd.grad (torch raises: "
+                           f"{(str(refused[0]).strip().splitlines() or [''])[0][:200]}), which vmap needs: the "
+                           "backward under vmap was not checked")
     leaves, kept = state.call("the op's forward, for the backward under vmap", graph)
     if not kept:
         return None

@@ -51,7 +51,7 @@ def run(state: CaseState) -> None:
         fn = _function(op)
         if text is None and fn is not None and _declares_vmap(fn):
             text = _vmapped_op(state, op, fn)
-        elif fn is not None:
+        elif fn is not None and not _declares_vmap(fn):
             state.result.notes.append(RunNote(
                 f"{fn.__name__} defines no vmap staticmethod and not generate_vmap_rule = True: torch.vmap over it "
                 "raises (torch documents it as unsupported), so its own behaviour under vmap was not checked; "
@@ -108,14 +108,14 @@ def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
                 raise
             refused.append(e)      # a reentrant checkpoint: .backward() only, which vmap cannot batch
 
+    leaves, kept = state.call("the op's forward, for the backward under vmap", graph)
+    if not kept:
+        return None        # no output carries a gradient: nothing to batch
     single = [state.call("backward, per sample", per_sample_or_refused, b) for b in range(rules.BATCH)]
     if refused:
         raise _Unsupported(f"the backward of {model.name} cannot be taken with torch.autograd.grad (torch raises: "
                            f"{(str(refused[0]).strip().splitlines() or [''])[0][:200]}), which vmap needs: the "
                            "backward under vmap was not checked")
-    leaves, kept = state.call("the op's forward, for the backward under vmap", graph)
-    if not kept:
-        return None
     stacked = [torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept]
     state.result.phase = "backward under torch.func.vmap"
     try:

@@ -26,8 +26,9 @@ from typing import NamedTuple
 from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, CaseResult, settle_deferred
-from .stages import (autograd, backward, compiled, contract, double_backward, fd_only, finite_differences, forward,
-                     forward_mode, layouts, not_finite, reference, repeatable, repeated, surrogate, unused_outputs)
+from .stages import (autograd, backward, batched, compiled, contract, double_backward, fd_only, finite_differences,
+                     forward, forward_mode, layouts, not_finite, reference, repeatable, repeated, surrogate,
+                     unused_outputs)
 from .state import CaseState, Stop, internal
 
 
@@ -70,6 +71,11 @@ def _unused(s: CaseState) -> bool:
     return s.result.verdict == PASS and unused_outputs.applies(s)
 
 
+def _batched(s: CaseState) -> bool:
+    """A shipped op (op_model) that passes, unless the record opts out (``batched=False``)."""
+    return s.model.op is not None and s.model.batched and _passes(s)
+
+
 def _double(s: CaseState) -> bool:
     """Opted in, and the first derivative passed (its verdict, not a point set aside)."""
     return s.model.double_backward and _derivative(s) and s.result.verdict == PASS
@@ -95,6 +101,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("layouts", layouts.run, _passes),
     Stage("unused outputs", unused_outputs.run, _unused),
     Stage("compiled", compiled.run, compiled.wanted),
+    Stage("batched", batched.run, _batched),
     Stage("double backward", double_backward.run, _double),
     Stage("forward mode", forward_mode.run, _forward_mode),
 )

@@ -210,6 +210,7 @@ class Model:
     scale_range: tuple[float, float] | None = None
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     double_backward: bool = False
+    batched: bool = True           # an op's backward under vmap (check/stages/batched.py)
     backward_runs: int = 2
     compile: bool | None = None    # check under torch.compile too: None, the profile decides
     needs_contiguous: bool = False
@@ -467,6 +468,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
     if m.compile is not None and not isinstance(m.compile, bool):
         return "compile", f"must be True, False or None (the profile decides), got {m.compile!r}"
+    if not isinstance(m.batched, bool):
+        return "batched", f"must be True or False, got {m.batched!r}"
     if not isinstance(m.surrogate, bool):
         return "surrogate", f"must be True or False, got {m.surrogate!r}"
     if m.surrogate and m.reference is None:

@@ -124,6 +124,12 @@ UPSTREAM_WIDTH = 1.5
 LAYOUT_FILL = 1.5
 
 
+#: Members of the batch under vmap (``check/stages/batched.py``): three, so that a backward or
+#: a vmap rule that mixes the members, or reads only the first, shows, at the cost of three
+#: more backward calls a way.
+BATCH = 3
+
+
 # Seed salts: each stage that draws random numbers from a case's seed mixes in its own salt,
 # so that its draws are independent of the others' and the same on every run.  Changing a
 # salt changes which values (and so which cases) are drawn: every verdict on record may move.
@@ -162,6 +168,11 @@ COMPILE_RECOMPILES = 4
 COMPILE_TIMEOUT = {"aot_eager": 60.0, "inductor": 600.0}
 #: The forward-mode check's tangents ``v`` and weights ``u`` (``check/stages/forward_mode.py``).
 SALT_FORWARD_MODE = 0xF0AD
+#: The upstream gradients of the backward under vmap (``check/stages/batched.py``), member
+#: ``b`` from ``(seed ^ SALT_BATCHED) + b`` ...
+SALT_BATCHED = 0xBA7C
+#: ... and the further inputs of an op run under ``torch.vmap`` (and their upstream gradients).
+SALT_BATCHED_INPUTS = 0xBA7D
 
 # --- drawing cases, running, shrinking and limits (run/) ---
 

@@ -1,7 +1,7 @@
 """Is this working tree as fast as another commit?  For a change whose rule is that speed must
 not get worse (a restructure, a refactor): both trees measured side by side, run by run.
 
-    python benchmarks/same_speed.py REV [--rounds 4] [--no-busy]
+    python benchmarks/same_speed.py REV [--rounds 4] [--no-busy] [--cli-only] [--check-args "..."]
 
 Checks out ``REV`` into a temporary git worktree and alternates, run by run with the order
 rotating, between it and this working tree (each run is its own process, with the tree's own
@@ -14,6 +14,10 @@ package first on the path):
 - ``cli``: ``python -m gradcheck_suite check mlp_relu --dims N=64,D_in=1000,H=100,D_out=10
   --dtype float64`` (what ``benchmarks/busy_targets.py`` times), wall time with the torch import,
   on a quiet machine and (unless ``--no-busy``) with a busy loop holding one core.
+
+``--check-args`` times another command line instead (``"--models-from examples/"``: the
+examples, several of them ``autograd.Function``s and a custom op), and ``--cli-only`` leaves
+out ``check_speed``.
 
 It prints each figure's median per tree and the ratio this tree / REV, with the load and the
 torch thread count (one, as the checks run).  A ratio above 1 is slower here.
@@ -60,13 +64,15 @@ def _check_speed(tree: str) -> dict[str, float]:
     return figures
 
 
-def _cli(tree: str) -> float:
-    argv = [sys.executable, "-m", "gradcheck_suite", "check", "mlp_relu", "--dims", BENCH, "--dtype", "float64",
-            "--no-progress"]
+CHECK = ["mlp_relu", "--dims", BENCH, "--dtype", "float64"]
+
+
+def _cli(tree: str, args: list[str] = CHECK) -> float:
+    argv = [sys.executable, "-m", "gradcheck_suite", "check", *args, "--no-progress"]
     start = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, cwd=tree, env=_env(tree))
     took = time.perf_counter() - start
-    if out.returncode:
+    if out.returncode not in (0, 1):      # 1: a model failed, as examples/wrong.py does
         sys.exit(f"the check failed under {tree} (exit {out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
     return took
 
@@ -91,7 +97,14 @@ def main() -> int:
     ap.add_argument("rev", help="the commit or branch to compare this working tree with")
     ap.add_argument("--rounds", type=int, default=4, help="runs of each figure per tree (default: 4)")
     ap.add_argument("--no-busy", action="store_true", help="skip the CLI timing with one core busy")
+    ap.add_argument("--cli-only", action="store_true", help="skip check_speed.py: the command's wall time alone")
+    ap.add_argument("--check-args", help="what `check` runs (default: mlp_relu at its seed size, float64)")
     args = ap.parse_args()
+    check = args.check_args.split() if args.check_args else CHECK
+
+    def cli(tree: str) -> float:
+        return _cli(tree, check)
+
     with tempfile.TemporaryDirectory() as scratch:
         old = os.path.join(scratch, "old")
         subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", old, args.rev], check=True)
@@ -102,17 +115,17 @@ def main() -> int:
                     sys.exit(f"{name}: gradcheck_suite imports from {_which(tree)!r}, not from {tree}")
             print(f"load before: {os.getloadavg()}, {os.cpu_count()} cores, 1 torch thread")
             rows: dict[str, dict[str, float]] = {name: {} for name in trees}
-            speed = _alternate(trees, args.rounds, _check_speed)
+            speed = {} if args.cli_only else _alternate(trees, args.rounds, _check_speed)
             for name, runs in speed.items():
                 for key in runs[0]:
                     rows[name][key] = statistics.median(run[key] for run in runs)
-            for name, runs in _alternate(trees, args.rounds, _cli).items():
+            for name, runs in _alternate(trees, args.rounds, cli).items():
                 rows[name]["cli check, quiet, s"] = statistics.median(runs)
             if not args.no_busy:
                 busy = subprocess.Popen([sys.executable, "-c", BUSY])
                 try:
                     time.sleep(1.0)
-                    for name, runs in _alternate(trees, args.rounds, _cli).items():
+                    for name, runs in _alternate(trees, args.rounds, cli).items():
                         rows[name]["cli check, one core busy, s"] = statistics.median(runs)
                 finally:
                     busy.kill()

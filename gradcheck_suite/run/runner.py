@@ -91,6 +91,7 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     torch.compile; the record's ``compile`` field and the profile decide where it is None
     (:func:`..check.stages.compiled.backend_for`).
     """
+    light = model
     if profile != "quick" and _runs_opcheck(profile):   # hypothesis loads with the profiles: not for quick
         model = with_opcheck(model)          # a custom op's registration, unless its record says no
     run = ModelRun(model.name, dtype or model.dtype, device, two_way=model.two_way)
@@ -105,16 +106,19 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     if backend is not None and case_timeout:     # compiling is the compiler's time, not the model's
         case_timeout += rules.COMPILE_TIMEOUT.get(backend, max(rules.COMPILE_TIMEOUT.values()))
 
+    heavy = _Heavy(model is not light and profile != "quick" or backend is not None)
+
     def judge(case: Case) -> CaseResult:
-        if backend is not None and case.compile is None:
-            case = dataclasses.replace(case, compile=backend)
         key = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:
             if budget is not None and drawing and run.failure is None and _spent(run, budget, start):
                 raise _OutOfTime()
+            full = heavy.wanted(case, run.failure is not None)
+            if backend is not None and case.compile is None and full:
+                case = dataclasses.replace(case, compile=backend)
             try:
-                res = seen[key] = run_case(model, case, timeout=case_timeout, tick=tick)
+                res = seen[key] = run_case(model if full else light, case, timeout=case_timeout, tick=tick)
             except CaseTimeout as e:
                 if run.failure is None:           # while shrinking, the failure found first stands
                     run.checked += 1
@@ -177,6 +181,30 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
         run.verdict = "error"
     run.seconds = time.perf_counter() - start
     return run
+
+
+class _Heavy:
+    """Which cases run the costly stages a profile or option adds (torch.compile, a custom
+    op's opcheck): the first case of each shape (dims, hyperparameters, dtype), up to
+    ``rules.HEAVY_SHAPES`` shapes a model, and every case once the run has failed (shrinking
+    must see the failure again).  Both test what a shape decides: the graph torch.compile
+    traces, specialises and guards on, and opcheck's fake tensors and traced dispatch; a
+    case's values are judged in eager by every case."""
+
+    def __init__(self, on: bool):
+        self.on = on
+        self.shapes: set[tuple] = set()
+
+    def wanted(self, case: Case, failing: bool) -> bool:
+        if not self.on:
+            return False
+        shape = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device)
+        if failing:
+            return True
+        if shape in self.shapes or len(self.shapes) >= rules.HEAVY_SHAPES:
+            return False
+        self.shapes.add(shape)
+        return True
 
 
 def _spent(run: ModelRun, budget: float, start: float) -> bool:

@@ -189,6 +189,12 @@ QUICK_CASES = 20
 #: Cases per model of the nightly profile: many more, new ones each run, failures replayed
 #: from the database.
 NIGHTLY_CASES = 400
+#: Shapes per model that also run the costly stages a profile or option adds (torch.compile,
+#: a custom op's opcheck), each on its shape's first case: both test what a shape decides (the
+#: traced graph, fake tensors), at 0.5-2 s a case with aot_eager and 6-13x a check for
+#: opcheck, so 400 nightly cases would cost minutes a model; every case runs them once a
+#: run has failed, so shrinking sees the failure again.
+HEAVY_SHAPES = 20
 #: The covering array's next row is chosen from every combination of levels where there are
 #: at most this many (3 levels of 6 factors), else from one row grown from each uncovered pair.
 COVERING_ALL_ROWS = 729

@@ -96,13 +96,20 @@ def _resampled_medians(groups: list[np.ndarray], rng: np.random.Generator, resam
     return np.median(values.reshape(resamples, -1), axis=1)
 
 
+def _or_rules(confidence: float | None, resamples: int | None) -> tuple[float, int]:
+    return (rules.CONFIDENCE if confidence is None else confidence,
+            rules.RESAMPLES if resamples is None else resamples)
+
+
 def pooled(samples: Sequence[float] | Groups) -> np.ndarray:
     return np.concatenate(_groups(samples))
 
 
-def median_interval(samples: Sequence[float] | Groups, confidence: float = rules.CONFIDENCE,
-                    resamples: int = rules.RESAMPLES) -> Interval:
-    """The median of the samples (a list, or a list of groups) and its bootstrap interval."""
+def median_interval(samples: Sequence[float] | Groups, confidence: float | None = None,
+                    resamples: int | None = None) -> Interval:
+    """The median of the samples (a list, or a list of groups) and its bootstrap interval
+    (``rules.CONFIDENCE`` and ``rules.RESAMPLES`` unless given, read at the call)."""
+    confidence, resamples = _or_rules(confidence, resamples)
     groups = _groups(samples)
     rng = np.random.default_rng(rules.BOOTSTRAP_SEED)
     low, high = _bounds(_resampled_medians(groups, rng, resamples), confidence)
@@ -110,9 +117,10 @@ def median_interval(samples: Sequence[float] | Groups, confidence: float = rules
 
 
 def change_interval(current: Sequence[float] | Groups, baseline: Sequence[float] | Groups,
-                    confidence: float = rules.CONFIDENCE, resamples: int = rules.RESAMPLES) -> Interval:
+                    confidence: float | None = None, resamples: int | None = None) -> Interval:
     """median(current) / median(baseline), with a bootstrap interval that resamples both
     runs independently (they are separate runs, so their rounds are not paired)."""
+    confidence, resamples = _or_rules(confidence, resamples)
     cur, base = _groups(current), _groups(baseline)
     # at least TAIL_RESAMPLES in each tail, so that a 99% interval is not one sample's luck
     resamples = max(resamples, math.ceil(2 * rules.TAIL_RESAMPLES / (1 - confidence)))

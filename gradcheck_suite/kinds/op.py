@@ -27,6 +27,7 @@ import torch
 
 from ..record.blame import ours, where
 from ..record.errors import ContractError, RunNote
+from ..verdict import rules
 from ..verdict.tolerance import bound
 from ..verdict.oracles import backward_into, refuses_grad
 from ..record.spec import Dim, Model, SpecError, Tensors
@@ -376,7 +377,7 @@ def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
 
 def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str, tuple],
              reference: Callable[..., Any] | None, data: Mapping[str, tuple] | None = None,
-             hyper: Mapping[str, Any] | None = None, args: common.Args | None = None, backward_runs: int = 3,
+             hyper: Mapping[str, Any] | None = None, args: common.Args | None = None, backward_runs: int | None = None,
              opcheck: bool | None = None, **fields: Any) -> Model:
     """A record for an ``autograd.Function`` subclass or a ``torch.library`` custom op.
 
@@ -422,6 +423,7 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
                          **{n: v for n, v in zip(order, values) if n in by_name})
 
     return Model(name=name, dims=dims, params=dict(inputs), data=data, hyper=hyper, forward=forward,
-                 backward=backward, reference=ref, kind=kind.name, op=info, backward_runs=backward_runs,
+                 backward=backward, reference=ref, kind=kind.name, op=info,
+                 backward_runs=rules.OP_BACKWARD_RUNS if backward_runs is None else backward_runs,
                  **common.record_fields(str(name), fields))
 

@@ -91,6 +91,11 @@ DRAWS = 6
 #: Tensors with at most this many elements get a finite difference for every element.
 SMALL_TENSOR = 16
 
+#: Backward calls on one case of an ``op_model`` record (the repeated-calls stage): one more
+#: than a plain record's 2, as an op's backward may keep state on its ctx or its class that
+#: shows only on the third call.
+OP_BACKWARD_RUNS = 3
+
 #: Random directions per case (every element is compared with autograd anyway).
 PROBES = 1
 

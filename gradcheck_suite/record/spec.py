@@ -162,6 +162,10 @@ class Model:
     scale_range, scales
         Optional value-scale range ``(low, high)`` for the whole model, and per
         tensor: a tensor's values use the case's scale clamped into its range.
+    jvp(p, d, tangents) -> output tangent
+        Optional forward-mode rule of a plain record (``tangents``: ``{name: tensor}`` for
+        every differentiable input; the tangent of the output, a tuple for a tuple of
+        outputs), checked against autograd's forward mode and against the backward.
     double_backward
         Opt in to checking the gradient of the backward itself (``order=2``).
     order
@@ -214,6 +218,7 @@ class Model:
     factories: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     scale_range: tuple[float, float] | None = None
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    jvp: Callable[..., Any] | None = None   # a plain record's forward-mode rule (check/stages/forward_mode.py)
     double_backward: bool = False
     order: int | None = None       # None: 2 with double_backward, else 1 (resolved in __post_init__)
     batched: bool = True           # an op's backward under vmap (check/stages/batched.py)
@@ -491,6 +496,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if m.jvp is not None and not callable(m.jvp):
+        return "jvp", f"must be callable (p, d, tangents) -> output tangent, or None, got {m.jvp!r}"
     if m.compile is not None and not isinstance(m.compile, bool):
         return "compile", f"must be True, False or None (the profile decides), got {m.compile!r}"
     if not isinstance(m.batched, bool):

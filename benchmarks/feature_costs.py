@@ -17,6 +17,11 @@ Each prints the medians, the ratio, the torch threads (1) and the load before an
 measures one stage of ``check.pipeline.STAGES`` alone: 20 cases of the model at its benchmark
 size (default: ``legendre_p3`` of ``examples/legendre_p3.py``, an ``autograd.Function``), with
 and without that stage, in process, interleaved.
+
+    python benchmarks/feature_costs.py --orders 1,2,3 [--models-from FILE --model MODEL] [--rounds 5]
+
+measures the higher orders: the same 20 cases at each order (``Case.order``, as ``check --order``),
+in process, interleaved, each against the first order given.
 """
 from __future__ import annotations
 
@@ -53,9 +58,12 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", help="measure this stage of check.pipeline.STAGES alone")
     parser.add_argument("--models-from", default=os.path.join(ROOT, "examples", "legendre_p3.py"))
     parser.add_argument("--model", default="legendre_p3")
+    parser.add_argument("--orders", help="measure these orders side by side, e.g. 1,2,3")
     args = parser.parse_args(argv)
     if args.stage:
         return one_stage(args)
+    if args.orders:
+        return orders(args)
 
     import torch
 
@@ -142,6 +150,39 @@ def one_stage(args) -> int:
     verdicts = {check_case(model, c).verdict for c in cases[:3]}
     show(f"{args.stage}: 20 {model.name} cases ({', '.join(sorted(verdicts))})",
          *interleaved(args.rounds, checks(True), checks(False)))
+    print(f"load after {os.getloadavg()}")
+    return 0
+
+
+def orders(args) -> int:
+    """The cost of the higher orders: 20 cases of one model at its benchmark size at each order."""
+    import dataclasses
+
+    import torch
+
+    from gradcheck_suite import Case, check_case, load
+    torch.set_num_threads(1)
+    wanted = [int(k) for k in args.orders.split(",")]
+    model = load([args.models_from]).get(args.model)
+    base = [Case(model.name, dict(model.bench_dims), model.dtype, "cpu", seed, 1.0) for seed in range(20)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load {os.getloadavg()}", flush=True)
+
+    def checks(order: int):
+        cases = [dataclasses.replace(c, order=order) for c in base]
+        return lambda: [check_case(model, c) for c in cases]
+
+    for k in wanted:
+        checks(k)()      # warm
+    times: dict[int, list[float]] = {k: [] for k in wanted}
+    for _ in range(args.rounds):
+        for k in wanted:
+            start = time.perf_counter()
+            checks(k)()
+            times[k].append(time.perf_counter() - start)
+    verdicts = {k: sorted({check_case(model, dataclasses.replace(c, order=k)).verdict for c in base[:3]}) for k in wanted}
+    first = statistics.median(times[wanted[0]])
+    for k in wanted:
+        show(f"order {k}: 20 {model.name} cases ({', '.join(verdicts[k])})", statistics.median(times[k]), first)
     print(f"load after {os.getloadavg()}")
     return 0
 

@@ -48,6 +48,12 @@ _OPTIONS = (
                                  help=f"also check each case under torch.compile with this backend "
                                       f"({', '.join(rules.COMPILE_BACKENDS)}; alone: {rules.COMPILE_BACKEND}); a "
                                       "record's compile=False opts out (default: off, on in the nightly profile)")),
+    ("--gradcheck-compile-fullgraph", dict(action="store_true", default=False,
+                                           help="where a case runs under torch.compile, a graph break is an error "
+                                                "naming its reason (default: off, a note)")),
+    ("--gradcheck-order", dict(metavar="N", default=None, type=_checked(lambda t: number("", t)),
+                               help="the highest derivative checked, over each record's order: 2 is double "
+                                    "backward, 3 the third derivative (default: each record's own, 1)")),
     ("--gradcheck-examples", dict(metavar="N", default=None,
                                   type=_checked(lambda t: number("", t)),
                                   help="generated cases per target (default: the profile's)")),
@@ -93,7 +99,8 @@ class GradcheckTarget:
         try:
             run = run_model(model, dtype=self.dtype, device=self.device, profile=self.options["profile"],
                             examples=self.options["examples"], case_timeout=self.options["case_timeout"],
-                            compile=self.options.get("compile"),
+                            compile=self.options.get("compile"), order=self.options.get("order"),
+                            fullgraph=bool(self.options.get("fullgraph")),
                             on_case=None if progress is None else progress.update,
                             on_tick=None if progress is None else progress.tick)
         finally:
@@ -198,6 +205,8 @@ def _options(config: pytest.Config) -> dict:
         "profile": config.getoption("--gradcheck-profile") or cfg.profile or "quick",
         "examples": config.getoption("--gradcheck-examples"),
         "compile": config.getoption("--gradcheck-compile"),
+        "fullgraph": config.getoption("--gradcheck-compile-fullgraph"),
+        "order": config.getoption("--gradcheck-order"),
         "case_timeout": config.getoption("--gradcheck-case-timeout"),
         "threads": config.getoption("--gradcheck-threads"),
     }

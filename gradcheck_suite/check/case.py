@@ -26,6 +26,8 @@ class Case:
     scale: float
     hyper: Mapping[str, object] = dataclasses.field(default_factory=dict)
     compile: str | None = None     # the torch.compile backend the case also runs under (stages.compiled)
+    order: int | None = None       # the highest derivative checked, over the record's (--order; stages.double_backward)
+    fullgraph: bool = False        # under compile, a graph break is an error (--compile-fullgraph; stages.compiled)
 
     @property
     def values(self) -> dict[str, object]:
@@ -49,11 +51,17 @@ class Case:
         parts += ["--dtype", self.dtype, "--device", self.device, "--seed", str(self.seed), "--scale", repr(self.scale)]
         if self.compile:
             parts += ["--compile", self.compile]
+        if self.compile and self.fullgraph:
+            parts += ["--compile-fullgraph"]
+        if self.order is not None:
+            parts += ["--order", str(self.order)]
         return shlex.join(parts)
 
     def to_json(self) -> dict:
         return {"dims": dict(self.dims), "hyper": dict(self.hyper), "dtype": self.dtype, "device": self.device,
-                "seed": self.seed, "scale": self.scale} | ({"compile": self.compile} if self.compile else {})
+                "seed": self.seed, "scale": self.scale} | ({"compile": self.compile} if self.compile else {}) \
+            | ({"fullgraph": True} if self.compile and self.fullgraph else {}) \
+            | ({"order": self.order} if self.order is not None else {})
 
 
 def format_hyper(hyper: Mapping[str, object], sep: str = ",") -> str:

@@ -77,8 +77,8 @@ def _batched(s: CaseState) -> bool:
 
 
 def _double(s: CaseState) -> bool:
-    """Opted in, and the first derivative passed (its verdict, not a point set aside)."""
-    return s.model.double_backward and _derivative(s) and s.result.verdict == PASS
+    """Opted in (order 2 or more), and the first derivative passed (its verdict, not a point set aside)."""
+    return double_backward.order_of(s) >= 2 and _derivative(s) and s.result.verdict == PASS
 
 
 def _forward_mode(s: CaseState) -> bool:

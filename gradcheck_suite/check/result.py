@@ -113,6 +113,23 @@ def decide(findings: Mapping[str, Sequence[Finding]], *, mismatched: bool = True
     return Decision(None, failing, disputed, kinks)
 
 
+def settle(res: CaseResult, decision: Decision, *, failed: str, kink: str, disputed: str = "") -> None:
+    """Write ``decision`` on ``res`` in a stage's words: ``failed`` the summary of a
+    failure (``{names}``: the failing probes), ``disputed`` the problem where the oracles
+    disagree (``{names}``: the disputed probes), ``kink`` the note of a non-differentiable
+    point.  A verdict of None leaves ``res`` as it is, save its ``failing``."""
+    res.failing = decision.failing
+    if decision.verdict == FAIL:
+        res.verdict = FAIL
+        res.summary = failed.format(names=", ".join(n.split(" (")[0] for n in decision.failing))
+    elif decision.verdict == DISAGREE:
+        res.verdict = DISAGREE
+        res.problems.append(disputed.format(names=", ".join(decision.disputed)))
+    elif decision.verdict == NONDIFF:
+        res.verdict = NONDIFF
+        res.notes.append(kink)
+
+
 def by_comparison(res: CaseResult) -> Decision:
     """Autograd alone judges (no finite differences): a tensor beyond its bound is resolved
     for autograd, through :func:`decide`."""

@@ -32,6 +32,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         f"alone: {rules.COMPILE_BACKEND}): its output and manual gradient against eager's, about 1 s a "
                         "case with aot_eager; a record's compile=False opts out (default: off, on in the nightly "
                         "profile)")
+    p.add_argument("--compile-fullgraph", action="store_true",
+                   help="where a case runs under torch.compile, a graph break is an error naming its reason, as "
+                        "torch.compile(fullgraph=True) refuses it (default: off, a graph break is a note)")
+    p.add_argument("--order", metavar="N",
+                   help="the highest derivative checked, for every selected model, over its record's order: 2 is "
+                        "double backward, 3 the third derivative, ... (default: each record's own, 1)")
     p.add_argument("--threads", metavar="N", default=str(rules.THREADS),
                    help=f"torch intra-op threads for the checks; more cores are better used by running "
                         f"models in parallel (pytest -n auto) (default: {rules.THREADS})")
@@ -48,12 +54,14 @@ def options(rep, args) -> dict:
     from ..record.spec import DTYPES
 
     opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
-            "threads": rules.THREADS}
+            "threads": rules.THREADS, "order": None}
     parse = {
         "dims": lambda: parse_dims(args.dims),
         "hyper": lambda: _parse_hyper(args.hyper),
         "threads": lambda: number("--threads", args.threads),
         "examples": lambda: number("--examples", args.examples),
+        "order": lambda: number("--order", args.order, int, 1, None, "a whole number of at least 1 (1: the gradient, "
+                                "2: double backward, 3: the third derivative, ...)"),
         "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
@@ -145,7 +153,8 @@ def run(rep, args) -> None:
                             m, dtype=dt, device=dev, profile=args.profile, examples=opts["examples"], dims=own,
                             seed=opts["seed"], scale=opts["scale"], on_case=progress.update,
                             case_timeout=opts["case_timeout"], on_tick=progress.tick if progress.enabled else None,
-                            hyper={k: v for k, v in hyper.items() if k in m.hyper}, compile=args.compile)
+                            hyper={k: v for k, v in hyper.items() if k in m.hyper}, compile=args.compile,
+                            order=opts["order"], fullgraph=args.compile_fullgraph)
             progress.clear()
             # a model from the project's settings is found again from any of its folders
             rep.runs.append((run, None if args.from_config else reg.asked_as(run.model)))

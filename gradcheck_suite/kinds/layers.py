@@ -50,6 +50,8 @@ def numpy_model(forward: Callable[..., Any], backward: Callable[..., Any], *, na
         raise SpecError(str(name), "grads", f"must name each input once ({', '.join(inputs)}), got {', '.join(names)}")
     if fields.get("double_backward"):
         raise SpecError(str(name), "double_backward", "numpy code has no graph to differentiate twice")
+    if isinstance(fields.get("order"), int) and fields["order"] >= 2:
+        raise SpecError(str(name), "order", "numpy code has no graph to differentiate twice")
     if fields.get("dtype", "float64") != "float64":
         raise SpecError(str(name), "dtype", "numpy models work in float64")
 

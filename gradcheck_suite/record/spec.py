@@ -162,8 +162,17 @@ class Model:
     scale_range, scales
         Optional value-scale range ``(low, high)`` for the whole model, and per
         tensor: a tensor's values use the case's scale clamped into its range.
+    jvp(p, d, tangents) -> output tangent
+        Optional forward-mode rule of a plain record (``tangents``: ``{name: tensor}`` for
+        every differentiable input; the tangent of the output, a tuple for a tuple of
+        outputs), checked against autograd's forward mode and against the backward.
     double_backward
-        Opt in to checking the gradient of the backward itself.
+        Opt in to checking the gradient of the backward itself (``order=2``).
+    order
+        The highest derivative checked (1, the default; 2 where ``double_backward=True``):
+        order N checks the gradient of ``<u_{N-1}, ... gradient of <u_1, backward> ...>``
+        through the user's backward against the reference's N-th derivative and finite
+        differences of the (N-1)-th, each order from 2 up in turn.
     backward_runs
         How many times the backward runs on one case; all must agree (>= 2).
     compile
@@ -209,7 +218,9 @@ class Model:
     factories: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     scale_range: tuple[float, float] | None = None
     scales: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    jvp: Callable[..., Any] | None = None   # a plain record's forward-mode rule (check/stages/forward_mode.py)
     double_backward: bool = False
+    order: int | None = None       # None: 2 with double_backward, else 1 (resolved in __post_init__)
     batched: bool = True           # an op's backward under vmap (check/stages/batched.py)
     backward_runs: int = 2
     compile: bool | None = None    # check under torch.compile too: None, the profile decides
@@ -225,7 +236,12 @@ class Model:
             # a list is a tuple of choices; a dict (cs231n's conv_param) is one choice
             object.__setattr__(self, "hyper", {k: tuple(v) if isinstance(v, list) else (v,) if isinstance(v, dict)
                                                else v for k, v in self.hyper.items()})
-        problem = _first_problem(self)
+        problem = _order_problem(self)
+        if problem is None:
+            order = self.order if self.order is not None else 2 if self.double_backward is True else 1
+            object.__setattr__(self, "order", order)
+            object.__setattr__(self, "double_backward", order >= 2)
+        problem = problem or _first_problem(self)
         if problem is not None:
             field, text = problem
             raise SpecError(self.name if isinstance(self.name, str) else repr(self.name), field, text)
@@ -437,6 +453,20 @@ def train_problem(train: object) -> str | None:
     return None
 
 
+def _order_problem(m: Model) -> tuple[str, str] | None:
+    """``order`` and ``double_backward``, before the one is resolved from the other."""
+    if not isinstance(m.double_backward, bool):
+        return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if m.order is None:
+        return None
+    if not isinstance(m.order, int) or isinstance(m.order, bool) or m.order < 1:
+        return "order", f"must be a whole number, 1 or more (the highest derivative checked), got {m.order!r}"
+    if m.double_backward and m.order < 2:
+        return "order", (f"order={m.order} and double_backward=True disagree: double_backward=True means order=2; "
+                         "give one of them (order=2, or order=3 and up for higher derivatives)")
+    return None
+
+
 def _new_fields_problem(m: Model) -> tuple[str, str] | None:
     if m.reference is not None and not callable(m.reference):
         return "reference", f"must be callable or None, got {m.reference!r}"
@@ -466,6 +496,8 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "scale_range", text
     if not isinstance(m.double_backward, bool):
         return "double_backward", f"must be True or False, got {m.double_backward!r}"
+    if m.jvp is not None and not callable(m.jvp):
+        return "jvp", f"must be callable (p, d, tangents) -> output tangent, or None, got {m.jvp!r}"
     if m.compile is not None and not isinstance(m.compile, bool):
         return "compile", f"must be True, False or None (the profile decides), got {m.compile!r}"
     if not isinstance(m.batched, bool):

@@ -77,7 +77,7 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
               scale: float | None = None, on_case: Callable[[ModelRun], None] | None = None,
               database=None, hyper: Mapping[str, object] | None = None, case_timeout: float | None = None,
               on_tick: Callable[[ModelRun, str, float], None] | None = None,
-              compile: str | None = None) -> ModelRun:
+              compile: str | None = None, order: int | None = None, fullgraph: bool = False) -> ModelRun:
     """Check ``model`` on generated cases; what is given (dims, hyperparameters, seed,
     scale) stays fixed.
 
@@ -89,7 +89,9 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     run (no shrinking); ``on_tick(run, phase, seconds)`` reports a running case (see
     ``limits.run_case``).  ``compile`` (a backend: ``--compile``) also runs each case under
     torch.compile; the record's ``compile`` field and the profile decide where it is None
-    (:func:`..check.stages.compiled.backend_for`).
+    (:func:`..check.stages.compiled.backend_for`); with ``fullgraph`` (``--compile-fullgraph``)
+    a graph break there is an error.  ``order`` (``--order``) is the highest derivative
+    checked, over the record's ``order``.
     """
     light = model
     if profile != "quick" and _runs_opcheck(profile):   # hypothesis loads with the profiles: not for quick
@@ -109,6 +111,9 @@ def run_model(model: Model, *, dtype: str | None = None, device: str = "cpu", pr
     heavy = _Heavy(model is not light and profile != "quick" or backend is not None)
 
     def judge(case: Case) -> CaseResult:
+        if (order is not None and case.order is None) or (fullgraph and not case.fullgraph):
+            case = dataclasses.replace(case, order=case.order if order is None else order,
+                                       fullgraph=case.fullgraph or fullgraph)
         key = (tuple(case.dims.items()), repr(case.hyper), case.dtype, case.device, case.seed, case.scale)
         res = seen.get(key)
         if res is None:

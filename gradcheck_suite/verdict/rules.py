@@ -154,6 +154,11 @@ SALT_FD_ONLY = 0x2FD
 SALT_DOUBLE = 0xDB
 #: ... and its random direction.
 SALT_DOUBLE_DIRECTION = 0xDB2
+#: The higher orders' weights: ``u_k`` (k >= 2, for order k + 1) from ``(seed ^ SALT_HIGHER) + k``,
+#: apart from order 2's ``u_1`` (``SALT_DOUBLE``), so that order 2 draws what it always drew ...
+SALT_HIGHER = 0x3D0
+#: ... and the random direction of order k (k >= 3) from ``seed ^ (SALT_HIGHER_DIRECTION + k)``.
+SALT_HIGHER_DIRECTION = 0x3D20
 #: The backend of the compiled stage (``--compile``, a record's ``compile=True``, the nightly
 #: profile) where none is named: ``aot_eager`` traces the forward and the backward as
 #: training under torch.compile does, at about 0.5-2 s a function on 2 CPU cores; ``inductor``

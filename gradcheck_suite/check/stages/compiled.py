@@ -8,7 +8,8 @@ backend), its output and manual gradient against eager's within the case's bound
 - a plain record whose forward is torch code: one compiled function that runs the forward
   and then the backward on the case's tensors.
 
-A graph break is a note naming its reason; an exception from torch's compiler is a note
+A graph break is a note naming its reason (with ``--compile-fullgraph``, ``case.fullgraph``,
+an error naming it, as ``torch.compile(fullgraph=True)`` refuses it); an exception from torch's compiler is a note
 naming its message (the user's code ran in eager on the same tensors); different values
 fail.  Dynamo is reset before and after, so that compiled code does not pile up from case
 to case, and its recompiles are capped (``rules.COMPILE_RECOMPILES``).
@@ -62,6 +63,7 @@ def run(state: CaseState) -> None:
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
+    breaks = []
     try:
         with torch._dynamo.config.patch(recompile_limit=rules.COMPILE_RECOMPILES), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # dynamo's advice, once a case: the notes say what matters
@@ -73,11 +75,18 @@ def run(state: CaseState) -> None:
         breaks = sorted(counters.get("graph_break", {}).items(), key=lambda kv: -kv[1])
         torch._dynamo.reset()
         counters.clear()
-        if breaks:
-            reasons = "; ".join(f"{_first_line(r)}" + (f" ({n} times)" if n > 1 else "") for r, n in breaks[:3])
+        if breaks and (not state.case.fullgraph or not state.result.ok):   # fullgraph: an error, below
             state.result.notes.append(RunNote(
-                f"{label} broke the graph: {reasons}; the pieces ran compiled and were checked, but a graph "
+                f"{label} broke the graph: {_reasons(breaks)}; the pieces ran compiled and were checked, but a graph "
                 "break costs speed (fullgraph=True would refuse it)", key="compile graph break"))
+    if breaks and state.case.fullgraph:   # reached only where the values agreed: a failure comes first
+        raise state.error(f"{label} broke the graph, and fullgraph was asked for (--compile-fullgraph): "
+                          f"{_reasons(breaks)}; torch.compile(fullgraph=True) refuses this code")
+
+
+def _reasons(breaks: list) -> str:
+    """Dynamo's graph-break reasons, the most frequent first, at most three."""
+    return "; ".join(f"{_first_line(r)}" + (f" ({n} times)" if n > 1 else "") for r, n in breaks[:3])
 
 
 def _first_line(text: str) -> str:

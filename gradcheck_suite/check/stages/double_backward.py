@@ -1,6 +1,18 @@
-"""Opt-in (``double_backward=True``), for a case that passes: the gradient of
-``<u, backward>`` against the reference's second derivative and finite differences of the
-(already checked) backward."""
+"""Opt-in (``order=N``, N >= 2; ``double_backward=True`` is ``order=2``), for a case that
+passes: the derivatives of the backward, one order at a time, as JAX's
+``check_grads(order=N)``.
+
+Order k (2 <= k <= N) checks the gradient of
+``psi_k = <u_{k-1}, ... gradient of <u_1, backward> ...>`` (autograd through the user's
+backward, differentiated k-1 times) against the reference's k-th derivative (autograd of the
+reference, the same weights) and finite differences of ``psi_k`` itself, that is of the
+(k-1)-th derivative, which order k-1 has already checked.  The weights ``u_k`` are random
+per case: ``u_1`` from ``seed ^ rules.SALT_DOUBLE`` (order 2, as it always was), ``u_k``
+for k >= 2 from ``(seed ^ rules.SALT_HIGHER) + k``; order k's random direction (where no
+element differs) from ``seed ^ rules.SALT_DOUBLE_DIRECTION`` at order 2, else
+``seed ^ (rules.SALT_HIGHER_DIRECTION + k)``.  The first order that fails, disagrees
+or meets a kink decides, and the higher ones are not looked at.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,33 +23,73 @@ from ...verdict.oracles import Finding
 from ...verdict.tolerance import compare
 from ..case import float64
 from ..measure import fd_ratio, record
-from ..result import DISAGREE, FAIL, NONDIFF, decide
+from ..result import PASS, decide, settle
 from ..state import CaseState
+
+_ORDINALS = {2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh", 8: "eighth", 9: "ninth"}
+
+
+def ordinal(k: int) -> str:
+    """``third`` for 3: the words of a k-th derivative."""
+    return _ORDINALS.get(k, f"{k}th")
+
+
+def _times(k: int) -> str:
+    return {1: "once", 2: "twice"}.get(k, f"{k} times")
+
+
+def _label(k: int) -> str:
+    """What a tensor's comparison at order k is called: ``w (double backward)`` at order 2
+    (as always), ``w (third derivative)`` above."""
+    return "double backward" if k == 2 else f"{ordinal(k)} derivative"
+
+
+def order_of(state: CaseState) -> int:
+    """The highest derivative this case checks: ``--order`` (``case.order``) over the
+    record's ``order``, save for numpy code, which has no graph to differentiate."""
+    if state.case.order is None or state.model.held_as.numpy_arrays:
+        return state.model.order
+    return state.case.order
 
 
 def run(state: CaseState) -> None:
+    model, case, p = state.model, state.case, state.p
+    tensors = {n: t for n, t in {**p, **state.d}.items() if n in model.differentiable}
+    us = []
+    for k in range(2, order_of(state) + 1):
+        gen = torch.Generator().manual_seed(case.seed ^ rules.SALT_DOUBLE if k == 2
+                                            else (case.seed ^ rules.SALT_HIGHER) + k - 1)
+        us.append({n: torch.randn(tuple(t.shape), generator=gen, dtype=torch.float64).to(t.device, t.dtype)
+                   for n, t in tensors.items()})
+        _order(state, k, us)
+        if state.result.verdict != PASS:
+            return
+
+
+def _order(state: CaseState, k: int, us: list) -> None:
+    """Order ``k`` with weights ``us`` (``k - 1`` of them): the comparison, the probes of
+    finite differences, and their verdict on ``state.result``."""
     model, case, res, p, d, g = state.model, state.case, state.result, state.p, state.d, state.g
-    gen = torch.Generator().manual_seed(case.seed ^ rules.SALT_DOUBLE)
-    u = {n: torch.randn(tuple(t.shape), generator=gen, dtype=torch.float64).to(t.device, t.dtype)
-         for n, t in {**p, **d}.items() if n in model.differentiable}
-    manual = state.call("double backward through the backward", _second_order, model, p, d, g, u, True)
-    ref = state.call("double backward through the reference", _second_order, model, p, d, g, u, False)
+    label = _label(k)
+    what = "double backward" if k == 2 else f"{ordinal(k)} derivative"
+    manual = state.call(f"{what} through the backward", derivative, model, p, d, g, us, True)
+    ref = state.call(f"{what} through the reference", derivative, model, p, d, g, us, False)
     rounding = {}
     p64, d64, g64 = float64(p), float64(d), g.detach().to(torch.float64)
-    u64 = {n: t.to(torch.float64) for n, t in u.items()}
+    us64 = [{n: t.to(torch.float64) for n, t in u.items()} for u in us]
     if case.dtype != "float64":
-        ref64 = state.call("double backward through the reference", _second_order, model, p64, d64, g64, u64, False)
+        ref64 = state.call(f"{what} through the reference", derivative, model, p64, d64, g64, us64, False)
         rounding = {n: ref[n].to(torch.float64) - ref64[n] for n in ref}
-    comps = {n: compare(f"{n} (double backward)", manual[n], ref[n], case.dtype, rounding.get(n))
+    comps = {n: compare(f"{n} ({label})", manual[n], ref[n], case.dtype, rounding.get(n))
              for n in model.differentiable}
     res.tensors.update({c.name: c for c in comps.values()})
     tensors64 = {**p64, **d64}
     statuses: dict[str, list[Finding]] = {}
 
-    def probe(label: str, v, dm: float, da: float, tol: float):
-        status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, u64, v)), dm, da, tol,
+    def probe(name: str, v, dm: float, da: float, tol: float):
+        status, est = oracles.judge(oracles.estimates(_psi_line(model, p64, d64, g64, us64, v)), dm, da, tol,
                                     rules.PRECISE)
-        statuses.setdefault(label, []).append(status)
+        statuses.setdefault(name, []).append(status)
         fd_ratio(res, est, dm, tol, status)
         return status, est
 
@@ -49,57 +101,87 @@ def run(state: CaseState) -> None:
             record(c, e.index, None if est is None else est.value / size, est is None or est.kink)
     elements = bool(statuses)     # elements differ, and were probed: only they can fail the backward
     if not statuses:
-        v = oracles.random_direction(model, tensors64, case.seed ^ rules.SALT_DOUBLE_DIRECTION, case.scale)
+        salt = rules.SALT_DOUBLE_DIRECTION if k == 2 else (rules.SALT_HIGHER_DIRECTION + k)
+        v = oracles.random_direction(model, tensors64, case.seed ^ salt, case.scale)
         dm = sum(float((manual[n].to(torch.float64) * v[n]).sum()) for n in v)
         da = sum(float((ref[n].to(torch.float64) * v[n]).sum()) for n in v)
         probe("a random direction", v, dm, da, sum(float((comps[n].bound.to(v[n].device) * v[n].abs()).sum()) for n in v))
     decision = decide(statuses, mismatched=elements)
-    res.failing = decision.failing
-    if decision.verdict == FAIL:
-        res.verdict = FAIL
-        res.summary = (f"the double backward of {', '.join(n.split(' ')[0] for n in res.failing)} disagrees with the "
-                       "reference's second derivative and finite differences of the backward")
-    elif decision.verdict == DISAGREE:
-        res.verdict = DISAGREE
-        res.problems.append("the reference's second derivative and finite differences of the backward disagree on "
-                            + ", ".join(decision.disputed) + ": is the reference twice differentiable?")
-    elif decision.verdict == NONDIFF:
-        res.verdict = NONDIFF
-        res.notes.append("a kink in the backward at this point: its own one-sided differences differ")
+    if k == 2:
+        settle(res, decision,
+               failed="the double backward of {names} disagrees with the reference's second derivative and finite "
+                      "differences of the backward",
+               disputed="the reference's second derivative and finite differences of the backward disagree on "
+                        "{names}: is the reference twice differentiable?",
+               kink="a kink in the backward at this point: its own one-sided differences differ")
+    else:
+        nth, below = ordinal(k), ordinal(k - 1)
+        settle(res, decision,
+               failed=f"the {nth} derivative of {{names}} (the backward differentiated {_times(k - 1)}) disagrees "
+                      f"with the reference's {nth} derivative and finite differences of the {below} derivative",
+               disputed=f"the reference's {nth} derivative and finite differences of the {below} derivative disagree "
+                        f"on {{names}}: is the reference differentiable {_times(k)}?",
+               kink=f"a kink in the {below} derivative at this point: its own one-sided differences differ")
 
 
-def _second_order(model, p: Tensors, d: Tensors, g: torch.Tensor, u, manual: bool) -> dict[str, torch.Tensor]:
-    """The gradient of psi = <u, first-order gradient>, through the user's backward
-    (``manual``) or through autograd of the reference."""
+def derivative(model, p: Tensors, d: Tensors, g: torch.Tensor, us: list, manual: bool) -> dict[str, torch.Tensor]:
+    """The gradient of ``psi = <u_{k-1}, ... gradient of <u_1, first> ...>`` (``k - 1 =
+    len(us)``), where ``first`` is the first-order gradient through the user's backward
+    (``manual``) or through autograd of the reference: the k-th derivative, weighted."""
     names = model.differentiable
     leaves = {n: (p[n] if n in p else d[n]).detach().clone().requires_grad_(True) for n in names}
-    P = Tensors((n, leaves[n]) for n in p)
-    D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
     with torch.enable_grad():
-        if manual:
-            out, cache = model.forward(P, D)
-            grads = model.backward(P, D, cache, g)
-            first = [grads[n] for n in names]
-        else:
-            out = oracles.differentiated(model, P, D)
-            first = torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, create_graph=True,
-                                        allow_unused=True)
-        terms = [(f * u[n]).sum() for n, f in zip(names, first) if f is not None and f.requires_grad]
+        grads = _weighted(model, p, d, g, us, manual, leaves, last=True)
+    return {n: torch.zeros_like(leaves[n]) if s is None else s.detach() for n, s in zip(names, grads)}
+
+
+def _weighted(model, p: Tensors, d: Tensors, g: torch.Tensor, us: list, manual: bool, leaves, last: bool) -> list:
+    """The first-order gradient at ``leaves``, then, for each weight ``u`` in ``us``, the
+    gradient of ``<u, previous>``: a graph of the leaves for every step but the ``last``
+    (where ``last`` is False, the result stays differentiable)."""
+    names = model.differentiable
+    P = Tensors((n, leaves[n] if n in leaves else t) for n, t in p.items())
+    D = Tensors((n, leaves.get(n, t)) for n, t in d.items())
+    if manual:
+        out, cache = model.forward(P, D)
+        grads = model.backward(P, D, cache, g)
+        current = [grads[n] for n in names]
+    else:
+        out = oracles.differentiated(model, P, D)
+        current = list(torch.autograd.grad(out, [leaves[n] for n in names], grad_outputs=g, create_graph=True,
+                                           allow_unused=True))
+    for i, u in enumerate(us):
+        terms = [(f * u[n]).sum() for n, f in zip(names, current) if f is not None and f.requires_grad]
         if not terms:
-            return {n: torch.zeros_like(leaves[n]) for n in names}
-        second = torch.autograd.grad(sum(terms), [leaves[n] for n in names], allow_unused=True)
-    return {n: torch.zeros_like(leaves[n]) if s is None else s.detach() for n, s in zip(names, second)}
+            return [None] * len(names)
+        final = last and i == len(us) - 1
+        current = list(torch.autograd.grad(sum(terms), [leaves[n] for n in names], allow_unused=True,
+                                           create_graph=not final))
+    return current
 
 
-def _psi_line(model, p64: Tensors, d64: Tensors, g64: torch.Tensor, u64, v):
-    """t -> (<u, backward(theta + t v)>, its magnitude): finite differences of the backward."""
+def _psi_line(model, p64: Tensors, d64: Tensors, g64: torch.Tensor, us64: list, v):
+    """t -> (psi at theta + t v, its magnitude): finite differences of the (k-1)-th
+    derivative, weighted by the last of ``us64`` (by autograd through the backward, which
+    the orders below have checked; the backward alone at order 2)."""
+    names, u = model.differentiable, us64[-1]
+
     def phi(t: float) -> tuple[float, float]:
         P = Tensors((n, x + t * v[n] if n in v else x) for n, x in p64.items())
         D = Tensors((n, x + t * v[n] if n in v else x) for n, x in d64.items())
-        with torch.no_grad():
-            out, cache = model.forward(P, D)
-            grads = model.backward(P, D, cache, g64)
-        terms = [(grads[n].to(torch.float64) * u64[n]) for n in u64]
+        if len(us64) == 1:
+            with torch.no_grad():
+                out, cache = model.forward(P, D)
+                grads = model.backward(P, D, cache, g64)
+            current = [grads[n] for n in names]
+        else:
+            leaves = {n: (P[n] if n in P else D[n]).detach().clone().requires_grad_(True) for n in names}
+            with torch.enable_grad():
+                current = _weighted(model, P, D, g64, us64[:-1], True, leaves, last=True)
+        now = dict(zip(names, current))
+        terms = [(now[n].detach().to(torch.float64) * u[n]) for n in u if now[n] is not None]
+        if not terms:
+            return 0.0, 0.0
         return float(sum(t.sum() for t in terms)), float(sum(t.abs().sum() for t in terms))
 
     return phi

@@ -10,7 +10,7 @@ from ...verdict.oracles import Finding
 from ...verdict.tolerance import Element, TensorComparison, bound, unravel
 from ..case import float64
 from ..measure import fd_ratio
-from ..result import FAIL, NONDIFF, decide
+from ..result import decide, settle
 from ..state import CaseState
 
 
@@ -48,15 +48,9 @@ def run(state: CaseState) -> None:
         res.tensors[n] = _fd_comparison(n, m, b, rows, statuses[n].count(Finding.NEITHER))
         res.fd_rel_err = max(res.fd_rel_err, res.tensors[n].max_rel_err)
         res.fd_ratio = max(res.fd_ratio, max((e.ratio for e in res.tensors[n].worst if not e.kink), default=0.0))
-    decision = decide(statuses, two_way=True)
-    res.failing = decision.failing
-    if decision.verdict == FAIL:
-        res.verdict = FAIL
-        res.summary = (f"the manual gradient of {', '.join(res.failing)} disagrees with finite differences "
-                       "(no reference, so a two-way check)")
-    elif decision.verdict == NONDIFF:
-        res.verdict = NONDIFF
-        res.notes.append("a kink at this point: one-sided differences differ")
+    settle(res, decide(statuses, two_way=True),
+           failed="the manual gradient of {names} disagrees with finite differences (no reference, so a two-way check)",
+           kink="a kink at this point: one-sided differences differ")
 
 
 def _fd_comparison(name: str, m: torch.Tensor, b: torch.Tensor, rows, mismatched: int) -> TensorComparison:

@@ -19,6 +19,12 @@ Tolerances are the case dtype's (``verdict.tolerance``), widened by the referenc
 rounding where the case is not float64.  A ``jvp`` torch cannot run (``NotImplementedError``,
 an op without a forward-mode formula) is a note: forward mode is then unsupported, which
 torch documents, not wrong.  An op without ``jvp`` is not looked at.
+
+A plain record may give its own forward-mode rule, ``jvp(p, d, tangents[, h]) -> output
+tangent`` (``tangents``: ``{name: tensor}`` for every differentiable input).  It is checked
+the same way: each differentiable input in turn gets the random tangent, the others zeros,
+and its output tangent is compared with (a), where autograd's oracle (the reference, else a
+torch forward) has a tangent, and with (b) the identity with the record's backward.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ from ...record.spec import Tensors
 from ...verdict import rules
 from ...record.errors import ContractError
 from ...verdict.tolerance import TensorComparison, bound, compare
-from ..case import float64
+from ...verdict.oracles import differentiated
+from ..case import float64, join
 from ..result import FAIL
 from ..state import CaseState
 
@@ -46,8 +53,11 @@ class _Unsupported(Exception):
 
 
 def applies(state: CaseState) -> bool:
-    """An ``op_model`` record holding an ``autograd.Function`` (or a wrapper around one):
-    only there can a ``jvp`` be; a ``torch.library`` custom op has none."""
+    """A record with its own ``jvp``, or an ``op_model`` record holding an
+    ``autograd.Function`` (or a wrapper around one): only there can a ``jvp`` be; a
+    ``torch.library`` custom op has none."""
+    if state.model.jvp is not None:
+        return True
     return (state.model.kind == "function" and getattr(state.model, "op", None) is not None
             and hasattr(state.model.op, "invoke"))
 
@@ -91,6 +101,9 @@ class _Wrong(NamedTuple):
 
 
 def run(state: CaseState) -> None:
+    if state.model.jvp is not None:
+        _run_record(state)
+        return
     model, case, res = state.model, state.case, state.result
     op, h = model.op, model.h
     p, d = state.p, state.d
@@ -147,14 +160,22 @@ class _Judge:
 
     def __init__(self, model, op, h, reference, who: str, names: list[str]):
         self.model, self.op, self.h, self.reference, self.who, self.names = model, op, h, reference, who, names
+        self.oracle = "the reference"     # whose forward-mode tangent autograd gives
         self.notes: list[str] = []
 
     def theirs(self, P, D):
         return self.op.invoke(P, D, self.h)
 
+    def tangents(self, p, d, name: str, v: torch.Tensor) -> list[torch.Tensor]:
+        """The op's tangent of each output in the direction ``v`` of input ``name``."""
+        return _tangents(self.theirs, p, d, name, v)
+
+    def backward(self, p, d, cache, u):
+        return self.model.backward(p, d, cache, u)
+
     def __call__(self, p, d, cache, v, u, dtype: str) -> _Wrong | None:
         names, who = self.names, self.who
-        mine = {n: _tangents(self.theirs, p, d, n, v[n]) for n in names}
+        mine = {n: self.tangents(p, d, n, v[n]) for n in names}
         refs: dict[str, list | None] = {}
         p64, d64 = float64(p), float64(d)
         for n in names:
@@ -184,7 +205,7 @@ class _Judge:
                     e = c.worst[0]
                     at = f" at {tuple(e.index)}" if e.index else ""
                     return _Wrong(n, f"the forward-mode tangent ({who}) of output {k} in the direction of {n} differs "
-                                     f"from autograd's forward-mode tangent of the reference: {c.mismatched} of "
+                                     f"from autograd's forward-mode tangent of {self.oracle}: {c.mismatched} of "
                                      f"{max(1, t.numel())} elements outside tolerance, worst{at}: {e.manual:.6g} vs "
                                      f"{e.autograd:.6g} (relative error {e.rel_err:.3g}); is {n}'s term of the jvp "
                                      "missing a factor, or its sign flipped?", c)
@@ -195,10 +216,10 @@ class _Judge:
 
     def identity(self, p, d, cache, v, u, dtype, mine, refs) -> _Wrong | None:
         """``<u, J v>`` from the jvp against ``<J^T u, v>`` from the manual backward, per input."""
-        back = self.model.backward(p, d, cache, u.clone())
+        back = self.backward(p, d, cache, u.clone())
         back64 = None
         if dtype != "float64":
-            back64 = self.model.backward(float64(p), float64(d), cache, u.to(torch.float64))
+            back64 = self.backward(float64(p), float64(d), cache, u.to(torch.float64))
         parts = _parts(u, [t.shape for t in next(iter(mine.values()))])
         for n in self.names:
             jt = back[n]
@@ -215,6 +236,64 @@ class _Judge:
                                  f"identity <u, Jv> = <J^T u, v> with the backward: {left:.6g} vs {right:.6g} (allowed "
                                  f"{allowed:.3g}); is {n}'s term of the jvp missing a factor, or its sign flipped?")
         return None
+
+
+class _RecordJudge(_Judge):
+    """The check of a record's own ``jvp(p, d, tangents[, h])``: one input's tangent at a
+    time, the others zero; the backward on a forward run in the dtype it is given."""
+
+    def __init__(self, model, reference, names: list[str], shape: tuple[int, ...]):
+        super().__init__(model, None, model.h, reference, "the record's jvp", names)
+        self.shape = shape
+        self.oracle = "the reference" if model.reference is not None else "the forward"
+
+    def tangents(self, p, d, name: str, v: torch.Tensor) -> list[torch.Tensor]:
+        given = {n: v if n == name else torch.zeros_like(p[n] if n in p else d[n]) for n in self.names}
+        t = self.model.model.jvp(p, d, given, *self.model.extra)
+        flat = join(tuple(t) if isinstance(t, list) else t, "jvp")[0]
+        if not isinstance(flat, torch.Tensor):
+            raise ContractError(f"jvp must return the output's tangent as a tensor (a tuple of them for a tuple of "
+                                f"outputs), got {type(t).__name__}")
+        if tuple(flat.shape) != self.shape:
+            raise ContractError(f"jvp returned an output tangent of shape {tuple(flat.shape)}; the forward's output "
+                                f"has shape {self.shape}")
+        return [flat.detach()]
+
+    def backward(self, p, d, cache, u):
+        _, cache = self.model.forward(p, d)
+        return self.model.backward(p, d, cache, u)
+
+
+def _run_record(state: CaseState) -> None:
+    """A plain record's ``jvp``: see the module's docstring."""
+    model, case, res = state.model, state.case, state.result
+    p, d = state.p, state.d
+    names = [n for n in model.differentiable if state.tensor(n).is_floating_point()]
+    if not names or not isinstance(state.out, torch.Tensor):
+        return
+    gen = torch.Generator().manual_seed(case.seed ^ rules.SALT_FORWARD_MODE)
+    v = {n: torch.randn(tuple(state.tensor(n).shape), generator=gen, dtype=torch.float64)
+         .to(state.tensor(n).device, state.tensor(n).dtype) for n in names}
+    u = _like(state.out, gen)
+    reference = None
+    if model.reference is not None or model.held_as.plain_torch:   # autograd's oracle, where it is torch code
+        reference = lambda P, D: differentiated(model, P, D)         # noqa: E731
+    judge = _RecordJudge(model, reference, names, tuple(state.out.shape))
+    with torch.no_grad():
+        found = state.call("forward mode (the record's jvp)", judge, p, d, state.cache, v, u, case.dtype)
+    res.notes.extend(judge.notes)
+    if found is None:
+        return
+    if case.dtype != "float64":   # as for an op: a wrong rule is wrong in float64 too
+        again = _RecordJudge(model, reference, names, tuple(state.out.shape))
+        with torch.no_grad():
+            in64 = state.call("forward mode (the record's jvp)", again, float64(p), float64(d), None,
+                              {n: t.to(torch.float64) for n, t in v.items()}, u.to(torch.float64), "float64")
+        if in64 is None and _finite_where_reference_is(found):
+            return
+    if found.comparison is not None:
+        res.tensors[found.comparison.name] = found.comparison
+    _fail(res, found.name, found.text)
 
 
 def _fail(res, name: str, text: str) -> None:
@@ -245,10 +324,13 @@ def _outputs(out) -> list[torch.Tensor]:
 
 
 def _tangents(fn: Callable, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
-    """The tangent of each output of ``fn(p, d)`` with tangent ``v`` on input ``name``
-    (dual numbers, as ``torch.func.jvp`` runs it); zeros where an output has none."""
+    """The tangent of each output of ``fn(p, d)`` with tangent ``v`` on input ``name`` (of
+    ``p``, or of ``d``: a record's data that takes a gradient) (dual numbers, as
+    ``torch.func.jvp`` runs it); zeros where an output has none."""
     with fwAD.dual_level():
         P = Tensors((n, fwAD.make_dual(t.detach(), v) if n == name else t.detach()) for n, t in p.items())
+        if name not in p:
+            d = Tensors((n, fwAD.make_dual(t.detach(), v) if n == name else t) for n, t in d.items())
         outs = _outputs(fn(P, d))
         tangents = [fwAD.unpack_dual(o).tangent for o in outs]
         return [torch.zeros_like(o.detach()) if t is None else t.detach().clone()
@@ -258,8 +340,10 @@ def _tangents(fn: Callable, p: Tensors, d: Tensors, name: str, v: torch.Tensor) 
 def _double_vjp(fn: Callable, p: Tensors, d: Tensors, name: str, v: torch.Tensor) -> list[torch.Tensor]:
     """``J v`` through reverse mode only: the gradient in ``u`` of ``<J^T u, v>``."""
     with torch.enable_grad():
-        x = p[name].detach().clone().requires_grad_(True)
+        x = (p[name] if name in p else d[name]).detach().clone().requires_grad_(True)
         P = Tensors((n, x if n == name else t.detach()) for n, t in p.items())
+        if name not in p:
+            d = Tensors((n, x if n == name else t) for n, t in d.items())
         outs = _outputs(fn(P, d))
         us = [torch.zeros_like(o, requires_grad=True) for o in outs]
         live = [(o, w) for o, w in zip(outs, us) if o.requires_grad]

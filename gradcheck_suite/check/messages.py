@@ -25,10 +25,16 @@ def output_problem(returned) -> str | None:
     return None
 
 
-def in_place(who: str, changed: list[str]) -> str | None:
-    """``who`` (the forward, the backward, the reference) changed the inputs ``changed``."""
+def in_place(who: str, changed: list[str], op: bool = False) -> str | None:
+    """``who`` (the forward, the backward, the reference) changed the inputs ``changed``;
+    ``op``: the forward of a shipped op, which torch lets change an input it marks dirty."""
     if not changed:
         return None
+    if op:
+        names = ", ".join(n.split(".", 1)[-1] for n in changed)
+        return (f"the op's forward changed its input {names} in place without ctx.mark_dirty({names}): autograd "
+                "does not know, so a tensor saved from it or another use of it sees the changed values; mark it "
+                "dirty, or change a .clone()")
     return (f"{who} changed its input {', '.join(changed)} in place: compute into a new tensor "
             "(w = p.w - ..., not p.w -= ...), or change a .clone()")
 

@@ -48,17 +48,40 @@ class OpCall:
     registration: Callable[..., tuple[str | None, str | None]] | None = None   # opcheck's test
     keywords: frozenset[str] = frozenset()
     direct: bool = True      # the op itself, not a wrapper: its positions are ``args``
-    in_place: bool = False   # a Function that changes its inputs in place (ctx.mark_dirty): called on clones
+    in_place: bool | None = None   # marks an input dirty (ctx.mark_dirty): called on clones; None: found by calling
     opcheck: bool | None = None   # the record's choice; None: the profile's
     by_profile: bool = False      # the profile runs opcheck where the record leaves it open (``with_opcheck``)
+    found: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)   # what a first call showed
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
         values = [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
-        if self.in_place:     # each call on its own copies, as training passes it fresh activations:
+        if self.marks_dirty(values):     # each call on its own copies, as training passes it fresh activations:
             # the case's tensors stay intact, and a leaf that requires grad reaches the op as a
             # differentiable non-leaf, which torch lets a Function change (mark_dirty)
             values = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
         return values
+
+    def marks_dirty(self, values: list) -> bool:
+        """Whether the op changes an input in place and says so (``ctx.mark_dirty``), as a
+        first call on copies shows: torch then returns that input itself as the output.  It
+        is how the op behaves, not what its source says (a comment, a helper function, a
+        wrapper).  An op that changes an input without marking it is left to the forward
+        stage, which reports the changed input."""
+        if self.in_place is not None:
+            return self.in_place
+        key = repr([v for v in values if not isinstance(v, torch.Tensor)])   # a hyperparameter may decide it
+        if key not in self.found:
+            copies = [v.detach().clone().requires_grad_(v.requires_grad).clone() if isinstance(v, torch.Tensor)
+                      else v for v in values]          # differentiable non-leaves, which torch lets a Function change
+            try:
+                with torch.enable_grad():
+                    outs = self.call(*[v for n, v in zip(self.args, copies) if n not in self.keywords],
+                                     **{n: v for n, v in zip(self.args, copies) if n in self.keywords})
+            except Exception:       # the checks call it again, and report what it raises
+                return False
+            outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+            self.found[key] = any(o is c for o in outs for c in copies if isinstance(c, torch.Tensor))
+        return self.found[key]
 
     def invoke(self, p: Mapping, d: Mapping, h: Mapping | None):
         values = self.arguments(p, d, h)
@@ -348,23 +371,6 @@ def _saved_name(t: torch.Tensor, i: int, args: list, names: tuple[str, ...], out
         return f"saved_tensors[{i}], the output"
     return f"saved_tensors[{i}]"
 
-def _marks_dirty(op: Any) -> bool:
-    """Whether ``op`` is an ``autograd.Function`` whose forward (or setup_context) calls
-    ``ctx.mark_dirty``: it changes an input in place, which torch allows on a tensor that is
-    not a leaf requiring grad, so the checks call it on copies of the case's tensors."""
-    if not (isinstance(op, type) and issubclass(op, torch.autograd.Function)):
-        return False
-    own = [c for c in op.__mro__ if not c.__module__.startswith("torch.")]   # torch's docstrings mention it
-    for fn in (c.__dict__.get(part) for c in own for part in ("forward", "setup_context")):
-        fn = getattr(fn, "__func__", fn)          # a staticmethod's function
-        try:
-            if fn is not None and "mark_dirty" in inspect.getsource(fn):
-                return True
-        except (OSError, TypeError):
-            continue
-    return False
-
-
 def _keyword_only(fn: Any, names: tuple[str, ...]) -> frozenset[str]:
     """The names among ``names`` that ``fn`` takes by keyword only (``def op(x, *, c)``)."""
     target = fn.forward if isinstance(fn, type) else getattr(fn, "_init_fn", fn)
@@ -407,7 +413,7 @@ def op_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mapping[str
     registration = kind.registration_check if opcheck is not False and hasattr(torch.library, "opcheck") else None
     info = OpCall(call, order, tuple(inputs), registration,
                   _keyword_only(op, order), direct=isinstance(op, type) or kind.called_directly,
-                  in_place=_marks_dirty(op), opcheck=opcheck)
+                  opcheck=opcheck)
     by_name = _keyword_only(reference, order)
 
     def forward(p, d, h=None):

@@ -23,7 +23,7 @@ def run(state: CaseState) -> None:
     if text:
         raise state.error(text)
     state.out, state.cache = returned
-    text = messages.in_place("forward", changed(state.before, state.p, state.d))
+    text = messages.in_place("forward", changed(state.before, state.p, state.d), op=state.model.op is not None)
     if text:
         raise state.error(text)
     if not all_finite(state.out):

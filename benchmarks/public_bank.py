@@ -20,7 +20,8 @@ profile's reproducible draws.  gradcheck gets the flags a user sets for the path
 ``check_forward_ad=True`` where the Function has a jvp, ``check_batched_grad=True`` where it
 has a vmap rule (``check_undefined_grad`` is on by default); an in-place Function is passed
 clones, as PyTorch's own OpInfos pass them.  A third column runs ``torch.library.opcheck`` on
-custom ops at the benchmark dims ("n/a" elsewhere).  Rows are counted under their first path.
+custom ops at the benchmark dims ("n/a" elsewhere).  The totals count a row under every path
+it names, and each row once under "all".
 
 The harness runs each record with ``run_model(record, examples=N, case_timeout=...)``:
 "pass" counts as judging the code correct, "fail" or "error" as judging it wrong.
@@ -187,9 +188,9 @@ def paths_table(rows: list[Row]) -> str:
 
 
 def paths_totals(rows: list[Row]) -> str:
-    """Right counts per path (each row under its first path), then all."""
+    """Right counts per path (a row under every path it names), then all rows once."""
     lines = ["| path | labels | n | harness right | gradcheck right | opcheck right |", "|---|---|---|---|---|---|"]
-    groups = [(p, [r for r in rows if r.paths and r.paths[0] == p]) for p in PATHS] + [("all", rows)]
+    groups = [(p, [r for r in rows if p in r.paths]) for p in PATHS] + [("all", rows)]
     for title, group in groups:
         for label in ("correct", "wrong", "both"):
             part = group if label == "both" else [r for r in group if r.expected == label]

@@ -34,6 +34,8 @@ def main() -> int:
     blamed = []
     start = time.perf_counter()
     for entry in entries():
+        if entry.paths:        # the paths bank (public_bank.py --paths) is judged there, not trained here
+            continue
         model = entry.record()
         for dtype in (None, "float32"):
             r = train(model, Options(steps=args.steps, dtype=dtype))

@@ -16,6 +16,19 @@ import torch
 from gradcheck_suite import Dim, Model
 from gradcheck_suite.kinds import kind_holding
 
+#: the paths an entry may name (``Entry.paths``), and what each means for the label check
+#: (verify.py) and gradcheck's flags (public_bank.py)
+PATHS = {
+    "jvp": "a Function with a jvp staticmethod (forward mode)",
+    "vmap": "a Function with a vmap staticmethod",
+    "generate_vmap_rule": "a Function with generate_vmap_rule = True",
+    "materialize_grads": "a Function that calls ctx.set_materialize_grads(False)",
+    "mark_dirty": "an in-place Function (ctx.mark_dirty)",
+    "indices": "a forward that returns (values, indices)",
+    "custom_op_fake": "a torch.library.custom_op with register_fake and register_autograd",
+    "complex": "a Function on complex tensors",
+}
+
 Factory = Callable[[Mapping[str, int], torch.Generator, torch.dtype, float], torch.Tensor]
 
 
@@ -35,6 +48,7 @@ class Spec:
     where: Callable[[Mapping[str, Any]], bool] | None = None
     dtype: str = "float64"                       # the record's own dtype (float32 for float32-only code)
     needs_contiguous: bool = False               # the record takes contiguous tensors only
+    op: Any = None                               # the Function or custom op itself (op_entry)
 
     def hyper_choices(self) -> list[dict[str, Any]]:
         """Every combination of the hyperparameters' choices (a Dim: its low and high)."""
@@ -61,6 +75,10 @@ class Entry:
     source: str                    # repository and path, or URL
     build: Callable[[], Model]
     spec: Spec
+    #: the torch paths the entry exercises beyond eager reverse mode (``PATHS``); empty for the
+    #: original bank.  The first is the one its row is counted under.
+    paths: tuple[str, ...] = ()
+    license: str = ""              # the source's license line
 
     def record(self) -> Model:
         return self.build()
@@ -82,6 +100,17 @@ class Entry:
 
         return fn, inputs
 
+    def op_args(self) -> tuple[Any, ...]:
+        """The op's positional arguments at the benchmark dims, seed 0, as ``gradcheck_call``
+        draws them (inputs requiring grad, then data and hyperparameters), for opcheck."""
+        s = self.spec
+        dims, hyper = {k: d.bench for k, d in s.dims.items()}, s.bench_hyper()
+        gen = torch.Generator().manual_seed(0)
+        data = {n: make_tensor(s, n, {**dims, **hyper}, gen) for n in s.data}
+        inputs = {n: make_tensor(s, n, {**dims, **hyper}, gen).requires_grad_(True) for n in s.inputs}
+        values = {**inputs, **data, **copy.deepcopy(hyper)}
+        return tuple(values[n] for n in s.order)
+
 
 def make_tensor(spec: Spec, name: str, values: Mapping[str, Any], gen: torch.Generator) -> torch.Tensor:
     """A float64 tensor of standard normal values, or the record's factory for it."""
@@ -101,10 +130,12 @@ def _kind(op: Any) -> str:
 def op_entry(op: Any, *, name: str, expected: str, reason: str, source: str, dims: Mapping[str, Dim],
              inputs: Mapping[str, tuple], reference: Callable[..., Any], data: Mapping[str, tuple] | None = None,
              hyper: Mapping[str, Any] | None = None, args: Sequence[str] | None = None,
-             keyword_only: Sequence[str] = (), **fields: Any) -> Entry:
+             keyword_only: Sequence[str] = (), paths: Sequence[str] = (), license: str = "",
+             **fields: Any) -> Entry:
     """An ``autograd.Function`` (or a lambda around one) or a custom op, recorded with
     ``op_model`` exactly as a user would write it.  ``keyword_only`` names the arguments
-    training passes by name (the record itself leaves that to the harness)."""
+    training passes by name (the record itself leaves that to the harness).  ``paths`` tags
+    the entry with the torch paths it exercises (``PATHS``), ``license`` is its source's."""
     from gradcheck_suite import op_model
 
     data, hyper = dict(data or {}), dict(hyper or {})
@@ -125,8 +156,11 @@ def op_entry(op: Any, *, name: str, expected: str, reason: str, source: str, dim
 
     spec = Spec(dims=dims, inputs=dict(inputs), data=data, hyper=hyper, order=order, reference=reference,
                 factories=fields.get("factories", {}), call=call, where=fields.get("where"),
-                dtype=fields.get("dtype", "float64"), needs_contiguous=fields.get("needs_contiguous", False))
-    return Entry(name, _kind(op), expected, reason, source, build, spec)
+                dtype=fields.get("dtype", "float64"), needs_contiguous=fields.get("needs_contiguous", False), op=op)
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        raise ValueError(f"{name}: unknown path {', '.join(unknown)}; choose from {', '.join(PATHS)}")
+    return Entry(name, _kind(op), expected, reason, source, build, spec, tuple(paths), license)
 
 
 def numpy_entry(forward: Callable[..., Any], backward: Callable[..., Any], *, name: str, expected: str,

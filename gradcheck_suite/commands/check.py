@@ -119,7 +119,7 @@ def run(rep, args) -> None:
         return
     if not models and not rep.problems:
         rep.usage_error("no models to check")
-    if opts["shard"] is not None and models:
+    if opts["shard"] is not None:
         models = _part(rep, args, opts, models)
         if not models:
             return
@@ -183,8 +183,9 @@ def _part(rep, args, opts: dict, models: list) -> list:
         "profile": args.profile,
         "options": {"dtype": args.dtype, "device": args.device, "examples": opts["examples"], "seed": opts["seed"],
                     "scale": opts["scale"], "dims": opts["dims"], "hyper": args.hyper, "compile": args.compile}}
-    rep.out.write(f"shard {k}/{n}: {len(mine)} of the {len(models)} selected model{'s' * (len(models) != 1)}"
-                  + ("" if mine else "; nothing to check in this part") + "\n")
+    if models:
+        rep.out.write(f"shard {k}/{n}: {len(mine)} of the {len(models)} selected model{'s' * (len(models) != 1)}"
+                      + ("" if mine else "; nothing to check in this part") + "\n")
     return mine
 
 

@@ -88,8 +88,12 @@ def _read(rep, path: str) -> dict | None:
         return None
     shard = doc.get("shard") if isinstance(doc, dict) else None
     if not isinstance(shard, dict):
-        rep.usage_error(f"{path}: not the report of a part: it has no \"shard\" (write each part with "
-                        "gradcheck-suite check --shard K/N --json FILE)")
+        if isinstance(doc, dict) and doc.get("exit_code") == EXIT_USAGE and doc.get("problems"):
+            rep.usage_error(f"{path}: the part stopped on a usage error before choosing its models: "
+                            f"{doc['problems'][0]}")
+        else:
+            rep.usage_error(f"{path}: not the report of a part: it has no \"shard\" (write each part with "
+                            "gradcheck-suite check --shard K/N --json FILE)")
         return None
     ok = (isinstance(shard.get("part"), int) and isinstance(shard.get("of"), int)
           and 1 <= shard["part"] <= shard["of"] and isinstance(shard.get("selection"), list)
@@ -116,11 +120,11 @@ def _check(rep, parts: list) -> list:
             lines.append(f"parts of different runs: {key} differs: " + "; ".join(
                 f"{v} in {', '.join(p for p, d in parts if json.dumps(d.get(key)) == v)}" for v in values))
     for key in _SAME:
-        values = list(dict.fromkeys(json.dumps(doc["shard"].get(key), sort_keys=True) for _, doc in parts))
+        shown = {path: _same_form(key, doc["shard"].get(key)) for path, doc in parts}
+        values = list(dict.fromkeys(shown.values()))
         if len(values) > 1:
-            lines.append(f"parts of different runs: the {key} differs: "
-                         + "; ".join(f"{', '.join(p for p, d in parts if json.dumps(d['shard'].get(key), sort_keys=True) == v)}"
-                                     f" has {_short(v)}" for v in values))
+            lines.append(f"parts of different runs: the {key} differs: " + "; ".join(
+                f"{', '.join(p for p, v2 in shown.items() if v2 == v)} has {_short(v)}" for v in values))
     of = doc0["shard"]["of"]
     by_part: dict[int, list[str]] = {}
     for path, doc in parts:
@@ -155,6 +159,14 @@ def _check(rep, parts: list) -> list:
         rep.problems.append(line)
     rep.incomplete = bool(lines)
     return kept
+
+
+def _same_form(key: str, value) -> str:
+    """A part's ``key`` in the form the parts are compared in: the selection as a set (model
+    files given in another order select the same models, and the split does not read the order)."""
+    if key == "selection" and isinstance(value, list):
+        value = sorted(map(str, value))
+    return json.dumps(value, sort_keys=True)
 
 
 def _short(text: str, width: int = 60) -> str:

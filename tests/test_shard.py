@@ -276,3 +276,15 @@ def test_a_bad_plugin_shard_is_a_usage_error_in_one_line(pytester, value, messag
     result = pytester.runpytest("--gradcheck-shard", value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*error: argument --gradcheck-shard: {message}"])
+
+
+@pytest.mark.parametrize("argv", [["merge", "--help"], ["check", "--help"]])
+def test_the_help_names_the_options_without_loading_torch(argv):
+    import subprocess
+    import sys
+    code = ("import sys\nfrom gradcheck_suite.commands import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n" % argv)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    wanted = "--markdown FILE" if argv[0] == "merge" else "--shard K/N"
+    assert wanted in re.sub(r"\s+", " ", r.stdout)

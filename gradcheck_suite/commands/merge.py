@@ -25,8 +25,15 @@ _SAME = ("selection", "profile", "options")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("merge", help="join the JSON reports of the N parts of a run split with "
-                                     "check --shard K/N into one report and one exit code")
+    p = sub.add_parser(
+        "merge", help="join the JSON reports of the N parts of a run split with check --shard K/N into one "
+                      "report and one exit code",
+        description="Join the JSON reports of the N parts of one run (gradcheck-suite check --shard K/N --json "
+                    "REPORT) into one report, one table and one exit code.",
+        epilog="Exit codes: what check would have returned for the whole run (0 every model passed, 1 a model "
+               "failed or errored, 2 a usage error in a part, 130 a part interrupted); 3 the reports are not the "
+               "N parts of one run (a part missing or given twice, parts of different runs); 2 a report that is "
+               "missing, not JSON or not a part's.")
     p.add_argument("reports", nargs="+", metavar="REPORT",
                    help="the JSON report of each part (check --shard K/N --json REPORT), in any order")
     p.add_argument("--json", metavar="FILE",

@@ -63,7 +63,9 @@ def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("shard")
     (d / "a.py").write_text(MODELS_A)
     (d / "b.py").write_text(MODELS_B)
-    common = ["--models-from", d / "a.py", "--models-from", d / "b.py", "--examples", "3", "--no-progress"]
+    (d / "broken.py").write_text("raise ImportError('needs a package that is not here')\n")
+    common = ["--models-from", d / "a.py", "--models-from", d / "b.py", "--models-from", d / "broken.py",
+              "--examples", "3", "--no-progress"]
     out = {"dir": d, "common": common}
     out["whole"] = gcs("check", *common, "--json", d / "whole.json", cwd=d)
     for k in (1, 2, 3):
@@ -87,8 +89,10 @@ def test_the_parts_hold_the_whole_runs_models_each_once(run):
         assert sorted(p["shard"]["selection"]) == sorted(whole)
         assert [m["name"] for m in p["models"]] == p["shard"]["models"] != []
         assert run[k].stdout.startswith(f"shard {k}/3: {len(p['models'])} of the 7 selected models")
-        # a part's exit code is check's over its own models: 1 only where the doubled gradient is
-        assert run[k].returncode == (1 if "doubled" in p["shard"]["models"] else 0), run[k].stderr
+        # a part's exit code is check's over its models and the problems every part shares
+        assert run[k].returncode == 1, run[k].stderr
+        assert p["problems"] == run["whole.json"]["problems"]
+        assert ("doubled" in p["shard"]["models"]) == any(m["verdict"] == "fail" for m in p["models"])
 
 
 def test_the_merge_of_the_parts_is_the_whole_run(run):
@@ -99,23 +103,27 @@ def test_the_merge_of_the_parts_is_the_whole_run(run):
     assert ("doubled", "float64", "cpu", "fail") in key
     assert merged["merged"]["complete"] is True and merged["merged"]["parts"] == [1, 2, 3]
     assert merged["torch"] == whole["torch"]
+    # a model file that did not load is every part's problem, and the whole run's once
+    assert merged["problems"] == whole["problems"] != [] and "broken.py" in whole["problems"][0]
     # the table and the failure's message print as check prints them
     assert _rows(run["merge"].stdout) == _rows(run["whole"].stdout)
     assert "doubled: fail" in run["merge"].stdout and "reproduce: gradcheck-suite check doubled" in run["merge"].stdout
     md = (run["dir"] / "merged.md").read_text()
-    assert "**6 passed, 1 failed** (exit code 1)" in md and "| doubled | float64 | cpu |" in md
+    assert "**6 passed, 1 failed, 1 error** (exit code 1)" in md and "| doubled | float64 | cpu |" in md
+    said = [line for line in run["whole"].stderr.splitlines() if line.startswith("gradcheck-suite: model error")]
+    assert said and [line for line in run["merge"].stderr.splitlines() if line.startswith("gradcheck-suite:")] == said
 
 
 def test_the_parts_of_passing_models_merge_to_exit_0(run):
     d = run["dir"]
     passing = [k for k in (1, 2, 3) if "doubled" not in run[f"p{k}.json"]["shard"]["models"]]
     docs = []
-    for k in (1, 2, 3):         # the failing model's part, as it would have been with the model fixed
+    for k in (1, 2, 3):         # the parts as they would have been with the model and the file fixed
         doc = json.loads((d / f"p{k}.json").read_text())
         if k not in passing:
             for m in doc["models"]:
                 m.update(verdict="pass", failure=None, reproduce=None)
-            doc["exit_code"] = 0
+        doc.update(exit_code=0, problems=[])
         (d / f"fixed{k}.json").write_text(json.dumps(doc))
         docs.append(d / f"fixed{k}.json")
     r = gcs("merge", *docs)
@@ -127,11 +135,11 @@ def test_a_missing_or_repeated_part_is_named_in_one_line_and_exits_3(run):
     d = run["dir"]
     r = gcs("merge", d / "p1.json", d / "p3.json", "--json", d / "incomplete.json")
     assert r.returncode == 3
-    lines = [line for line in r.stderr.splitlines() if "error" in line]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("gradcheck-suite: error:")]
     assert lines == ["gradcheck-suite: error: incomplete merge: 2 of 3 parts; missing: part 2/3"]
     doc = json.loads((d / "incomplete.json").read_text())
     assert doc["exit_code"] == 3 and doc["merged"]["missing"] == [2] and doc["merged"]["complete"] is False
-    assert doc["problems"] == [lines[0].split("error: ", 1)[1]]
+    assert doc["problems"][0] == lines[0].split("error: ", 1)[1]      # then the parts' own
 
     r = gcs("merge", d / "p1.json", d / "p2.json", d / "p3.json", d / "p2.json")
     assert r.returncode == 3
@@ -163,7 +171,8 @@ def test_a_report_that_is_not_a_part_is_a_usage_error(run, tmp_path):
 def test_the_split_does_not_read_the_order_of_files_or_the_hash_seed(run):
     d = run["dir"]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    r = gcs("check", "--models-from", d / "b.py", "--models-from", d / "a.py", "--examples", "1",
+    r = gcs("check", "--models-from", d / "b.py", "--models-from", d / "broken.py", "--models-from", d / "a.py",
+            "--examples", "1",
             "--no-progress", "--shard", "2/3", "--json", "-", env=env, cwd=d)
     assert sorted(json.loads(r.stdout)["shard"]["models"]) == sorted(run["p2.json"]["shard"]["models"])
 

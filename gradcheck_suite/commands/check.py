@@ -181,6 +181,8 @@ def _part(rep, args, opts: dict, models: list) -> list:
     rep.fields["shard"] = {
         "part": k, "of": n, "selection": [m.name for m in models], "models": [m.name for m in mine],
         "profile": args.profile,
+        # which of the problems are a model file's (exit 1), for merge's summary: all come from loading, before this
+        "model_errors": list(rep.model_problems),
         "options": {"dtype": args.dtype, "device": args.device, "examples": opts["examples"], "seed": opts["seed"],
                     "scale": opts["scale"], "dims": opts["dims"], "hyper": args.hyper, "compile": args.compile}}
     if models:

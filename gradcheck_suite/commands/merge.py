@@ -58,8 +58,9 @@ def run(rep, args) -> None:
     models = sorted((m for doc in docs for m in doc["models"]),
                     key=lambda m: order.get(m.get("name"), len(order)))      # stable: a model's rows keep their order
     problems = list(dict.fromkeys(p for doc in docs for p in doc.get("problems", [])))
-    for text in problems:
-        rep.err.write(f"gradcheck-suite: problem in a part: {text}")
+    model_errors = {p for doc in docs for p in doc["shard"].get("model_errors", [])}
+    for text in problems:      # as the parts said them
+        rep.err.write(f"gradcheck-suite: {'model error' if text in model_errors else 'error'}: {text}")
     codes = [doc.get("exit_code") for doc in docs]
     rep.problems += problems
     rep.interrupted = rep.interrupted or EXIT_INTERRUPTED in codes or any(doc.get("interrupted") for doc in docs)
@@ -76,7 +77,7 @@ def run(rep, args) -> None:
                              **{key: head.get(key) for key in _SAME}}}
     text = _table(models)
     rep.out.write(text)
-    line = _summary(models, problems, rep)
+    line = _summary(models, problems, model_errors, rep)
     rep.out.write(f"\n{line}")
     if args.markdown:
         _markdown(rep, args.markdown, models, line, of, given)
@@ -231,13 +232,17 @@ def _details(m: dict) -> str:
     return "\n".join(parts)
 
 
-def _summary(models: list, problems: list, rep) -> str:
+def _summary(models: list, problems: list, model_errors: set, rep) -> str:
+    """check's summary line for the whole run: its models' verdicts, the model files that did
+    not load and the usage errors, each problem once."""
     counts = {v: sum(m.get("verdict") == v for m in models) for v in ("pass", "fail", "error")}
     parts = [f"{counts['pass']} passed", f"{counts['fail']} failed"]
-    if counts["error"]:
-        parts.append(f"{counts['error']} error{'s' * (counts['error'] != 1)}")
-    if problems:
-        parts.append(f"{len(problems)} problem{'s' * (len(problems) != 1)} in the parts")
+    errors = counts["error"] + sum(p in model_errors for p in problems)
+    usage = sum(p not in model_errors for p in problems)
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if usage:
+        parts.append(f"{usage} usage error{'s' * (usage != 1)}")
     if rep.incomplete:
         parts.append("incomplete: not every part of the run")
     return ", ".join(parts)

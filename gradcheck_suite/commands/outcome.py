@@ -67,6 +67,7 @@ class Outcome:
         self.problems: list[str] = []
         self.usage = False             # a usage error: exit 2
         self.errors = 0                # model files that did not load: exit 1
+        self.model_problems: list[str] = []   # those problems' texts (the others are usage errors)
         self.runs: list = []           # (ModelRun, its --models-from) of every model checked
         self.trained: list | None = None   # TrainResult of every model trained
         self.listed: list | None = None
@@ -88,6 +89,7 @@ class Outcome:
         if self.verbose and traceback:
             self.err.write(traceback)
         self.problems.append(text)
+        self.model_problems.append(text)
         self.errors += 1
 
     def interrupt(self) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from .commands.options import case_timeout, model_names, number
+from .commands.options import case_timeout, model_names, number, shard
 from .verdict import rules
 
 
@@ -64,6 +64,9 @@ _OPTIONS = (
     ("--gradcheck-threads", dict(metavar="N", default=rules.THREADS, type=_checked(lambda t: number("", t)),
                                  help="torch intra-op threads while a check runs; use pytest-xdist (-n auto) "
                                       f"for more cores (default: {rules.THREADS})")),
+    ("--gradcheck-shard", dict(metavar="K/N", default=None, type=_checked(lambda t: shard("", t)),
+                               help="only the K-th of N parts of the selected models, the same parts as "
+                                    "'gradcheck-suite check --shard K/N' (default: all)")),
 )
 
 
@@ -209,6 +212,7 @@ def _options(config: pytest.Config) -> dict:
         "order": config.getoption("--gradcheck-order"),
         "case_timeout": config.getoption("--gradcheck-case-timeout"),
         "threads": config.getoption("--gradcheck-threads"),
+        "shard": config.getoption("--gradcheck-shard"),
     }
 
 
@@ -234,11 +238,17 @@ def _targets(options: dict) -> list:
         params.append(pytest.param(GradcheckTarget(bad, "cpu", None, options,
                                                    problem=f"--gradcheck-dtype/--gradcheck-device: unknown value {bad!r}"),
                                    id=f"bad-option-{bad}"))
+    mine = None
+    if options["shard"] is not None:      # the command line's split of the same models
+        from .run.shard import part
+        mine = {m.name for m in part([reg.get(n) for n in names if n in reg], *options["shard"])}
     for name in names:
         try:
             model = reg.get(name)
         except KeyError as e:
             params.append(pytest.param(GradcheckTarget(name, "cpu", None, options, problem=str(e)), id=f"{name}-unknown"))
+            continue
+        if mine is not None and name not in mine:
             continue
         for device in [d for d in devices if d in ("cpu", "cuda")]:
             for dtype in [d for d in dtypes if d is None or d in DTYPES]:

@@ -1,7 +1,8 @@
-"""The command line: ``gradcheck-suite list | check | train | bench | init``.
+"""The command line: ``gradcheck-suite list | check | merge | train | bench | init``.
 
 One module per subcommand, each with its ``add_parser`` and what it runs: :mod:`.listing`,
-:mod:`.check`, :mod:`.train`, :mod:`.init` and :mod:`.bench` (whose options are its own).
+:mod:`.check`, :mod:`.merge`, :mod:`.train`, :mod:`.init` and :mod:`.bench` (whose options are
+its own).
 What they share lies below them: :mod:`.options` (the option values, their parsing and the
 argument groups), :mod:`.selection` (the project's settings and the models chosen),
 :mod:`.outcome` (problems, exit codes and the JSON report) and :mod:`.progress` (the progress
@@ -10,7 +11,8 @@ dispatches; the commands import downward, never from here.
 
 Exit codes: 0 every model passed, 1 a model failed or errored (a broken model file
 included), 2 a usage error (an unknown model, a bad option, a missing file, CUDA asked
-for but absent, a case too large for memory), 130 interrupted.  Every problem is one
+for but absent, a case too large for memory), 3 a merge whose reports are not the N parts
+of one run (``merge``), 130 interrupted.  Every problem is one
 line on stderr and an entry of the JSON report's ``problems``; a problem with one model
 or file leaves the others to run, and the JSON report is written whatever happens.
 """
@@ -55,17 +57,18 @@ def _subcommands() -> dict:
     """The subcommands the parser knows, by name, in the order of ``--help``; each module has
     ``add_parser(sub)`` and ``run`` (bench, whose options are its own, is handed its command
     line by :func:`main`)."""
-    from . import check, init, listing, train
-    return {"list": listing, "check": check, "init": init, "train": train}
+    from . import check, init, listing, merge, train
+    return {"list": listing, "check": check, "merge": merge, "init": init, "train": train}
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="gradcheck-suite",
         description="Check hand-written backward passes against autograd and finite differences.",
-        epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error, 130 interrupted.")
+        epilog="Exit codes: 0 all pass, 1 a model fails or errors, 2 usage error, 3 merge: the reports are not "
+               "the N parts of one run, 130 interrupted.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,train,bench,init}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,check,merge,train,bench,init}")
     for command in _subcommands().values():
         command.add_parser(sub)
     # bench parses its own options (main hands them over unparsed): here only its line of --help
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             rep.usage_error(problem)
             return rep.finish()
     from .selection import settings
-    try:
-        if settings(rep, args):
+    try:   # merge reads reports, not models: the project's settings do not enter it
+        if args.command == "merge" or settings(rep, args):
             _subcommands()[args.command].run(rep, args)
     except KeyboardInterrupt:
         rep.interrupt()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into
+from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into, shard
 from ..verdict import rules
 from .progress import Progress, heartbeat_interval
 from .selection import NOTHING_CONFIGURED, load, selected, unconfigured
@@ -46,6 +46,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="each model in a child process: one that crashes the process (a segfault, os._exit, "
                         "out of memory) is its own error, and the others run (default: on when every run is on "
                         "the CPU, where it costs a fork a model: tens of milliseconds, see docs/cli.md)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only the K-th of N parts of the selected models, for N machines of a CI matrix: the "
+                        "same parts on every machine, balanced by an estimate of each model's cost; the JSON "
+                        "report records the part, and 'gradcheck-suite merge' joins the N reports (default: all)")
     return p
 
 
@@ -54,7 +58,7 @@ def options(rep, args) -> dict:
     from ..record.spec import DTYPES
 
     opts = {"dims": {}, "hyper": {}, "examples": None, "seed": None, "scale": None, "case_timeout": None,
-            "threads": rules.THREADS, "order": None}
+            "threads": rules.THREADS, "order": None, "shard": None}
     parse = {
         "dims": lambda: parse_dims(args.dims),
         "hyper": lambda: _parse_hyper(args.hyper),
@@ -65,6 +69,7 @@ def options(rep, args) -> dict:
         "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
+        "shard": lambda: shard("--shard", args.shard),
     }
     parse_into(rep, args, opts, parse)
     opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
@@ -122,6 +127,10 @@ def run(rep, args) -> None:
         return
     if not models and not rep.problems:
         rep.usage_error("no models to check")
+    if opts["shard"] is not None:
+        models = _part(rep, args, opts, models)
+        if not models:
+            return
 
     plan = []
     for m in models:
@@ -169,6 +178,26 @@ def run(rep, args) -> None:
             rep.out.write("\n" + report.aside_details(run))
             if args.verbose and run.failure is not None and run.failure.traceback:
                 rep.out.write(run.failure.traceback)
+
+
+def _part(rep, args, opts: dict, models: list) -> list:
+    """The part of ``models`` that ``--shard K/N`` runs, with the part and the selection it
+    was cut from in the JSON report, for ``gradcheck-suite merge`` to check that the N reports
+    are one run."""
+    from ..run.shard import part
+    k, n = opts["shard"]
+    mine = part(models, k, n)
+    rep.fields["shard"] = {
+        "part": k, "of": n, "selection": [m.name for m in models], "models": [m.name for m in mine],
+        "profile": args.profile,
+        # which of the problems are a model file's (exit 1), for merge's summary: all come from loading, before this
+        "model_errors": list(rep.model_problems),
+        "options": {"dtype": args.dtype, "device": args.device, "examples": opts["examples"], "seed": opts["seed"],
+                    "scale": opts["scale"], "dims": opts["dims"], "hyper": args.hyper, "compile": args.compile}}
+    if models:
+        rep.out.write(f"shard {k}/{n}: {len(mine)} of the {len(models)} selected model{'s' * (len(models) != 1)}"
+                      + ("" if mine else "; nothing to check in this part") + "\n")
+    return mine
 
 
 def _isolate(asked: bool | None, plan: list, rep) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from ..record.keyvalue import pairs
 
@@ -31,6 +32,21 @@ def number(option: str, text: str, numeric: type = int, low: float = 1, high: fl
 def case_timeout(option: str, text: str) -> float | None:
     """Seconds per case; 0 means no limit (None)."""
     return number(option, text, float, 0, None, "seconds, 0 for no limit") or None
+
+
+def shard(option: str, text: str) -> tuple[int, int]:
+    """``K/N``: the K-th of N parts (1 <= K <= N), as ``(K, N)``; otherwise ValueError with one
+    line that echoes the option and the value."""
+    head = f"{option} {text}".lstrip()
+    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text, re.ASCII)
+    if found is None:
+        raise ValueError(f"{head}: must be K/N, the K-th of N parts, e.g. 1/3")
+    k, n = int(found[1]), int(found[2])
+    if n < 1:
+        raise ValueError(f"{head}: N must be at least 1")
+    if not 1 <= k <= n:
+        raise ValueError(f"{head}: K must be from 1 to N ({n})")
+    return k, n
 
 
 def model_names(*groups) -> list[str]:

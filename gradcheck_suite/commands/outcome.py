@@ -3,7 +3,8 @@ and the JSON report, written once at the end (:class:`Outcome`); and the text st
 that a closed pipe silences (:class:`Stream`).
 
 Exit codes: 0 every model passed, 1 a model failed or errored (a broken model file
-included), 2 a usage error, 130 interrupted.
+included), 2 a usage error, 3 a merge whose reports are not the N parts of one run (a part
+missing or given twice, parts of different runs), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,19 +13,20 @@ import os
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_INCOMPLETE = 3
 JSON_VERSION = 1
 
 
-def unwritable(path: str) -> str | None:
-    """Why the JSON report cannot be written to ``path``, found before any work is done."""
+def unwritable(path: str, option: str = "--json") -> str | None:
+    """Why the report cannot be written to ``path``, found before any work is done."""
     if os.path.isdir(path):
-        return f"--json {path}: is a folder, not a file"
+        return f"{option} {path}: is a folder, not a file"
     existed = os.path.exists(path)
     try:
         with open(path, "a"):
             pass
     except OSError as e:
-        return f"--json {path}: cannot write the report there ({e.strerror or e})"
+        return f"{option} {path}: cannot write the report there ({e.strerror or e})"
     if not existed:
         os.remove(path)
     return None
@@ -65,6 +67,7 @@ class Outcome:
         self.problems: list[str] = []
         self.usage = False             # a usage error: exit 2
         self.errors = 0                # model files that did not load: exit 1
+        self.model_problems: list[str] = []   # those problems' texts (the others are usage errors)
         self.runs: list = []           # (ModelRun, its --models-from) of every model checked
         self.trained: list | None = None   # TrainResult of every model trained
         self.listed: list | None = None
@@ -73,6 +76,8 @@ class Outcome:
         self.isolated = False          # each model ran in a child process
         self.verbose = False
         self.summarize = False         # the summary line, once a check has begun
+        self.incomplete = False        # merge: the reports are not the N parts of one run
+        self.fields: dict = {}         # more top-level fields of the JSON report (a shard's part)
 
     def usage_error(self, text: str) -> None:
         self.err.write(f"gradcheck-suite: error: {text}")
@@ -84,6 +89,7 @@ class Outcome:
         if self.verbose and traceback:
             self.err.write(traceback)
         self.problems.append(text)
+        self.model_problems.append(text)
         self.errors += 1
 
     def interrupt(self) -> None:
@@ -95,6 +101,8 @@ class Outcome:
             return EXIT_INTERRUPTED
         if self.usage:
             return EXIT_USAGE
+        if self.incomplete:
+            return EXIT_INCOMPLETE
         if self.errors or any(r.verdict != "pass" for r, _ in self.runs) or \
                 any(r.verdict != "same" for r in self.trained or ()):
             return EXIT_FAILED
@@ -131,7 +139,8 @@ class Outcome:
         elif self.trained is not None:
             models = [r.to_json() for r in self.trained]
         self._write_json({"version": JSON_VERSION, "torch": getattr(torch, "__version__", None), "exit_code": code,
-                          "interrupted": self.interrupted, "isolated": self.isolated, "problems": self.problems, "models": models})
+                          "interrupted": self.interrupted, "isolated": self.isolated, "problems": self.problems, "models": models,
+                          **self.fields})
         return code
 
     def _write_json(self, doc: dict) -> None:

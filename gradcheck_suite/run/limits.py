@@ -224,7 +224,7 @@ def too_large(model: Model, dims: Mapping[str, int], dtype: str, device: str,
 
     Dims not given are taken at the top of their range: hypothesis draws the ends often.
     """
-    full = _largest(model, dims, hyper or {})
+    full = largest(model, dims, hyper or {})
     free = available_bytes(device)
     try:
         need = case_bytes(model, full, dtype)
@@ -236,7 +236,7 @@ def too_large(model: Model, dims: Mapping[str, int], dtype: str, device: str,
     return f"{model.name}: refused: a {dtype} case at {shown} needs about {_size(need)}; {_size(free)} is free on {device}"
 
 
-def _largest(model: Model, dims: Mapping[str, int], hyper: Mapping[str, object]) -> dict[str, object]:
+def largest(model: Model, dims: Mapping[str, int], hyper: Mapping[str, object]) -> dict[str, object]:
     """The given values, and every other dim and hyperparameter at its largest, bounds that
     read other dims resolved in dependency order."""
     from ..record import dimexpr

@@ -21,11 +21,12 @@ gradients (``input_grads``, default the input's placement: ``Shard`` concatenate
 needs every rank to hold the whole gradient, ``Partial`` sums) and compares them with the
 reference (``torch.allclose``, rtol 1e-7, atol 1e-9 of the largest reference value; 1e-4 and 1e-5
 for records of float32-only code, ``dtype="float32"``).  A case that raises on a rank counts as
-wrong at that world size.  The entry is wrong at W when any case at W is.
+wrong at that world size (the ranks stop that entry there).  The entry is wrong at W when any case
+at W is.
 
 A rank that raises inside a collective leaves the others waiting: every collective has a timeout
-(``TIMEOUT_S``), the ranks compare their status after each entry, and when they are out of step the
-pool is started again from the next entry.
+(``TIMEOUT_S``), the ranks compare their status after each entry, and when they differ (one rank raised
+where another did not) the pool is started again from the next entry.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ TIMEOUT_S = 30.0
 WORLD_SIZES = (1, 2, 3, 4)
 SEEDS = (0, 1)
 RANDOM_DRAWS = 3
+BANK = ("parallel_bank", "entries")     # where the ranks find the entries by name
 
 
 # ---------------------------------------------------------------- cases (same in every process)
@@ -170,7 +172,8 @@ def run_rank_case(spec, rank: int, world: int, case: dict, layout: str) -> dict[
             "grads": {n: (None if local[n].grad is None else local[n].grad.detach().clone()) for n in spec.inputs}}
 
 
-def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: str) -> None:
+def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: str,
+              source: tuple[str, str] = BANK, timeout_s: float = TIMEOUT_S) -> None:
     import torch.distributed as dist
 
     if bank_dir not in sys.path:
@@ -178,11 +181,12 @@ def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: st
     torch.set_num_threads(1)
     import warnings
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes on the collectives
-    from parallel_bank import entries
+    import importlib
 
-    bank = {e.code: e for e in entries()}
+    module, attribute = source
+    bank = {e.code: e for e in getattr(importlib.import_module(module), attribute)()}
     dist.init_process_group("gloo", init_method=f"file://{os.path.join(folder, f'rdzv{world}-{names[0]}')}",
-                            rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+                            rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     try:
         for name in names:
             spec = bank[name].record
@@ -191,19 +195,16 @@ def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: st
                 for dims, hyper, seed in cases(spec, world):
                     case = build_case(spec, world, dims, hyper, seed)
                     for layout in LAYOUTS:
-                        try:
-                            results.append(run_rank_case(spec, rank, world, case, layout))
-                        except Exception as e:   # the entry's error: the label check counts it
-                            results.append({"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"})
-                            status = "raised"
-            except Exception as e:
-                results = [{"error": f"case set-up: {type(e).__name__}: {e}"}]
-                status = "raised"
+                        results.append(run_rank_case(spec, rank, world, case, layout))
+            except Exception as e:   # the entry's error: the label check counts it; its other cases are left out
+                text = str(e).strip()
+                results.append({"error": f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"})
+                status = f"raised in run {len(results)}: {results[-1]['error']}"
             torch.save(results, os.path.join(folder, f"{world}-{name}-{rank}.pt"))
             statuses = [None] * world
             dist.all_gather_object(statuses, status)   # raises when a rank is stuck or gone
-            if status == "raised" and len(set(statuses)) > 1:
-                raise RuntimeError("ranks out of step")
+            if len(set(statuses)) > 1:   # a rank raised where the others did not: their collectives are out of step
+                raise RuntimeError(f"ranks out of step after {name}: {statuses}")
     finally:
         try:
             dist.destroy_process_group()
@@ -271,9 +272,10 @@ def judge_world(spec, world: int, per_rank: list[list[dict]]) -> list[str]:
             got = [per_rank[r][i] if i < len(per_rank[r]) else {"error": "missing"} for r in range(world)]
             i += 1
             errors = [f"rank {r}: {g['error']}" for r, g in enumerate(got) if "error" in g]
-            if errors:
-                problems.append(f"{where}: raised: {errors[0]}")
-                continue
+            if errors:   # the ranks stop an entry at its first error
+                real = [e for e in errors if not e.endswith(": missing")]
+                problems.append(f"{where}: raised: {(real or errors)[0]}")
+                return problems
             places = outs_places or (spec.output,) * len(ref_outs)
             for k, (ref, place) in enumerate(zip(ref_outs, places)):
                 bad = _assemble_check([g["outs"][k] for g in got], place, ref, spec.uneven, rtol, atol)
@@ -291,8 +293,10 @@ def _bank_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_world(bank: list, world: int, log=print) -> dict[str, list[str]]:
-    """Every entry's problems at this world size (entries whose record leaves W out are skipped)."""
+def run_world(bank: list, world: int, log=print, source: tuple[str, str] = BANK,
+              timeout_s: float = TIMEOUT_S) -> dict[str, list[str]]:
+    """Every entry's problems at this world size (entries whose record leaves W out are skipped).
+    The ranks find the entries by name in ``source``: (module, function returning the entries)."""
     import torch.multiprocessing as mp
 
     todo = [e.code for e in bank if world in e.record.world_sizes]
@@ -301,12 +305,12 @@ def run_world(bank: list, world: int, log=print) -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory(prefix="parallel_bank_") as folder:
         while todo:
             try:
-                mp.start_processes(rank_main, args=(world, folder, todo, _bank_dir()), nprocs=world,
+                mp.start_processes(rank_main, args=(world, folder, todo, _bank_dir(), source, timeout_s), nprocs=world,
                                    join=True, start_method="spawn")
             except Exception as e:   # a rank failed: keep what finished, skip the entry that broke the pool
                 log(f"  W={world}: pool stopped ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]})")
             done = [n for n in todo if all(os.path.exists(os.path.join(folder, f"{world}-{n}-{r}.pt"))
-                                           for r in range(world))]
+                                           for r in range(world)) and n not in found]
             for name in done:
                 per_rank = [torch.load(os.path.join(folder, f"{world}-{name}-{r}.pt"), weights_only=False)
                             for r in range(world)]
@@ -315,18 +319,19 @@ def run_world(bank: list, world: int, log=print) -> dict[str, list[str]]:
                 except Exception as e:
                     found[name] = [f"W={world}: judging failed: {type(e).__name__}: {e}"]
             rest = [n for n in todo if n not in done]
-            if rest:
+            if rest and not done:   # no entry finished: the first one stopped the pool (a hang or a crash)
                 found[rest[0]] = [f"W={world}: the ranks did not finish (a hang or a crash inside a collective)"]
                 rest = rest[1:]
             todo = rest
     return found
 
 
-def check_bank(bank: list, worlds=WORLD_SIZES, log=print) -> dict[str, dict[int, list[str]]]:
+def check_bank(bank: list, worlds=WORLD_SIZES, log=print,
+               source: tuple[str, str] = BANK, timeout_s: float = TIMEOUT_S) -> dict[str, dict[int, list[str]]]:
     """{entry: {world size: problems}} for every entry and world size."""
     out: dict[str, dict[int, list[str]]] = {e.code: {} for e in bank}
     for world in worlds:
-        for name, problems in run_world(bank, world, log).items():
+        for name, problems in run_world(bank, world, log, source, timeout_s).items():
             out[name][world] = problems
     return out
 

@@ -29,7 +29,7 @@ class ShardedSpec:
     output: Any                                  # a placement, or a tuple of them
     grad: Any
     input_grads: Mapping[str, Any] | None = None
-    data: Mapping[str, tuple] | None = None      # name -> (unsharded shape, placement)
+    data: Mapping[str, tuple] | None = None      # name -> shape, as op_model (every rank holds the whole tensor)
     hyper: Mapping[str, Any] | None = None       # name -> (choice, ...)
     args: tuple[str, ...] | None = None
     world_sizes: tuple[int, ...] = (1, 2, 3, 4)

@@ -117,6 +117,18 @@ def _distribute(t: torch.Tensor, placement: Any, world: int, gen: torch.Generato
     return _partial_parts(t, world, gen)
 
 
+def data_placements(spec) -> dict[str, tuple]:
+    """``data`` as op_model writes it ({name: shape}): replicated on every rank; (shape, placement) also taken."""
+    out = {}
+    for name, shape in (spec.data or {}).items():
+        if len(shape) == 2 and isinstance(shape[0], tuple) and not isinstance(shape[1], (str, int)):
+            out[name] = shape
+        else:
+            from torch.distributed.tensor import Replicate
+            out[name] = (tuple(shape), Replicate())
+    return out
+
+
 def _as_tuple(x: Any) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
@@ -126,7 +138,7 @@ def build_case(spec, world: int, dims: dict, hyper: dict, seed: int) -> dict[str
     gen = torch.Generator().manual_seed(seed * 1000 + world)
     factories = spec.fields.get("factories", {})
     full, shares = {}, {}
-    for name, (shape, placement) in {**spec.inputs, **(spec.data or {})}.items():
+    for name, (shape, placement) in {**spec.inputs, **data_placements(spec)}.items():
         if name in factories:
             t = factories[name]({**dims, **hyper}, gen, torch.float64, 1.0)
         else:

@@ -1,7 +1,7 @@
 """How do sharded checks judge real parallel code?  A bank of public parallel Functions
 (``benchmarks/parallel_bank/``: Megatron-LM's tensor- and sequence-parallel mappings and vocab-parallel
 cross entropy, DeepSpeed-Ulysses' all-to-all, torch.distributed.nn.functional, flash-attention's
-collectives), each labelled correct or wrong with the world sizes where a wrong one's bug shows.
+collectives, torchtitan's DTensor boundary), each labelled correct or wrong with the world sizes where a wrong one's bug shows.
 
     python benchmarks/parallel_bank.py                 # the table (about 2 minutes on 2 cores)
     python benchmarks/parallel_bank.py --json rows.json

@@ -43,6 +43,12 @@ class CopyRegionReducesACopy(CopyRegion):
         return g
 
 
+class CopyRegionScaled(CopyRegion):
+    @staticmethod
+    def backward(ctx, g):
+        return CopyRegion.backward(ctx, g) * dist.get_world_size()     # a gradient W times too large
+
+
 class SplitRows(torch.autograd.Function):
     """Keep this rank's rows; the backward gathers them back."""
 
@@ -80,6 +86,8 @@ def _bank() -> list[ParallelEntry]:
                       bug_world_sizes=(2,)),
         ParallelEntry("copy_reduces_a_copy", "ours", "wrong", "returns g, not the reduced copy",
                       _copy(CopyRegionReducesACopy, "rc"), bug_world_sizes=(2,)),
+        ParallelEntry("copy_scaled", "ours", "wrong", "W times too large", _copy(CopyRegionScaled, "sc"),
+                      bug_world_sizes=(2,)),
         ParallelEntry("split", "ours", "correct", "split rows, gather back", sharded_model(SplitRows, name="s", **split)),
         ParallelEntry("split_off_by_one", "ours", "wrong", "the neighbour's rows",
                       sharded_model(SplitRowsOffByOne, name="s1", **split), bug_world_sizes=(2,)),
@@ -104,6 +112,11 @@ def test_a_wrong_gradient_is_named_with_its_case(verdicts):
     assert found["copy_no_reduce"][1] == []
     first = found["copy_no_reduce"][2][0]
     assert "W=2" in first and "gradient of x" in first
+
+
+def test_a_scaled_gradient_says_by_how_much(verdicts):
+    _, found = verdicts
+    assert "2x the reference" in found["copy_scaled"][2][0]
 
 
 def test_the_reduced_copy_bug_shows_only_with_a_transposed_upstream_gradient(verdicts):

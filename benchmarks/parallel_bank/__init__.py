@@ -7,7 +7,7 @@ where a wrong one's bug shows.
                      of the unsharded reference
 
 The entries are other people's code (Megatron-LM, DeepSpeed, torch.distributed.nn,
-flash-attention, fairscale), so they stay out of this repository: any module placed in this folder
+flash-attention, torchtitan's DTensor boundary), so they stay out of this repository: any module placed in this folder
 that defines ``ENTRIES`` (a list of :class:`ParallelEntry`) joins the bank.
 ``benchmarks/parallel_bank.py`` prints the table.
 """

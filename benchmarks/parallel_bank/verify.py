@@ -249,14 +249,19 @@ def _assemble_check(parts: list[torch.Tensor | None], placement: Any, ref: torch
         whole = sum(parts[1:], parts[0].clone())
     else:
         bad = [r for r, p in enumerate(parts) if not _close(p, ref, rtol, atol)]
-        return None if not bad else f"ranks {bad} differ from the reference"
+        return None if not bad else f"ranks {bad} of {len(parts)} differ from the reference, rank {bad[0]}: {_how(parts[bad[0]], ref)}"
     if _close(whole, ref, rtol, atol):
         return None
-    if whole.shape != ref.shape:
-        return f"assembled shape {tuple(whole.shape)} != {tuple(ref.shape)}"
-    err = (whole - ref).abs().max().item()
-    ratio = (whole.flatten() @ ref.flatten() / max(float(ref.flatten() @ ref.flatten()), 1e-300)).item()
-    return f"max error {err:.3g} (projection ratio {ratio:.3g})"
+    return f"assembled over the ranks: {_how(whole, ref)}"
+
+
+def _how(got: torch.Tensor, ref: torch.Tensor) -> str:
+    """How far ``got`` is from ``ref``: the largest error, and got's projection on ref (2 means twice as large)."""
+    if got.shape != ref.shape:
+        return f"shape {tuple(got.shape)}, the reference's {tuple(ref.shape)}"
+    err = (got.double() - ref).abs().max().item()
+    ratio = (got.double().flatten() @ ref.flatten() / max(float(ref.flatten() @ ref.flatten()), 1e-300)).item()
+    return f"max error {err:.3g}, {ratio:.3g}x the reference along it"
 
 
 def reference_case(spec, case: dict) -> tuple[tuple, dict]:

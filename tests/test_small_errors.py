@@ -19,7 +19,7 @@ test_compiled.py."""
 import pytest
 import torch
 
-from gradcheck_suite import Case, Dim, op_model, run_model
+from gradcheck_suite import Case, Dim, Model, op_model, run_model
 from gradcheck_suite.check.pipeline import check_case
 from gradcheck_suite.check.result import FAIL, PASS
 
@@ -112,6 +112,31 @@ def test_compiled_catches_a_small_error_only_compile_shows(dtype):
 
 def test_compiled_passes_the_correct_twin():
     passes(model(gated("CompiledRight", backward_x=_compile_only(0.0))), compile="aot_eager")
+
+
+def _plain(eps):
+    def forward(p, d):
+        return d["x"] * torch.sigmoid(p["w"]), None
+
+    def backward(p, d, cache, g):
+        s = torch.sigmoid(p["w"])
+        gw = (g * d["x"] * s * (1 - s)).sum(0)
+        return {"w": bump(gw, eps) if torch.compiler.is_compiling() else gw}
+
+    return Model(name="plain_compiled", dims=DIMS, params={"w": ("F",)}, data={"x": ("N", "F")},
+                 forward=forward, backward=backward)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compiled_catches_a_small_error_in_a_plain_record(dtype):
+    m = _plain(SMALL[dtype])
+    assert check_case(m, case(m, dtype)).verdict == PASS
+    failed(check_case(m, case(m, dtype, compile="aot_eager")), "w under torch.compile (aot_eager)",
+           "the manual gradient of w under torch.compile (aot_eager) differs from eager")
+
+
+def test_compiled_passes_the_plain_records_correct_twin():
+    passes(_plain(0.0), compile="aot_eager")
 
 
 # -- forward mode ------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..record.errors import Unsupported
 from ..record.spec import Model
 from .case import Bound, Case
-from .result import NONDIFF, PASS, CaseResult, settle_deferred
+from .result import NONDIFF, PASS, SKIPPED, CaseResult, settle_deferred
 from .stages import (autograd, backward, batched, compiled, contract, double_backward, fd_only, finite_differences,
                      forward, forward_mode, layouts, not_finite, reference, repeatable, repeated, surrogate,
                      unused_outputs)
@@ -118,6 +119,9 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
                 stage.run(state)
     except Stop:
         pass
+    except Unsupported as e:      # torch accepts it, the harness does not check it: set aside, with why
+        res.verdict = SKIPPED
+        res.notes.append(str(e))
     except Exception as e:  # the harness itself, on this model's case: never read as the user's
         internal(res, "checking the case", e)
     settle_deferred(res)

@@ -172,3 +172,39 @@ def test_a_sparse_gradient_of_a_dense_input_is_compared_by_its_values():
     assert run.verdict == "pass", run.failure and (run.failure.summary, run.failure.problems)
     run = run_model(_sparse_grad(True), examples=5)
     assert run.verdict == "fail" and run.failure.failing == ["x"]
+
+
+class SpMMJvp(torch.autograd.Function):
+    """The right y = x @ w in the style torch.func takes, with a jvp."""
+
+    @staticmethod
+    def forward(x, w):
+        return torch.sparse.mm(x, w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return (g @ w.T).sparse_mask(x), torch.sparse.mm(x.t(), g)
+
+    @staticmethod
+    def jvp(ctx, tx, tw):
+        x, w = ctx.saved_tensors
+        return torch.sparse.mm(tx, w) + torch.sparse.mm(x, tw)
+
+
+def test_the_later_stages_pass_a_right_sparse_op_with_notes_for_what_they_leave_out():
+    m = op_model(SpMMJvp, name="spmm_jvp", dims=DIMS, inputs=INPUTS, reference=lambda x, w: torch.sparse.mm(x, w),
+                 factories={"x": _sparse}, double_backward=True)
+    for compile in (None, "aot_eager"):
+        res = check_case(m, Case(m.name, {"N": 3, "F": 4, "K": 2}, "float64", "cpu", 1, 1.0, {}, compile))
+        assert res.verdict == PASS, (compile, res.summary, res.problems)
+        notes = " ".join(res.notes)
+        assert "double backward is not checked with a sparse COO input (x)" in notes
+        assert "forward mode not checked: torch cannot run SpMMJvp.jvp" in notes
+        if compile:
+            assert "torch.func.vjp under torch.compile (aot_eager) is not checked with a sparse COO input" in notes

@@ -78,8 +78,10 @@ def _batched(s: CaseState) -> bool:
 
 
 def _double(s: CaseState) -> bool:
-    """Opted in, and the first derivative passed (its verdict, not a point set aside)."""
-    return s.model.double_backward and _derivative(s) and s.result.verdict == PASS
+    """Opted in, and the first derivative passed (its verdict, not a point set aside); not
+    with a sparse COO input (the forward stage notes it)."""
+    return (s.model.double_backward and _derivative(s) and s.result.verdict == PASS
+            and not getattr(s.model.h, "sparse", None))
 
 
 def _forward_mode(s: CaseState) -> bool:

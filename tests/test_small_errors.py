@@ -153,9 +153,8 @@ def _jvp(eps):
 def test_forward_mode_catches_a_small_error_in_the_jvp(dtype):
     m = model(gated("JvpSmall", jvp=_jvp(SMALL[dtype])))
     res = check_case(m, case(m, dtype))
-    assert res.verdict == FAIL, (res.summary, res.problems)
-    assert res.failing[0] in ("x", "w"), res.failing
-    assert res.summary.startswith("the forward-mode tangent (JvpSmall.jvp)"), res.summary
+    failed(res, "x", "the forward-mode tangent (JvpSmall.jvp) of output 0 in the direction of x differs from "
+                     "autograd's forward-mode tangent of the reference")     # x's direction is the first tried
 
 
 def test_forward_mode_passes_the_correct_twin():

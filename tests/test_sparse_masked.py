@@ -3,12 +3,15 @@ masked=True)`` judges them: the specified values are the variables.  The case ho
 input dense; the op and the reference get a sparse COO tensor rebuilt from its values at
 the factory's indices; the manual gradient, autograd of the reference and finite
 differences are read at the specified elements (zero elsewhere, on every side)."""
+import textwrap
+
 import pytest
 import torch
 
 from gradcheck_suite import Case, Dim, op_model, run_model
 from gradcheck_suite.check.pipeline import check_case
 from gradcheck_suite.check.result import FAIL, PASS
+from tests.test_cli import gcs
 
 DIMS = {"N": Dim(1, 5, 4), "F": Dim(1, 5, 4), "K": Dim(1, 4, 3)}
 INPUTS = {"x": ("N", "F"), "w": ("F", "K")}
@@ -208,3 +211,45 @@ def test_the_later_stages_pass_a_right_sparse_op_with_notes_for_what_they_leave_
         assert "forward mode not checked: torch cannot run SpMMJvp.jvp" in notes
         if compile:
             assert "torch.func.vjp under torch.compile (aot_eager) is not checked with a sparse COO input" in notes
+
+
+MODELS = textwrap.dedent('''
+    import torch
+    from gradcheck_suite import Dim, op_model
+
+    def _sparse(dims, gen, dtype, scale):
+        x = torch.randn(dims["N"], dims["F"], generator=gen, dtype=dtype) * scale
+        return (x * (torch.rand(dims["N"], dims["F"], generator=gen) < 0.5)).to_sparse()
+
+    def spmm(wrong):
+        class SpMM(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, w):
+                ctx.save_for_backward(x, w)
+                return torch.sparse.mm(x, w)
+
+            @staticmethod
+            def backward(ctx, g):
+                x, w = ctx.saved_tensors
+                gx = (g @ w.T).sparse_mask(x).coalesce()
+                if wrong:       # the last specified element off by 1e-5
+                    v = gx.values().clone()
+                    v[-1:] = v[-1:] * (1 + 1e-5)
+                    gx = torch.sparse_coo_tensor(gx.indices(), v, gx.shape)
+                return gx, torch.sparse.mm(x.t(), g)
+        return op_model(SpMM, name="spmm_" + ("wrong" if wrong else "right"), dims={"N": Dim(1, 5, 4), "F": Dim(1, 5, 4),
+                        "K": Dim(1, 4, 3)}, inputs={"x": ("N", "F"), "w": ("F", "K")},
+                        reference=lambda x, w: torch.sparse.mm(x, w), factories={"x": _sparse})
+
+    records = [spmm(False), spmm(True)]
+''')
+
+
+def test_the_cli_passes_the_right_sparse_op_and_fails_the_wrong_one_naming_x(tmp_path):
+    (tmp_path / "sparse_ops.py").write_text(MODELS)
+    right = gcs("check", "spmm_right", "--models-from", tmp_path / "sparse_ops.py", "--examples", "6", cwd=tmp_path)
+    assert right.returncode == 0, right.stdout + right.stderr
+    wrong = gcs("check", "spmm_wrong", "--models-from", tmp_path / "sparse_ops.py", "--examples", "6", cwd=tmp_path)
+    text = " ".join((wrong.stdout + wrong.stderr).split())
+    assert wrong.returncode == 1, text
+    assert "FAIL" in text and " x " in text and "Traceback" not in text, text

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..record.errors import ContractError, FactoryError
+from ..record.errors import ContractError, FactoryError, Unsupported
 from ..record.keyvalue import pairs
 from ..record.spec import Hyper, Model, Tensors
 from ..verdict import rules
@@ -121,13 +121,13 @@ def layout_problem(x: object, what: str, fix: str) -> str | None:
     if not isinstance(x, torch.Tensor) or x.layout == torch.strided:
         return None
     layout = str(x.layout).removeprefix("torch.")
-    return (f"{what} is a {_LAYOUTS.get(layout, layout)} tensor: the harness checks dense (strided) tensors "
-            f"only; {fix}")
+    return (f"{what} is a {_LAYOUTS.get(layout, layout)} tensor, which the harness does not check here (the case "
+            f"is set aside): it checks dense (strided) tensors, and sparse COO inputs of op_model records; {fix}")
 
 
 #: the end of a refusal of a sparse input: what is supported instead
-SPARSE_INPUT_FIX = ("gradients on a sparse tensor's specified elements only (torch.autograd.gradcheck(..., "
-                    "masked=True)) are not checked here")
+SPARSE_INPUT_FIX = ("an op_model record checks a sparse COO input on its specified elements "
+                    "(torch.autograd.gradcheck(..., masked=True))")
 
 
 def as_tensor_hint(x: object, what: str) -> str:
@@ -154,12 +154,20 @@ def build(model: Model, case: Case, dense: bool = True) -> tuple[Tensors, Tensor
     else:
         draws = np.random.Generator(np.random.SFC64(case.seed % 2**64))
         tensors = {name: _one(model, name, case, gen, dtype, draws) for name in (*model.params, *model.data)}
+    sparse = {}
+    op = getattr(model, "op", None)
     for name, t in tensors.items() if dense else ():
+        if op is not None and name in op.args and isinstance(t, torch.Tensor) and t.layout == torch.sparse_coo:
+            t = t.detach().coalesce()     # an op's sparse COO input: held dense, rebuilt at its pattern (masked)
+            sparse[name], tensors[name] = t.indices(), t.to_dense()
+            continue
         source = "make_tensors" if model.make_tensors is not None else f"factories[{name!r}]"
         text = layout_problem(t, f"{name} (from {source})",
-                              f"densify it there (.to_dense()); {SPARSE_INPUT_FIX}")
+                              f"densify it there (.to_dense()), or hold the op with op_model: {SPARSE_INPUT_FIX}")
         if text:
-            raise FactoryError(text)
+            raise Unsupported(text)
+    if sparse and isinstance(model, Bound):
+        model.hold_sparse(sparse)
     device = torch.device(case.device)
     cast = {}
     for name, t in tensors.items():
@@ -253,6 +261,13 @@ class Bound:
     def __getattr__(self, name: str):
         return getattr(self.model, name)
 
+    def hold_sparse(self, sparse: Mapping[str, torch.Tensor]) -> None:
+        """The case holds these op inputs dense: the op and the reference get each rebuilt
+        sparse at its indices (``kinds.op.Masked``), passed on with the hyperparameters."""
+        from ..kinds.op import Masked
+        self.h = Masked(self.h if self.h is not None else {}, sparse)
+        self.extra = (self.h,)
+
     def forward(self, p: Tensors, d: Tensors):
         returned = self.model.forward(p, d, *self.extra)
         if not (isinstance(returned, tuple) and len(returned) == 2):
@@ -278,9 +293,9 @@ def join(out, who: str) -> tuple[object, list[tuple[int, ...] | None] | None]:
     if not isinstance(out, (tuple, list)):
         return out, None
     for i, t in enumerate(out):
-        text = layout_problem(t, f"{who}'s output {i}", "return it dense (.to_dense())")
+        text = layout_problem(t, f"{who}'s output {i}", "return it dense (.to_dense()) to have it checked")
         if text:
-            raise ContractError(text)
+            raise Unsupported(text)
         if not isinstance(t, torch.Tensor) or t.is_complex():
             raise ContractError(f"{who}'s output {i} must be a tensor (floating point, or integer or bool for a "
                                 f"non-differentiable one), got {describe(t)}" + as_tensor_hint(t, "it"))

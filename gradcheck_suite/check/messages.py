@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..record.errors import shape_hint
+from ..record.errors import Unsupported, shape_hint
 from ..record.spec import Model, Tensors
 from .case import as_tensor_hint, describe, layout_problem
 
@@ -17,9 +17,9 @@ def output_problem(returned) -> str | None:
     if not (isinstance(returned, tuple) and len(returned) == 2):
         return f"forward must return (output, cache), got {type(returned).__name__}"
     out = returned[0]
-    text = layout_problem(out, "forward's output", "return it dense (.to_dense())")
+    text = layout_problem(out, "forward's output", "return it dense (.to_dense()) to have it checked")
     if text:
-        return text
+        raise Unsupported(text)
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
         return f"forward's output must be a floating-point tensor, got {describe(out)}" + as_tensor_hint(out, "the output")
     return None
@@ -54,10 +54,10 @@ def gradients_problem(model: Model, p: Tensors, d: Tensors, grads) -> str | None
         x, gr = (p[n] if n in p else d[n]), grads[n]
         if not isinstance(gr, torch.Tensor):
             return f"{n}: gradient is {describe(gr)}, expected a tensor" + as_tensor_hint(gr, "it")
-        text = layout_problem(gr, f"{n}: the gradient", "return it dense (.to_dense()); torch takes a sparse "
-                              "gradient for a dense tensor, but the harness does not compare one yet")
+        text = layout_problem(gr, f"{n}: the gradient", "return it dense (.to_dense()) to have it checked; torch "
+                              "takes a sparse gradient for a dense tensor, and an op_model record's is compared")
         if text:
-            return text
+            raise Unsupported(text)
         if gr.shape != x.shape:
             return (f"{n}: gradient shape {tuple(gr.shape)}, expected {tuple(x.shape)}"
                     + shape_hint(tuple(gr.shape), tuple(x.shape)))

@@ -19,7 +19,7 @@ from ..record.spec import Tensors
 from ..verdict import oracles
 from ..verdict.tolerance import TensorComparison
 from .case import Bound, Case
-from ..record.errors import ContractError, FactoryError
+from ..record.errors import ContractError, FactoryError, Unsupported
 from .result import ERROR, CaseResult
 
 
@@ -81,6 +81,8 @@ class CaseState:
         self.result.phase = what
         try:
             return fn(*args)
+        except Unsupported:
+            raise                 # not the user's error: the case is set aside (check_case)
         except (FactoryError, ContractError) as e:
             raise self.error(str(e)) from None
         except Exception as e:  # the user's code: report it, never a traceback

@@ -30,7 +30,7 @@ from ..record.errors import ContractError, RunNote
 from ..verdict import rules
 from ..verdict.tolerance import bound
 from ..verdict.oracles import backward_into, refuses_grad
-from ..record.spec import Dim, Model, SpecError, Tensors
+from ..record.spec import Dim, Hyper, Model, SpecError, Tensors
 from . import common, kind_holding
 
 __all__ = ["op_model", "OpCall", "same_values", "with_opcheck"]
@@ -59,6 +59,10 @@ class OpCall:
             # the case's tensors stay intact, and a leaf that requires grad reaches the op as a
             # differentiable non-leaf, which torch lets a Function change (mark_dirty)
             values = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
+        sparse = getattr(h, "sparse", None)
+        if sparse:            # a sparse COO input, held dense by the case: rebuilt at its pattern
+            values = [sparse_at(v, sparse[n]) if n in sparse and isinstance(v, torch.Tensor) else v
+                      for n, v in zip(self.args, values)]
         return values
 
     def marks_dirty(self, values: list) -> bool:
@@ -115,7 +119,7 @@ class OpCall:
                 if hint is None:
                     raise
                 raise ContractError(hint) from None
-        return {n: torch.zeros_like(leaves[n]) if gr is None else (gr if create else gr.detach())
+        return {n: torch.zeros_like(leaves[n]) if gr is None else _dense(gr if create else gr.detach())
                 for n, gr in zip(self.inputs, grads)}
 
     def _through_backward(self, p: Tensors, d: Tensors, h, gs: tuple, absent: int | None = None
@@ -286,6 +290,39 @@ class OpCall:
         return needs, raw, None, shapes
 
 
+class Masked(Hyper):
+    """A case's hyperparameters, and the pattern of each sparse COO input of an op
+    (``sparse``: name -> the indices of its specified elements), held dense by the case.
+
+    gradcheck's ``masked=True`` semantics: the specified values are the variables.  The
+    case holds the input dense (the values where specified, zeros elsewhere), and every call
+    of the op or the reference gets a sparse COO tensor rebuilt from the dense tensor's
+    values at the same indices (:func:`sparse_at`), so that autograd, the manual gradient
+    and finite differences all reach the values through it: a gradient is read at the
+    specified elements only (torch's own backward of the sparse tensor's construction
+    gathers them there), and is 0 elsewhere, where moving the dense tensor changes nothing."""
+
+    __slots__ = ("sparse",)
+
+    def __init__(self, values: Mapping, sparse: Mapping[str, torch.Tensor]):
+        super().__init__(values)
+        object.__setattr__(self, "sparse", dict(sparse))
+
+
+def sparse_at(dense: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The sparse COO tensor of ``dense``'s values at ``indices`` (those of a coalesced
+    tensor: sorted, each once), differentiable in ``dense``."""
+    indices = indices.to(dense.device)
+    return torch.sparse_coo_tensor(indices, dense[tuple(indices)], tuple(dense.shape), is_coalesced=True,
+                                   check_invariants=False)
+
+
+def _dense(gr: torch.Tensor) -> torch.Tensor:
+    """A gradient as the case compares it: a sparse gradient of a dense tensor (torch takes
+    one from a Function's backward) densified; the values are the same."""
+    return gr.to_dense() if gr.layout == torch.sparse_coo else gr
+
+
 def with_opcheck(model: Model) -> Model:
     """``model`` with ``torch.library.opcheck`` on, where it holds a custom op whose record
     left the choice to the profile (``opcheck`` not given): what the nightly profile runs.
@@ -350,11 +387,13 @@ def _outputs(out) -> tuple[torch.Tensor, ...]:
 
 def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal in shape and in every value, NaN where the other has NaN: a tensor unchanged."""
+    a, b = _dense(a), _dense(b)
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal within the dtype's tolerance: the same gradient, computed in another order."""
+    a, b = _dense(a), _dense(b)
     if a.shape != b.shape:
         return False
     if same_values(a, b):

@@ -30,7 +30,7 @@ class ModelRun:
     verdict: str = "pass"          # pass, fail or error
     checked: int = 0               # cases judged (pass or not) before any failure
     nondiff: int = 0               # cases set aside as non-differentiable points
-    skipped: int = 0               # cases set aside because the forward or autograd was not finite
+    skipped: int = 0               # cases set aside: a forward or autograd not finite, a sparse tensor
     shrink_steps: int = 0
     worst_autograd: float = 0.0    # worst relative error against autograd
     worst_fd: float = 0.0          # worst relative error against finite differences
@@ -299,7 +299,13 @@ ASIDE_REASONS = (
     ("autograd's gradient is not finite", "an autograd gradient that is NaN or Inf (an overflow in the dtype)",
      "lower the record's scales, or check in a wider dtype"),
     ("a kink or tie", "a kink or tie, where the gradient is a matter of convention", ""),
+    ("which the harness does not check here", "a tensor of a layout the harness does not check (sparse)",
+     "densify it (.to_dense()), or, for a sparse COO input, hold the op with op_model"),
 )
+
+
+#: a case set aside for a tensor of a layout the harness does not check: the reason and the advice
+_LAYOUT_REASON, _LAYOUT_ADVICE = next(entry[1:] for entry in ASIDE_REASONS if entry[0].startswith("which the harness"))
 
 
 def _set_aside(run: ModelRun, res: CaseResult) -> None:
@@ -327,8 +333,13 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
             database or chosen.database, model.name, run.dtype, run.device))
     strategy = strategies.cases(model, dtype=run.dtype, device=run.device, fixed_dims=fixed, seed=seed, scale=scale,
                                 fixed_hyper=fixed_hyper)
-    unjudged = ("no case could be judged: {nondiff} non-differentiable, {skipped} with a forward or autograd that "
-                "is not finite" + (", the rest filtered out by the record's where" if model.where is not None else ""))
+    where = ", the rest filtered out by the record's where" if model.where is not None else ""
+
+    def unjudged() -> str:
+        layout = run.aside.get(_LAYOUT_REASON, [0])[0]     # a sparse tensor: its reason, and what is supported
+        return (f"no case could be judged: {run.nondiff} non-differentiable, {run.skipped - layout} with a forward or "
+                "autograd that is not finite" + (f", {layout} with {_LAYOUT_REASON}: {_LAYOUT_ADVICE}" if layout else "")
+                + where)
 
     def prop(case: Case) -> None:
         res = judge(case)
@@ -342,7 +353,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
         except _Failed as e:
             run.failure = e.result                     # the shrunk case
         except hyp_errors.Unsatisfiable:
-            run.problems.append(unjudged.format(nondiff=run.nondiff, skipped=run.skipped))
+            run.problems.append(unjudged())
 
     if chosen.database is not None:               # a failure saved by an earlier run replays first
         try:
@@ -367,7 +378,7 @@ def _search(model: Model, run: ModelRun, judge, *, profile, examples, fixed, fix
         search(hypothesis.settings(chosen, max_examples=left))
 
     elif run.checked == 0 and not run.problems:
-        run.problems.append(unjudged.format(nondiff=run.nondiff, skipped=run.skipped))
+        run.problems.append(unjudged())
 
 
 def shrink_budget(case_seconds: float) -> float:

@@ -13,7 +13,7 @@ import torch
 
 from ..check.case import Bound, Case, build, torch_dtype
 
-from ..record.errors import ContractError, FactoryError
+from ..record.errors import ContractError, FactoryError, Unsupported
 from ..record.spec import Model, Tensors, train_problem
 from ..verdict import rules
 from .result import Options, TrainError, TrainResult
@@ -56,7 +56,7 @@ class Batches:
         case = dataclasses.replace(self.case, seed=(self.case.seed + step) % 2**32)
         try:
             return dict(build(self.model, case)[1])
-        except (FactoryError, ContractError) as e:
+        except (FactoryError, ContractError, Unsupported) as e:
             raise TrainError(str(e)) from e
 
 
@@ -91,9 +91,12 @@ def set_up(model: Model, opts: Options, s: dict, result: TrainResult) -> Problem
     case = Case(model.name, dict(s["dims"]), "float64", opts.device, opts.seed, opts.scale, hyper)
     bound = Bound(model, case)
     try:
-        p, d = build(model, case)
-    except (FactoryError, ContractError) as e:
+        p, d = build(bound, case)
+    except (FactoryError, ContractError, Unsupported) as e:
         raise TrainError(str(e)) from e
+    if getattr(bound.h, "sparse", None):
+        raise TrainError(f"{', '.join(bound.h.sparse)}: a sparse COO input is checked on its specified elements "
+                         "(gradcheck-suite check), but training runs dense tensors only")
     start = dict(p)
     if s["start"] is not None:
         gen = torch.Generator().manual_seed(opts.seed)

@@ -76,7 +76,7 @@ def backward_into(outs: list[torch.Tensor], grads_out: list[torch.Tensor],
         x.grad = None
     with torch.enable_grad():
         torch.autograd.backward(outs, grad_tensors=grads_out)
-    out = {n: torch.zeros_like(x) if x.grad is None else x.grad.detach() for n, x in leaves.items()}
+    out = {n: torch.zeros_like(x) if x.grad is None else _dense(x.grad.detach()) for n, x in leaves.items()}
     for x in leaves.values():
         x.grad = None
     return out
@@ -103,7 +103,13 @@ def vjp(out: object, g: torch.Tensor, leaves: Mapping[str, torch.Tensor],
             return backward_into([weighted(out, g)], [torch.ones((), dtype=out.dtype, device=out.device)], leaves)
     with torch.enable_grad():
         grads = torch.autograd.grad(weighted(out, g), list(leaves.values()), allow_unused=True)
-    return {n: (torch.zeros_like(leaves[n]) if gr is None else gr.detach()) for n, gr in zip(leaves, grads)}
+    return {n: (torch.zeros_like(leaves[n]) if gr is None else _dense(gr.detach())) for n, gr in zip(leaves, grads)}
+
+
+def _dense(gr: torch.Tensor) -> torch.Tensor:
+    """A sparse gradient of a dense tensor (autograd gives one through an op with a sparse
+    operand) as the case compares it: densified, the same values."""
+    return gr.to_dense() if gr.layout == torch.sparse_coo else gr
 
 
 def weighted(out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -151,6 +157,8 @@ class _Terms(TorchFunctionMode):
     def _add(self, value: torch.Tensor, grad: torch.Tensor | None) -> None:
         if grad is None or not grad.numel():   # None: an output the loss never used (chunk, max(dim))
             return
+        if grad.layout != torch.strided or value.layout != torch.strided:   # a sparse value (an op's masked input)
+            grad, value = grad.to_dense(), value.to_dense()
         size, value = grad.detach().abs().reshape(-1), value.abs().reshape(-1)
         if size.dtype != torch.float64:
             size, value = size.double(), value.double()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...record.errors import RunNote
 from ...verdict import oracles
 from ...verdict.tolerance import all_finite
 from .. import messages
@@ -17,6 +18,11 @@ from ..state import CaseState, Stop
 def run(state: CaseState) -> None:
     res, case = state.result, state.case
     state.p, state.d = state.call("the tensor factory", build, state.model, case)
+    sparse = getattr(state.model.h, "sparse", None)
+    if sparse and state.model.double_backward:
+        res.notes.append(RunNote(f"double backward is not checked with a sparse COO input ({', '.join(sparse)}): "
+                                 "the harness does not differentiate twice through the rebuilt sparse tensor",
+                                 key="sparse double backward"))
     state.before = snapshot(state.p, state.d)
     returned = _forward(state)
     text = messages.output_problem(returned)

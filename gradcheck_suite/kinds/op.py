@@ -55,14 +55,14 @@ class OpCall:
 
     def arguments(self, p: Mapping, d: Mapping, h: Mapping | None) -> list:
         values = [p[n] if n in p else d[n] if n in d else common.own(h[n]) for n in self.args]
-        if self.marks_dirty(values):     # each call on its own copies, as training passes it fresh activations:
-            # the case's tensors stay intact, and a leaf that requires grad reaches the op as a
-            # differentiable non-leaf, which torch lets a Function change (mark_dirty)
-            values = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
         sparse = getattr(h, "sparse", None)
         if sparse:            # a sparse COO input, held dense by the case: rebuilt at its pattern
             values = [sparse_at(v, sparse[n]) if n in sparse and isinstance(v, torch.Tensor) else v
                       for n, v in zip(self.args, values)]
+        if self.marks_dirty(values):     # each call on its own copies, as training passes it fresh activations:
+            # the case's tensors stay intact, and a leaf that requires grad reaches the op as a
+            # differentiable non-leaf, which torch lets a Function change (mark_dirty)
+            values = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
         return values
 
     def marks_dirty(self, values: list) -> bool:
@@ -82,7 +82,7 @@ class OpCall:
                     outs = self.call(*[v for n, v in zip(self.args, copies) if n not in self.keywords],
                                      **{n: v for n, v in zip(self.args, copies) if n in self.keywords})
             except Exception:       # the checks call it again, and report what it raises
-                return False
+                outs = ()
             outs = outs if isinstance(outs, (tuple, list)) else (outs,)
             self.found[key] = any(o is c for o in outs for c in copies if isinstance(c, torch.Tensor))
         return self.found[key]

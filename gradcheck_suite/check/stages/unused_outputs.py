@@ -7,9 +7,6 @@ autograd of the reference with the same output left out, within the case's bound
 backward that crashes on the ``None`` is an error naming the output."""
 from __future__ import annotations
 
-import inspect
-import re
-
 import torch
 
 from ...record.blame import ours, where
@@ -34,7 +31,7 @@ def run(state: CaseState) -> None:
     for k, shape in enumerate(layout):
         if shape is None:
             continue           # not floating point: it never takes a gradient
-        how = _how(model, k, len(layout))
+        how = _how(k, len(layout))
         manual = state.call(f"backward with {how}", _manual, op, state.p, state.d, model.h, gs, k, how)
         masked = _masked(state.g, layout, k)
         ag = state.call(state.autograd_phase, oracles.autograd, model, state.p, state.d, masked)
@@ -62,31 +59,12 @@ def run(state: CaseState) -> None:
             raise Stop()
 
 
-def _how(model, k: int, count: int) -> str:
-    """How the engine passes output ``k``'s gradient, in the user's words."""
-    if _no_materialize(model):
-        return f"output {k} of {count} unused (its gradient None: the Function calls ctx.set_materialize_grads(False))"
-    return f"output {k} of {count} unused (its gradient as the engine passes it for an unused output)"
-
-
-def _no_materialize(model) -> bool:
-    """Whether the op's Function calls ``ctx.set_materialize_grads(False)`` (read from its
-    source: only the wording of a message depends on it)."""
-    fn = getattr(model.op, "call", None)
-    cls = getattr(fn, "__self__", None)
-    if not isinstance(cls, type):
-        return False
-    for c in cls.__mro__:
-        if c.__module__.startswith("torch."):
-            continue
-        for part in ("forward", "setup_context"):
-            f = getattr(c.__dict__.get(part), "__func__", c.__dict__.get(part))
-            try:
-                if f is not None and re.search(r"set_materialize_grads\(\s*False", inspect.getsource(f)):
-                    return True
-            except (OSError, TypeError):
-                continue
-    return False
+def _how(k: int, count: int) -> str:
+    """How the engine passes output ``k``'s gradient, in the user's words.  Whether the
+    Function asked for ``None`` is torch's to know (``ctx.set_materialize_grads(False)`` may
+    be conditional, or in a helper): the words say both."""
+    return (f"output {k} of {count} unused (its gradient as the engine passes it: None after "
+            "ctx.set_materialize_grads(False), zeros otherwise)")
 
 
 def _manual(op, p, d, h, gs, k: int, how: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,296 @@
+"""A pool of rank processes in one ``torch.distributed`` process group, reused across cases.
+
+:class:`RankPool` starts ``world_size`` Python processes that join one gloo process group
+(CPU), rendezvousing through a ``file://`` store in a temporary folder of their own (never a
+fixed port: two runs on one machine cannot meet).  Starting the ranks costs seconds (each
+imports torch); a case then costs milliseconds, so :func:`pool` keeps one pool per world size
+for the whole run, and :func:`close_all` (registered with ``atexit``) ends them.
+
+The interface, for the harness and for whatever supervises the ranks:
+
+- ``RankPool(world_size).run(task, payloads) -> [result per rank]``: sends ``payloads[r]``
+  to rank ``r``, which calls ``task(payload, rank, world_size)`` (``task`` is
+  ``"module:function"``, imported in the rank) and returns what it returned.  Where a rank
+  raises, :class:`RankError` names the first real error (not the "Connection closed by peer"
+  that the other ranks then report, nor a timeout of theirs), and the pool is closed: its
+  ranks are out of step after a failed collective;
+- ``RankPool.close()``: ends every rank (asks, then kills), leaves no process and no folder;
+- :func:`pool` (the run's pool of a world size, started or restarted as needed),
+  :func:`close_all`.
+
+Why separate processes started with ``subprocess`` and a socket, not ``multiprocessing``'s
+spawn: spawn re-runs the parent's main script in each rank, and a user's script that calls
+the harness without an ``if __name__ == "__main__"`` guard would then start ranks of its own.
+A rank here runs this module only, loads the record it is asked about by its model file or
+module (as the registry does), and exits as soon as its connection to the parent closes, so
+that no rank outlives a parent that dies.  Messages are plain pickles: a tensor keeps its
+strides (a transposed or expanded view reaches the rank as that view).
+"""
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from multiprocessing.connection import Connection, wait
+
+from ..record.errors import ContractError
+from ..verdict import rules
+
+__all__ = ["RankPool", "RankError", "pool", "close_all", "ECHOES"]
+
+#: the words of an error that a rank reports because another rank failed first: gloo's
+#: "Connection closed by peer" or "Connection reset", and timeouts waiting for a rank that died
+ECHOES = ("connection closed by peer", "connection reset by peer", "connection reset", "broken pipe",
+          "timed out", "timeout")
+
+
+class RankError(ContractError):
+    """A rank raised, died or did not answer: one line naming the rank, and the cause."""
+
+    def __init__(self, rank: int, world_size: int, text: str, traceback_text: str = ""):
+        self.rank, self.world_size, self.traceback_text = rank, world_size, traceback_text
+        super().__init__(f"rank {rank} of {world_size}{'' if text.startswith(':') else ' '}{text}")
+
+
+class RankPool:
+    """``world_size`` rank processes in one gloo process group; see the module's docstring."""
+
+    def __init__(self, world_size: int, *, timeout: float | None = None):
+        if not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size={world_size!r} must be a whole number >= 1")
+        self.world_size = world_size
+        self.timeout = rules.SHARDED_TIMEOUT if timeout is None else timeout
+        self.folder: str | None = None
+        self.procs: list[subprocess.Popen] = []
+        self.conns: list = []
+        self.started_in = 0.0          # seconds the last start took
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def start(self) -> RankPool:
+        """Start the ranks and wait until each has joined the process group."""
+        if self.alive:
+            return self
+        self.close()
+        begun = time.perf_counter()
+        self.folder = tempfile.mkdtemp(prefix="gradcheck-ranks-")
+        address = os.path.join(self.folder, "parent.sock")     # the folder is the user's own (mode 0700)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(self.world_size)
+        listener.settimeout(rules.SHARDED_START_TIMEOUT)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
+        try:
+            for r in range(self.world_size):
+                log = open(os.path.join(self.folder, f"rank{r}.log"), "wb")
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", f"from {__name__} import main; main()", address, self.folder,
+                     str(r), str(self.world_size), repr(rules.SHARDED_TIMEOUT)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
+                log.close()
+            by_rank: dict[int, object] = {}
+            while len(by_rank) < self.world_size:
+                sock, _ = listener.accept()
+                sock.setblocking(True)
+                conn = Connection(sock.detach())
+                by_rank[conn.recv()] = conn
+            self.conns = [by_rank[r] for r in range(self.world_size)]
+            for r, conn in enumerate(self.conns):
+                if not conn.poll(rules.SHARDED_START_TIMEOUT):
+                    raise RankError(r, self.world_size, f"did not join the process group within "
+                                                        f"{rules.SHARDED_START_TIMEOUT:g} s{self._log_tail(r)}")
+                status = conn.recv()
+                if status != "ready":
+                    raise RankError(r, self.world_size, f"could not start: {status}")
+        except BaseException as e:
+            listener.close()
+            self.close()
+            if isinstance(e, OSError):
+                raise RuntimeError(f"the ranks of world size {self.world_size} did not start: {e}") from None
+            raise
+        listener.close()
+        self.started_in = time.perf_counter() - begun
+        return self
+
+    def run(self, task: str, payloads: list) -> list:
+        """Each rank's result of ``task(payloads[rank], rank, world_size)``; see the module."""
+        if len(payloads) != self.world_size:
+            raise ValueError(f"{len(payloads)} payloads for {self.world_size} ranks")
+        self.start()
+        try:
+            for conn, payload in zip(self.conns, payloads):
+                conn.send_bytes(pickle.dumps((task, payload), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as e:
+            self.close()
+            raise RankError(0, self.world_size, f"could not be reached: {e}") from None
+        answers = self._answers()
+        if len(answers) == self.world_size and all(a[0] == "ok" for a in answers.values()):
+            return [answers[r][1] for r in range(self.world_size)]
+        self.close(kill=True)       # the ranks are out of step after a failed case: some wait in a collective
+        for r in range(self.world_size):
+            answers.setdefault(r, ("hung", "was still waiting when another rank failed", ""))
+        failed = [r for r in range(self.world_size) if answers[r][0] != "ok"]
+        # the first real error: one raised for its own reason, then a rank that died, then one
+        # that hung; the others' "Connection closed by peer" and timeouts are its echo
+        real = [r for r in failed if answers[r][0] == "raised" and not _echo(answers[r][1])]
+        dead = [r for r in failed if answers[r][0] == "died"]
+        hung = [r for r in failed if answers[r][0] == "hung"]
+        first = (real or dead or hung or failed)[0]
+        status, text, trace = answers[first]
+        raise RankError(first, self.world_size, text, trace)
+
+    def _answers(self) -> dict[int, tuple]:
+        """Each rank's answer, as it comes: ``("ok", result, "")``, or ``(status, text,
+        traceback)`` for one that raised, died or hung.  Once a rank has failed, the others
+        get ``SHARDED_ECHO_WAIT`` more (they are waiting in a collective that will never
+        complete: their own errors would only echo it), and whoever has not answered is left
+        out."""
+        answers: dict[int, tuple] = {}
+        pending = {conn: r for r, conn in enumerate(self.conns)}
+        limit = self.timeout + rules.SHARDED_GRACE
+        deadline = time.monotonic() + limit
+        while pending:
+            ready = wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                for r in pending.values():
+                    answers[r] = ("hung", f"did not answer within {limit:g} s (waiting in a collective that "
+                                          "another rank never joined?)", "")
+                break
+            for conn in ready:
+                r = pending.pop(conn)
+                try:
+                    answers[r] = pickle.loads(conn.recv_bytes())
+                except (EOFError, OSError):
+                    proc = self.procs[r]
+                    try:
+                        code = proc.wait(timeout=rules.SHARDED_CLOSE_WAIT)
+                    except subprocess.TimeoutExpired:
+                        code = None
+                    answers[r] = ("died", f"died (exit code {code}){self._log_tail(r)}", "")
+                if answers[r][0] != "ok":
+                    deadline = min(deadline, time.monotonic() + rules.SHARDED_ECHO_WAIT)
+        return answers
+
+    def close(self, kill: bool = False) -> None:
+        """End every rank (asked first, then killed; ``kill``: at once) and remove the folder."""
+        for conn in self.conns if not kill else ():
+            try:
+                conn.send_bytes(pickle.dumps(None))
+            except OSError:
+                pass
+        end = time.monotonic() + (0.0 if kill else rules.SHARDED_CLOSE_WAIT)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for conn in self.conns:
+            conn.close()
+        self.procs, self.conns = [], []
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def _log_tail(self, rank: int) -> str:
+        """The last line a rank wrote to its output, as ``: ...``, or ''."""
+        try:
+            with open(os.path.join(self.folder or "", f"rank{rank}.log"), "rb") as f:
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1]}" if lines else ""
+
+
+def _echo(text: str) -> bool:
+    low = text.lower()
+    return any(e in low for e in ECHOES)
+
+
+_POOLS: dict[int, RankPool] = {}
+
+
+def pool(world_size: int) -> RankPool:
+    """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure."""
+    got = _POOLS.get(world_size)
+    if got is None:
+        got = _POOLS[world_size] = RankPool(world_size)
+    return got.start()
+
+
+def close_all() -> None:
+    """End every pool of this process (at exit, and wherever a run wants its ranks gone)."""
+    for p in list(_POOLS.values()):
+        p.close()
+    _POOLS.clear()
+
+
+atexit.register(close_all)
+
+
+# -- the rank's side ---------------------------------------------------------------------
+
+def main() -> None:
+    """A rank: join the process group, then run tasks until the parent says stop or goes."""
+    address, folder, rank, world_size, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
+        float(sys.argv[5])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address)
+    conn = Connection(sock.detach())
+    conn.send(rank)
+    try:
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method="file://" + os.path.join(folder, "store"), rank=rank,
+                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
+    except Exception as e:
+        conn.send(f"{type(e).__name__}: {e}")
+        return
+    conn.send("ready")
+    while True:
+        try:
+            message = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            break
+        if message is None:
+            break
+        task, payload = message
+        try:
+            module, _, name = task.partition(":")
+            result = getattr(importlib.import_module(module), name)(payload, rank, world_size)
+            answer = ("ok", result, "")
+        except Exception as e:
+            answer = ("raised", _one_line(e), "".join(traceback.format_exception(e)))
+        try:
+            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            break
+    try:
+        dist.destroy_process_group()
+    except Exception:
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+    """``raised TypeError: ... (at file.py:12)`` for the user's frame closest to the error."""
+    if isinstance(e, ContractError):
+        return ": " + str(e)
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if os.sep + "gradcheck_suite" + os.sep not in f.filename
+              and "torch" + os.sep not in f.filename]
+    at = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return f"raised {type(e).__name__}: {text}{at}"

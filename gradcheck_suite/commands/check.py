@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..kinds.sharded import WORLD_SIZE
 from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into
 from ..verdict import rules
 from .progress import Progress, heartbeat_interval
@@ -17,6 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_common(p)
     p.add_argument("--dims", metavar="K=V,...", help="fix dimensions, e.g. N=64,D_in=1000 (may exceed the generated ranges)")
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
+    p.add_argument("--world-size", metavar="N", help="run sharded records on N ranks (default: drawn from each "
+                                                     "record's world_sizes)")
     p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
     p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
@@ -57,8 +60,11 @@ def options(rep, args) -> dict:
         "seed": lambda: number("--seed", args.seed, int, *SEEDS, f"a whole number from {SEEDS[0]} to {SEEDS[1]}"),
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
+        WORLD_SIZE: lambda: number("--world-size", args.world_size),
     }
     parse_into(rep, args, opts, parse)
+    if opts.pop(WORLD_SIZE, None) is not None:    # a sharded record's world size: one of its hyperparameters
+        opts["hyper"][WORLD_SIZE] = number("--world-size", args.world_size)
     opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
     for dt in opts["dtypes"]:
         if dt is not None and dt not in DTYPES:
@@ -130,7 +136,8 @@ def run(rep, args) -> None:
     if not plan:
         return
     torch.set_num_threads(opts["threads"])
-    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
+    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan],
+                         sharded=any(m.sharded is not None for m, *_ in plan))
     rep.out.write(table.head())
     shown = not args.no_progress and rep.err.isatty()
     # off a terminal (CI), a plain line now and then instead, so that a slow model is not silence

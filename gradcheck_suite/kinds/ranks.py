@@ -40,6 +40,7 @@ import tempfile
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
+from multiprocessing.util import Finalize
 
 from ..record.errors import ContractError
 from ..verdict import rules
@@ -224,6 +225,10 @@ def pool(world_size: int) -> RankPool:
     """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure."""
     got = _POOLS.get(world_size)
     if got is None:
+        if not _POOLS:
+            # a process that multiprocessing started (the check's --isolate child) ends without
+            # running atexit; its finalizers do run
+            Finalize(None, close_all, exitpriority=0)
         got = _POOLS[world_size] = RankPool(world_size)
     return got.start()
 

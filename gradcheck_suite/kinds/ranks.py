@@ -12,8 +12,9 @@ The interface, for the harness and for whatever supervises the ranks:
   to rank ``r``, which calls ``task(payload, rank, world_size)`` (``task`` is
   ``"module:function"``, imported in the rank) and returns what it returned.  Where a rank
   raises, :class:`RankError` names the first real error (not the "Connection closed by peer"
-  that the other ranks then report, nor a timeout of theirs), and the pool is closed: its
-  ranks are out of step after a failed collective;
+  that the other ranks then report, nor a timeout of theirs); where a rank did not answer
+  (it waits in a collective that will never complete) or died, the pool is closed, and the
+  next case starts it again; where every rank answered, none waits, and the pool stays;
 - ``RankPool.close()``: ends every rank (asks, then kills), leaves no process and no folder;
 - :func:`pool` (the run's pool of a world size, started or restarted as needed),
   :func:`close_all`.
@@ -137,7 +138,8 @@ class RankPool:
         answers = self._answers()
         if len(answers) == self.world_size and all(a[0] == "ok" for a in answers.values()):
             return [answers[r][1] for r in range(self.world_size)]
-        self.close(kill=True)       # the ranks are out of step after a failed case: some wait in a collective
+        if len(answers) < self.world_size or any(a[0] in ("hung", "died") for a in answers.values()):
+            self.close(kill=True)   # out of step: a rank waits in a collective, or is gone
         for r in range(self.world_size):
             answers.setdefault(r, ("hung", "was still waiting when another rank failed", ""))
         failed = [r for r in range(self.world_size) if answers[r][0] != "ok"]

@@ -91,13 +91,14 @@ def _what(state: CaseState, n: str, part: torch.Tensor, want: torch.Tensor, r: i
         # the ranks hold different parts that sum to the gradient: none reduced them
         return ("holds only this rank's part: the ranks' gradients sum to autograd's "
                 "(a missing all-reduce?)")
+    for other, index in enumerate(indices):
+        if other != r and tuple(want[index].shape) == tuple(got.shape) and _near(got, want[index]) \
+                and not _near(got, w):
+            return (f"holds the part of rank {other} ({describe(index, tuple(want.shape))}): the wrong chunk "
+                    "(a rank offset off by one, or a collective that left another rank's chunk here?)")
     text = _factor_text(got, w, world)
     if text:
         return text
-    for other, index in enumerate(indices):
-        if other != r and tuple(want[index].shape) == tuple(got.shape) and _near(got, want[index]):
-            return (f"holds the part of rank {other} ({describe(index, tuple(want.shape))}): the wrong chunk "
-                    f"(a rank offset off by {r - other:+d}?)")
     return "differs from autograd's"
 
 
@@ -126,7 +127,7 @@ def _factor_text(got: torch.Tensor, want: torch.Tensor, world: int) -> str | Non
         return "is zero where autograd's is not: no gradient reaches this part"
     if abs(k + 1) <= gap:
         return "is minus autograd's: a sign error"
-    return f"is {k:.3g}× autograd's"
+    return f"is {k:.3g}× autograd's" if got.numel() > 1 else None
 
 
 def describe(index: tuple, shape: tuple) -> str:

@@ -17,7 +17,7 @@ The interface, for the harness and for whatever supervises the ranks:
   next case starts it again; where every rank answered, none waits, and the pool stays;
 - ``RankPool.close()``: ends every rank (asks, then kills), leaves no process and no folder;
 - :func:`pool` (the run's pool of a world size, started or restarted as needed),
-  :func:`close_all`.
+  :func:`pids` (every rank process now running), :func:`close_all`.
 
 Why separate processes started with ``subprocess`` and a socket, not ``multiprocessing``'s
 spawn: spawn re-runs the parent's main script in each rank, and a user's script that calls
@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +48,7 @@ from multiprocessing.util import Finalize
 from ..record.errors import ContractError
 from ..verdict import rules
 
-__all__ = ["RankPool", "RankError", "pool", "close_all", "ECHOES"]
+__all__ = ["RankPool", "RankError", "pool", "pids", "close_all", "ECHOES"]
 
 #: the words of an error that a rank reports because another rank failed first: gloo's
 #: "Connection closed by peer" or "Connection reset", and timeouts waiting for a rank that died
@@ -71,13 +73,13 @@ class RankPool:
         self.world_size = world_size
         self.timeout = rules.SHARDED_TIMEOUT if timeout is None else timeout
         self.folder: str | None = None
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[_Rank] = []
         self.conns: list = []
         self.started_in = 0.0          # seconds the last start took
 
     @property
     def alive(self) -> bool:
-        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+        return bool(self.procs) and all(p.alive() for p in self.procs)
 
     def start(self) -> RankPool:
         """Start the ranks and wait until each has joined the process group."""
@@ -91,15 +93,11 @@ class RankPool:
         listener.bind(address)
         listener.listen(self.world_size)
         listener.settimeout(rules.SHARDED_START_TIMEOUT)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
         try:
+            forks = _zygote()
             for r in range(self.world_size):
-                log = open(os.path.join(self.folder, f"rank{r}.log"), "wb")
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-c", f"from {__name__} import main; main()", address, self.folder,
-                     str(r), str(self.world_size), repr(rules.SHARDED_TIMEOUT)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
-                log.close()
+                self.procs.append(forks.fork([address, self.folder, r, self.world_size, self.timeout],
+                                             os.path.join(self.folder, f"rank{r}.log")))
             by_rank: dict[int, object] = {}
             while len(by_rank) < self.world_size:
                 sock, _ = listener.accept()
@@ -174,12 +172,8 @@ class RankPool:
                 try:
                     answers[r] = pickle.loads(conn.recv_bytes())
                 except (EOFError, OSError):
-                    proc = self.procs[r]
-                    try:
-                        code = proc.wait(timeout=rules.SHARDED_CLOSE_WAIT)
-                    except subprocess.TimeoutExpired:
-                        code = None
-                    answers[r] = ("died", f"died (exit code {code}){self._log_tail(r)}", "")
+                    self.procs[r].wait(rules.SHARDED_CLOSE_WAIT)
+                    answers[r] = ("died", f"died{self._log_tail(r)}", "")
                 if answers[r][0] != "ok":
                     deadline = min(deadline, time.monotonic() + rules.SHARDED_ECHO_WAIT)
         return answers
@@ -193,11 +187,8 @@ class RankPool:
                 pass
         end = time.monotonic() + (0.0 if kill else rules.SHARDED_CLOSE_WAIT)
         for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not proc.wait(max(0.0, end - time.monotonic())):
                 proc.kill()
-                proc.wait()
         for conn in self.conns:
             conn.close()
         self.procs, self.conns = [], []
@@ -221,10 +212,17 @@ def _echo(text: str) -> bool:
 
 
 _POOLS: dict[int, RankPool] = {}
+_ZYGOTE: list[_Zygote] = []       # the process that forks the ranks, once started
+_OWNER = os.getpid()              # the process these belong to
 
 
 def pool(world_size: int) -> RankPool:
     """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure."""
+    global _OWNER
+    if _OWNER != os.getpid():     # a forked child (--isolate): the parent's pools and zygote are not its own
+        _POOLS.clear()
+        _ZYGOTE.clear()
+        _OWNER = os.getpid()
     got = _POOLS.get(world_size)
     if got is None:
         if not _POOLS:
@@ -235,11 +233,21 @@ def pool(world_size: int) -> RankPool:
     return got.start()
 
 
+def pids() -> list[int]:
+    """The process ids of every rank of this process's pools (for a supervisor, and tests)."""
+    return [proc.pid for p in _POOLS.values() for proc in p.procs]
+
+
 def close_all() -> None:
     """End every pool of this process (at exit, and wherever a run wants its ranks gone)."""
+    if _OWNER != os.getpid():
+        return
     for p in list(_POOLS.values()):
         p.close()
     _POOLS.clear()
+    for z in _ZYGOTE:
+        z.close()
+    _ZYGOTE.clear()
 
 
 atexit.register(close_all)
@@ -247,10 +255,103 @@ atexit.register(close_all)
 
 # -- the rank's side ---------------------------------------------------------------------
 
-def main() -> None:
+class _Rank:
+    """A rank process forked by the zygote (not this process's child: the zygote reaps it)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait(self, seconds: float) -> bool:
+        """Whether it has ended within ``seconds``."""
+        end = time.monotonic() + seconds
+        while self.alive():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(rules.SHARDED_CLOSE_WAIT)
+
+
+class _Zygote:
+    """A process that imports torch once and forks every rank from there: a rank then starts
+    in milliseconds instead of seconds (each would import torch itself).  It forks before any
+    thread exists (torch starts its thread pools on first use, which is in the rank), and it
+    ends when this process closes its input or dies."""
+
+    def __init__(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen([sys.executable, "-c", f"from {__name__} import zygote; zygote()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def fork(self, args: list, log: str) -> _Rank:
+        self.proc.stdin.write((json.dumps([*args, log]) + "\n").encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line.strip():
+            raise OSError(f"the process that starts the ranks ended (exit code {self.proc.poll()})")
+        return _Rank(int(line))
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(rules.SHARDED_CLOSE_WAIT)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _zygote() -> _Zygote:
+    if not _ZYGOTE or _ZYGOTE[0].proc.poll() is not None:
+        _ZYGOTE[:] = [_Zygote()]
+    return _ZYGOTE[0]
+
+
+def zygote() -> None:
+    """The zygote's loop: one line of JSON in (a rank's arguments and its log file), the
+    forked rank's pid out."""
+    import torch  # noqa: F401  the import every rank would pay for, paid once
+    import torch.distributed  # noqa: F401
+
+    importlib.import_module(f"{__package__}.sharding")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # the ranks are reaped as they end
+    for line in sys.stdin:
+        *args, log = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                serve(*args)
+            finally:
+                os._exit(0)
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+
+
+def serve(address: str, folder: str, rank: int, world_size: int, timeout: float) -> None:
     """A rank: join the process group, then run tasks until the parent says stop or goes."""
-    address, folder, rank, world_size, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
-        float(sys.argv[5])
+    import faulthandler
+
+    faulthandler.enable()      # a crash leaves its stack in the rank's log, whose last line is reported
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(address)
     conn = Connection(sock.detach())

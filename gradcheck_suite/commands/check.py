@@ -111,6 +111,8 @@ def run(rep, args) -> None:
                "has such a dimension",
                f"--hyper {', '.join(k for k in hyper if not any(k in m.hyper for m in models))}: no selected model "
                "has such a hyperparameter"]
+    if WORLD_SIZE in hyper and models and not any(WORLD_SIZE in m.hyper for m in models):
+        unknown[1] = "--world-size: no selected model is sharded (sharded_model)"
     stop = False
     for text, given, field in zip(unknown, (dims, hyper), ("dims", "hyper")):
         if models and any(not any(k in getattr(m, field) for m in models) for k in given):

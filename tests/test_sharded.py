@@ -215,3 +215,21 @@ def test_the_command_checks_a_sharded_record_with_a_world_size_column():
     head = out.stdout.splitlines()[1].split()
     assert head[:4] == ["model", "dtype", "dev", "ranks"]
     assert "--world-size 2" in flat(out.stdout) and "missing all-reduce" in flat(out.stdout)
+
+
+PLUGIN_TEST = """
+def test_backward(gradcheck_target):
+    gradcheck_target.check()
+"""
+
+
+def test_the_pytest_fixture_checks_sharded_records_loaded_from_a_model_file(pytester):
+    pytester.makepyfile(test_user_models=PLUGIN_TEST)
+    (pytester.path / "parallel_ops.py").write_text(open(os.path.join(ROOT, "tests", "sharded_models.py")).read())
+    result = pytester.runpytest_subprocess(
+        "--gradcheck-models-from", "parallel_ops.py", "--gradcheck-models", "copy_allreduce,copy_identity_partial",
+        "--gradcheck-device", "cpu", "--gradcheck-examples", "4")
+    result.assert_outcomes(passed=1, failed=1)
+    out = flat(result.stdout.str())
+    assert "copy_identity_partial: fail — the gradient of x (rank 0 of" in out and "missing all-reduce" in out
+    assert "--models-from parallel_ops.py" in out and "--world-size" in out

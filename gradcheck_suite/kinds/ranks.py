@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -76,6 +77,9 @@ class RankPool:
         self.procs: list[_Rank] = []
         self.conns: list = []
         self.started_in = 0.0          # seconds the last start took
+        # one case at a time: a case abandoned at its time limit (run/limits.py) may still be
+        # waiting for the ranks in its thread when the next case begins
+        self.lock = threading.RLock()
 
     @property
     def alive(self) -> bool:
@@ -126,6 +130,10 @@ class RankPool:
         """Each rank's result of ``task(payloads[rank], rank, world_size)``; see the module."""
         if len(payloads) != self.world_size:
             raise ValueError(f"{len(payloads)} payloads for {self.world_size} ranks")
+        with self.lock:
+            return self._run(task, payloads)
+
+    def _run(self, task: str, payloads: list) -> list:
         self.start()
         try:
             for conn, payload in zip(self.conns, payloads):
@@ -214,6 +222,7 @@ def _echo(text: str) -> bool:
 _POOLS: dict[int, RankPool] = {}
 _ZYGOTE: list[_Zygote] = []       # the process that forks the ranks, once started
 _OWNER = os.getpid()              # the process these belong to
+_FORKING = threading.Lock()       # one request to the zygote at a time
 
 
 def pool(world_size: int) -> RankPool:
@@ -299,6 +308,10 @@ class _Zygote:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def fork(self, args: list, log: str) -> _Rank:
+        with _FORKING:
+            return self._fork(args, log)
+
+    def _fork(self, args: list, log: str) -> _Rank:
         self.proc.stdin.write((json.dumps([*args, log]) + "\n").encode())
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

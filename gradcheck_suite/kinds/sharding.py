@@ -459,18 +459,20 @@ def _divides(model: str, info: ShardedCall, shapes: Mapping, data_shapes: Mappin
 
 
 def _output_shapes(shapes, data_shapes, reference, values, hyper) -> list[tuple]:
-    """The reference's output shapes at ``values``, run on the meta device (nothing computed);
-    [] where it cannot run there."""
-    try:
-        p = Tensors((n, torch.empty(tuple(dimexpr.size(s, values) for s in sh), device="meta", dtype=torch.float64))
-                    for n, sh in shapes.items())
-        d = Tensors((n, torch.empty(tuple(dimexpr.size(s, values) for s in sh), device="meta", dtype=torch.float64))
-                    for n, sh in data_shapes.items())
-        out = reference(p, d, Hyper({k: values[k] for k in hyper}))
-    except Exception:
-        return []
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [tuple(o.shape) for o in outs if isinstance(o, torch.Tensor)]
+    """The reference's output shapes at ``values``: run on the meta device (nothing computed),
+    or where it cannot run there, on zeros; [] where it cannot run at all (the sizes of the
+    outputs are then not held to the world size)."""
+    for device in ("meta", "cpu"):
+        try:
+            p, d = (Tensors((n, torch.zeros(tuple(dimexpr.size(s, values) for s in sh), device=device,
+                                            dtype=torch.float64)) for n, sh in group.items())
+                    for group in (shapes, data_shapes))
+            out = reference(p, d, Hyper({k: values[k] for k in hyper}))
+        except Exception:
+            continue
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [tuple(o.shape) for o in outs if isinstance(o, torch.Tensor)]
+    return []
 
 
 def _both(evenly, user_where, dims, hyper):

@@ -233,3 +233,20 @@ def test_the_pytest_fixture_checks_sharded_records_loaded_from_a_model_file(pyte
     out = flat(result.stdout.str())
     assert "copy_identity_partial: fail — the gradient of x (rank 0 of" in out and "missing all-reduce" in out
     assert "--models-from parallel_ops.py" in out and "--world-size" in out
+
+
+def test_a_rank_that_dies_is_named_with_its_crash_and_the_pool_starts_again():
+    pool = pool_module.pool(2)
+    with pytest.raises(pool_module.RankError) as e:
+        pool.run("tests.test_sharded:crash_on_rank_one", [None, None])
+    assert str(e.value).startswith("rank 1 of 2 died: Fatal Python error: Segmentation fault"), str(e.value)
+    assert pool_module.pool(2).run("tests.test_sharded:world", [None, None]) == [(0, 2), (1, 2)]
+
+
+def crash_on_rank_one(payload, rank, world_size):
+    """A task: rank 1 dies of a segfault (as an extension's bug would) while rank 0 waits."""
+    import ctypes
+    import torch.distributed as dist
+    if rank == 1:
+        ctypes.string_at(0)
+    dist.all_reduce(torch.ones(2))

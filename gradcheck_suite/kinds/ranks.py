@@ -205,13 +205,15 @@ class RankPool:
             self.folder = None
 
     def _log_tail(self, rank: int) -> str:
-        """The last line a rank wrote to its output, as ``: ...``, or ''."""
+        """What a rank last wrote to its output (faulthandler's "Fatal Python error: ..." where
+        it crashed), as ``: ...``, or ''."""
         try:
             with open(os.path.join(self.folder or "", f"rank{rank}.log"), "rb") as f:
                 lines = f.read().decode(errors="replace").strip().splitlines()
         except OSError:
             return ""
-        return f": {lines[-1]}" if lines else ""
+        fatal = [line for line in lines if line.startswith("Fatal Python error")]   # faulthandler's headline
+        return f": {(fatal or lines)[-1].strip()}" if lines else ""
 
 
 def _echo(text: str) -> bool:

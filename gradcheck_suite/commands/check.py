@@ -147,6 +147,9 @@ def run(rep, args) -> None:
     progress = Progress(rep.err, len(plan), enabled=shown or beat is not None, heartbeat=beat,
                         goal=opts["examples"] or (_profile_examples(args.profile) if shown or beat else 0))
     rep.isolated = isolated = _isolate(args.isolate, plan, rep)
+    if isolated and any(m.sharded is not None for m, *_ in plan):
+        from ..kinds import ranks
+        ranks.prestart()    # the ranks' zygote, shared by every model's child process
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)

@@ -17,7 +17,8 @@ The interface, for the harness and for whatever supervises the ranks:
   next case starts it again; where every rank answered, none waits, and the pool stays;
 - ``RankPool.close()``: ends every rank (asks, then kills), leaves no process and no folder;
 - :func:`pool` (the run's pool of a world size, started or restarted as needed),
-  :func:`pids` (every rank process now running), :func:`close_all`.
+  :func:`pids` (every rank process now running), :func:`close_all`, and :func:`prestart`
+  (start the zygote, below, before forking processes that will want ranks).
 
 Why separate processes started with ``subprocess`` and a socket, not ``multiprocessing``'s
 spawn: spawn re-runs the parent's main script in each rank, and a user's script that calls
@@ -49,7 +50,7 @@ from multiprocessing.util import Finalize
 from ..record.errors import ContractError
 from ..verdict import rules
 
-__all__ = ["RankPool", "RankError", "pool", "pids", "close_all", "ECHOES"]
+__all__ = ["RankPool", "RankError", "pool", "pids", "close_all", "prestart", "ECHOES"]
 
 #: the words of an error that a rank reports because another rank failed first: gloo's
 #: "Connection closed by peer" or "Connection reset", and timeouts waiting for a rank that died
@@ -98,10 +99,13 @@ class RankPool:
         listener.listen(self.world_size)
         listener.settimeout(rules.SHARDED_START_TIMEOUT)
         try:
-            forks = _zygote()
             for r in range(self.world_size):
-                self.procs.append(forks.fork([address, self.folder, r, self.world_size, self.timeout],
-                                             os.path.join(self.folder, f"rank{r}.log")))
+                args = [address, self.folder, r, self.world_size, self.timeout]
+                log = os.path.join(self.folder, f"rank{r}.log")
+                try:
+                    self.procs.append(_zygote().fork(args, log))
+                except OSError:           # it ended since (killed, say): once more with a new one
+                    self.procs.append(_zygote(fresh=True).fork(args, log))
             by_rank: dict[int, object] = {}
             while len(by_rank) < self.world_size:
                 sock, _ = listener.accept()
@@ -230,9 +234,8 @@ _FORKING = threading.Lock()       # one request to the zygote at a time
 def pool(world_size: int) -> RankPool:
     """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure."""
     global _OWNER
-    if _OWNER != os.getpid():     # a forked child (--isolate): the parent's pools and zygote are not its own
-        _POOLS.clear()
-        _ZYGOTE.clear()
+    if _OWNER != os.getpid():     # a forked child (--isolate): the parent's pools are not its own; its
+        _POOLS.clear()            # zygote serves the child too (one model's process at a time)
         _OWNER = os.getpid()
     got = _POOLS.get(world_size)
     if got is None:
@@ -251,14 +254,20 @@ def pids() -> list[int]:
 
 def close_all() -> None:
     """End every pool of this process (at exit, and wherever a run wants its ranks gone)."""
-    if _OWNER != os.getpid():
-        return
-    for p in list(_POOLS.values()):
-        p.close()
-    _POOLS.clear()
-    for z in _ZYGOTE:
+    if _OWNER == os.getpid():
+        for p in list(_POOLS.values()):
+            p.close()
+        _POOLS.clear()
+    for z in [z for z in _ZYGOTE if z.owner == os.getpid()]:
         z.close()
-    _ZYGOTE.clear()
+        _ZYGOTE.remove(z)
+
+
+def prestart() -> None:
+    """Start the process that forks the ranks now, in this process: the processes this one
+    forks later (``check --isolate``, a model each) then share it, and none of them pays for
+    its import of torch."""
+    _zygote()
 
 
 atexit.register(close_all)
@@ -308,6 +317,12 @@ class _Zygote:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen([sys.executable, "-c", f"from {__name__} import zygote; zygote()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.owner = os.getpid()
+
+    def alive(self) -> bool:
+        if self.owner == os.getpid():
+            return self.proc.poll() is None
+        return _Rank(self.proc.pid).alive()       # a forked child cannot wait for its parent's child
 
     def fork(self, args: list, log: str) -> _Rank:
         with _FORKING:
@@ -331,8 +346,8 @@ class _Zygote:
         self.proc.stdout.close()
 
 
-def _zygote() -> _Zygote:
-    if not _ZYGOTE or _ZYGOTE[0].proc.poll() is not None:
+def _zygote(fresh: bool = False) -> _Zygote:
+    if fresh or not _ZYGOTE or not _ZYGOTE[0].alive():
         _ZYGOTE[:] = [_Zygote()]
     return _ZYGOTE[0]
 

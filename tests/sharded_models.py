@@ -291,3 +291,65 @@ def _column(op, name):
 column_linear = _column(ColumnLinear, "column_linear")                                       # right
 column_linear_no_reduce = _column(ColumnLinearNoReduce, "column_linear_no_reduce")           # wrong: x
 column_linear_scaled_weight = _column(ColumnLinearScaledWeight, "column_linear_scaled_weight")   # wrong: w
+
+
+# -- a row-parallel linear: y = x @ w.T, x split by columns, w by columns ---------------------
+
+class RowLinear(torch.autograd.Function):
+    """All-reduces its output in the forward (Megatron's row-parallel layer with its reduce)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        y = x @ w.T
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w, g.T @ x
+
+
+class RowLinearPartial(torch.autograd.Function):
+    """Leaves the sum to the next layer: its output is partial."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w.T
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w, g.T @ x
+
+
+class RowLinearWrongHalf(torch.autograd.Function):
+    """Takes the weight gradient's columns from the full input, at the next rank's offset."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        y = x @ w.T
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        rank, world = _rank()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return g @ w, g.T @ parts[(rank + 1) % world]
+
+
+def _row(op, name, output):
+    return sharded_model(op, name=name, dims={"n": Dim(1, 5, 4), "k": Dim(1, 8, 8), "m": Dim(1, 6, 8)},
+                         inputs={"x": (("n", "k"), Shard(-1)), "w": (("m", "k"), Shard(1))},
+                         reference=lambda x, w: x @ w.T, output=output, grad=Replicate())
+
+
+row_linear = _row(RowLinear, "row_linear", Replicate())                          # right
+row_linear_partial = _row(RowLinearPartial, "row_linear_partial", Partial())     # right: a partial output
+row_linear_wrong_half = _row(RowLinearWrongHalf, "row_linear_wrong_half", Replicate())   # wrong: w, another offset

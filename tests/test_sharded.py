@@ -57,7 +57,8 @@ def _check(model, world_size: int, examples: int = 6):
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 @pytest.mark.parametrize("name", ["copy_allreduce", "copy_identity_replicated", "reduce_identity",
-                                  "gather_reduce_scatter", "scatter_last", "column_linear"])
+                                  "gather_reduce_scatter", "scatter_last", "column_linear", "row_linear",
+                                  "row_linear_partial"])
 def test_a_right_sharded_function_passes(name, world_size):
     run, text = _check(getattr(sm, name), world_size)
     assert run.verdict == PASS, text or run.problems
@@ -126,6 +127,12 @@ def test_a_weight_gradient_scaled_by_the_world_size_names_w_and_its_shard():
     run, text = _check(sm.column_linear_scaled_weight, 2)
     assert run.verdict == FAIL and run.failure.failing == ["w"]
     assert "the gradient of w (rank 0 of 2, shard [0:" in text and "is 2× autograd's" in text
+
+
+def test_a_weight_gradient_from_another_ranks_columns_names_w_its_shard_and_that_rank():
+    run, text = _check(sm.row_linear_wrong_half, 2)
+    assert run.verdict == FAIL and run.failure.failing == ["w"], text
+    assert "the gradient of w (rank 0 of 2, shard [:, 0:" in text and "holds the part of rank 1" in text
 
 
 def test_uneven_shards_mishandled_fail_at_an_uneven_size_only():

@@ -13,6 +13,8 @@ partial gradients summed, and rank 0's copy of a replicated one.  This stage
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ...verdict import rules
@@ -134,3 +136,22 @@ def describe(index: tuple, shape: tuple) -> str:
     """``[50:100, :]``: a rank's part of a tensor of ``shape``."""
     return "[" + ", ".join(":" if (s.start, s.stop) == (0, n) else f"{s.start}:{s.stop}"
                            for s, n in zip(index, shape)) + "]"
+
+
+def in_ranks(state: CaseState, text: str) -> str:
+    """``text`` (a layout stage's line about "the gradient of x ... at [i, j]") with the rank
+    and shard that hold element [i, j] named after the tensor, where its gradient is sharded."""
+    found = re.search(r"the gradient of (\w+) changes when .* at \[([\d, ]+)\]", text)
+    ranks = getattr(state.grads, "ranks", None)
+    if found is None or ranks is None or found.group(1) not in ranks:
+        return text
+    n, at = found.group(1), tuple(int(v) for v in found.group(2).split(","))
+    placement, _, indices = ranks[n]
+    if type(placement).__name__ != "Shard":
+        return text
+    shape = tuple(state.grads[n].shape)
+    for r, index in enumerate(indices):
+        if len(at) == len(index) and all(s.start <= i < s.stop for s, i in zip(index, at)):
+            return text.replace(f"the gradient of {n} ", f"the gradient of {n} (rank {r} of {len(indices)}, "
+                                                         f"shard {describe(index, shape)}) ", 1)
+    return text

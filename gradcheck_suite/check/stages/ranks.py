@@ -140,7 +140,11 @@ def describe(index: tuple, shape: tuple) -> str:
 
 def in_ranks(state: CaseState, text: str) -> str:
     """``text`` (a layout stage's line about "the gradient of x ... at [i, j]") with the rank
-    and shard that hold element [i, j] named after the tensor, where its gradient is sharded."""
+    and shard that hold element [i, j] named after the tensor, where its gradient is sharded,
+    and where the upstream gradient's layout shows it, the collectives' usual cause."""
+    if "the upstream gradient is" in text:
+        text += (" On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
+                 "as contiguous), or a copy such as g.contiguous() reduced while g itself is returned?")
     found = re.search(r"the gradient of (\w+) changes when .* at \[([\d, ]+)\]", text)
     ranks = getattr(state.grads, "ranks", None)
     if found is None or ranks is None or found.group(1) not in ranks:

@@ -13,12 +13,13 @@ from gradcheck_suite.kinds import FACTORIES, KINDS, NAMES, kind_holding, kind_na
 
 
 def test_each_kind_has_one_name_and_its_aliases_name_no_other():
-    assert NAMES == ("model", "function", "custom op", "numpy")
+    assert NAMES == ("model", "function", "custom op", "numpy", "sharded")
     spellings = [s for k in KINDS for s in (k.name, *k.aliases)]
     assert len(spellings) == len(set(spellings))
     assert spelled("custom-op") == "custom op" and kind_named("custom-op") is kind_named("custom op")
-    with pytest.raises(KeyError, match="unknown kind 'sharded'; the kinds are model, function, custom op, numpy"):
-        kind_named("sharded")
+    with pytest.raises(KeyError, match="unknown kind 'pipelined'; the kinds are model, function, custom op, numpy, "
+                                       "sharded"):
+        kind_named("pipelined")
 
 
 def test_the_registry_loads_without_torch():
@@ -28,13 +29,13 @@ def test_the_registry_loads_without_torch():
 
 
 def test_every_factory_is_exported_from_the_package():
-    assert set(FACTORIES) == {"op_model", "numpy_model"}
+    assert set(FACTORIES) == {"op_model", "numpy_model", "sharded_model"}
     assert set(FACTORIES) <= set(gradcheck_suite.__all__)
     assert gradcheck_suite.op_model is op_model and gradcheck_suite.numpy_model is numpy_model
 
 
 def test_a_record_names_only_a_registered_kind():
-    with pytest.raises(SpecError, match="field 'kind': 'custom-op' is not one of model, function, custom op, numpy"):
+    with pytest.raises(SpecError, match="field 'kind': 'custom-op' is not one of model, function, custom op, numpy, sharded"):
         Model(name="m", dims={"N": Dim(1, 2, 2)}, params={"w": ("N",)}, forward=lambda p, d: (p.w.sum(), None),
               backward=lambda p, d, c, g: {"w": g.expand(p.w.shape)}, kind="custom-op")
 

@@ -53,7 +53,7 @@ def test_a_hyperparameter_is_in_the_reproduce_command(tmp_path):
     assert again.returncode == 1 and "the manual gradient of b disagrees" in flat(again.stdout)
 
 
-@pytest.mark.parametrize("kind", ["model", "function", "custom-op", "numpy"])
+@pytest.mark.parametrize("kind", ["model", "function", "custom-op", "numpy", "sharded"])
 def test_init_writes_a_file_of_each_kind_that_passes_the_check(tmp_path, kind):
     name = f"my_{kind.replace('-', '_')}"
     made = _run([CLI, "init", kind, name], tmp_path)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..kinds.sharded import WORLD_SIZE
 from ..record.errors import ContractError, FactoryError, Unsupported
 from ..record.keyvalue import pairs
 from ..record.spec import Hyper, Model, Tensors
@@ -36,8 +37,10 @@ class Case:
 
     def describe(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in self.dims.items())
-        hyper = f" · hyper {format_hyper(self.hyper, ', ')}" if self.hyper else ""
-        return f"dims {dims or '-'}{hyper} · {self.dtype} · {self.device} · seed {self.seed} · scale {self.scale!r}"
+        own = self._own_hyper
+        hyper = f" · hyper {format_hyper(own, ', ')}" if own else ""
+        ranks = f" · world size {self.hyper[WORLD_SIZE]}" if WORLD_SIZE in self.hyper else ""
+        return f"dims {dims or '-'}{hyper}{ranks} · {self.dtype} · {self.device} · seed {self.seed} · scale {self.scale!r}"
 
     def command(self, models_from: str | None = None) -> str:
         """One command that reproduces exactly this case."""
@@ -46,8 +49,10 @@ class Case:
             parts += ["--models-from", models_from]
         if self.dims:
             parts += ["--dims", ",".join(f"{k}={v}" for k, v in self.dims.items())]
-        if self.hyper:
-            parts += ["--hyper", format_hyper(self.hyper)]
+        if self._own_hyper:
+            parts += ["--hyper", format_hyper(self._own_hyper)]
+        if WORLD_SIZE in self.hyper:
+            parts += ["--world-size", str(self.hyper[WORLD_SIZE])]
         parts += ["--dtype", self.dtype, "--device", self.device, "--seed", str(self.seed), "--scale", repr(self.scale)]
         if self.compile:
             parts += ["--compile", self.compile]
@@ -56,6 +61,11 @@ class Case:
         if self.order is not None:
             parts += ["--order", str(self.order)]
         return shlex.join(parts)
+
+    @property
+    def _own_hyper(self) -> dict[str, object]:
+        """The hyperparameters but a sharded case's world size (``--world-size``, its own option)."""
+        return {k: v for k, v in self.hyper.items() if k != WORLD_SIZE}
 
     def to_json(self) -> dict:
         return {"dims": dict(self.dims), "hyper": dict(self.hyper), "dtype": self.dtype, "device": self.device,

@@ -28,7 +28,7 @@ from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, SKIPPED, CaseResult, settle_deferred
 from .stages import (autograd, backward, batched, compiled, contract, double_backward, fd_only, finite_differences,
-                     forward, forward_mode, layouts, not_finite, reference, repeatable, repeated, surrogate,
+                     forward, forward_mode, layouts, not_finite, ranks, reference, repeatable, repeated, surrogate,
                      unused_outputs)
 from .state import CaseState, Stop, internal
 
@@ -101,6 +101,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("finite differences alone", fd_only.run, _two_way),
     Stage("surrogate", surrogate.run, _surrogate),
     Stage("finite differences", finite_differences.run, _derivative),
+    Stage("ranks", ranks.run, ranks.applies),
     Stage("layouts", layouts.run, _passes),
     Stage("unused outputs", unused_outputs.run, _unused),
     Stage("compiled", compiled.run, compiled.wanted),

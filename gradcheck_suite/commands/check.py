@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..kinds.sharded import WORLD_SIZE
 from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into, shard
 from ..verdict import rules
 from .progress import Progress, heartbeat_interval
@@ -17,6 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_common(p)
     p.add_argument("--dims", metavar="K=V,...", help="fix dimensions, e.g. N=64,D_in=1000 (may exceed the generated ranges)")
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
+    p.add_argument("--world-size", metavar="N", help="run sharded records on N ranks (default: drawn from each "
+                                                     "record's world_sizes)")
     p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
     p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
@@ -70,8 +73,11 @@ def options(rep, args) -> dict:
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
         "shard": lambda: shard("--shard", args.shard),
+        WORLD_SIZE: lambda: number("--world-size", args.world_size),
     }
     parse_into(rep, args, opts, parse)
+    if opts.pop(WORLD_SIZE, None) is not None:    # a sharded record's world size: one of its hyperparameters
+        opts["hyper"][WORLD_SIZE] = number("--world-size", args.world_size)
     opts["dtypes"] = args.dtype.split(",") if args.dtype else [None]
     for dt in opts["dtypes"]:
         if dt is not None and dt not in DTYPES:
@@ -118,6 +124,8 @@ def run(rep, args) -> None:
                "has such a dimension",
                f"--hyper {', '.join(k for k in hyper if not any(k in m.hyper for m in models))}: no selected model "
                "has such a hyperparameter"]
+    if WORLD_SIZE in hyper and models and not any(WORLD_SIZE in m.hyper for m in models):
+        unknown[1] = "--world-size: no selected model is sharded (sharded_model)"
     stop = False
     for text, given, field in zip(unknown, (dims, hyper), ("dims", "hyper")):
         if models and any(not any(k in getattr(m, field) for m in models) for k in given):
@@ -147,7 +155,8 @@ def run(rep, args) -> None:
     if not plan:
         return
     torch.set_num_threads(opts["threads"])
-    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan])
+    table = report.Table([m.name for m, *_ in plan], [p[1] for p in plan], [p[2] for p in plan],
+                         sharded=any(m.sharded is not None for m, *_ in plan))
     rep.out.write(table.head())
     shown = not args.no_progress and rep.err.isatty()
     # off a terminal (CI), a plain line now and then instead, so that a slow model is not silence
@@ -155,6 +164,9 @@ def run(rep, args) -> None:
     progress = Progress(rep.err, len(plan), enabled=shown or beat is not None, heartbeat=beat,
                         goal=opts["examples"] or (_profile_examples(args.profile) if shown or beat else 0))
     rep.isolated = isolated = _isolate(args.isolate, plan, rep)
+    if isolated and any(m.sharded is not None for m, *_ in plan):
+        from ..kinds import ranks
+        ranks.prestart()    # the ranks' zygote, shared by every model's child process
     try:
         for i, (m, dt, dev, own) in enumerate(plan):
             progress.start(i, m.name, dt, dev)

@@ -2,7 +2,7 @@
 
 A *kind* is how the user holds the backward that the harness checks: a plain record
 (``record.py``), an ``autograd.Function`` (``function.py``), a ``torch.library`` custom op
-(``custom_op.py``) or numpy layers (``numpy.py``).  Each module declares one :class:`Kind`
+(``custom_op.py``), numpy layers (``numpy.py``) or a Function sharded over ranks (``sharded.py``).  Each module declares one :class:`Kind`
 (``base.py``): its name, what the checks need to know about it, how its factory recognises
 the user's object, and ``gradcheck-suite init``'s starting file.  The factories that wrap the
 user's code into a :class:`~gradcheck_suite.Model` import torch and live apart, loaded on first
@@ -37,7 +37,7 @@ from .base import Kind
 
 #: the modules of kinds/ that declare a way to hold a backward (each its ``KIND``), in the
 #: order ``init``, messages and the docs list them
-MODULES = ("record", "function", "custom_op", "numpy")
+MODULES = ("record", "function", "custom_op", "numpy", "sharded")
 
 #: every way to hold a backward, in that order
 KINDS: tuple[Kind, ...] = tuple(importlib.import_module(f"{__name__}.{m}").KIND for m in MODULES)

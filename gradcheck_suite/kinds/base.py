@@ -31,6 +31,9 @@ class Kind:
     #: outside torch's allocator (added through tracemalloc: an approximate peak), and the code
     #: gets its own copies of the arguments and the upstream gradient on each call
     numpy_arrays: bool = False
+    #: the manual gradient comes back with autograd's graph, so ``--order N`` can differentiate
+    #: it again (not numpy code, nor ranks that send back plain tensors)
+    higher_orders: bool = True
     #: added to "backward gives another result when called again": the usual cause for this kind
     repeat_hint: str = ""
     #: other spellings ``init`` accepts (users' scripts), never printed

@@ -34,6 +34,6 @@ model = numpy_model(
 )
 '''
 
-KIND = Kind(name="numpy", template=TEMPLATE, factory="layers.numpy_model", numpy_arrays=True,
+KIND = Kind(name="numpy", template=TEMPLATE, factory="layers.numpy_model", numpy_arrays=True, higher_orders=False,
             repeat_hint="; a layer object that accumulates gradients? zero them in the record's backward, "
                         "before each call")

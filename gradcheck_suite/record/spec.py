@@ -229,6 +229,7 @@ class Model:
     train: Mapping[str, Any] | None = None
     kind: str = "model"            # how the backward is held (kinds/): set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
+    sharded: Any = None            # how a sharded record runs on ranks: set by sharded_model (kinds/sharding.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grad_data", tuple(self.grad_data))
@@ -517,4 +518,6 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
             return "train", text
     if m.kind not in KINDS:
         return "kind", f"{m.kind!r} is not one of {', '.join(KINDS)}"
+    if (m.kind == "sharded") != (m.sharded is not None):
+        return "kind", "a sharded record is made by sharded_model(...), which sets kind and sharded together"
     return None

@@ -143,20 +143,27 @@ class Table:
     _HEAD = ("model", "dtype", "dev", "cases", "aside", "scales", "autograd", "fin diff", "verdict", "time")
     _LEFT = {0, 1, 2, 8}
 
-    def __init__(self, names: Sequence[str], dtypes: Sequence[str], devices: Sequence[str]):
-        rest = [max([len(h), *map(len, values)]) for h, values in zip(
-            self._HEAD[1:], (dtypes, devices, ["99999"], ["99999"], ["-3..+3"], ["1.0e+00"], ["1.0e+00"], ["ERROR"], ["999.99s"]))]
+    def __init__(self, names: Sequence[str], dtypes: Sequence[str], devices: Sequence[str], sharded: bool = False):
+        samples = [dtypes, devices, ["99999"], ["99999"], ["-3..+3"], ["1.0e+00"], ["1.0e+00"], ["ERROR"], ["999.99s"]]
+        # with a sharded record among the models: a column of the world sizes its cases ran on
+        self.sharded = sharded
+        self._head = (*self._HEAD[:3], "ranks", *self._HEAD[3:]) if sharded else self._HEAD
+        self._left = {i + (sharded and i > 2) for i in self._LEFT}
+        if sharded:
+            samples.insert(2, ["1..4"])
+        rest = [max([len(h), *map(len, values)]) for h, values in zip(self._head[1:], samples)]
         room = rules.WIDTH - sum(rest) - len(rest)
         self.widths = [max(len("model"), min(room, max(map(len, names), default=0))), *rest]
 
     def _line(self, cells: Sequence[str]) -> str:
-        return " ".join(c.ljust(w) if i in self._LEFT else c.rjust(w)
+        return " ".join(c.ljust(w) if i in self._left else c.rjust(w)
                         for i, (c, w) in enumerate(zip(cells, self.widths))).rstrip()
 
     def head(self) -> str:
-        over = sum(self.widths[:6]) + 6          # where the two error columns start
-        group = "error/tolerance".center(self.widths[6] + 1 + self.widths[7]).rstrip()
-        return (" " * over + group + "\n" + self._line(self._HEAD) + "\n"
+        first = 6 + self.sharded                 # the first of the two error columns
+        over = sum(self.widths[:first]) + first  # where they start
+        group = "error/tolerance".center(self.widths[first] + 1 + self.widths[first + 1]).rstrip()
+        return (" " * over + group + "\n" + self._line(self._head) + "\n"
                 + " ".join("-" * w for w in self.widths))
 
     def row(self, r: ModelRun) -> str:
@@ -173,6 +180,9 @@ class Table:
             errs[1] = "not run"    # no second oracle: the forward fails in float64
         cells = [r.model, r.dtype, r.device, str(r.checked), str(r.nondiff + r.skipped), _scales(r), *errs,
                  r.verdict.upper() if r.verdict != "pass" else "pass", _seconds(r.seconds)]
+        if self.sharded:
+            sizes = sorted(r.world_sizes)
+            cells.insert(3, "-" if not sizes else str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}..{sizes[-1]}")
         if len(r.model) <= self.widths[0]:
             return self._line(cells)
         return r.model + "\n" + self._line(["", *cells[1:]])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from ..check.case import Case
 from ..check.stages.compiled import backend_for
 from ..kinds.op import with_opcheck
+from ..kinds.sharded import WORLD_SIZE
 
 from ..record.errors import RunNote
 from ..check import FAIL, NONDIFF, PASS, SKIPPED, CaseResult
@@ -43,6 +44,7 @@ class ModelRun:
     fd_missing: int = 0            # cases checked without finite differences (the forward fails in float64)
     scales: set[float] = dataclasses.field(default_factory=set)        # value scales reached
     sizes: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # sizes reached, per dim
+    world_sizes: set[int] = dataclasses.field(default_factory=set)   # a sharded record's world sizes reached
     compared: dict[str, tuple[int, tuple]] = dataclasses.field(default_factory=dict)  # most elements, a shape
     planned: int = 0               # cases the profile asked for (corners and draws)
     budget_cut: bool = False       # the quick profile's time budget stopped the cases early
@@ -269,6 +271,8 @@ def _count(run: ModelRun, res: CaseResult) -> None:
             run.notes[note.key] = f"{note} (case {res.case.describe()})"
     for k, v in res.case.dims.items():
         run.sizes.setdefault(k, set()).add(v)
+    if WORLD_SIZE in res.case.hyper:
+        run.world_sizes.add(res.case.hyper[WORLD_SIZE])
     for n, c in res.tensors.items():
         if res.verdict in (PASS, NONDIFF) and " " not in n and not n.startswith("forward"):
             count = math.prod(c.shape)

@@ -465,3 +465,31 @@ BUSY_CORES = 0.1
 #: Against a baseline of the same machine, autograd this many times faster or slower than then
 #: gets a note: the machine's state moved, and tiny rows' ratios can move with it.
 SPEED_NOTE = 1.25
+
+# --- sharded Functions: the ranks and their pool (kinds/ranks.py, kinds/sharding.py) ---
+
+#: The world sizes a sharded record's cases draw from unless it names its own: one rank (the
+#: Function alone) up to four, the most a 2-core CI machine runs as processes in seconds; 3
+#: is the odd size where a chunk's arithmetic (``n // W``) first goes wrong.
+SHARDED_WORLD_SIZES = (1, 2, 3, 4)
+#: Seconds a collective may wait for the other ranks (gloo's own timeout, given to
+#: ``init_process_group``), and a rank for its answer: CPU gloo finishes a case's collectives
+#: in milliseconds, so a rank that waits this long waits for a rank that will never come.
+SHARDED_TIMEOUT = 30.0
+#: Seconds on top of ``SHARDED_TIMEOUT`` before the parent gives up on a rank that has not
+#: answered: the rank's own timeout reports first, with the collective it was in.
+SHARDED_GRACE = 5.0
+#: Seconds for the ranks of a pool to start and join the process group: each imports torch
+#: (about 2 s for 4 ranks on 2 idle cores; ten times that on a loaded machine still passes).
+SHARDED_START_TIMEOUT = 120.0
+#: Seconds a closing rank gets to leave the process group before it is killed.
+SHARDED_CLOSE_WAIT = 5.0
+#: How near a rank's share of the gradient must be to a whole factor (the world size, its
+#: inverse) of autograd's, relatively, for the message to name that factor: a doubled
+#: gradient is 2.0 to rounding; 5% leaves room for a partial gradient's random shares.
+SHARDED_FACTOR_GAP = 0.05
+#: Seconds the other ranks get, once one rank has failed, to report errors of their own before
+#: the pool is closed: the lowest rank with a real error is named, so the message does not
+#: depend on which rank's answer arrived first; those still waiting in a collective are not
+#: waited for (they would only echo the failure, after the whole ``SHARDED_TIMEOUT``).
+SHARDED_ECHO_WAIT = 0.5

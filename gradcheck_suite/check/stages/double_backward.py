@@ -46,8 +46,9 @@ def _label(k: int) -> str:
 
 def order_of(state: CaseState) -> int:
     """The highest derivative this case checks: ``--order`` (``case.order``) over the
-    record's ``order``, save for numpy code, which has no graph to differentiate."""
-    if state.case.order is None or state.model.held_as.numpy_arrays:
+    record's ``order``, save for a kind whose gradient has no graph to differentiate
+    (numpy code, sharded ranks)."""
+    if state.case.order is None or not state.model.held_as.higher_orders:
         return state.model.order
     return state.case.order
 

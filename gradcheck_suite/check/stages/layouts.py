@@ -35,6 +35,7 @@ from ..case import describe, float64, join, split
 from ...record.errors import ContractError, FactoryError
 from ..floor import widened
 from ..state import CaseState
+from . import ranks
 
 _PHRASE = {
     "transposed": "a transposed view",
@@ -66,6 +67,8 @@ def run(state: CaseState) -> None:
     if wide is not None:
         with torch.no_grad():
             text = state.call("backward in training layouts", problem, model, *args, wide, state.out)
+    if text and getattr(model, "sharded", None) is not None:
+        text = ranks.in_ranks(state, text)       # which rank's shard the element is in
     if text:
         raise state.error(text)
 

@@ -38,7 +38,7 @@ def with_floor(state: CaseState) -> oracles.Traced:
         res.tensors = {}      # the first comparisons' bounds go before the new ones are made
         res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n],
                                   carried=carried.get(n)) for n in model.differentiable}
-        if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
+        if case.real_dtype == "float64" and any(not c.ok for c in res.tensors.values()):
             # only where the tight bound is crossed: are the two gradients that inexact here?
             jitter = _jitter(model, case, p, d, g, grads, ag)
             tight = dict(res.tensors)

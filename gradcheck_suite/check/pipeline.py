@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..record.errors import RunNote
 from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, CaseResult, settle_deferred
@@ -107,6 +108,30 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+#: Stages a complex case (complex64, complex128) leaves out, and why: it is checked in the real
+#: view (``case.Bound``), and these call the op on the case's tensors themselves, or lay out
+#: their memory, where a real view is not the user's tensor.  The run says so once, in a note;
+#: the values are judged by the stages before them.
+REAL_ONLY = {
+    "layouts": "its variants transpose and slice each tensor's memory, which the real view of a complex tensor "
+               "does not show as the user's tensor",
+    "unused outputs": "it calls the op on the case's tensors itself, outside the real view",
+    "compiled": "torch.compile of complex code is not checked here",
+    "batched": "vmap over the op runs it on the case's tensors itself, outside the real view",
+    "double backward": "the second derivative is checked on real tensors only",
+    "forward mode": "the jvp's tangents are checked on real tensors only",
+}
+
+
+def _left_out(state: CaseState, stage: Stage) -> bool:
+    """A stage a complex case leaves out (``REAL_ONLY``), with a note for the run."""
+    if not state.model.views or stage.name not in REAL_ONLY:
+        return False
+    state.result.notes.append(RunNote(f"{state.case.dtype}: the {stage.name} stage is not run on complex tensors: "
+                                      f"{REAL_ONLY[stage.name]}", key=f"complex {stage.name}"))
+    return True
+
+
 def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:
     """Judge one case; ``res``, when given, is filled in (another thread may watch its phase)."""
     res = CaseResult(model.name, case) if res is None else res
@@ -114,7 +139,7 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
     try:
         state = CaseState(Bound(model, case), case, res)   # hyperparameters passed on, a tuple of outputs joined
         for stage in STAGES:
-            if stage.when(state):
+            if stage.when(state) and not _left_out(state, stage):
                 stage.run(state)
     except Stop:
         pass

@@ -27,7 +27,7 @@ from ..check import ERROR, CaseResult, check_case
 from ..record.spec import Model
 from ..verdict import rules
 
-_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex64": 8, "complex128": 16}
 
 
 def keep_freed_memory() -> bool:

@@ -8,6 +8,14 @@ import torch
 
 from . import rules
 
+#: a complex dtype's real counterpart: its parts' dtype, whose resolution and rules it takes
+REAL_COUNTERPART = {"complex64": "float32", "complex128": "float64"}
+
+
+def real_dtype(dtype: str) -> str:
+    """The dtype whose rules ``dtype`` takes: the real counterpart of a complex one, else itself."""
+    return REAL_COUNTERPART.get(dtype, dtype)
+
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
@@ -29,8 +37,9 @@ class Tolerance:
 
 
 def tolerance(dtype: str) -> Tolerance:
-    """The tolerance of ``dtype``, from ``rules.TOLERANCES``."""
-    return Tolerance(**rules.TOLERANCES[dtype])
+    """The tolerance of ``dtype``, from ``rules.TOLERANCES``; a complex dtype takes its real
+    counterpart's (its parts are judged in the real view, see ``check.case.Bound``)."""
+    return Tolerance(**rules.TOLERANCES[real_dtype(dtype)])
 
 
 @dataclasses.dataclass

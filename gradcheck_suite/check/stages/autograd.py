@@ -44,7 +44,7 @@ def run(state: CaseState) -> None:
 
 def _rounding(state: CaseState) -> dict[str, torch.Tensor]:
     """How far autograd in the case's dtype is from autograd in float64: its rounding."""
-    if state.case.dtype == "float64":
+    if state.case.real_dtype == "float64":
         return {}
     ag = state.ag
     try:

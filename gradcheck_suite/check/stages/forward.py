@@ -8,7 +8,6 @@ import torch
 from ...verdict import oracles
 from ...verdict.tolerance import all_finite
 from .. import messages
-from ..case import build
 from ..measure import changed, snapshot
 from ..result import SKIPPED
 from ..state import CaseState, Stop
@@ -16,7 +15,7 @@ from ..state import CaseState, Stop
 
 def run(state: CaseState) -> None:
     res, case = state.result, state.case
-    state.p, state.d = state.call("the tensor factory", build, state.model, case)
+    state.p, state.d = state.call("the tensor factory", state.model.build, case)   # complex: real views
     state.before = snapshot(state.p, state.d)
     returned = _forward(state)
     text = messages.output_problem(returned)

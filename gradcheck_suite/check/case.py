@@ -296,6 +296,17 @@ class Bound:
             return tuple(as_complex(x) if x is not None and c else x for x, c in zip(gs, self.complex_out))
         return as_complex(gs) if self.complex_out and self.complex_out[0] else gs
 
+    def conjugated(self, g: torch.Tensor) -> torch.Tensor | None:
+        """The upstream gradient (real view, joined) with each complex output's conjugated
+        (its imaginary parts negated); None where no output is complex."""
+        if not self.views or not any(self.complex_out):
+            return None
+        gs = split(g, self.layout)
+        parts = gs if isinstance(gs, tuple) else (gs,)
+        flipped = [x * torch.tensor([1.0, -1.0], dtype=x.dtype, device=x.device) if c else x
+                   for x, c in zip(parts, self.complex_out) if x is not None]
+        return torch.cat([x.reshape(-1) for x in flipped]) if isinstance(gs, tuple) else flipped[0]
+
     def _real_out(self, out):
         """A complex output (or member) as its real view; which were complex kept for ``g``."""
         if self.views is None:

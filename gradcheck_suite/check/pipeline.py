@@ -132,6 +132,16 @@ def _left_out(state: CaseState, stage: Stage) -> bool:
     return True
 
 
+def _real_view_note(state: CaseState) -> None:
+    """How a complex case's elements are indexed in the report: in the real view."""
+    if state.model.views:
+        names = ", ".join(sorted(state.model.views))
+        state.result.notes.append(RunNote(
+            f"{state.case.dtype}: {names} {'is' if len(state.model.views) == 1 else 'are'} compared in the real view "
+            "(torch.view_as_real), shapes (..., 2): an element's last index is 0 for its real part, 1 for its "
+            "imaginary part", key="complex real view"))
+
+
 def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:
     """Judge one case; ``res``, when given, is filled in (another thread may watch its phase)."""
     res = CaseResult(model.name, case) if res is None else res
@@ -141,8 +151,9 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
         for stage in STAGES:
             if stage.when(state) and not _left_out(state, stage):
                 stage.run(state)
+        _real_view_note(state)
     except Stop:
-        pass
+        _real_view_note(state)
     except Exception as e:  # the harness itself, on this model's case: never read as the user's
         internal(res, "checking the case", e)
     settle_deferred(res)

@@ -303,8 +303,7 @@ class Bound:
             return None
         gs = split(g, self.layout)
         parts = gs if isinstance(gs, tuple) else (gs,)
-        flipped = [x * torch.tensor([1.0, -1.0], dtype=x.dtype, device=x.device) if c else x
-                   for x, c in zip(parts, self.complex_out) if x is not None]
+        flipped = [conjugate(x) if c else x for x, c in zip(parts, self.complex_out) if x is not None]
         return torch.cat([x.reshape(-1) for x in flipped]) if isinstance(gs, tuple) else flipped[0]
 
     def _real_out(self, out):
@@ -357,6 +356,14 @@ def real_view(t: torch.Tensor) -> torch.Tensor:
 
 def real_views(tensors: Tensors, names) -> Tensors:
     return Tensors((n, real_view(t) if n in names else t) for n, t in tensors.items())
+
+
+def conjugate(t: torch.Tensor) -> torch.Tensor:
+    """The conjugate of a complex tensor's real view, as a real view: the last axis's
+    second entry (the imaginary part) negated."""
+    out = t.clone()
+    out[..., 1].neg_()
+    return out
 
 
 def as_complex(t: torch.Tensor) -> torch.Tensor:

@@ -24,15 +24,11 @@ from fractions import Fraction
 
 import torch
 
-from ..check.case import Case
+from ..check.case import Case, conjugate
 from ..record.spec import Tensors
 from ..verdict import oracles, rules
 from ..verdict.tolerance import bound as tolerance
 from .result import Mistake
-
-
-#: a complex tensor's real view times this is its conjugate's
-_CONJUGATE = torch.tensor([1.0, -1.0], dtype=torch.float64)
 
 
 def classify(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual, auto, bounds,
@@ -181,13 +177,13 @@ def _unconjugated(n, model, p, d, g, a, explains) -> bool:
     ``J^H g`` (``g * f'(z).conj()`` element-wise), M is ``J^T g`` (``g * f'(z)``), the
     conjugate of autograd's at the conjugate upstream gradient; where the output is real
     (``g`` real), simply the conjugate of autograd's."""
-    if explains(a * _CONJUGATE):
+    if explains(conjugate(a)):
         return True
     g2 = model.conjugated(g)
     if g2 is None:
         return False
     a2 = oracles.autograd(model, p, d, g2)[n].detach().to("cpu", torch.float64)
-    return explains(a2 * _CONJUGATE)
+    return explains(conjugate(a2))
 
 
 def _ignores_upstream(n, model, p, d, cache, g, m, a, case) -> bool:

@@ -118,7 +118,6 @@ REAL_ONLY = {
     "unused outputs": "it calls the op on the case's tensors itself, outside the real view",
     "compiled": "torch.compile of complex code is not checked here",
     "batched": "vmap over the op runs it on the case's tensors itself, outside the real view",
-    "double backward": "the second derivative is checked on real tensors only",
     "forward mode": "the jvp's tangents are checked on real tensors only",
 }
 

@@ -231,14 +231,23 @@ def test_a_complex_output_beside_a_real_one_in_a_tuple():
         assert res.verdict == PASS, (dims, res.problems)
 
 
+class MulExpWithJvp(MulExp):
+    @staticmethod
+    def jvp(ctx, z_t, w_t):
+        raise NotImplementedError
+
+
 def test_stages_that_take_real_tensors_only_are_left_out_with_a_note():
-    m = _mul_exp(dtype="complex128")
+    m = _mul_exp(MulExpWithJvp, dtype="complex128")
     m = Model(**{**{f: getattr(m, f) for f in m.__dataclass_fields__}, "double_backward": True, "compile": True})
     case = Case(m.name, {"N": 2, "M": 2}, "complex128", "cpu", 3, 1.0, compile="aot_eager")
     res = check_case(m, case)
     assert res.verdict == PASS and not res.internal, res.problems
     left = [n for n in res.notes if "stage is not run on complex tensors" in n]
-    assert {n.split(" stage")[0].split("the ", 1)[1] for n in left} == {"layouts", "batched", "compiled"}, res.notes
+    assert {n.split(" stage")[0].split("the ", 1)[1] for n in left} == {"layouts", "batched", "compiled",
+                                                                        "forward mode"}, res.notes
+    plain = check_case(_mul_exp(dtype="complex128"), case)      # no jvp: nothing to say of forward mode
+    assert not any("forward mode" in n for n in plain.notes), plain.notes
 
 
 class MulExpDetached(MulExp):

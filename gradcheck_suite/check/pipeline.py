@@ -126,6 +126,8 @@ def _left_out(state: CaseState, stage: Stage) -> bool:
     """A stage a complex case leaves out (``REAL_ONLY``), with a note for the run."""
     if not state.model.views or stage.name not in REAL_ONLY:
         return False
+    if stage.name == "forward mode" and not _defines_jvp(state):
+        return True          # nothing to leave out, and nothing said (as for a real case)
     state.result.notes.append(RunNote(f"{state.case.dtype}: the {stage.name} stage is not run on complex tensors: "
                                       f"{REAL_ONLY[stage.name]}", key=f"complex {stage.name}"))
     return True
@@ -139,6 +141,15 @@ def _real_view_note(state: CaseState) -> None:
             f"{state.case.dtype}: {names} {'is' if len(state.model.views) == 1 else 'are'} compared in the real view "
             "(torch.view_as_real), shapes (..., 2): an element's last index is 0 for its real part, 1 for its "
             "imaginary part", key="complex real view"))
+
+
+def _defines_jvp(state: CaseState) -> bool:
+    """The op runs a Function with its own ``jvp``."""
+    model = state.model
+    try:
+        return bool(forward_mode.functions_with_jvp(model.op, model.user(state.p), model.user(state.d), model.h))
+    except Exception:
+        return False
 
 
 def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:

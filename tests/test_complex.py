@@ -214,7 +214,17 @@ def test_a_real_gradient_for_a_complex_tensor_is_an_error_naming_it():
     m = _holo(real_grad, "complex128", "holo_real_grad")
     res = check_case(m, _case(m, {"N": 2, "M": 2}, "complex128", 1.0))
     assert res.verdict == ERROR and not res.internal, res.problems
-    assert res.problems[0].startswith("backward returned a float64 tensor of shape (2, 2) for z, a complex tensor")
+    assert res.problems[0].startswith("backward returned a float64 tensor of shape (2, 2) for z, a complex128 tensor")
+
+
+def test_a_gradient_of_another_complex_dtype_is_an_error_in_complex_terms():
+    def single(p, d, zz, g):
+        return {n: t.to(torch.complex64) for n, t in _holo_backward(p, d, zz, g).items()}
+
+    m = _holo(single, "complex128", "holo_single")
+    res = check_case(m, _case(m, {"N": 2, "M": 2}, "complex128", 1.0))
+    assert res.verdict == ERROR and not res.internal, res.problems
+    assert res.problems[0] == "z: gradient dtype complex64, expected complex128"
 
 
 def test_a_complex_output_beside_a_real_one_in_a_tuple():

@@ -164,9 +164,10 @@ def build(model: Model, case: Case, dense: bool = True) -> tuple[Tensors, Tensor
     cast = {}
     for name, t in tensors.items():
         t = t.to(device)
-        # a complex case may mix in real tensors (from a factory): they keep their real counterpart
-        cast[name] = t.to(dtype) if t.is_complex() or (t.is_floating_point() and not dtype.is_complex) else \
-            t.to(real) if t.is_floating_point() else t
+        if dtype.is_complex:     # a real tensor from a factory keeps the real counterpart
+            cast[name] = t.to(dtype) if t.is_complex() else t.to(real) if t.is_floating_point() else t
+        else:
+            cast[name] = t.to(dtype) if t.is_floating_point() else t
     return (Tensors((n, cast[n]) for n in model.params), Tensors((n, cast[n]) for n in model.data))
 
 
@@ -330,15 +331,23 @@ class Bound:
         grads = self.model.backward(self.user(p), self.user(d), cache, self.upstream(g), *self.extra)
         if not self.views or not isinstance(grads, Mapping):
             return grads
-        return {n: self._real_grad(n, v) if n in self.views else v for n, v in grads.items()}
+        return {n: self._real_grad(n, v, p[n] if n in p else d.get(n)) if n in self.views else v
+                for n, v in grads.items()}
 
-    def _real_grad(self, name: str, grad):
-        if not isinstance(grad, torch.Tensor):
+    @staticmethod
+    def _real_grad(name: str, grad, tensor: torch.Tensor | None):
+        """A complex tensor's gradient as its real view; one that is not complex, or of
+        another dtype, is named in the tensor's own (complex) terms."""
+        if not isinstance(grad, torch.Tensor) or tensor is None:
             return grad      # the contract names what came back
+        want = as_complex(tensor).dtype
         if not grad.is_complex():
-            raise ContractError(f"backward returned {describe(grad)} for {name}, a complex tensor: its gradient "
-                                "is complex too (torch's conjugate Wirtinger derivative, dL/dx + i dL/dy), of "
-                                "the tensor's dtype")
+            raise ContractError(f"backward returned {describe(grad)} for {name}, a {str(want).removeprefix('torch.')} "
+                                "tensor: its gradient is complex too (torch's conjugate Wirtinger derivative, "
+                                "dL/dx + i dL/dy), of the tensor's dtype")
+        if grad.dtype != want:
+            raise ContractError(f"{name}: gradient dtype {str(grad.dtype).removeprefix('torch.')}, expected "
+                                f"{str(want).removeprefix('torch.')}")
         return real_view(grad)
 
     @property

@@ -287,3 +287,51 @@ def test_a_domain_is_refused_for_a_complex_dtype():
     with pytest.raises(Exception, match="domain.z.*complex64 draws complex ones"):
         Model(name="bad_domain", dims=DIMS, params=SHAPES, forward=_holo_forward, backward=_holo_backward,
               dtype="complex64", domain={"z": (0.0, None)})
+
+
+class ProductAndNorm(torch.autograd.Function):
+    """(z * w, |z|^2): a complex output and a real one; unused outputs reach the backward as None."""
+
+    @staticmethod
+    def forward(ctx, z, w):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(z, w)
+        return z * w, z.real ** 2 + z.imag ** 2
+
+    @staticmethod
+    def backward(ctx, gy, gs):
+        z, w = ctx.saved_tensors
+        gz, gw = torch.zeros_like(z), torch.zeros_like(w)
+        if gy is not None:
+            gz, gw = gz + gy * w.conj(), gw + gy * z.conj()
+        if gs is not None:
+            gz = gz + 2 * gs * z
+        return gz, gw
+
+
+class ProductAndNormDropsNorm(ProductAndNorm):
+    """Right with both outputs used; with the product unused, it forgets the norm's term."""
+
+    @staticmethod
+    def backward(ctx, gy, gs):
+        z, w = ctx.saved_tensors
+        if gy is None:
+            return torch.zeros_like(z), torch.zeros_like(w)
+        return ProductAndNorm.backward(ctx, gy, gs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_unused_complex_output_reaches_the_backward_as_the_engine_passes_it(dtype):
+    def record(op, name):
+        return op_model(op, inputs=SHAPES, dims=DIMS, dtype=dtype, name=name,
+                        reference=lambda z, w: (z * w, z.abs() ** 2))
+
+    right, wrong = record(ProductAndNorm, "product_and_norm"), record(ProductAndNormDropsNorm, "drops_norm")
+    for dims in SIZES:
+        for scale in SCALES:
+            res = check_case(right, _case(right, dims, dtype, scale))
+            assert res.verdict == PASS, (dims, scale, res.problems, res.summary)
+            assert not any("unused outputs stage" in n for n in res.notes)
+            res = check_case(wrong, _case(wrong, dims, dtype, scale))
+            assert res.verdict == FAIL and res.failing == ["z (output 0 unused)"], (dims, scale, res.verdict)
+            assert res.summary.startswith("the manual gradient of z is wrong with output 0 of 2 unused")

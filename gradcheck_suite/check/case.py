@@ -328,7 +328,11 @@ class Bound:
         return flat, cache
 
     def backward(self, p: Tensors, d: Tensors, cache, g: torch.Tensor):
-        grads = self.model.backward(self.user(p), self.user(d), cache, self.upstream(g), *self.extra)
+        return self.real_grads(self.model.backward(self.user(p), self.user(d), cache, self.upstream(g), *self.extra),
+                               p, d)
+
+    def real_grads(self, grads, p: Tensors, d: Tensors):
+        """Gradients of the model's code (a dict): a complex tensor's as its real view."""
         if not self.views or not isinstance(grads, Mapping):
             return grads
         return {n: self._real_grad(n, v, p[n] if n in p else d.get(n)) if n in self.views else v

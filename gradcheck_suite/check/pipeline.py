@@ -115,7 +115,6 @@ STAGES: tuple[Stage, ...] = (
 REAL_ONLY = {
     "layouts": "its variants transpose and slice each tensor's memory, which the real view of a complex tensor "
                "does not show as the user's tensor",
-    "unused outputs": "it calls the op on the case's tensors itself, outside the real view",
     "compiled": "torch.compile of complex code is not checked here",
     "batched": "vmap over the op runs it on the case's tensors itself, outside the real view",
     "forward mode": "the jvp's tangents are checked on real tensors only",

@@ -335,3 +335,38 @@ def test_an_unused_complex_output_reaches_the_backward_as_the_engine_passes_it(d
             res = check_case(wrong, _case(wrong, dims, dtype, scale))
             assert res.verdict == FAIL and res.failing == ["z (output 0 unused)"], (dims, scale, res.verdict)
             assert res.summary.startswith("the manual gradient of z is wrong with output 0 of 2 unused")
+
+
+MODEL_FILE = '''
+import torch
+from gradcheck_suite import Dim, op_model
+
+
+class Mul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, w):
+        ctx.save_for_backward(z, w)
+        return z * w
+
+    @staticmethod
+    def backward(ctx, g):
+        z, w = ctx.saved_tensors
+        return g * w.conj(), g * z          # w's: z not conjugated
+
+
+mul = op_model(Mul, name="mul", inputs={"z": ("N",), "w": ("N",)}, dims={"N": Dim(1, 6, 4)},
+               reference=lambda z, w: z * w, dtype="complex128")
+'''
+
+
+def test_the_command_prints_the_dtype_and_reproduces_with_it(tmp_path):
+    from tests.test_cli import flat, gcs
+    path = tmp_path / "complex_mul.py"
+    path.write_text(MODEL_FILE)
+    done = gcs("check", "--models-from", path, "--dtype", "complex64", "--examples", "5", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    out = flat(done.stdout)
+    assert "complex64" in out.split("mul:", 1)[0]          # the table's dtype column
+    assert "the manual gradient of w is the conjugate of autograd's" in out
+    assert "--dtype complex64" in out

@@ -370,3 +370,35 @@ def test_the_command_prints_the_dtype_and_reproduces_with_it(tmp_path):
     assert "complex64" in out.split("mul:", 1)[0]          # the table's dtype column
     assert "the manual gradient of w is the conjugate of autograd's" in out
     assert "--dtype complex64" in out
+
+
+@torch.library.custom_op("gradcheck_tests::complex_square", mutates_args=())
+def complex_square(z: torch.Tensor) -> torch.Tensor:
+    return z * z
+
+
+@complex_square.register_fake
+def _(z):
+    return torch.empty_like(z)
+
+
+def _square_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _square_backward(ctx, g):
+    (z,) = ctx.saved_tensors
+    return g * (2 * z).conj()
+
+
+complex_square.register_autograd(_square_backward, setup_context=_square_context)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_complex_custom_op_passes_and_opcheck_takes_it(dtype):
+    m = op_model(complex_square, inputs={"z": ("N", "M")}, dims=DIMS, dtype=dtype, name="complex_square",
+                 reference=lambda z: z * z, opcheck=True)
+    for dims in SIZES:
+        for scale in SCALES:
+            res = check_case(m, _case(m, dims, dtype, scale))
+            assert res.verdict == PASS, (dims, scale, res.problems)

@@ -15,6 +15,7 @@ from ..record.errors import ContractError, FactoryError, Unsupported
 from ..record.keyvalue import pairs
 from ..record.spec import Hyper, Model, Tensors
 from ..verdict import rules
+from ..verdict.tolerance import real_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,12 @@ class Case:
     compile: str | None = None     # the torch.compile backend the case also runs under (stages.compiled)
     order: int | None = None       # the highest derivative checked, over the record's (--order; stages.double_backward)
     fullgraph: bool = False        # under compile, a graph break is an error (--compile-fullgraph; stages.compiled)
+
+    @property
+    def real_dtype(self) -> str:
+        """The dtype whose rules the case takes: float32 for complex64, float64 for complex128
+        (a complex case is judged in the real view, see :class:`Bound`), else its own."""
+        return real_dtype(self.dtype)
 
     @property
     def values(self) -> dict[str, object]:
@@ -179,10 +186,14 @@ def build(model: Model, case: Case, dense: bool = True) -> tuple[Tensors, Tensor
     if sparse and isinstance(model, Bound):
         model.hold_sparse(sparse)
     device = torch.device(case.device)
+    real = torch_dtype(case.real_dtype)
     cast = {}
     for name, t in tensors.items():
         t = t.to(device)
-        cast[name] = t.to(dtype) if t.is_floating_point() else t
+        if dtype.is_complex:     # a real tensor from a factory keeps the real counterpart
+            cast[name] = t.to(dtype) if t.is_complex() else t.to(real) if t.is_floating_point() else t
+        else:
+            cast[name] = t.to(dtype) if t.is_floating_point() else t
     return (Tensors((n, cast[n]) for n in model.params), Tensors((n, cast[n]) for n in model.data))
 
 
@@ -228,6 +239,11 @@ def _default(model: Model, name: str, case: Case, draws: np.random.Generator) ->
     if low is not None and high is not None:
         u = torch.from_numpy(draws.random(shape))
         return low + (high - low) * (rules.FACTORY_MARGIN + (1 - 2 * rules.FACTORY_MARGIN) * u)
+    if case.dtype != case.real_dtype:       # complex: real and imaginary parts, each at the scale
+        if low is not None or high is not None:
+            raise FactoryError(f"domain[{name!r}] bounds real values, and {case.dtype} draws complex ones: give "
+                               f"{name} a factory that draws inside its domain")
+        return torch.view_as_complex(torch.from_numpy(draws.standard_normal((*shape, 2)))).mul_(s)
     z = torch.from_numpy(draws.standard_normal(shape))
     if low is not None:
         return low + s * (rules.FACTORY_MARGIN + z.abs())
@@ -260,6 +276,16 @@ class Bound:
     ``reference(p, d)``, with the case's hyperparameters passed on and a tuple of
     outputs joined into one flat output (its upstream gradient split back into a
     tuple for the backward).  Every other attribute is the model's own.
+
+    A complex case (complex64, complex128) is checked in the real view: :meth:`build` gives
+    each complex tensor as ``torch.view_as_real`` (its real and imaginary parts on a last
+    axis of 2), the model's code gets the complex tensors back (views of the same memory),
+    and a complex output, upstream gradient and gradient cross as real views too.  Torch's
+    gradient of a real loss at a complex tensor, the conjugate Wirtinger derivative
+    ``dL/dx + i dL/dy`` (what ``torch.autograd.grad`` returns), is then the real view's own
+    gradient, and ``grad_outputs=g`` differentiates ``Re(sum(conj(g) * y))``, the real
+    view's ``<g, y>``: the oracles, finite differences and tolerances work on real tensors
+    unchanged.
     """
 
     def __init__(self, model: Model, case: Case):
@@ -267,6 +293,8 @@ class Bound:
         self.h = Hyper(case.hyper) if model.hyper else None
         self.extra = (self.h,) if model.hyper else ()   # the hyperparameters, passed after the tensors
         self.layout: list[tuple[int, ...]] | None = None   # the forward's output shapes, when a tuple
+        self.views: frozenset[str] | None = None   # the complex tensors, once built in the real view
+        self.complex_out: list[bool] = []           # which outputs (joined) were complex
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
@@ -278,22 +306,121 @@ class Bound:
         self.h = Masked(self.h if self.h is not None else {}, sparse)
         self.extra = (self.h,)
 
+    def build(self, case: Case, dense: bool = True) -> tuple[Tensors, Tensors]:
+        """The case's tensors (:func:`build`); a complex case's complex tensors as real views."""
+        p, d = build(self, case, dense)    # the Bound: a sparse input is held on it
+        if not torch_dtype(case.dtype).is_complex:
+            return p, d
+        self.views = frozenset(n for n, t in (*p.items(), *d.items()) if t.is_complex())
+        return real_views(p, self.views), real_views(d, self.views)
+
+    def user(self, tensors: Tensors) -> Tensors:
+        """The tensors as the model's code takes them: a real view back to complex."""
+        if not self.views:
+            return tensors
+        return Tensors((n, as_complex(t) if n in self.views else t) for n, t in tensors.items())
+
+    def upstream(self, g: torch.Tensor):
+        """The upstream gradient as the backward takes it: split per output, complex where
+        the output was."""
+        gs = split(g, self.layout)
+        if self.views is None:
+            return gs
+        if isinstance(gs, tuple):
+            return tuple(as_complex(x) if x is not None and c else x for x, c in zip(gs, self.complex_out))
+        return as_complex(gs) if self.complex_out and self.complex_out[0] else gs
+
+    def conjugated(self, g: torch.Tensor) -> torch.Tensor | None:
+        """The upstream gradient (real view, joined) with each complex output's conjugated
+        (its imaginary parts negated); None where no output is complex."""
+        if not self.views or not any(self.complex_out):
+            return None
+        gs = split(g, self.layout)
+        parts = gs if isinstance(gs, tuple) else (gs,)
+        flipped = [conjugate(x) if c else x for x, c in zip(parts, self.complex_out) if x is not None]
+        return torch.cat([x.reshape(-1) for x in flipped]) if isinstance(gs, tuple) else flipped[0]
+
+    def _real_out(self, out):
+        """A complex output (or member) as its real view; which were complex kept for ``g``."""
+        if self.views is None:
+            return out
+        if isinstance(out, (tuple, list)):
+            flags = [isinstance(t, torch.Tensor) and t.is_complex() for t in out]
+            out = type(out)(real_view(t) if c else t for t, c in zip(out, flags))
+            self.complex_out = flags      # one per member, as split gives them back
+            return out
+        self.complex_out = [isinstance(out, torch.Tensor) and out.is_complex()]
+        return real_view(out) if self.complex_out[0] else out
+
     def forward(self, p: Tensors, d: Tensors):
-        returned = self.model.forward(p, d, *self.extra)
+        returned = self.model.forward(self.user(p), self.user(d), *self.extra)
         if not (isinstance(returned, tuple) and len(returned) == 2):
             return returned   # the checker reports the broken contract
         out, cache = returned
-        flat, self.layout = join(out, "forward")
+        flat, self.layout = join(self._real_out(out), "forward")
         return flat, cache
 
     def backward(self, p: Tensors, d: Tensors, cache, g: torch.Tensor):
-        return self.model.backward(p, d, cache, split(g, self.layout), *self.extra)
+        return self.real_grads(self.model.backward(self.user(p), self.user(d), cache, self.upstream(g), *self.extra),
+                               p, d)
+
+    def real_grads(self, grads, p: Tensors, d: Tensors):
+        """Gradients of the model's code (a dict): a complex tensor's as its real view."""
+        if not self.views or not isinstance(grads, Mapping):
+            return grads
+        return {n: self._real_grad(n, v, p[n] if n in p else d.get(n)) if n in self.views else v
+                for n, v in grads.items()}
+
+    @staticmethod
+    def _real_grad(name: str, grad, tensor: torch.Tensor | None):
+        """A complex tensor's gradient as its real view; one that is not complex, or of
+        another dtype, is named in the tensor's own (complex) terms."""
+        if not isinstance(grad, torch.Tensor) or tensor is None:
+            return grad      # the contract names what came back
+        want = as_complex(tensor).dtype
+        if not grad.is_complex():
+            raise ContractError(f"backward returned {describe(grad)} for {name}, a {str(want).removeprefix('torch.')} "
+                                "tensor: its gradient is complex too (torch's conjugate Wirtinger derivative, "
+                                "dL/dx + i dL/dy), of the tensor's dtype")
+        if grad.dtype != want:
+            raise ContractError(f"{name}: gradient dtype {str(grad.dtype).removeprefix('torch.')}, expected "
+                                f"{str(want).removeprefix('torch.')}")
+        return real_view(grad)
 
     @property
     def reference(self):
         if self.model.reference is None:
             return None
-        return lambda p, d: join(self.model.reference(p, d, *self.extra), "reference")[0]
+        return lambda p, d: join(self._real_out(self.model.reference(self.user(p), self.user(d), *self.extra)),
+                                 "reference")[0]
+
+
+def real_view(t: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as real and imaginary parts on a last axis of 2 (a view where it can be)."""
+    return torch.view_as_real(t.resolve_conj())
+
+
+def real_views(tensors: Tensors, names) -> Tensors:
+    return Tensors((n, real_view(t) if n in names else t) for n, t in tensors.items())
+
+
+def conjugate(t: torch.Tensor) -> torch.Tensor:
+    """The conjugate of a complex tensor's real view, as a real view: the last axis's
+    second entry (the imaginary part) negated."""
+    out = t.clone()
+    out[..., 1].neg_()
+    return out
+
+
+def as_complex(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`real_view`: a view of the same memory where the layout allows
+    (the parts adjacent, an even offset), else of a contiguous copy."""
+    if t.is_complex():
+        return t
+    try:
+        return torch.view_as_complex(t)
+    except RuntimeError:
+        return torch.view_as_complex(t.clone(memory_format=torch.contiguous_format))
 
 
 def join(out, who: str) -> tuple[object, list[tuple[int, ...] | None] | None]:

@@ -35,17 +35,18 @@ def with_floor(state: CaseState) -> oracles.Traced:
         for n, e in errors.items():         # the computation's own rounding, carried to each tensor
             state.carried[n] = finite_abs(e).mul_(compare_noise(case.dtype))
         carried, rounding = state.carried, state.rounding
+        views = model.views or ()     # complex tensors, in their real view: judged as |z|
         res.tensors = {}      # the first comparisons' bounds go before the new ones are made
         res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, rounding.get(n), floors[n],
-                                  carried=carried.get(n)) for n in model.differentiable}
-        if case.dtype == "float64" and any(not c.ok for c in res.tensors.values()):
+                                  carried=carried.get(n), pairs=n in views) for n in model.differentiable}
+        if case.real_dtype == "float64" and any(not c.ok for c in res.tensors.values()):
             # only where the tight bound is crossed: are the two gradients that inexact here?
             jitter = _jitter(model, case, p, d, g, grads, ag)
             tight = dict(res.tensors)
             for n, c in tight.items():
                 if not c.ok and n in jitter:
                     res.tensors[n] = compare(n, grads[n], ag[n], case.dtype, None, floors[n], jitter[n],
-                                             carried=carried.get(n))
+                                             carried=carried.get(n), pairs=n in views)
             for n, c in tight.items():
                 if not c.ok and res.tensors[n].ok:
                     state.tolerated[n] = c   # within a measured allowance only: finite differences may still resolve it

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..record.errors import Unsupported
+from ..record.errors import RunNote
 from ..record.spec import Model
 from .case import Bound, Case
 from .result import NONDIFF, PASS, SKIPPED, CaseResult, settle_deferred
@@ -111,6 +112,51 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+#: Stages a complex case (complex64, complex128) leaves out, and why: it is checked in the real
+#: view (``case.Bound``), and these call the op on the case's tensors themselves, or lay out
+#: their memory, where a real view is not the user's tensor.  The run says so once, in a note;
+#: the values are judged by the stages before them.
+REAL_ONLY = {
+    "layouts": "its variants transpose and slice each tensor's memory, which the real view of a complex tensor "
+               "does not show as the user's tensor",
+    "compiled": "torch.compile of complex code is not checked here",
+    "batched": "vmap over the op runs it on the case's tensors itself, outside the real view",
+    "forward mode": "the jvp's tangents are checked on real tensors only",
+}
+
+
+def _left_out(state: CaseState, stage: Stage) -> bool:
+    """A stage a complex case leaves out (``REAL_ONLY``), with a note for the run."""
+    if not state.model.views or stage.name not in REAL_ONLY:
+        return False
+    if stage.name == "forward mode" and not _defines_jvp(state):
+        return True          # nothing to leave out, and nothing said (as for a real case)
+    state.result.notes.append(RunNote(f"{state.case.dtype}: the {stage.name} stage is not run on complex tensors: "
+                                      f"{REAL_ONLY[stage.name]}", key=f"complex {stage.name}"))
+    return True
+
+
+def _real_view_note(state: CaseState) -> None:
+    """How a complex case's elements are indexed in the report: in the real view."""
+    if state.model.views:
+        names = ", ".join(sorted(state.model.views))
+        state.result.notes.append(RunNote(
+            f"{state.case.dtype}: {names} {'is' if len(state.model.views) == 1 else 'are'} compared in the real view "
+            "(torch.view_as_real), shapes (..., 2): an element's last index is 0 for its real part, 1 for its "
+            "imaginary part", key="complex real view"))
+
+
+def _defines_jvp(state: CaseState) -> bool:
+    """The record gives a ``jvp``, or the op runs a Function with its own."""
+    model = state.model
+    if getattr(model, "jvp", None) is not None:
+        return True
+    try:
+        return bool(forward_mode.functions_with_jvp(model.op, model.user(state.p), model.user(state.d), model.h))
+    except Exception:
+        return False
+
+
 def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseResult:
     """Judge one case; ``res``, when given, is filled in (another thread may watch its phase)."""
     res = CaseResult(model.name, case) if res is None else res
@@ -118,10 +164,11 @@ def check_case(model: Model, case: Case, res: CaseResult | None = None) -> CaseR
     try:
         state = CaseState(Bound(model, case), case, res)   # hyperparameters passed on, a tuple of outputs joined
         for stage in STAGES:
-            if stage.when(state):
+            if stage.when(state) and not _left_out(state, stage):
                 stage.run(state)
+        _real_view_note(state)
     except Stop:
-        pass
+        _real_view_note(state)
     except Unsupported as e:      # torch accepts it, the harness does not check it: set aside, with why
         res.verdict = SKIPPED
         res.notes.append(str(e))

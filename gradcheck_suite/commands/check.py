@@ -20,7 +20,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
     p.add_argument("--world-size", metavar="N", help="run sharded records on N ranks (default: drawn from each "
                                                      "record's world_sizes)")
-    p.add_argument("--dtype", metavar="DTYPE[,DTYPE]", help="float64, float32, ... (default: each model's own)")
+    p.add_argument("--dtype", metavar="DTYPE[,DTYPE]",
+                   help="float64, float32, float16, bfloat16, complex64, complex128 (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
     p.add_argument("--examples", metavar="N", help="generated cases per model (default: the profile's, 20 for quick)")
     p.add_argument("--seed", metavar="S", help=f"fix the seed of the case's values, {SEEDS[0]} to {SEEDS[1]} (default: drawn)")

@@ -4,7 +4,7 @@ Runs once, on the shrunk failing case, never while searching (:func:`diagnose`).
 
 The mistake, per failing tensor (:mod:`.mistake`): the manual gradient against autograd's over
 the whole tensor, within the case's own per-element bound, the simplest relation that explains
-it: one of :data:`MISTAKES` (``sign``, ``scale``, ``transpose``, ``ignores_upstream``, ``zero``,
+it: one of :data:`MISTAKES` (``conjugate``, ``sign``, ``scale``, ``transpose``, ``ignores_upstream``, ``zero``,
 ``swapped``, ``permuted``, ``partial``, ``other``), judged at the record's benchmark size too,
 where a mistake judged there says which size its figures are from.
 

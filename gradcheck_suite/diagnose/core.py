@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..check.case import Bound, Case, build, upstream
+from ..check.case import Bound, Case, upstream
 from ..record.spec import Model
 from ..verdict import oracles
 from ..verdict.tolerance import bound as tolerance
@@ -83,7 +83,7 @@ def _larger(model: Model, case: Case) -> list[Case]:
 def _run(model: Model, case: Case):
     """The case built again: the bound model, its tensors, the cache, g, and both gradients."""
     b = Bound(model, case)
-    p, d = build(b, case)
+    p, d = b.build(case)
     with torch.no_grad():
         out, cache = b.forward(p, d)
     g = upstream(out, case.seed)

@@ -3,6 +3,8 @@ A, over the whole tensor, within the case's own per-element bound.
 
     ignores_upstream  M does not move when the upstream gradient g does, where A does
     zero              M = 0 where A is not
+    conjugate         M = conj(A), for a complex tensor (checked in its real view: the
+                      imaginary part's sign flipped): the unconjugated derivative
     sign              M = -A
     scale             M = k·A, with k named where it is a simple fraction or a dim
     transpose         M = Aᵀ (a square tensor, or the same elements reshaped)
@@ -22,7 +24,7 @@ from fractions import Fraction
 
 import torch
 
-from ..check.case import Case
+from ..check.case import Case, conjugate
 from ..record.spec import Tensors
 from ..verdict import oracles, rules
 from ..verdict.tolerance import bound as tolerance
@@ -49,6 +51,11 @@ def classify(n: str, model, case: Case, p: Tensors, d: Tensors, cache, g, manual
     if _ignores_upstream(n, model, p, d, cache, g, m, a, case):
         return Mistake(n, "ignores_upstream", None, "the manual gradient does not change with the upstream gradient "
                                                      "g, where autograd's does (ignores_upstream): is g multiplied in?")
+    if n in (getattr(model, "views", None) or ()) and _unconjugated(n, model, p, d, g, a, explains):
+        return Mistake(n, "conjugate", None, f"the manual gradient of {n} is the conjugate of autograd's: "
+                       "torch expects the conjugate Wirtinger derivative of a complex tensor, dL/dx + i·dL/dy "
+                       "(what torch.autograd.grad returns), and this is the unconjugated one (conjugate): "
+                       "multiply g by the conjugate of the local derivative (g * f'(z).conj(), not g * f'(z))")
     if explains(-a):
         return Mistake(n, "sign", -1.0, "the manual gradient is −1 × autograd (sign)")
     k = _factor(m, a)
@@ -163,6 +170,20 @@ def _permuted(n: str, model, case: Case, p: Tensors, d: Tensors, g, m: torch.Ten
             return Mistake(n, "permuted", None, f"the manual gradient is autograd's for {what} with {axes} "
                            f"(permuted): {read} read in another axis order?", f"{read} {order}")
     return None
+
+
+def _unconjugated(n, model, p, d, g, a, explains) -> bool:
+    """M is the unconjugated derivative of complex tensor ``n``: where torch's gradient is
+    ``J^H g`` (``g * f'(z).conj()`` element-wise), M is ``J^T g`` (``g * f'(z)``), the
+    conjugate of autograd's at the conjugate upstream gradient; where the output is real
+    (``g`` real), simply the conjugate of autograd's."""
+    if explains(conjugate(a)):
+        return True
+    g2 = model.conjugated(g)
+    if g2 is None:
+        return False
+    a2 = oracles.autograd(model, p, d, g2)[n].detach().to("cpu", torch.float64)
+    return explains(conjugate(a2))
 
 
 def _ignores_upstream(n, model, p, d, cache, g, m, a, case) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 #: The mistakes a failing tensor's gradient is named by, in the order they are tried
 #: (``other`` where none explains it); see :mod:`.mistake`.
-MISTAKES = ("sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "permuted", "partial", "other")
+MISTAKES = ("conjugate", "sign", "scale", "transpose", "ignores_upstream", "zero", "swapped", "permuted", "partial", "other")
 
 
 @dataclasses.dataclass

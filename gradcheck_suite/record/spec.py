@@ -15,7 +15,7 @@ from typing import Any
 from . import dimexpr
 from ..kinds import NAMES as KINDS, Kind, kind_named
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
+DTYPES = ("float64", "float32", "float16", "bfloat16", "complex64", "complex128")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
@@ -367,6 +367,9 @@ def _first_problem(m: Model) -> tuple[str, str] | None:
         low, high = bounds
         if low is not None and high is not None and not low < high:
             return f"domain.{tname}", f"low={low} is not below high={high}"
+        if m.dtype.startswith("complex"):
+            return f"domain.{tname}", (f"bounds real values, and {m.dtype} draws complex ones: give {tname} a "
+                                       "factory that draws inside its domain")
     return _new_fields_problem(m)
 
 

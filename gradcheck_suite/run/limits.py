@@ -27,7 +27,7 @@ from ..check import ERROR, CaseResult, check_case
 from ..record.spec import Model
 from ..verdict import rules
 
-_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex64": 8, "complex128": 16}
 
 
 def keep_freed_memory() -> bool:
@@ -175,7 +175,8 @@ def _abandon(worker: threading.Thread) -> None:
 def case_bytes(model: Model, dims: Mapping[str, int], dtype: str) -> int:
     """Bytes a case at these dims needs at least: copies of its tensors, none of the forward's own."""
     elements = sum(math.prod(model.shape(n, dims)) for n in (*model.params, *model.data))
-    return elements * (rules.COPIES * _ITEMSIZE.get(dtype, 8) + rules.COPIES64 * 8)
+    float64 = 16 if dtype.startswith("complex") else 8      # its float64 copies: two parts an element
+    return elements * (rules.COPIES * _ITEMSIZE.get(dtype, 8) + rules.COPIES64 * float64)
 
 
 def available_bytes(device: str) -> int | None:

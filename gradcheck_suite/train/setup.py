@@ -84,6 +84,9 @@ def set_up(model: Model, opts: Options, s: dict, result: TrainResult) -> Problem
                          "`reference` in torch")
     if not model.params:
         raise TrainError("nothing to train: the record has no params (its gradients are for data only)")
+    if torch_dtype(s["dtype"]).is_complex:
+        raise TrainError(f"{s['dtype']}: training runs in real dtypes only; `gradcheck-suite check` checks a complex "
+                         "backward (train it with --dtype float64 where its code takes real tensors)")
     problem_ = model.check_dims(s["dims"])
     if problem_:
         raise TrainError(problem_)

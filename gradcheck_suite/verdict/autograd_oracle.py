@@ -147,7 +147,7 @@ class _Terms(TorchFunctionMode):
         if getattr(func, "__name__", "") in EXACT:     # nothing rounded: its values are counted where made
             return out
         for t in tensors_in((out,)):
-            if t.requires_grad and t.grad_fn is not None and t.is_floating_point():
+            if t.requires_grad and t.grad_fn is not None and (t.is_floating_point() or t.is_complex()):
                 try:
                     t.register_hook(functools.partial(self._add, t.detach()))
                 except RuntimeError:   # a view that cannot take a hook: its base's counts

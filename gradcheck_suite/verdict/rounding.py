@@ -89,7 +89,7 @@ class _Rounder(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         slots = []
         for t in tensors_in((out,)):
-            if t.requires_grad and t.grad_fn is not None and t.is_floating_point():
+            if t.requires_grad and t.grad_fn is not None and (t.is_floating_point() or t.is_complex()):
                 slot = len(self.tops)
                 self.tops.append(None)
                 try:
@@ -102,7 +102,7 @@ class _Rounder(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             unit = name in BOUNDED or name in UNIT
             for x in tensors_in(args, (kwargs or {}).values()):
-                if x.requires_grad and x.is_floating_point():
+                if x.requires_grad and (x.is_floating_point() or x.is_complex()):
                     size = _largest(x)
                     for slot, top in slots:
                         # |d out / d x| ~ |out| / |x| for a product (homogeneous of degree 1)
@@ -127,7 +127,10 @@ class _Rounder(TorchFunctionMode):
             return None
         # Gaussian, not random signs: two steps whose terms are equally large (a division
         # by a constant) would cancel exactly half the time
-        noise = torch.randn(grad.shape, generator=self.gen, dtype=torch.float64).to(grad.device)
+        # (a complex value's in both its parts)
+        noise = torch.randn((*grad.shape, 2) if grad.is_complex() else grad.shape, generator=self.gen,
+                            dtype=torch.float64).to(grad.device)
+        noise = torch.view_as_complex(noise) if grad.is_complex() else noise
         return grad + noise.mul_(scale * torch.finfo(grad.dtype).eps).to(grad.dtype)
 
 

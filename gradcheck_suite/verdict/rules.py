@@ -22,7 +22,8 @@ NOISE = 8.0
 #: The table, per dtype: ``abs(manual - reference) <= rtol * abs(reference) + max(atol *
 #: max(abs(reference)), noise * rounding, computation)`` (see ``tolerance.Tolerance``).  In float64 a relative error of 1e-5 in any
 #: element at least 1e-3 of its tensor's largest is far outside the bound, while rounding
-#: (~1e-16 * terms) is far inside.
+#: (~1e-16 * terms) is far inside.  complex64 and complex128 take float32's and float64's row
+#: (their parts' dtype), with ``abs(reference)`` the modulus of z (``tolerance.real_dtype``).
 TOLERANCES = {
     "float64": dict(rtol=1e-7, atol=1e-10, noise=NOISE),
     "float32": dict(rtol=2e-5, atol=1e-5, noise=NOISE),

@@ -8,6 +8,14 @@ import torch
 
 from . import rules
 
+#: a complex dtype's real counterpart: its parts' dtype, whose resolution and rules it takes
+REAL_COUNTERPART = {"complex64": "float32", "complex128": "float64"}
+
+
+def real_dtype(dtype: str) -> str:
+    """The dtype whose rules ``dtype`` takes: the real counterpart of a complex one, else itself."""
+    return REAL_COUNTERPART.get(dtype, dtype)
+
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
@@ -29,8 +37,9 @@ class Tolerance:
 
 
 def tolerance(dtype: str) -> Tolerance:
-    """The tolerance of ``dtype``, from ``rules.TOLERANCES``."""
-    return Tolerance(**rules.TOLERANCES[dtype])
+    """The tolerance of ``dtype``, from ``rules.TOLERANCES``; a complex dtype takes its real
+    counterpart's (its parts are judged in the real view, see ``check.case.Bound``)."""
+    return Tolerance(**rules.TOLERANCES[real_dtype(dtype)])
 
 
 @dataclasses.dataclass
@@ -176,12 +185,22 @@ def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
+def _moduli(t: torch.Tensor) -> torch.Tensor:
+    """A complex tensor's real view: each element's modulus |z|, in both its parts."""
+    return torch.linalg.vector_norm(t, dim=-1, keepdim=True).expand_as(t).contiguous()
+
+
 def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str,
             rounding: torch.Tensor | None = None, floor: tuple[float, float] = (0.0, 0.0),
-            jitter: torch.Tensor | None = None, carried: torch.Tensor | None = None) -> TensorComparison:
+            jitter: torch.Tensor | None = None, carried: torch.Tensor | None = None,
+            pairs: bool = False) -> TensorComparison:
     """Compare every element of ``manual`` with ``reference`` (same shape, any device).
 
     Elements where the reference is not finite are left out: there is nothing to compare.
+    ``pairs``: the tensors are a complex tensor's real view (a last axis of 2): the bound of
+    each element is that of its modulus ``|reference|``, in both its parts (a part near 0 of a
+    large complex value rounds at the value's scale), and each part's error is judged
+    against it, so that a report shows the part that is wrong.
     """
     # three float64 tensors the gradient's size, each reused in place (a 4096x4096 gradient is
     # 134 MB in float64): m becomes the error and then the ratio, r |r| and then the relative
@@ -189,7 +208,7 @@ def compare(name: str, manual: torch.Tensor, reference: torch.Tensor, dtype: str
     m = manual.detach().to(device="cpu", dtype=torch.float64, copy=True)
     r = reference.detach().to(device="cpu", dtype=torch.float64, copy=True)
     err = m.sub_(r)
-    rabs = r.abs_()
+    rabs = _moduli(r) if pairs else r.abs_()
     top = float(rabs.max()) if rabs.numel() else 0.0
     every = math.isfinite(top)              # a NaN or an Inf anywhere makes the max non-finite
     if not every:

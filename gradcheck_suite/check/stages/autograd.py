@@ -34,7 +34,9 @@ def run(state: CaseState) -> None:
     state.typical = {n: oracles.scale_of(state.tensor(n, float64=True), case.scale) for n in model.differentiable}
     # first without the floor: where every element is within the tighter bound, and every
     # further backward call repeats the first bitwise, the floor cannot change a thing
-    res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, state.rounding.get(n)) for n in model.differentiable}
+    views = model.views or ()     # complex tensors, in their real view: judged as |z|
+    res.tensors = {n: compare(n, grads[n], ag[n], case.dtype, state.rounding.get(n), pairs=n in views)
+                   for n in model.differentiable}
     state.bitwise = _bitwise(model, grads, state.again)
     if not all(c.ok for c in res.tensors.values()) or not state.bitwise:
         with_floor(state)
@@ -44,7 +46,7 @@ def run(state: CaseState) -> None:
 
 def _rounding(state: CaseState) -> dict[str, torch.Tensor]:
     """How far autograd in the case's dtype is from autograd in float64: its rounding."""
-    if state.case.dtype == "float64":
+    if state.case.real_dtype == "float64":
         return {}
     ag = state.ag
     try:

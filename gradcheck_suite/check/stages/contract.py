@@ -4,7 +4,6 @@ with the op's own ctx; and every input, ``g`` included, left as it was."""
 from __future__ import annotations
 
 from .. import messages
-from ..case import split
 from ..measure import changed
 from ..state import CaseState
 
@@ -25,9 +24,8 @@ def run(state: CaseState) -> None:
 def _op_contract(state: CaseState) -> None:
     """For a shipped op: ctx hygiene and needs_input_grad, with the op's own ctx."""
     model, res = state.model, state.result
-    gs = split(state.g, model.layout)
     text, notes, frozen = state.call("backward (called with its ctx)", model.op.contract_problem,
-                                     state.p, state.d, model.h, gs)
+                                     model.user(state.p), model.user(state.d), model.h, model.upstream(state.g))
     if text and not frozen:
         raise state.error(text)
     # a frozen-input finding is judged after the values: gradients returned in swapped slots also

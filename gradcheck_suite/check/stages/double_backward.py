@@ -78,10 +78,11 @@ def _order(state: CaseState, k: int, us: list) -> None:
     rounding = {}
     p64, d64, g64 = float64(p), float64(d), g.detach().to(torch.float64)
     us64 = [{n: t.to(torch.float64) for n, t in u.items()} for u in us]
-    if case.dtype != "float64":
+    if case.real_dtype != "float64":
         ref64 = state.call(f"{what} through the reference", derivative, model, p64, d64, g64, us64, False)
         rounding = {n: ref[n].to(torch.float64) - ref64[n] for n in ref}
-    comps = {n: compare(f"{n} ({label})", manual[n], ref[n], case.dtype, rounding.get(n))
+    views = model.views or ()     # complex tensors, in their real view: judged as |z|
+    comps = {n: compare(f"{n} ({label})", manual[n], ref[n], case.dtype, rounding.get(n), pairs=n in views)
              for n in model.differentiable}
     res.tensors.update({c.name: c for c in comps.values()})
     tensors64 = {**p64, **d64}

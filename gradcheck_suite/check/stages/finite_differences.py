@@ -28,7 +28,7 @@ def run(state: CaseState) -> None:
     model, case, res = state.model, state.case, state.result
     res.phase = "finite differences"
     try:
-        if case.dtype == "float64":
+        if case.real_dtype == "float64":
             out64 = state.out               # the case's own forward already ran in float64
         else:
             with torch.no_grad():
@@ -166,7 +166,7 @@ class _Probes:
         finding, est = oracles.judge(oracles.estimates(self.probe(v)), m * size, a * size, tol, rules.PRECISE)
         if finding is Finding.UNRESOLVED and oracles.jumps(model, s.p64, s.d64, s.g, name, index, size, m, tol / size):
             finding = Finding.KINK       # on a kink that the forward's rounding hides from every step
-        if finding is Finding.UNRESOLVED and case.dtype == "float64" and self.within_fused_rounding(name, index, m, a):
+        if finding is Finding.UNRESOLVED and case.real_dtype == "float64" and self.within_fused_rounding(name, index, m, a):
             finding = Finding.AGREE      # autograd's own rounding inside a fused op covers the difference
         if against is not None:    # only a resolved disagreement overrides the jitter
             if finding is not Finding.FOR_AUTOGRAD:

@@ -9,7 +9,6 @@ from ...record.errors import RunNote
 from ...verdict import oracles
 from ...verdict.tolerance import all_finite
 from .. import messages
-from ..case import build
 from ..measure import changed, snapshot
 from ..result import SKIPPED
 from ..state import CaseState, Stop
@@ -17,7 +16,7 @@ from ..state import CaseState, Stop
 
 def run(state: CaseState) -> None:
     res, case = state.result, state.case
-    state.p, state.d = state.call("the tensor factory", build, state.model, case)
+    state.p, state.d = state.call("the tensor factory", state.model.build, case)   # complex: real views
     sparse = getattr(state.model.h, "sparse", None)
     if sparse and state.model.double_backward:
         res.notes.append(RunNote(f"double backward is not checked with a sparse COO input ({', '.join(sparse)}): "

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...verdict.tolerance import bound
-from ..case import Bound, build, describe, upstream
+from ..case import Bound, describe, upstream
 from ..measure import same
 from ..state import CaseState
 
@@ -68,7 +68,7 @@ def _draws_random(model, res) -> bool:
     random: the same result both times, where the plain calls differed."""
     case = res.case
     try:
-        p, d = build(Bound(model, case) if not isinstance(model, Bound) else model, case)
+        p, d = (model if isinstance(model, Bound) else Bound(model, case)).build(case)
         runs = []
         for _ in range(2):
             states = torch.random.get_rng_state(), np.random.get_state(), random.getstate()

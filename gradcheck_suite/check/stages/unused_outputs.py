@@ -13,7 +13,7 @@ from ...record.blame import ours, where
 from ...record.errors import ContractError
 from ...verdict import oracles
 from ...verdict.tolerance import compare
-from ..case import float64, split
+from ..case import float64
 from ..result import FAIL
 from ..state import CaseState, Stop
 
@@ -27,16 +27,17 @@ def applies(state: CaseState) -> bool:
 def run(state: CaseState) -> None:
     model, case, res = state.model, state.case, state.result
     layout, op = model.layout, model.op
-    gs = split(state.g, layout)
     for k, shape in enumerate(layout):
         if shape is None:
             continue           # not floating point: it never takes a gradient
         how = _how(k, len(layout))
-        manual = state.call(f"backward with {how}", _manual, op, state.p, state.d, model.h, gs, k, how)
+        manual = state.call(f"backward with {how}", _manual, op, model.user(state.p), model.user(state.d), model.h,
+                            model.upstream(state.g), k, how)
+        manual = state.call(f"backward with {how}", model.real_grads, manual, state.p, state.d)   # complex: real views
         masked = _masked(state.g, layout, k)
         ag = state.call(state.autograd_phase, oracles.autograd, model, state.p, state.d, masked)
         rounding = {}
-        if case.dtype != "float64":
+        if case.real_dtype != "float64":
             p64, d64 = float64(state.p), float64(state.d)
             ag64 = state.call(state.autograd_phase, oracles.autograd, model, p64, d64, masked.to(torch.float64))
             rounding = {n: (ag[n].to(torch.float64) - ag64[n].to(ag[n].device)).abs().nan_to_num(0.0, 0.0, 0.0).max()
@@ -44,7 +45,8 @@ def run(state: CaseState) -> None:
         for n in model.differentiable:
             if n not in manual:
                 continue
-            c = compare(f"{n} (output {k} unused)", manual[n], ag[n], case.dtype, rounding.get(n))
+            c = compare(f"{n} (output {k} unused)", manual[n], ag[n], case.dtype, rounding.get(n),
+                        pairs=n in (model.views or ()))
             if c.ok:
                 continue
             worst = _beyond(manual[n], ag[n], c.bound, res.tensors.get(n), _aside(state, n))

@@ -92,9 +92,25 @@ def test_a_rule_that_assumes_every_input_batched_errors_naming_the_unbatched_inp
     res = case_of(_model(_function("GatedBoth", vmap=rule), "gated_both"))
     assert res.verdict == ERROR, res.summary
     text = res.problems[0]
-    assert text.startswith("GatedBoth's vmap staticmethod raises TypeError under torch.vmap with "
-                           "in_dims=(0, None) over (x, w): x batched at its dim 0, w unbatched"), text
+    assert text.startswith("GatedBoth's vmap staticmethod raises TypeError (movedim()"), text
+    assert "under torch.vmap with in_dims=(0, None) over (x, w): x batched at its dim 0, w unbatched" in text
     assert "does it read in_dims" in text
+
+
+def test_a_rule_that_refuses_an_unbatched_input_itself_is_a_note_not_a_failure():
+    # NotImplementedError from the rule: the user says so, and torch raises it loudly in training
+    def rule(info, in_dims, x, w):
+        if None in in_dims:
+            raise NotImplementedError("GatedStrict batches both inputs only")
+        x, w = x.movedim(in_dims[0], 0), w.movedim(in_dims[1], 0)
+        return x * torch.sigmoid(w).unsqueeze(1), 0
+
+    run = run_model(_model(_function("GatedStrict", vmap=rule), "gated_strict"), examples=4)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    notes = [n for n in run.notes.values() if "vmap" in n]
+    assert len(notes) == 1, run.notes
+    assert "in_dims=(0, None)" in notes[0] and "GatedStrict batches both inputs only" in notes[0]
+    assert "not checked" in notes[0]
 
 
 def test_a_rule_that_drops_the_gradient_of_an_unbatched_input_fails_naming_it():

@@ -12,6 +12,13 @@ gradients, ``jacrev`` and ``torch.autograd.grad(..., is_grads_batched=True)`` ca
    own and ``BATCH - 1`` more drawn like it), its output and its per-sample gradients (the
    backward through the vmapped op), against a loop of single calls.  (Not ``torch.func.vjp``
    inside vmap: its first call imports ``torch._dynamo``, seconds a process.)
+3. Where that agrees: the same with the batch elsewhere, as training puts it and a rule must
+   read from its ``in_dims``: at the last dim of each input (``torch.vmap(..., in_dims=...)``),
+   and, with two or more tensor arguments, the first batched alone and the first unbatched
+   alone (``None``: the first member's value shared, as per-sample gradients leave the
+   weights).  An unbatched input's gradient is the members' summed, against the per-member
+   sum.  A difference names the in_dims; the rule's own exception there is an error (it ran
+   at dim 0), a ``NotImplementedError`` it raises itself a note.
 
 Wrong values fail, naming the tensor and "under vmap".  Torch's own refusal of the
 Function's ``vmap`` staticmethod's return is an error.  Where torch documents vmap as
@@ -72,10 +79,10 @@ def run(state: CaseState) -> None:
                           f"({type(e.error).__name__}: {first})") from None
     except _RuleRaised as e:
         first = (str(e.error).strip().splitlines() or [""])[0][:300]
-        raise state.error(f"{e.fn.__name__}'s vmap staticmethod raises {type(e.error).__name__} under {e.how} "
-                          f"({first}), while with every input batched at dim 0 it runs and agrees with a loop of "
-                          "single calls: does it read in_dims (an input's batch dim, or None where that input "
-                          "is not batched)?") from None
+        raise state.error(f"{e.fn.__name__}'s vmap staticmethod raises {type(e.error).__name__} ({first}) under "
+                          f"{e.how}; with every input batched at dim 0 it runs and agrees with a loop of single "
+                          "calls: does it read in_dims (an input's batch dim, or None where that input is not "
+                          "batched)?") from None
     if text is not None:
         name, message = text
         res = state.result
@@ -282,13 +289,20 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     # the same rule with the batch where training also puts it (jacrev, jacfwd, nested vmap,
     # torch.func move it; per-sample gradients leave the weights unbatched): a rule that reads
     # only dim 0 of each input, or takes every input as batched, passes the layout above
+    declined = None      # the first layout torch or the rule declines (a note): the others still run
     for layout in _other_layouts(batch, singles[0]):
         rows = [[singles[0][k] if layout.in_dims[k] is None else row[k] for k in range(len(batch))]
                 for row in singles]
-        text, _ = _vmapped_at(state, op, fn, call, batch, rows, G, layout,
-                              done if not layout.shares else None)
+        try:
+            text, _ = _vmapped_at(state, op, fn, call, batch, rows, G, layout,
+                                  done if not layout.shares else None)
+        except _Unsupported as e:
+            declined = declined or e
+            continue
         if text is not None:
             return text
+    if declined is not None:
+        raise declined
     return None
 
 
@@ -428,6 +442,10 @@ def _under_vmap(fn, thunk, layout: _Layout):
             raise _Rejected(fn, e, how) from None
         if how and _own_rule(fn) and not isinstance(e, NotImplementedError) and _raised_in_rule(fn, e):
             raise _RuleRaised(fn, e, how) from None     # where dim 0 of every input ran: the rule's own error
+        if how and isinstance(e, NotImplementedError) and _raised_in_rule(fn, e):
+            first = (text.strip().splitlines() or [""])[0][:300]
+            raise _Unsupported(f"{fn.__name__}'s vmap staticmethod raises NotImplementedError ({first}) under {how}: "
+                               "the rule declines that layout itself, so it was not checked") from None
         who = f"torch.vmap with in_dims={layout.in_dims}" if how else "torch.vmap"
         raise _Unsupported(_unsupported(fn.__name__, who, e, f"{fn.__name__} under {who}")) from None
 

@@ -16,7 +16,7 @@ gradients, ``jacrev`` and ``torch.autograd.grad(..., is_grads_batched=True)`` ca
    read from its ``in_dims``: at the last dim of each input (``torch.vmap(..., in_dims=...)``),
    and, with two or more tensor arguments, the first batched alone and the first unbatched
    alone (``None``: the first member's value shared, as per-sample gradients leave the
-   weights).  An unbatched input's gradient is the members' summed, against the per-member
+   weights); ``rules.BATCH_IN_DIMS`` members in each.  An unbatched input's gradient is the members' summed, against the per-member
    sum.  A difference names the in_dims; the rule's own exception there is an error (it ran
    at dim 0), a ``NotImplementedError`` it raises itself a note.
 
@@ -163,17 +163,17 @@ def _judge(state: CaseState, names, single, batched, how: str, ask: str | None =
     case's bound: (its name, the message).  ``ask``: the closing question, where it is not
     whether the backward mixes the members."""
     for i, n in enumerate(names):
-        for b in range(rules.BATCH):
-            ref, new = single[b][i], batched[i][b] if len(batched[i]) == rules.BATCH else None
+        for b in range(len(single)):
+            ref, new = single[b][i], batched[i][b] if len(batched[i]) == len(single) else None
             if new is None or tuple(new.shape) != tuple(ref.shape):
                 shape = tuple(batched[i].shape)
                 return n, (f"the gradient of {n} under vmap ({how}) has shape {shape}, the same backward called per "
-                           f"sample gives {rules.BATCH} of shape {tuple(ref.shape)}")
+                           f"sample gives {len(single)} of shape {tuple(ref.shape)}")
             worst = _beyond(state, n, new, ref)
             if worst is not None:
                 err, index, allowed = worst
                 return n, (f"the gradient of {n} under vmap ({how}) differs from the same backward called per "
-                           f"sample: batch member {b} of {rules.BATCH}{_at(index)}: {_num(new, index)} vs "
+                           f"sample: batch member {b} of {len(single)}{_at(index)}: {_num(new, index)} vs "
                            f"{_num(ref, index)} (error {err:.3g}, allowed {allowed:.3g}); " + (ask or "does the "
                            "backward mix the members of the batch (a reduction over dim 0 of g, or a vmap rule "
                            "inside it)?"))
@@ -292,10 +292,13 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     declined = None      # the first layout torch or the rule declines (a note): the others still run
     for layout in _other_layouts(batch, singles[0]):
         rows = [[singles[0][k] if layout.in_dims[k] is None else row[k] for k in range(len(batch))]
-                for row in singles]
+                for row in singles[:rules.BATCH_IN_DIMS]]
+        if layout.shares:      # member 0 as it was; the others hold its value of the unbatched inputs
+            known, same = {0: (done[0][0], dict(zip(op.inputs, done[1][0])))}, None
+        else:
+            known, same = None, (done[0][:len(rows)], done[1][:len(rows)])
         try:
-            text, _ = _vmapped_at(state, op, fn, call, batch, rows, G, layout,
-                                  done if not layout.shares else None)
+            text, _ = _vmapped_at(state, op, fn, call, batch, rows, G, layout, same, known)
         except _Unsupported as e:
             declined = declined or e
             continue
@@ -348,25 +351,35 @@ def _other_layouts(batch, tensors) -> list[_Layout]:
     return out
 
 
-def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout, done=None):
+def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout, done=None, known=None):
     """torch.vmap of the op over ``rows`` (one list of tensor arguments per member, the
     unbatched ones the same tensor in each) with the batch where ``layout`` puts it, against a
     loop of single calls: its outputs, then the gradients through it.  (failure text or None,
-    the loop's results for a later layout over the same members; None where nothing was compared)."""
+    the loop's results for a later layout over the same members; None where nothing was compared).
+    ``done``: those results, where ``rows`` are the same members; ``known``: {member: (outputs,
+    gradients)} of the members whose row is the same, the others then called once each for both."""
     model, h = state.model, state.model.h
     names = list(op.inputs)
     where = [batch.index(n) for n in names]
-    if done is None:
-        with torch.no_grad():
-            loop = [state.call("forward, per sample", call, *args) for args in rows]
+    if done is None or known is not None:
+        loop, single = [None] * len(rows), [None] * len(rows)
+        for b, (outs, grads) in (known or {}).items():
+            loop[b], single[b] = outs, grads
+        for b, row in enumerate(rows):
+            if loop[b] is None and known is not None:     # one call for both: the forward's graph
+                both = _forward_and_backward(op, _side(state.p, batch, row), _side(state.d, batch, row), h, G[b])
+                if both is not None:
+                    loop[b], single[b] = both
+            if loop[b] is None:
+                with torch.no_grad():
+                    loop[b] = state.call("forward, per sample", call, *row)
         if not all(bool(torch.isfinite(o).all()) for outs in loop for o in outs if o.is_floating_point()):
             return None, None      # a drawn member outside the op's domain: nothing to compare
-        single = []
         for b, row in enumerate(rows):
-            P = Tensors((n, row[batch.index(n)]) for n in state.p)
-            D = Tensors((n, row[batch.index(n)]) for n in state.d)
-            with torch.no_grad():
-                single.append(state.call("backward, per sample", _manual, op, P, D, h, G[b]))
+            if single[b] is None:
+                with torch.no_grad():
+                    single[b] = state.call("backward, per sample", _manual, op, _side(state.p, batch, row),
+                                           _side(state.d, batch, row), h, G[b])
         single = [[s[n] for n in names] for s in single]
     else:
         loop, single = done
@@ -402,7 +415,7 @@ def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout,
     leaves = [stacked[j] for j in where]
     got = [None] * len(leaves) if not kept else _under_vmap(fn, lambda: torch.autograd.grad(   # none: a rule that
         [o for _, o in kept], leaves,                                            # detached its output
-        grad_outputs=[torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept], allow_unused=True),
+        grad_outputs=[torch.stack([G[b][i] for b in range(len(rows))]) for i, _ in kept], allow_unused=True),
         layout)
     got = [torch.zeros_like(x) if r is None else r for x, r in zip(leaves, got)]
     what = f"per-sample gradients, the backward through torch.vmap of {fn.__name__}"
@@ -426,6 +439,31 @@ def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout,
 def _own_rule(fn) -> bool:
     """The Function's vmap rule is its own staticmethod (not torch's ``generate_vmap_rule``)."""
     return not getattr(fn, "generate_vmap_rule", False)
+
+
+def _side(names, batch, row) -> Tensors:
+    """The member's tensors of one side of the case (its ``p`` or ``d``) from its argument row."""
+    return Tensors((n, row[batch.index(n)]) for n in names)
+
+
+def _forward_and_backward(op, P, D, h, gs):
+    """The op's outputs (detached) and the manual gradients (autograd through it, as ``_manual``
+    takes them), from one call; None where that path raises (the separate calls then decide)."""
+    names = list(op.inputs)
+    try:
+        with torch.enable_grad():
+            leaves = {n: P[n].detach().requires_grad_(True) for n in names}
+            outs = _outputs(op.invoke(Tensors((n, leaves.get(n, P[n])) for n in P), D, h))
+            pairs = [(o, g) for o, g in zip(outs, gs) if o.requires_grad]
+            if len(outs) != len(gs):
+                return None
+            got = (torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in names],
+                                       grad_outputs=[g for _, g in pairs], allow_unused=True)
+                   if pairs else [None] * len(names))
+    except Exception:
+        return None
+    grads = {n: torch.zeros_like(leaves[n]) if r is None else r.detach() for n, r in zip(names, got)}
+    return tuple(o.detach() for o in outs), grads
 
 
 def _manual(op, P, D, h, gs) -> dict[str, torch.Tensor]:

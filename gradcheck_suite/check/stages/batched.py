@@ -375,12 +375,6 @@ def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout,
                     loop[b] = state.call("forward, per sample", call, *row)
         if not all(bool(torch.isfinite(o).all()) for outs in loop for o in outs if o.is_floating_point()):
             return None, None      # a drawn member outside the op's domain: nothing to compare
-        for b, row in enumerate(rows):
-            if single[b] is None:
-                with torch.no_grad():
-                    single[b] = state.call("backward, per sample", _manual, op, _side(state.p, batch, row),
-                                           _side(state.d, batch, row), h, G[b])
-        single = [[s[n] for n in names] for s in single]
     else:
         loop, single = done
     stacked = [(rows[0][k] if layout.dim(k) is None else torch.stack([args[k] for args in rows], dim=layout.dim(k)))
@@ -410,6 +404,13 @@ def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout,
                                     + (ask or "is the value its vmap staticmethod returns right?"))), None
     # the per-sample gradients: the backward through torch.vmap of the op (the Function's
     # backward under its vmap rule), against the backward called on each member alone
+    if done is None or known is not None:
+        for b, row in enumerate(rows):
+            if single[b] is None:
+                with torch.no_grad():
+                    single[b] = state.call("backward, per sample", _manual, op, _side(state.p, batch, row),
+                                           _side(state.d, batch, row), h, G[b])
+        single = [[s[n] for n in names] for s in single]
     kept = [(i, o) for i, o in enumerate(vmapped) if o.requires_grad]
     state.result.phase = f"per-sample gradients through {fn.__name__} under torch.vmap"
     leaves = [stacked[j] for j in where]

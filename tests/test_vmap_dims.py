@@ -97,6 +97,23 @@ def test_a_rule_that_assumes_every_input_batched_errors_naming_the_unbatched_inp
     assert "does it read in_dims" in text
 
 
+def test_a_rule_that_takes_an_unbatched_input_as_batched_fails_naming_it():
+    # `in_dims[1] or 0`: an unbatched w is read as if its dim 0 were the batch; where the sizes
+    # happen to broadcast, the values come out wrong without an exception
+    def rule(info, in_dims, x, w):
+        x, w = x.movedim(in_dims[0] or 0, 0), w.movedim(in_dims[1] or 0, 0)
+        return x * torch.sigmoid(w).unsqueeze(1), 0
+
+    res = case_of(_model(_function("GatedAlways", vmap=rule), "gated_always"), N=2, F=2)
+    assert res.verdict == FAIL, (res.summary, res.problems)
+    assert res.summary.startswith("GatedAlways's output 0 under vmap (torch.vmap with in_dims=(0, None) over "
+                                  "(x, w): x batched at its dim 0, w unbatched (one value shared by the members)) "
+                                  "differs from a loop of single calls"), res.summary
+    res = case_of(_model(_function("GatedAlways", vmap=rule), "gated_always"), N=3, F=4)
+    assert res.verdict == ERROR       # (2, 3, 4) * (4, 1): torch raises inside the rule
+    assert "in_dims=(0, None) over (x, w): x batched at its dim 0, w unbatched" in res.problems[0]
+
+
 def test_a_rule_that_refuses_an_unbatched_input_itself_is_a_note_not_a_failure():
     # NotImplementedError from the rule: the user says so, and torch raises it loudly in training
     def rule(info, in_dims, x, w):
@@ -130,7 +147,7 @@ def test_a_rule_that_drops_the_gradient_of_an_unbatched_input_fails_naming_it():
     assert "does its vmap staticmethod read in_dims?" in res.summary
 
 
-def test_a_rule_that_takes_the_first_input_as_batched_fails_where_only_the_second_is():
+def test_a_rule_that_reads_only_the_first_inputs_in_dims_fails_or_errors_naming_in_dims():
     def rule(info, in_dims, x, w):     # reads in_dims[0] only: w is taken as batched at the same dim
         x = x.movedim(in_dims[0], 0)
         w = w.movedim(in_dims[0] + 1 if in_dims[0] else 0, 0) if in_dims[1] is not None else w

@@ -228,3 +228,39 @@ def test_a_scalar_input_alone_has_no_other_dim_to_batch_at():
     assert _other_layouts(["x"], [torch.tensor(1.0)]) == []
     layouts = _other_layouts(["s", "x"], [torch.tensor(1.0), torch.zeros(2)])
     assert [lay.in_dims for lay in layouts] == [(0, 1), (0, None), (None, 0)]
+
+
+def test_torchs_own_rule_gets_one_layout_beyond_dim_0():
+    from gradcheck_suite.check.stages.batched import _other_layouts
+    tensors = [torch.zeros(2, 3), torch.zeros(3), torch.zeros(())]
+    assert [lay.in_dims for lay in _other_layouts(["x", "w", "s"], tensors, own=False)] == [(2, None, None)]
+    assert [lay.in_dims for lay in _other_layouts(["x"], tensors[:1], own=False)] == [(2,)]
+    assert _other_layouts(["s"], tensors[2:], own=False) == []
+
+
+def test_a_generated_rule_whose_forward_writes_into_an_unbatched_value_gets_a_note_naming_in_dims():
+    # torch documents an in-place write of a batched value into an unbatched tensor as
+    # unsupported under vmap: with w unbatched the forward's buffer is unbatched, so a note
+    class GatedInPlace(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x, w):
+            out = torch.sigmoid(w).expand_as(x).clone()
+            return out.mul_(x)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            s = torch.sigmoid(w)
+            return g * s, (g * x * s * (1 - s)).sum(-2)
+
+    run = run_model(_model(GatedInPlace, "gated_in_place"), examples=4)
+    assert run.verdict == "pass", run.failure and run.failure.summary
+    notes = [n for n in run.notes.values() if "vmap" in n]
+    assert len(notes) == 1, run.notes
+    assert "in_dims=(2, None)" in notes[0] and "not checked" in notes[0], notes[0]

@@ -16,9 +16,11 @@ gradients, ``jacrev`` and ``torch.autograd.grad(..., is_grads_batched=True)`` ca
    read from its ``in_dims``: at the last dim of each input (``torch.vmap(..., in_dims=...)``),
    and, with two or more tensor arguments, the first batched alone and the first unbatched
    alone (``None``: the first member's value shared, as per-sample gradients leave the
-   weights); ``rules.BATCH_IN_DIMS`` members in each.  An unbatched input's gradient is the members' summed, against the per-member
-   sum.  A difference names the in_dims; the rule's own exception there is an error (it ran
-   at dim 0), a ``NotImplementedError`` it raises itself a note.
+   weights); ``rules.BATCH_IN_DIMS`` members in each.  Torch's own rule
+   (``generate_vmap_rule``) reads in_dims by construction: one layout, the first input at its
+   last dim and the others unbatched.  An unbatched input's gradient is the members' summed,
+   against the per-member sum.  A difference names the in_dims; the rule's own exception
+   there is an error (it ran at dim 0), a ``NotImplementedError`` it raises itself a note.
 
 Wrong values fail, naming the tensor and "under vmap".  Torch's own refusal of the
 Function's ``vmap`` staticmethod's return is an error.  Where torch documents vmap as
@@ -290,7 +292,7 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     # torch.func move it; per-sample gradients leave the weights unbatched): a rule that reads
     # only dim 0 of each input, or takes every input as batched, passes the layout above
     declined = None      # the first layout torch or the rule declines (a note): the others still run
-    for layout in _other_layouts(batch, singles[0]):
+    for layout in _other_layouts(batch, singles[0], _own_rule(fn)):
         rows = [[singles[0][k] if layout.in_dims[k] is None else row[k] for k in range(len(batch))]
                 for row in singles[:rules.BATCH_IN_DIMS]]
         if layout.shares:      # member 0 as it was; the others hold its value of the unbatched inputs
@@ -336,13 +338,18 @@ class _Layout:
         return f"torch.vmap with in_dims={dims} over {over}: {', '.join(each)}"
 
 
-def _other_layouts(batch, tensors) -> list[_Layout]:
-    """The layouts after dim 0 of every input: the batch at the last dim of each input (where
-    any has a dim), then, with two or more tensor arguments, the first one batched alone and
-    the first one unbatched alone (dim 0 for the batched ones), so that each input is left
-    unbatched once."""
-    out = []
+def _other_layouts(batch, tensors, own: bool = True) -> list[_Layout]:
+    """The layouts after dim 0 of every input.  For a rule of the Function's own: the batch at
+    the last dim of each input (where any has a dim), then, with two or more tensor arguments,
+    the first one batched alone and the first one unbatched alone (dim 0 for the batched ones),
+    so that each input is left unbatched once.  For torch's own rule (``generate_vmap_rule``),
+    which reads in_dims by construction, one: the first input at its last dim, the others
+    unbatched (a forward that writes into an unbatched input shows there)."""
     last = tuple(t.dim() for t in tensors)
+    if not own:
+        one = (last[0],) + (None,) * (len(batch) - 1)
+        return [_Layout(one, batch)] if any(d for d in one if d is not None) or None in one else []
+    out = []
     if any(last):
         out.append(_Layout(last, batch))
     if len(batch) >= 2:

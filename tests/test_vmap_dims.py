@@ -1,5 +1,5 @@
-"""A Function's vmap rule with the batch where training puts it (gradcheck_suite.check.stages.batched):
-at another dim than 0 of each input (jacrev, jacfwd, nested vmap, torch.func move it there) and
+"""A Function's vmap rule with the batch elsewhere (gradcheck_suite.check.stages.batched): at
+another dim than 0 of each input (``torch.vmap(f, in_dims=1)`` hands the rule in_dims=(1,)) and
 with some inputs unbatched (per-sample gradients batch the data, not the weights).  Each wrong
 rule passes with every input batched at dim 0, and must fail or error naming the in_dims."""
 import torch

@@ -288,9 +288,9 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
     text, done = _vmapped_at(state, op, fn, call, batch, singles, G, first)
     if text is not None or done is None:
         return text
-    # the same rule with the batch where training also puts it (jacrev, jacfwd, nested vmap,
-    # torch.func move it; per-sample gradients leave the weights unbatched): a rule that reads
-    # only dim 0 of each input, or takes every input as batched, passes the layout above
+    # the same rule with the batch elsewhere (torch passes the rule each input's batch dim,
+    # wherever torch.vmap's in_dims put it; per-sample gradients leave the weights unbatched): a
+    # rule that reads only dim 0 of each input, or takes every input as batched, passes above
     declined = None      # the first layout torch or the rule declines (a note): the others still run
     for layout in _other_layouts(batch, singles[0], _own_rule(fn)):
         rows = [[singles[0][k] if layout.in_dims[k] is None else row[k] for k in range(len(batch))]

@@ -135,6 +135,12 @@ LAYOUT_FILL = 1.5
 #: more backward calls a way.
 BATCH = 3
 
+#: Members of the batch in the batched stage's layouts after dim 0 of every input (the batch at
+#: the last dim, inputs left unbatched): a vmap rule that reads only dim 0, or takes every input
+#: as batched, shows with two (the mixing of members is judged at dim 0, with ``BATCH``); each
+#: member more costs a call of the op, and of its backward, per layout.
+BATCH_IN_DIMS = 2
+
 
 # Seed salts: each stage that draws random numbers from a case's seed mixes in its own salt,
 # so that its draws are independent of the others' and the same on every run.  Changing a

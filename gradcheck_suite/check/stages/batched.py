@@ -12,6 +12,15 @@ gradients, ``jacrev`` and ``torch.autograd.grad(..., is_grads_batched=True)`` ca
    own and ``BATCH - 1`` more drawn like it), its output and its per-sample gradients (the
    backward through the vmapped op), against a loop of single calls.  (Not ``torch.func.vjp``
    inside vmap: its first call imports ``torch._dynamo``, seconds a process.)
+3. Where that agrees: the same with the batch elsewhere, as training puts it and a rule must
+   read from its ``in_dims``: at the last dim of each input (``torch.vmap(..., in_dims=...)``),
+   and, with two or more tensor arguments, the first batched alone and the first unbatched
+   alone (``None``: the first member's value shared, as per-sample gradients leave the
+   weights); ``rules.BATCH_IN_DIMS`` members in each.  Torch's own rule
+   (``generate_vmap_rule``) reads in_dims by construction: one layout, the first input at its
+   last dim and the others unbatched.  An unbatched input's gradient is the members' summed,
+   against the per-member sum.  A difference names the in_dims; the rule's own exception
+   there is an error (it ran at dim 0), a ``NotImplementedError`` it raises itself a note.
 
 Wrong values fail, naming the tensor and "under vmap".  Torch's own refusal of the
 Function's ``vmap`` staticmethod's return is an error.  Where torch documents vmap as
@@ -67,8 +76,15 @@ def run(state: CaseState) -> None:
         return
     except _Rejected as e:
         first = (str(e.error).strip().splitlines() or [""])[0]
-        raise state.error(f"{e.fn.__name__}'s vmap staticmethod: torch rejects what it returns under torch.vmap "
+        under = f"under {e.how}" if e.how else "under torch.vmap"
+        raise state.error(f"{e.fn.__name__}'s vmap staticmethod: torch rejects what it returns {under} "
                           f"({type(e.error).__name__}: {first})") from None
+    except _RuleRaised as e:
+        first = (str(e.error).strip().splitlines() or [""])[0][:300]
+        raise state.error(f"{e.fn.__name__}'s vmap staticmethod raises {type(e.error).__name__} ({first}) under "
+                          f"{e.how}; with every input batched at dim 0 it runs and agrees with a loop of single "
+                          "calls: does it read in_dims (an input's batch dim, or None where that input is not "
+                          "batched)?") from None
     if text is not None:
         name, message = text
         res = state.result
@@ -144,23 +160,25 @@ def _grads_batched(state: CaseState, op) -> tuple[str, str] | None:
     return _judge(state, names, single, got, "is_grads_batched")
 
 
-def _judge(state: CaseState, names, single, batched, how: str) -> tuple[str, str] | None:
+def _judge(state: CaseState, names, single, batched, how: str, ask: str | None = None) -> tuple[str, str] | None:
     """The first tensor whose batch member differs from the per-sample call beyond the
-    case's bound: (its name, the message)."""
+    case's bound: (its name, the message).  ``ask``: the closing question, where it is not
+    whether the backward mixes the members."""
     for i, n in enumerate(names):
-        for b in range(rules.BATCH):
-            ref, new = single[b][i], batched[i][b] if len(batched[i]) == rules.BATCH else None
+        for b in range(len(single)):
+            ref, new = single[b][i], batched[i][b] if len(batched[i]) == len(single) else None
             if new is None or tuple(new.shape) != tuple(ref.shape):
                 shape = tuple(batched[i].shape)
                 return n, (f"the gradient of {n} under vmap ({how}) has shape {shape}, the same backward called per "
-                           f"sample gives {rules.BATCH} of shape {tuple(ref.shape)}")
+                           f"sample gives {len(single)} of shape {tuple(ref.shape)}")
             worst = _beyond(state, n, new, ref)
             if worst is not None:
                 err, index, allowed = worst
                 return n, (f"the gradient of {n} under vmap ({how}) differs from the same backward called per "
-                           f"sample: batch member {b} of {rules.BATCH}{_at(index)}: {_num(new, index)} vs "
-                           f"{_num(ref, index)} (error {err:.3g}, allowed {allowed:.3g}); does the backward "
-                           "mix the members of the batch (a reduction over dim 0 of g, or a vmap rule inside it)?")
+                           f"sample: batch member {b} of {len(single)}{_at(index)}: {_num(new, index)} vs "
+                           f"{_num(ref, index)} (error {err:.3g}, allowed {allowed:.3g}); " + (ask or "does the "
+                           "backward mix the members of the batch (a reduction over dim 0 of g, or a vmap rule "
+                           "inside it)?"))
     return None
 
 
@@ -171,18 +189,57 @@ def _beyond(state: CaseState, n: str, new: torch.Tensor, ref: torch.Tensor):
     a, r = new.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
     if torch.equal(a, r):
         return None
-    dtype = state.case.dtype
-    c = state.result.tensors.get(n)
-    least = float(c.bound.min()) if c is not None and c.bound.numel() else 0.0
-    allowed = bound(r, dtype, state.rounding.get(n)).add_(least)
-    found = _worst(a, r, allowed)
+    found = _worst(a, r, _allowed(state, n, r))
     if found is None or state.model.two_way:
         return found
     wide = widened(state)
     if wide is not None and n in wide and wide[n].numel():
-        allowed = allowed.add_(float(wide[n].min()))
-        found = _worst(a, r, allowed)
+        found = _worst(a, r, _allowed(state, n, r, wide))
     return found
+
+
+def _allowed(state: CaseState, n: str, r: torch.Tensor, wide=None) -> torch.Tensor:
+    """The case's bound of ``r`` (float64) for tensor ``n``; with ``wide``, the computation's
+    rounding added."""
+    c = state.result.tensors.get(n)
+    least = float(c.bound.min()) if c is not None and c.bound.numel() else 0.0
+    allowed = bound(r, state.case.dtype, state.rounding.get(n)).add_(least)
+    if wide is not None and n in wide and wide[n].numel():
+        allowed = allowed.add_(float(wide[n].min()))
+    return allowed
+
+
+def _judge_shared(state: CaseState, n: str, single, got: torch.Tensor, how: str, ask: str | None):
+    """An input left unbatched: the gradient through vmap is the members' gradients summed
+    (torch sums a batched gradient down to the unbatched input), against the sum of the
+    backward called per member.  The bound is each member's bound summed, and the sum's own
+    rounding: (its name, the message) or None."""
+    rs = [r.detach().to("cpu", torch.float64) for r in single]
+    ref = torch.stack(rs).sum(0)
+    if tuple(got.shape) != tuple(ref.shape):
+        return n, (f"the gradient of {n} through vmap ({how}) has shape {tuple(got.shape)}, the input's shape is "
+                   f"{tuple(ref.shape)}; " + (ask or ""))
+    a = got.detach().to("cpu", torch.float64)
+    if torch.equal(a, ref):
+        return None
+
+    def allowed(wide=None):
+        total = bound(ref, state.case.dtype)
+        for r in rs:
+            total = total.add_(_allowed(state, n, r, wide))
+        return total
+
+    found = _worst(a, ref, allowed())
+    if found is not None and not state.model.two_way:
+        wide = widened(state)
+        if wide is not None and n in wide and wide[n].numel():
+            found = _worst(a, ref, allowed(wide))
+    if found is None:
+        return None
+    err, index, limit = found
+    return n, (f"the gradient of {n} through vmap ({how}; its gradient is the members' summed) differs from the "
+               f"sum of the same backward called per sample{_at(index)}: {_num(a, index)} vs {_num(ref, index)} "
+               f"(error {err:.3g}, allowed {limit:.3g}); " + (ask or "does the backward read the unbatched input?"))
 
 
 def _worst(a: torch.Tensor, r: torch.Tensor, allowed: torch.Tensor):
@@ -216,7 +273,6 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
         other = dataclasses.replace(case, seed=(case.seed ^ rules.SALT_BATCHED_INPUTS) + b)
         members.append(state.call("the tensor factory", build, model.model, other))
     batch = [n for n in op.args if n in state.p or n in state.d]
-    names = list(op.inputs)
     h = model.h
 
     def call(*tensors):
@@ -226,69 +282,247 @@ def _vmapped_op(state: CaseState, op, fn) -> tuple[str, str] | None:
         return _outputs(op.invoke(P, D, h))
 
     singles = [[(P[n] if n in P else D[n]) for n in batch] for P, D in members]
-    with torch.no_grad():
-        loop = [state.call("forward, per sample", call, *args) for args in singles]
-    if not all(bool(torch.isfinite(o).all()) for outs in loop for o in outs if o.is_floating_point()):
-        return None        # a drawn member outside the op's domain: nothing to compare
+    G = [_parts(split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED_INPUTS) + b), model.layout))
+         for b in range(rules.BATCH)]
+    first = _Layout(None, batch)
+    text, done = _vmapped_at(state, op, fn, call, batch, singles, G, first)
+    if text is not None or done is None:
+        return text
+    # the same rule with the batch elsewhere (torch passes the rule each input's batch dim,
+    # wherever torch.vmap's in_dims put it; per-sample gradients leave the weights unbatched): a
+    # rule that reads only dim 0 of each input, or takes every input as batched, passes above
+    declined = None      # the first layout torch or the rule declines (a note): the others still run
+    for layout in _other_layouts(batch, singles[0], _own_rule(fn)):
+        rows = [[singles[0][k] if layout.in_dims[k] is None else row[k] for k in range(len(batch))]
+                for row in singles[:rules.BATCH_IN_DIMS]]
+        if layout.shares:      # member 0 as it was; the others hold its value of the unbatched inputs
+            known, same = {0: (done[0][0], dict(zip(op.inputs, done[1][0])))}, None
+        else:
+            known, same = None, (done[0][:len(rows)], done[1][:len(rows)])
+        try:
+            text, _ = _vmapped_at(state, op, fn, call, batch, rows, G, layout, same, known)
+        except _Unsupported as e:
+            declined = declined or e
+            continue
+        if text is not None:
+            return text
+    if declined is not None:
+        raise declined
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where the batch sits in each tensor argument of the op under ``torch.vmap``: ``in_dims``
+    (None for the first layout: dim 0 of every one, torch.vmap's default), with their names."""
+
+    in_dims: tuple[int | None, ...] | None
+    names: list
+
+    @property
+    def shares(self) -> bool:
+        return self.in_dims is not None and None in self.in_dims
+
+    def dim(self, k: int) -> int | None:
+        return 0 if self.in_dims is None else self.in_dims[k]
+
+    def words(self) -> str:
+        """``torch.vmap with in_dims=(2, None) over (x, w): x batched at its dim 2, w unbatched
+        (one value shared by the members)``."""
+        dims = ", ".join("None" if d is None else str(d) for d in self.in_dims)
+        dims = f"({dims},)" if len(self.in_dims) == 1 else f"({dims})"
+        over = ", ".join(self.names)
+        over = f"({over},)" if len(self.names) == 1 else f"({over})"
+        each = [f"{n} unbatched (one value shared by the members)" if d is None else f"{n} batched at its dim {d}"
+                for n, d in zip(self.names, self.in_dims)]
+        return f"torch.vmap with in_dims={dims} over {over}: {', '.join(each)}"
+
+
+def _other_layouts(batch, tensors, own: bool = True) -> list[_Layout]:
+    """The layouts after dim 0 of every input.  For a rule of the Function's own: the batch at
+    the last dim of each input (where any has a dim), then, with two or more tensor arguments,
+    the first one batched alone and the first one unbatched alone (dim 0 for the batched ones),
+    so that each input is left unbatched once.  For torch's own rule (``generate_vmap_rule``),
+    which reads in_dims by construction, one: the first input at its last dim, the others
+    unbatched (a forward that writes into an unbatched input shows there)."""
+    last = tuple(t.dim() for t in tensors)
+    if not own:
+        one = (last[0],) + (None,) * (len(batch) - 1)
+        return [_Layout(one, batch)] if any(d for d in one if d is not None) or None in one else []
+    out = []
+    if any(last):
+        out.append(_Layout(last, batch))
+    if len(batch) >= 2:
+        out.append(_Layout((0,) + (None,) * (len(batch) - 1), batch))
+        out.append(_Layout((None,) + (0,) * (len(batch) - 1), batch))
+    return out
+
+
+def _vmapped_at(state: CaseState, op, fn, call, batch, rows, G, layout: _Layout, done=None, known=None):
+    """torch.vmap of the op over ``rows`` (one list of tensor arguments per member, the
+    unbatched ones the same tensor in each) with the batch where ``layout`` puts it, against a
+    loop of single calls: its outputs, then the gradients through it.  (failure text or None,
+    the loop's results for a later layout over the same members; None where nothing was compared).
+    ``done``: those results, where ``rows`` are the same members; ``known``: {member: (outputs,
+    gradients)} of the members whose row is the same, the others then called once each for both."""
+    model, h = state.model, state.model.h
+    names = list(op.inputs)
     where = [batch.index(n) for n in names]
-    stacked = [torch.stack([args[k] for args in singles]).detach().requires_grad_(k in where)
-               for k in range(len(batch))]
-    state.result.phase = f"{fn.__name__} under torch.vmap"
+    if done is None or known is not None:
+        loop, single = [None] * len(rows), [None] * len(rows)
+        for b, (outs, grads) in (known or {}).items():
+            loop[b], single[b] = outs, grads
+        for b, row in enumerate(rows):
+            if loop[b] is None and known is not None:     # one call for both: the forward's graph
+                both = _forward_and_backward(op, _side(state.p, batch, row), _side(state.d, batch, row), h, G[b])
+                if both is not None:
+                    loop[b], single[b] = both
+            if loop[b] is None:
+                with torch.no_grad():
+                    loop[b] = state.call("forward, per sample", call, *row)
+        if not all(bool(torch.isfinite(o).all()) for outs in loop for o in outs if o.is_floating_point()):
+            return None, None      # a drawn member outside the op's domain: nothing to compare
+    else:
+        loop, single = done
+    stacked = [(rows[0][k] if layout.dim(k) is None else torch.stack([args[k] for args in rows], dim=layout.dim(k)))
+               .detach().requires_grad_(k in where) for k in range(len(batch))]
+    how = "" if layout.in_dims is None else layout.words()
+    state.result.phase = f"{fn.__name__} under torch.vmap" + (f" with in_dims={layout.in_dims}" if how else "")
     with torch.enable_grad():
-        vmapped = _under_vmap(fn, lambda: torch.vmap(call)(*stacked))
+        vmapped = _under_vmap(fn, lambda: (torch.vmap(call) if not how else
+                                           torch.vmap(call, in_dims=layout.in_dims))(*stacked), layout)
+    said = "(torch.vmap)" if not how else f"({how})"
+    ask = None if not how else (
+        "does its vmap staticmethod read in_dims? (with every input batched at dim 0 it agrees)" if _own_rule(fn)
+        else "its vmap rule is torch's own (generate_vmap_rule=True), so does its forward read where the batch sits?")
     for k, outs in enumerate(zip(*loop)):
         ref, new = torch.stack(outs), vmapped[k] if k < len(vmapped) else None
         if new is None or tuple(new.shape) != tuple(ref.shape):
             got = "nothing" if new is None else f"shape {tuple(new.shape)}"
-            return f"output {k}", (f"{fn.__name__}'s output {k} under vmap (torch.vmap) has {got}, a loop of single "
-                                   f"calls gives shape {tuple(ref.shape)}: are the out_dims its vmap staticmethod "
-                                   "returns right?")
-        found = _worst_forward(state, call, singles, k, new, ref)
+            return (f"output {k}", (f"{fn.__name__}'s output {k} under vmap {said} has {got}, a loop of single "
+                                    f"calls gives shape {tuple(ref.shape)}: "
+                                    + (ask or "are the out_dims its vmap staticmethod returns right?"))), None
+        found = _worst_forward(state, call, rows, k, new, ref)
         if found is not None:
             err, index, allowed = found
-            return f"output {k}", (f"{fn.__name__}'s output {k} under vmap (torch.vmap) differs from a loop of single "
-                                   f"calls{_at(index)}: {_num(new, index)} vs {_num(ref, index)} (error {err:.3g}, "
-                                   f"allowed {allowed:.3g}): is the value its vmap staticmethod returns right?")
+            return (f"output {k}", (f"{fn.__name__}'s output {k} under vmap {said} differs from a loop of single "
+                                    f"calls{_at(index)}: {_num(new, index)} vs {_num(ref, index)} (error {err:.3g}, "
+                                    f"allowed {allowed:.3g}): "
+                                    + (ask or "is the value its vmap staticmethod returns right?"))), None
     # the per-sample gradients: the backward through torch.vmap of the op (the Function's
     # backward under its vmap rule), against the backward called on each member alone
-    G = [_parts(split(upstream(state.out, (case.seed ^ rules.SALT_BATCHED_INPUTS) + b), model.layout))
-         for b in range(rules.BATCH)]
+    if done is None or known is not None:
+        for b, row in enumerate(rows):
+            if single[b] is None:
+                with torch.no_grad():
+                    single[b] = state.call("backward, per sample", _manual, op, _side(state.p, batch, row),
+                                           _side(state.d, batch, row), h, G[b])
+        single = [[s[n] for n in names] for s in single]
     kept = [(i, o) for i, o in enumerate(vmapped) if o.requires_grad]
-    single = []
-    for b in range(rules.BATCH):
-        P, D = members[b]
-        with torch.no_grad():
-            single.append(state.call("backward, per sample", _manual, op, P, D, h, G[b]))
-    single = [[s[n] for n in names] for s in single]
     state.result.phase = f"per-sample gradients through {fn.__name__} under torch.vmap"
     leaves = [stacked[j] for j in where]
     got = [None] * len(leaves) if not kept else _under_vmap(fn, lambda: torch.autograd.grad(   # none: a rule that
         [o for _, o in kept], leaves,                                            # detached its output
-        grad_outputs=[torch.stack([G[b][i] for b in range(rules.BATCH)]) for i, _ in kept], allow_unused=True))
+        grad_outputs=[torch.stack([G[b][i] for b in range(len(rows))]) for i, _ in kept], allow_unused=True),
+        layout)
     got = [torch.zeros_like(x) if r is None else r for x, r in zip(leaves, got)]
-    return _judge(state, names, single, got, f"per-sample gradients, the backward through torch.vmap of {fn.__name__}")
+    what = f"per-sample gradients, the backward through torch.vmap of {fn.__name__}"
+    if not how:
+        return _judge(state, names, single, got, what), (loop, single)
+    what = f"{what}, {how}"
+    moved = [r if layout.dim(j) is None else r.movedim(layout.dim(j), 0) for j, r in zip(where, got)]
+    apart = [i for i, j in enumerate(where) if layout.dim(j) is not None]
+    text = _judge(state, [names[i] for i in apart], [[s[i] for i in apart] for s in single],
+                  [moved[i] for i in apart], what, ask)
+    if text is not None:
+        return text, None
+    for i, j in enumerate(where):
+        if layout.dim(j) is None:
+            text = _judge_shared(state, names[i], [s[i] for s in single], moved[i], what, ask)
+            if text is not None:
+                return text, None
+    return None, (loop, single)
+
+
+def _own_rule(fn) -> bool:
+    """The Function's vmap rule is its own staticmethod (not torch's ``generate_vmap_rule``)."""
+    return not getattr(fn, "generate_vmap_rule", False)
+
+
+def _side(names, batch, row) -> Tensors:
+    """The member's tensors of one side of the case (its ``p`` or ``d``) from its argument row."""
+    return Tensors((n, row[batch.index(n)]) for n in names)
+
+
+def _forward_and_backward(op, P, D, h, gs):
+    """The op's outputs (detached) and the manual gradients (autograd through it, as ``_manual``
+    takes them), from one call; None where that path raises (the separate calls then decide)."""
+    names = list(op.inputs)
+    try:
+        with torch.enable_grad():
+            leaves = {n: P[n].detach().requires_grad_(True) for n in names}
+            outs = _outputs(op.invoke(Tensors((n, leaves.get(n, P[n])) for n in P), D, h))
+            pairs = [(o, g) for o, g in zip(outs, gs) if o.requires_grad]
+            if len(outs) != len(gs):
+                return None
+            got = (torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in names],
+                                       grad_outputs=[g for _, g in pairs], allow_unused=True)
+                   if pairs else [None] * len(names))
+    except Exception:
+        return None
+    grads = {n: torch.zeros_like(leaves[n]) if r is None else r.detach() for n, r in zip(names, got)}
+    return tuple(o.detach() for o in outs), grads
 
 
 def _manual(op, P, D, h, gs) -> dict[str, torch.Tensor]:
     return op.gradients(P, D, h, gs if len(gs) > 1 else gs[0])
 
 
-def _under_vmap(fn, thunk):
+def _under_vmap(fn, thunk, layout: _Layout):
     try:
         return thunk()
     except Exception as e:
         text = str(e)
+        how = "" if layout.in_dims is None else layout.words()
         if any(s in text for s in _RULE_REJECTED):
-            raise _Rejected(fn, e) from None
-        raise _Unsupported(_unsupported(fn.__name__, "torch.vmap", e, f"{fn.__name__} under torch.vmap")) from None
+            raise _Rejected(fn, e, how) from None
+        if how and _own_rule(fn) and not isinstance(e, NotImplementedError) and _raised_in_rule(fn, e):
+            raise _RuleRaised(fn, e, how) from None     # where dim 0 of every input ran: the rule's own error
+        if how and isinstance(e, NotImplementedError) and _raised_in_rule(fn, e):
+            first = (text.strip().splitlines() or [""])[0][:300]
+            raise _Unsupported(f"{fn.__name__}'s vmap staticmethod raises NotImplementedError ({first}) under {how}: "
+                               "the rule declines that layout itself, so it was not checked") from None
+        who = f"torch.vmap with in_dims={layout.in_dims}" if how else "torch.vmap"
+        raise _Unsupported(_unsupported(fn.__name__, who, e, f"{fn.__name__} under {who}")) from None
+
+
+def _raised_in_rule(fn, e: BaseException) -> bool:
+    """The exception came from inside the Function's own ``vmap`` staticmethod (torch's ops
+    called there on the plain tensors it receives, or the rule's own code)."""
+    code = getattr(getattr(fn, "vmap", None), "__code__", None)
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class _Rejected(Exception):
     """Torch rejects what the Function's own vmap staticmethod returned: an error of its rule."""
 
-    def __init__(self, fn, error: BaseException):
+    def __init__(self, fn, error: BaseException, how: str = ""):
         super().__init__(str(error))
-        self.fn, self.error = fn, error
+        self.fn, self.error, self.how = fn, error, how
+
+
+class _RuleRaised(Exception):
+    """The Function's own vmap staticmethod raises under a layout other than dim 0 of every
+    input (where it ran): it does not handle the in_dims torch passes it, an error of its rule."""
+
+    def __init__(self, fn, error: BaseException, how: str):
+        super().__init__(str(error))
+        self.fn, self.error, self.how = fn, error, how
 
 
 def _worst_forward(state, call, singles, k, new, ref):

@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 
 from .commands.options import case_timeout, model_names, number, shard
+from .record.spec import foreign_dtype
 from .verdict import rules
 
 
@@ -96,6 +97,9 @@ class GradcheckTarget:
         import torch
 
         model = _registry(self.options).get(self.name)
+        why = self.dtype and foreign_dtype(model.dtype, self.dtype)
+        if why:
+            pytest.skip(f"{model.name}: {why}")
         progress = _heartbeat(self.options, model.name, self.dtype or model.dtype, self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.options["threads"])   # the user's other tests keep their own count

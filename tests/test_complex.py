@@ -402,3 +402,41 @@ def test_a_complex_custom_op_passes_and_opcheck_takes_it(dtype):
         for scale in SCALES:
             res = check_case(m, _case(m, dims, dtype, scale))
             assert res.verdict == PASS, (dims, scale, res.problems)
+
+
+REAL_AND_COMPLEX = (MODEL_FILE + '''
+
+def _square_fwd(p, d):
+    return (p.w * p.w).sum(), None
+
+
+def _square_bwd(p, d, cache, g):
+    return {"w": 2 * g * p.w}
+
+
+real_square = Model(name="real_square", dims={"N": Dim(1, 4, 2)}, params={"w": ("N",)}, forward=_square_fwd,
+                    backward=_square_bwd)
+''').replace("from gradcheck_suite import Dim, op_model", "from gradcheck_suite import Dim, Model, op_model")
+
+
+def test_a_complex_dtype_leaves_out_records_written_for_real_numbers(tmp_path):
+    """Their backward is a real derivation; complex inputs make another function of it, so
+    --dtype complex128 checks only the records written for complex numbers, and says so."""
+    from tests.test_cli import flat, gcs
+    path = tmp_path / "mixed.py"
+    path.write_text(REAL_AND_COMPLEX)
+    done = gcs("check", "real_square", "mul", "--models-from", path, "--dtype", "complex128", "--examples", "3",
+               cwd=tmp_path)
+    out = flat(done.stdout)
+    assert "complex128: 1 record written for real numbers not checked (real_square)" in out, out
+    assert "mul:" in out and "real_square:" not in out
+    assert done.returncode == 1           # mul's w is wrong
+
+
+def test_pytest_skips_a_real_record_asked_in_complex(pytester):
+    pytester.makepyfile(models=REAL_AND_COMPLEX,
+                        test_grads="def test_backward(gradcheck_target):\n    gradcheck_target.check()\n")
+    result = pytester.runpytest("--gradcheck-models-from", "models.py", "--gradcheck-models", "real_square",
+                                "--gradcheck-dtype", "complex128", "--gradcheck-device", "cpu", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*real_square: not checked in complex128: the record is written for real numbers*"])

@@ -1,6 +1,7 @@
 """Higher orders (check/stages/double_backward.py): ``order=N`` checks the N-th derivative
 through the user's backward, each order from 2 up, as JAX's ``check_grads(order=N)``;
 ``double_backward=True`` is ``order=2``."""
+import dataclasses
 import subprocess
 import sys
 
@@ -122,10 +123,12 @@ def test_order_and_double_backward_resolve_to_one_another():
     m = _tanh_layer("c", order=3)
     assert m.double_backward and m.order == 3
     assert _tanh_layer("d", double_backward=True, order=3).order == 3
+    # double_backward=True over order 1 (the default, and what dataclasses.replace carries)
+    assert _tanh_layer("e", double_backward=True, order=1).order == 2
+    assert dataclasses.replace(_tanh_layer("f"), double_backward=True).order == 2
 
 
 @pytest.mark.parametrize("fields, match", [
-    (dict(double_backward=True, order=1), "field 'order': order=1 and double_backward=True disagree"),
     (dict(order=0), "field 'order': must be a whole number, 1 or more"),
     (dict(order=2.0), "field 'order': must be a whole number"),
     (dict(order=True), "field 'order': must be a whole number"),

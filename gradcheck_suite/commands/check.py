@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..kinds.sharded import WORLD_SIZE
+from ..record.spec import foreign_dtype
 from .options import SEEDS, add_common, case_timeout, number, parse_dims, parse_into, shard
 from ..verdict import rules
 from .progress import Progress, heartbeat_interval
@@ -141,11 +142,14 @@ def run(rep, args) -> None:
         if not models:
             return
 
-    plan = []
+    plan, foreign = [], []
     for m in models:
         own = {k: v for k, v in dims.items() if k in m.dims}
         own_hyper = {k: v for k, v in hyper.items() if k in m.hyper}
         for dt in opts["dtypes"]:
+            if dt is not None and foreign_dtype(m.dtype, dt):
+                foreign.append((m.name, dt))
+                continue
             for dev in devices:
                 refused = limits.too_large(m, own, dt or m.dtype, dev, own_hyper)
                 if refused:
@@ -153,6 +157,11 @@ def run(rep, args) -> None:
                 else:
                     plan.append((m, dt or m.dtype, dev, own))
     rep.planned = len(plan)
+    for dt in dict.fromkeys(dt for _, dt in foreign):
+        names = [n for n, d in foreign if d == dt]
+        rep.out.write(f"{dt}: {len(names)} record{'s' * (len(names) > 1)} written for real numbers not checked "
+                      f"({', '.join(names[:6])}{', ...' * (len(names) > 6)}); a record gives dtype={dt!r} to be "
+                      "checked in complex\n")
     if not plan:
         return
     torch.set_num_threads(opts["threads"])

@@ -30,7 +30,7 @@ import torch
 from torch.distributed.tensor import Partial, Replicate, Shard
 
 from ..record import dimexpr
-from ..record.errors import ContractError
+from ..record.errors import ContractError, Unsupported
 from ..record.spec import Dim, Hyper, Model, SpecError, Tensors
 from ..verdict import rules
 from ..verdict.tolerance import bound
@@ -386,6 +386,11 @@ def sharded_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mappin
     info = ShardedCall(inner.op, places, data_places, outs, grads, in_grads, uneven, where_from[0], where_from[1])
 
     def forward(p, d, h):
+        complex_ = [n for n, t in (*p.items(), *d.items()) if isinstance(t, torch.Tensor) and t.is_complex()]
+        if complex_:
+            raise Unsupported(f"{', '.join(complex_)} complex: a sharded record is checked in real dtypes "
+                              "(float64, float32, float16, bfloat16) only; check the Function's complex code on "
+                              "one rank with op_model")
         out, _ = _outputs(info, name_s, p, d, h)
         return out, None
 

@@ -18,6 +18,17 @@ from ..kinds import NAMES as KINDS, Kind, kind_named
 DTYPES = ("float64", "float32", "float16", "bfloat16", "complex64", "complex128")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+
+def foreign_dtype(model_dtype: str, dtype: str) -> str | None:
+    """Why a record written for ``model_dtype`` is not checked in ``dtype`` (``--dtype``), or
+    None: a complex dtype asked of a record written for real numbers.  Its backward is a
+    real derivation, which complex inputs make another function (a loss of complex values,
+    no conjugation): such a check would fail code that is right for what it was written."""
+    if dtype.startswith("complex") and not model_dtype.startswith("complex"):
+        return (f"not checked in {dtype}: the record is written for real numbers (its dtype is {model_dtype}); "
+                f"a record gives dtype={dtype!r} to be checked in complex")
+    return None
+
 Shape = tuple  # of dimension names, expressions of them ("L + K - 1"), callables and fixed sizes
 #: what a record's ``train`` dict may hold (see train/setup.py)
 TRAIN_KEYS = ("lr", "steps", "optimizer", "batch", "dims", "loss", "data", "start")
@@ -239,7 +250,9 @@ class Model:
                                                else v for k, v in self.hyper.items()})
         problem = _order_problem(self)
         if problem is None:
-            order = self.order if self.order is not None else 2 if self.double_backward is True else 1
+            # double_backward=True asks for the second derivative at least: over order 1, the
+            # default, which a record copied with dataclasses.replace carries settled
+            order = max(self.order or 1, 2 if self.double_backward is True else 1)
             object.__setattr__(self, "order", order)
             object.__setattr__(self, "double_backward", order >= 2)
         problem = problem or _first_problem(self)
@@ -465,9 +478,6 @@ def _order_problem(m: Model) -> tuple[str, str] | None:
         return None
     if not isinstance(m.order, int) or isinstance(m.order, bool) or m.order < 1:
         return "order", f"must be a whole number, 1 or more (the highest derivative checked), got {m.order!r}"
-    if m.double_backward and m.order < 2:
-        return "order", (f"order={m.order} and double_backward=True disagree: double_backward=True means order=2; "
-                         "give one of them (order=2, or order=3 and up for higher derivatives)")
     return None
 
 

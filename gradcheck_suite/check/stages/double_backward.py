@@ -162,17 +162,17 @@ def inherited(prior: dict, u: dict, reference: dict, typical: dict, dtype: str) 
     ``|reference_n| / |u_n a_n|`` where ``|u_n a_n|`` is at least ``rules.REL_FLOOR`` of its
     largest (the floor below which relative errors are not taken either); about 4 for a
     softplus of ``4x``.  Below that, order k cannot tell a correct backward from the reference's own
-    inexactness.  Element by element, the relative part ``rtol |u_n a_n|`` of each tensor's
+    inexactness.  Element by element, the relative part ``rtol |u_n a_n|`` of the tensor's
     own element (it grows with the element, so a large neighbour widens nothing), plus, for
-    every tensor, the largest of ``|u_m|`` times the rest of ``b_m`` (its absolute part: the
+    every tensor, the largest ``|u_m|`` times the rest of ``b_m`` (its absolute part: the
     floor, the rounding measured).  It is allowed as the computation's carried rounding is
     (``carried`` in :func:`..tolerance.compare`): in full where the reference's k-th
     derivative is below it, as ``allowed**2 / |reference|`` above, so an element well above
     it keeps its relative bound (a 1e-5 relative error in one element of a second or third
     derivative fails)."""
     rtol = tolerance(dtype).rtol
-    absolute, terms = 0.0, 0.0
-    own = {}
+    terms = 0.0
+    own, absolute = {}, {}
     for m, (a, b) in prior.items():
         if m not in u or b is None or b.shape != a.shape or not a.numel():
             continue
@@ -180,7 +180,8 @@ def inherited(prior: dict, u: dict, reference: dict, typical: dict, dtype: str) 
         weighted = a.detach().to("cpu", torch.float64).abs().nan_to_num_(0.0, 0.0, 0.0).mul_(w)
         terms += float(weighted.max())
         rel = weighted.mul_(rtol)
-        absolute += float((b.detach().to("cpu", torch.float64) * w).sub_(rel).clamp_min_(0.0).nan_to_num_(0.0, 0.0, 0.0).max())
+        bw = b.detach().to("cpu", torch.float64).mul(w).nan_to_num_(0.0, 0.0, 0.0)
+        absolute[m] = float(bw.sub_(rel).clamp_min_(0.0).max())
         own[m] = rel
     out = {}
     for n, rel in own.items():
@@ -198,7 +199,7 @@ def inherited(prior: dict, u: dict, reference: dict, typical: dict, dtype: str) 
         # where the reference's k-th derivative is exactly 0 (a piece, a clamp, a saturated
         # tail) it has no rate of its own: the input's typical size stands in for it
         flat = r == 0
-        out[n] = rel.add_(absolute).mul_(torch.where(flat, across, rate)).nan_to_num_(0.0, 0.0, 0.0)
+        out[n] = rel.add_(sum(absolute.values())).mul_(torch.where(flat, across, rate)).nan_to_num_(0.0, 0.0, 0.0)
     return out
 
 

@@ -43,7 +43,8 @@ JITTER_CAP = 1e-2
 #: them come out well below its size (a saturated LSTM at 1/8.5 of it, a softmax at 1/8.3),
 #: so it is allowed 16 times over, twice a measured rounding's ``NOISE``.
 JITTER_NOISE = 16.0
-#: Relative errors are reported against max(abs(reference), REL_FLOOR * max(abs(reference))).
+#: Relative errors are reported against max(abs(reference), REL_FLOOR * max(abs(reference))); at
+#: higher orders, an element's own rate is read only where its term is at least this of the largest.
 REL_FLOOR = 1e-3
 #: The worst elements a mismatched tensor's report lists.
 WORST = 5

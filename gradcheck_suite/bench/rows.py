@@ -41,7 +41,7 @@ class Row:
     matmul: dict | None    # {"shape": [m, k, n], "flops": ...}
     memory: dict | None = None   # {"manual": {"kept", "peak"}, "autograd": {...}, "peak_method"} or {"error"}
     world_size: int | None = None    # a sharded record's ranks (None: one process)
-    per_rank: list | None = None     # a sharded row, by visit: [{side: median seconds per call} of each rank]
+    per_rank: list | None = None     # a sharded row, by visit: [{side: [seconds per call, per round]} of each rank]
     na: str | None = None            # why the row has no autograd side (a sharded forward that communicates)
     autograd_side: str | None = None   # what a sharded row's autograd side is
 
@@ -64,11 +64,13 @@ class Row:
         return m / a
 
     def rank_medians(self, side: str) -> list[float]:
-        """A sharded row: each rank's median seconds per call of ``side`` (over its visits); [] otherwise."""
-        visits = [v for v in self.per_rank or [] if v and all(side in r for r in v)]
+        """A sharded row: each rank's median seconds per call of ``side``, over the rounds of all its
+        visits (as the row's own median is); [] otherwise."""
+        visits = [v for v in self.per_rank or [] if v and all(isinstance(r.get(side), list) for r in v)]
         if not visits:
             return []
-        return [float(statistics.median(v[r][side] for v in visits if r < len(v))) for r in range(len(visits[0]))]
+        return [float(statistics.median([t for v in visits if r < len(v) for t in v[r][side]]))
+                for r in range(len(visits[0]))]
 
     def pooled(self, side: str) -> list[float]:
         return [t for v in self.visits for t in v.get(side, [])]

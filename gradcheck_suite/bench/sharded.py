@@ -27,13 +27,12 @@ autograd to time: the row times the manual side alone and says ``n/a`` with the 
 
 Both sides clone the upstream gradient on every call (a backward may all-reduce it in place).
 A step of a collective computation ends when the last rank's does: the row's sample of each
-round is the slowest rank's, and the per-rank medians come along.  Memory per rank: the peak of
+round is the slowest rank's, and every rank's own samples come along (``per_rank``).  Memory per rank: the peak of
 torch's CPU allocator in each rank (:func:`~gradcheck_suite.bench.memory.peak`), the largest
 rank's in the row.
 """
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 
 from ..kinds import ranks
@@ -95,7 +94,7 @@ def run(model, dims: Mapping[str, int], phase: str, dtype: str, world_size: int,
     done = pool.run(TASK, [{"what": "finish"}] * world_size)
     sides = list(done[0]["samples"])
     samples = {s: [max(r["samples"][s][i] for r in done) for i in range(rounds)] for s in sides}
-    per_rank = [{s: statistics.median(r["samples"][s]) for s in sides} for r in done]
+    per_rank = [{s: list(r["samples"][s]) for s in sides} for r in done]
     na = ready[0]["na"]
     info = {"samples": samples, "calls": done[0]["calls"], "world_size": world_size, "per_rank": per_rank,
             "autograd_side": ready[0]["autograd"], "autograd_na": na}

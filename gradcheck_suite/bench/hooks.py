@@ -26,6 +26,7 @@ from . import calibration
 from . import regression
 from . import memory
 from . import rows
+from . import sharded
 from . import timing
 from . import verdicts
 from ..verdict import rules
@@ -46,6 +47,8 @@ def pytest_addoption(parser):
                     help="also the built-in example models (default: only the models of --bench-models-from)")
     group.addoption("--bench-root", metavar="DIR", help="the project's folder, for dotted model modules (default: none)")
     group.addoption("--bench-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
+    group.addoption("--bench-world-size", type=int, metavar="N",
+                    help="run sharded records on N ranks (default: each record's largest world size)")
     group.addoption("--bench-visits", type=int, metavar="N",
                     help=f"visits to every row, spread over the run; the rounds are split among them "
                          f"(default: {rules.QUICK_VISITS} with --bench-quick, else {rules.VISITS})")
@@ -112,6 +115,8 @@ class _Gate:
         if base is None:
             return "no baseline row to decide against"
         seen = self.seen.get(key, [])
+        if base.na or not seen:
+            return "no autograd side: no ratio to decide on"
         if self.spent >= self.budget:
             return f"undecided after {len(seen)} visits, and the {self.budget:g} s for extra visits is spent"
         done = len(seen) - self.visits
@@ -121,6 +126,14 @@ class _Gate:
         if status != regression.UNCLEAR:
             return f"decided after {len(seen)} visits: {status}"
         return None
+
+
+def world_size_of(config, model) -> int | None:
+    """The ranks a sharded record's rows run on: --bench-world-size, else the record's largest
+    world size; None for any other record."""
+    if model.sharded is None:
+        return None
+    return config.getoption("bench_world_size") or sharded.default_world_size(model)
 
 
 def visits_of(config) -> int:
@@ -209,7 +222,8 @@ def _count_gated(config, items) -> None:
             continue
         if params.get("device") == "cuda" and not torch.cuda.is_available():
             continue
-        key = (rows.GRID, model.name, params.get("device"), params.get("dtype"), params["phase"], None)
+        key = (rows.GRID, model.name, params.get("device"), params.get("dtype"), params["phase"], None,
+               world_size_of(config, model))
         if key in gate.baseline:
             keys.add(key)
     gate.rows = max(1, len(keys))
@@ -282,13 +296,35 @@ def bench_pair(request, benchmark):
     def run(model, dims, phase, device, dtype, table, visit, **extra):
         if model.two_way:
             pytest.skip(f"{model.name}: numpy code without a reference has no autograd side to time against")
-        key = (table, model.name, device, dtype, phase, extra.get("factor"))
+        world_size = world_size_of(config, model)
+        key = (table, model.name, device, dtype, phase, extra.get("factor"), world_size)
+        if model.sharded is not None:
+            why = sharded.unfit(model, dims, world_size) or (
+                None if device == "cpu" else "sharded records run on the CPU (gloo)")
+            if why:
+                pytest.skip(why)
         if visit >= visits:                 # an extra visit: only while the row is undecided
             why = gate.undecided(key) if table == rows.GRID else "size-sweep rows are not gated"
             if why:
                 pytest.skip(why)
         started = time.perf_counter()
         check = _verdict(config, model, dtype, device)
+        if model.sharded is not None:
+            benchmark.group = f"{table} {device} {dtype} {phase}"
+            found = {}
+
+            def timed():
+                found.update(sharded.run(model, dims, phase, dtype, world_size, budget=budget, low=low, high=high,
+                                         measure_memory=visit == 0 and table == rows.GRID))
+            benchmark.pedantic(timed, rounds=1, iterations=1)     # the ranks' own samples are the row's
+            if not found["autograd_na"]:
+                gate.seen.setdefault(key, []).append(found["samples"])
+            if visit >= visits:
+                gate.spent += time.perf_counter() - started
+            benchmark.extra_info.update(table=table, model=model.name, phase=phase, device=device, dtype=dtype,
+                                        dims=dict(dims), flops=None, threads=1, check=check, visit=visit,
+                                        matmul=None, memory=found.pop("memory", None), **found, **extra)
+            return
         sides = {impl: timing.region(model, dims, impl, phase, device, dtype) for impl in timing.IMPLS}
         flops = sides["manual"].flops
         shape = calibration.matmul_shape(dims)

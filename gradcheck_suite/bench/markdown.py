@@ -94,12 +94,23 @@ def _place(r: Row) -> str:
     return f"{r.device} {r.dtype}"
 
 
+def label(r: Row) -> str:
+    """The model's name, and a sharded row's world size."""
+    return r.model if r.world_size is None else f"{r.model} ({r.world_size} ranks)"
+
+
+def _autograd_cell(r: Row, cell: str) -> str:
+    return "n/a" if r.na else cell
+
+
 def model_table(grid: Sequence[Row]) -> str:
     """What a reader decides from: the times, their ratio, which side is faster, memory."""
     lines = []
     for r in grid:
-        lines.append([r.model, r.phase, _check_cell(r), fmt_time(r.manual.median), fmt_time(r.autograd.median),
-                      fmt_interval(r.ratio), r.faster, fmt_memory(r, "kept"), fmt_memory(r, "peak")])
+        lines.append([label(r), r.phase, _check_cell(r), fmt_time(r.manual.median),
+                      _autograd_cell(r, fmt_time(r.autograd.median)),
+                      f"n/a: {r.na}" if r.na else fmt_interval(r.ratio), r.faster, fmt_memory(r, "kept"),
+                      fmt_memory(r, "peak")])
     return markdown(["model", "phase", "check", "manual", "autograd", f"manual/autograd [{rules.CONFIDENCE:.0%} CI]",
                      "faster", "kept: manual / autograd", "peak: manual / autograd"], lines)
 
@@ -109,7 +120,7 @@ def details_table(grid: Sequence[Row], notes: list[str]) -> str:
     lines = []
     for r in grid:
         shape = "×".join(map(str, r.matmul["shape"])) if r.matmul else "-"
-        lines.append([r.model, _place(r), r.phase, fmt_spread(r.manual), fmt_spread(r.autograd),
+        lines.append([label(r), _place(r), r.phase, fmt_spread(r.manual), _autograd_cell(r, fmt_spread(r.autograd)),
                       f"{r.rounds} in {len(r.visits)}", fmt_count(r.flops), shape,
                       _percent_cell(r, "manual", notes), _percent_cell(r, "autograd", notes)])
     return markdown(["model", "device dtype", "phase", "manual: median (IQR)", "autograd: median (IQR)",
@@ -132,6 +143,28 @@ def memory_lines(grid: Sequence[Row]) -> list[str]:
             said.add((r.model, "error"))
             out.append(f"- {r.model} ({_place(r)}): memory not measured: {r.memory['error']}")
     return out
+
+
+SHARDED_TEXT = ("Each rank timed its own part of the step, in the rounds of the row, with its shards of the case's "
+                "values: **manual** is the sharded Function's forward and its hand-written backward (collectives "
+                "included) through autograd, as training runs it; **autograd** is autograd of the record's "
+                "unsharded reference run on the rank's shards, then the all-reduce that the placements make the "
+                "gradient need (the same collective a hand-written backward runs). A collective step ends when the "
+                "last rank's does, so the row's time per round is the slowest rank's (**max**). Where the reference "
+                "on a rank's shards is not that rank's computation (a forward that is itself a collective), autograd "
+                "has no side: n/a, with the reason.")
+
+
+def sharded_table(sharded: Sequence[Row]) -> str:
+    """A sharded row's ranks: each one's median, the slowest rank's (the row's time), what autograd's side is."""
+    lines = []
+    for r in sharded:
+        per = {side: ", ".join(fmt_time(t) for t in r.rank_medians(side)) or "-" for side in ("manual", "autograd")}
+        lines.append([r.model, str(r.world_size), r.phase, per["manual"], fmt_time(r.manual.median),
+                      _autograd_cell(r, per["autograd"]), _autograd_cell(r, fmt_time(r.autograd.median)),
+                      f"n/a: {r.na}" if r.na else (r.autograd_side or "-")])
+    return markdown(["model", "world size", "phase", "manual: median per rank", "manual: max over ranks",
+                     "autograd: median per rank", "autograd: max over ranks", "autograd's side"], lines)
 
 
 def sweep_series(all_rows: Iterable[Row]) -> dict[str, list[Row]]:
@@ -240,7 +273,7 @@ def baseline_section(run: Mapping, baseline: Mapping, comparisons: Sequence[regr
     lines = []
     for c in sorted(comparisons, key=lambda c: -c.change.low):
         r = c.row
-        line = [r.model, r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
+        line = [label(r), r.device, r.dtype, r.phase, f"{c.base.ratio.value:.3f}", f"{r.ratio.value:.3f}",
                 change_cell(c), str(c.visits), f"**{c.status}**" if c.status == regression.SLOWER else c.status]
         if same:
             line.insert(6, f"{fmt_time(c.base.manual.median)} → {fmt_time(r.manual.median)}")
@@ -343,6 +376,9 @@ def report(run: Mapping, out: Path, baseline: Mapping | None = None, threshold_p
                   details_table(grid, notes)]
         if notes:
             parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    sharded = [r for r in grid if r.world_size is not None]
+    if sharded:
+        parts += ["", "## Sharded records, per rank", "", SHARDED_TEXT, "", sharded_table(sharded)]
     while parts and parts[-1] == "":
         parts.pop()
 

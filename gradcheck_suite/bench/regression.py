@@ -149,7 +149,8 @@ def flaggable(change: stats.Interval, visits: int | None = None) -> bool:
 
 def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: float = rules.DEFAULT_THRESHOLD,
             tables: tuple[str, ...] = (GRID,), same: bool = False, plan: Plan | None = None) -> list[Comparison]:
-    """Every row of ``tables`` present in both runs, matched by model, device, dtype and phase.
+    """Every row of ``tables`` present in both runs, matched by model, device, dtype and phase
+    (and a sharded row's world size); a row without an autograd side is left out.
 
     ``same``: both runs come from the same machine and setup.  Then the machine's speed
     against the baseline is the median over rows of autograd's time now / then, and a row
@@ -161,7 +162,10 @@ def compare(current: Iterable[Row], baseline: Iterable[Row], threshold_pct: floa
     are.  The rate is split over at least the rows compared here.
     """
     base = {r.key: r for r in baseline if r.table in tables}
-    pairs = [(r, base[r.key]) for r in current if r.table in tables and r.key in base]
+    # a row without an autograd side (n/a) has no ratio to compare; a sharded row's key holds its
+    # world size, so it meets only a baseline row of the same world size
+    pairs = [(r, base[r.key]) for r in current if r.table in tables and r.key in base and not r.na
+             and not base[r.key].na]
     plan = dataclasses.replace(plan or Plan(), rows=max(1, len(pairs), (plan or Plan()).rows))
     speed = machine_speed(pairs)
     out = []

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import statistics
 from collections.abc import Mapping
 from functools import cached_property
 
@@ -38,6 +40,10 @@ class Row:
     visits: list           # one {side: seconds per call, one per round} per visit
     matmul: dict | None    # {"shape": [m, k, n], "flops": ...}
     memory: dict | None = None   # {"manual": {"kept", "peak"}, "autograd": {...}, "peak_method"} or {"error"}
+    world_size: int | None = None    # a sharded record's ranks (None: one process)
+    per_rank: list | None = None     # a sharded row, by visit: [{side: [seconds per call, per round]} of each rank]
+    na: str | None = None            # why the row has no autograd side (a sharded forward that communicates)
+    autograd_side: str | None = None   # what a sharded row's autograd side is
 
     @property
     def has_memory(self) -> bool:
@@ -57,12 +63,22 @@ class Row:
             return None
         return m / a
 
+    def rank_medians(self, side: str) -> list[float]:
+        """A sharded row: each rank's median seconds per call of ``side``, over the rounds of all its
+        visits (as the row's own median is); [] otherwise."""
+        visits = [v for v in self.per_rank or [] if v and all(isinstance(r.get(side), list) for r in v)]
+        if not visits:
+            return []
+        return [float(statistics.median([t for v in visits if r < len(v) for t in v[r][side]]))
+                for r in range(len(visits[0]))]
+
     def pooled(self, side: str) -> list[float]:
         return [t for v in self.visits for t in v.get(side, [])]
 
     @property
     def key(self) -> tuple:
-        return (self.table, self.model, self.device, self.dtype, self.phase, self.factor)
+        """What identifies a row across runs: a sharded row compares with the same world size only."""
+        return (self.table, self.model, self.device, self.dtype, self.phase, self.factor, self.world_size)
 
     @property
     def verdict(self) -> str:
@@ -74,6 +90,8 @@ class Row:
 
     @cached_property
     def autograd(self) -> stats.Summary:
+        if self.na:
+            return stats.Summary(math.nan, math.nan, math.nan, 0)
         return stats.summary(self.pooled("autograd"))
 
     @cached_property
@@ -88,6 +106,8 @@ class Row:
 
     @cached_property
     def ratio(self) -> stats.Interval:
+        if self.na:
+            return stats.Interval(math.nan, math.nan, math.nan)
         return stats.median_interval(self.ratios)
 
     def fraction(self, impl: str) -> float | None:
@@ -98,6 +118,8 @@ class Row:
     @property
     def faster(self) -> str:
         """Which side is faster, only where the check passed and the interval excludes 1."""
+        if self.na:
+            return "n/a: no autograd side"
         if self.verdict != PASS:
             return f"none: check {self.verdict}"
         if self.ratio.high < 1:
@@ -162,15 +184,19 @@ def rows(run: Mapping) -> list[Row]:
         table = info.get("table", info.get("kind"))    # "kind": the key older versions wrote
         if table not in (GRID, SWEEP) or not isinstance(samples, dict):
             continue
-        if not samples.get("manual") or not samples.get("autograd"):
+        na = info.get("autograd_na") or None
+        if not samples.get("manual") or not (samples.get("autograd") or na):
             continue
         row = Row(name=b.get("name", ""), table=table, model=info.get("model", "?"),
                   device=info.get("device", "cpu"), dtype=info.get("dtype", "?"), phase=info.get("phase", "?"),
                   dims=info.get("dims") or {}, factor=info.get("factor"), flops=info.get("flops"),
                   threads=info.get("threads"), check=info.get("check") or {}, visits=[samples],
-                  matmul=info.get("matmul"), memory=info.get("memory"))
+                  matmul=info.get("matmul"), memory=info.get("memory"), world_size=info.get("world_size"),
+                  per_rank=[info["per_rank"]] if info.get("per_rank") else None, na=na, autograd_side=info.get("autograd_side"))
         if row.key in out:
             out[row.key].visits.append(samples)
+            if row.per_rank and out[row.key].per_rank is not None:
+                out[row.key].per_rank.extend(row.per_rank)
             if row.memory and not out[row.key].memory:
                 out[row.key] = dataclasses.replace(out[row.key], memory=row.memory)
         else:

@@ -140,10 +140,17 @@ class Interleaved:
     order rotated by i (A B, B A, A B, ... for two sides).
 
     ``samples[name]`` holds one figure per round: the seconds per call of that block.
+
+    ``agree``: where several processes time their own share of one collective computation
+    (the ranks of a sharded record), every one must run the same calls, or one waits in a
+    collective that the others never join.  ``agree(values)`` returns the largest of each
+    value over the processes; it is applied to the single-call times that size the blocks
+    and to the round time that sizes a visit, so that all size them alike.
     """
 
     def __init__(self, sides: Mapping[str, Region], *, block_seconds: float | None = None, warmup: int | None = None,
-                 timer: Callable[[], float] = time.perf_counter):
+                 timer: Callable[[], float] = time.perf_counter,
+                 agree: Callable[[list[float]], list[float]] | None = None):
         if not sides:
             raise ValueError("nothing to time")
         self.sides = dict(sides)
@@ -152,6 +159,7 @@ class Interleaved:
         self.timer = timer
         self.samples: dict[str, list[float]] = {n: [] for n in self.names}
         self.calls: dict[str, int] = {}
+        self.agree = agree or (lambda values: values)
         self._warmup(rules.WARMUP_CALLS if warmup is None else warmup)
 
     def _block(self, name: str, calls: int) -> float:
@@ -165,10 +173,12 @@ class Interleaved:
             return self.timer() - start
 
     def _warmup(self, warmup: int) -> None:
+        single = []
         for name in self.names:
             self._block(name, warmup)
             # the fastest of a few single calls sizes the block (a stall would only shrink it)
-            once = min(self._block(name, 1) for _ in range(2))
+            single.append(min(self._block(name, 1) for _ in range(2)))
+        for name, once in zip(self.names, self.agree(single)):
             self.calls[name] = max(1, math.ceil(self.block_seconds / max(once, 1e-9)))
         # the fastest of a few full rounds, not recorded, tells how long a round takes: one
         # round that another process stalled once sized a visit at a single rotation
@@ -178,7 +188,7 @@ class Interleaved:
             for name in self.names:
                 self._block(name, self.calls[name])
             rounds.append(self.timer() - start)
-        self.round_seconds = min(rounds)
+        self.round_seconds = self.agree([min(rounds)])[0]
 
     def rounds_for(self, budget: float, low: int, high: int) -> int:
         """How many rounds fit in ``budget`` seconds, between ``low`` and ``high``."""

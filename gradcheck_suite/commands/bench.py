@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=_positive(int), default=1, metavar="N",
                     help="torch intra-op threads while timing (default: 1; with more, torch stalls whenever "
                          "another process takes a core)")
+    ap.add_argument("--world-size", type=_positive(int), metavar="N",
+                    help="run sharded records (sharded_model) on N ranks (default: each record's largest world size)")
     ap.add_argument("--max-time", type=_positive(float), metavar="SECONDS",
                     help=f"time per row (default: {quick_budget:g} with --quick, else {full_budget:g})")
     ap.add_argument("--baseline", metavar="FILE", help="a previous run's benchmarks.json to compare against")
@@ -127,6 +129,7 @@ def _writable(path: str) -> Path:
 
 
 def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float | None = None,
+                world_size: int | None = None,
                 models_from: Iterable[str] = (), models: str | None = None, check_json: str | None = None,
                 builtin: bool = True, root: str | None = None, baseline: str | None = None,
                 threshold: float = rules.DEFAULT_THRESHOLD, extra: Iterable[str] = ()) -> list[str]:
@@ -139,6 +142,8 @@ def pytest_args(json_path: Path, *, quick: bool, threads: int, max_time: float |
         args.append("--bench-quick")
     if max_time is not None:
         args.append(f"--bench-budget={max_time}")
+    if world_size is not None:
+        args.append(f"--bench-world-size={world_size}")
     for m in models_from:
         args += ["--bench-models-from", m]
     if models:
@@ -230,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         json_path = out / JSON_NAME
         json_path.unlink(missing_ok=True)
         code = pytest.main(pytest_args(json_path, quick=args.quick, threads=args.threads, max_time=args.max_time,
+                                       world_size=args.world_size,
                                        models_from=args.models_from, models=args.models, check_json=args.check_json,
                                        builtin=args.builtin, root=cfg.folder, baseline=args.baseline,
                                        threshold=args.threshold, extra=extra))

@@ -38,7 +38,8 @@ from . import common, ranks
 from .op import OpCall, op_model
 from .sharded import WORLD_SIZE
 
-__all__ = ["sharded_model", "ShardedCall", "RankGrads", "shard_of", "index_of", "assemble", "rank_task", "WORLD_SIZE"]
+__all__ = ["sharded_model", "ShardedCall", "RankGrads", "shard_of", "index_of", "assemble", "rank_task", "WORLD_SIZE",
+           "rank_payloads", "rank_record"]
 
 #: the task each rank runs for a case (``ranks.RankPool.run``)
 TASK = f"{__name__}:rank_task"
@@ -181,6 +182,11 @@ def rank_task(payload: dict, rank: int, world_size: int):
     return {n: g.detach() for n, g in grads.items()}
 
 
+def rank_record(payload: Mapping) -> Model:
+    """In a rank: the record a payload of :func:`rank_payloads` names (loaded once per rank)."""
+    return _record(payload["module"], payload["path"], payload["name"])
+
+
 def _record(module: str, path: str | None, name: str) -> Model:
     key = (module, path, name)
     if key in _LOADED:
@@ -243,6 +249,19 @@ def _payloads(info: ShardedCall, name: str, p: Mapping, d: Mapping, h, world_siz
     return [{"module": info.module, "path": info.path, "name": name, "h": user_h,
              "p": {n: split[n][r] for n in p}, "d": {n: split[n][r] if n in split else d[n] for n in d}}
             for r in range(world_size)]
+
+
+def rank_payloads(model: Model, p: Mapping, d: Mapping, h, g=None) -> list[dict]:
+    """What each rank gets for a case of the sharded ``model`` (its shards of ``p`` and
+    ``d``, the user's hyperparameters, and with ``g`` its share of the upstream gradient), as
+    the check sends them: for code that runs its own task in the ranks (the benchmarks)."""
+    info: ShardedCall = model.sharded
+    world_size = _world_size(h)
+    payloads = _payloads(info, model.name, p, d, h, world_size)
+    if g is not None:
+        for payload, gr in zip(payloads, _grad_shares(info, g, info.output, world_size)):
+            payload["g"] = gr
+    return payloads
 
 
 def _outputs(info: ShardedCall, name: str, p, d, h):

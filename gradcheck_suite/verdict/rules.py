@@ -501,3 +501,8 @@ SHARDED_FACTOR_GAP = 0.05
 #: depend on which rank's answer arrived first; those still waiting in a collective are not
 #: waited for (they would only echo the failure, after the whole ``SHARDED_TIMEOUT``).
 SHARDED_ECHO_WAIT = 0.5
+#: How near (relative to the larger magnitude) autograd's gradient of the reference on a rank's
+#: shards must be to the sharded Function's, as is or summed over the ranks, for ``bench`` to
+#: time it as the same per-rank computation: it tells a local gradient from one summed over
+#: the ranks (a factor of the world size) or a missing part, never rounding (float32 is ~1e-7).
+SHARDED_BENCH_MATCH = 1e-3

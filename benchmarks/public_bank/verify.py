@@ -354,7 +354,8 @@ def _jvp(entry: Entry, values, hyper, seed) -> str | None:
 
 def _vmap(entry: Entry, values, hyper, seed) -> str | None:
     """torch.vmap of the op over BATCH samples (the inputs batched at dim 0, data shared):
-    outputs and per-sample vjps against single reference calls; then the backward under
+    outputs and per-sample vjps against single reference calls, outputs again with the batch
+    at each input's last dim; then the backward under
     is_grads_batched=True (gradcheck's check_batched_grad) against a loop."""
     spec = entry.spec
     names = list(spec.inputs)
@@ -377,6 +378,15 @@ def _vmap(entry: Entry, values, hyper, seed) -> str | None:
     problem = _compare({f"output {k}": o for k, o in enumerate(got_out)}, want_out)
     if problem:
         return f"under vmap: {problem}"
+    # the batch at each input's last dim, as jacrev, nested vmap and torch.func put it
+    last = tuple(torch.stack([s[n] for s in samples], dim=-1) for n in names)
+    try:
+        got_last = torch.vmap(lambda *ts: f(True, *ts), in_dims=-1)(*last)
+    except Exception as e:       # the rule raising where torch would run it
+        return f"under vmap with the batch at the last dim: {type(e).__name__}: {str(e).splitlines()[0]}"
+    problem = _compare({f"output {k}": o for k, o in enumerate(got_last)}, want_out)
+    if problem:
+        return f"under vmap with the batch at the last dim: {problem}"
 
     def want_vjp(sample, g):
         leaves = [sample[n].clone().requires_grad_(True) for n in names]

@@ -493,3 +493,7 @@ SHARDED_FACTOR_GAP = 0.05
 #: depend on which rank's answer arrived first; those still waiting in a collective are not
 #: waited for (they would only echo the failure, after the whole ``SHARDED_TIMEOUT``).
 SHARDED_ECHO_WAIT = 0.5
+#: Seconds between the parent's looks at a running task's ranks (which collective each is in,
+#: and for how long): a case abandoned at its time limit stops within this, and its ranks are
+#: killed; an answer is read as soon as it comes, whatever this is.
+SHARDED_POLL = 0.05

@@ -131,7 +131,7 @@ def end(status: str) -> None:
     """The task ended on this rank: ``ok`` (returned) or ``raised``, and whether it was inside
     a collective then."""
     slot = STATE.table.slot
-    STATE.table.write(s=status, inside=slot.get("s") in ("wait", "in"))
+    STATE.table.write(s=status, inside=slot.get("s") in ("wait", "in"), gloo=slot.get("s") == "in")
 
 
 def install(table: Table) -> None:
@@ -178,7 +178,8 @@ def _wrap(name: str, fn, signature: inspect.Signature):
             out = fn(*args, **kwargs)
         finally:
             STATE.busy = False
-        table.write(s="run", last=[name, table.slot.get("at", "")])
+        took = time.monotonic() - table.slot["since"]
+        table.write(s="run", last=[name, table.slot.get("at", "")], longest=max(took, table.slot.get("longest", 0.0)))
         return out
 
     call.__wrapped_collective__ = True
@@ -186,11 +187,10 @@ def _wrap(name: str, fn, signature: inspect.Signature):
 
 
 def _is_world(group) -> bool:
+    """Whether ``group`` is the default group (the only one whose collectives every rank must
+    call in the same order; a group of its own, even of every rank, is recorded only)."""
     import torch.distributed as dist
-    try:
-        return group is dist.group.WORLD or dist.get_world_size(group) == dist.get_world_size()
-    except Exception:
-        return False
+    return group is dist.group.WORLD or group is dist.GroupMember.WORLD
 
 
 def _arrive() -> None:
@@ -373,16 +373,19 @@ def _at(slot: dict) -> str:
 
 def hung(slots: list[dict], world_size: int, timeout: float, answered: set[int]) -> tuple[int, str]:
     """The rank to name where the ranks waited past their timeout: the first that never
-    reached the collective the others wait in, else the first still inside one."""
+    reached the collective the others wait in (it returned, or runs elsewhere), else the
+    first still inside one."""
     busy = [r for r, s in enumerate(slots) if inside(s)]
     steps = {slots[r].get("n") for r in busy if slots[r].get("sig")}
     step = max(steps) if steps else None
-    behind = [r for r, s in enumerate(slots) if r not in busy and s.get("s") in ("run", None)
-              or (step is not None and r in busy and slots[r].get("sig") and slots[r].get("n") != step)]
+    behind = [r for r, s in enumerate(slots) if r not in busy
+              or (step is not None and slots[r].get("sig") and slots[r].get("n") != step)]
     if behind and busy:
         r = behind[0]
-        return r, (f"hung {where(slots[r])}{waiters(slots, {r})} for {timeout:g} s (collective_timeout): a "
-                   "collective called on some ranks only, or a loop that does not end?")
+        s = slots[r]
+        state = f"returned {where(s)}" if s.get("s") == "ok" else f"hung {where(s)}"
+        return r, (f"{state}{waiters(slots, {r})} for {timeout:g} s (collective_timeout): a collective called "
+                   "on some ranks only, or a loop that does not end?")
     if busy:
         r = busy[0]
         return r, (f"hung {where(slots[r])}{waiters(slots, {r})}: gloo's timeout of {timeout:g} s passed "

@@ -96,6 +96,8 @@ class RankPool:
         self.tasks = 0                 # the tasks sent, numbering each rank's slot in the table
         self.match = True              # the ranks compare their collectives before calling them
         self.waiting: set[int] | None = None   # the ranks a task waits for now (busy_text)
+        self.measure = False           # keep the longest seconds a rank spent in one collective ...
+        self.longest = 0.0             # ... here (benchmarks/collective_wait.py)
         # one case at a time: a case abandoned at its time limit (run/limits.py) may still be
         # waiting for the ranks in its thread when the next case begins
         self.lock = threading.RLock()
@@ -188,10 +190,15 @@ class RankPool:
             raise RankError(0, self.world_size, f"could not be reached: {e}") from None
         answers = self._answers()
         if len(answers) == self.world_size and all(a[0] == "ok" for a in answers.values()):
+            if self.measure:
+                self.longest = max([self.longest, *(s.get("longest", 0.0) for s in
+                                                    collectives.read(self.table, self.world_size))])
             return [answers[r][1] for r in range(self.world_size)]
         slots = collectives.read(self.table, self.world_size)
-        if len(answers) < self.world_size or any(a[0] in ("hung", "died") for a in answers.values()):
-            self.close(kill=True)   # out of step: a rank waits in a collective, or is gone
+        if len(answers) < self.world_size or any(a[0] in ("hung", "died") for a in answers.values()) \
+                or any(s.get("gloo") for s in slots):
+            # out of step: a rank waits in a collective, or is gone, or one stopped inside gloo
+            self.close(kill=True)
         first, text, trace = self._failure(answers, slots)
         raise RankError(first, self.world_size, text, trace)
 

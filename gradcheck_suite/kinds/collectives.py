@@ -29,6 +29,7 @@ import inspect
 import json
 import mmap
 import os
+import re
 import sys
 import time
 
@@ -393,3 +394,39 @@ def hung(slots: list[dict], world_size: int, timeout: float, answered: set[int])
                    "the check cannot see, or a collective on another group?")
     r = next((r for r in range(world_size) if r not in answered), 0)
     return r, f"hung {where(slots[r])}"
+
+
+def failure(answers: dict[int, tuple], slots: list[dict], world_size: int, timeout: float,
+            echo) -> tuple[int, str, str]:
+    """The rank to name, the line, and its traceback, from the ranks' answers (``(status, text,
+    traceback)``; missing: it did not answer) and the table: the first real error (one raised
+    for its own reason), then a rank that died, then ranks that called different collectives,
+    then one that hung; the others' "Connection closed by peer" and timeouts (``echo(text)``)
+    are its echo."""
+    answered = set(answers)
+    answers = {r: answers.get(r, ("hung", "", "")) for r in range(world_size)}
+    failed = [r for r in range(world_size) if answers[r][0] != "ok"]
+    real = [r for r in failed if answers[r][0] == "raised" and not echo(answers[r][1])]
+    if real:
+        r = real[0]
+        at = f" in {called(slots[r])}" if inside(slots[r]) else ""
+        return r, f"{answers[r][1]}{at}{waiters(slots, {r})}", answers[r][2]
+    dead = [r for r in failed if answers[r][0] == "died"]
+    if dead:
+        r = dead[0]
+        return r, f"died ({answers[r][1]}) {where(slots[r])}{waiters(slots, {r})}", ""
+    found = mismatch(slots, world_size)
+    if found:
+        return found[0], found[1], ""
+    r, text = hung(slots, world_size, timeout, answered)
+    return r, text, ""
+
+
+def crash(headline: str, log: list[str]) -> str:
+    """``Fatal Python error: Segmentation fault at my_tp.py:23``: faulthandler's headline and
+    the user's innermost line of the stack it printed."""
+    for line in log:
+        found = re.match(r'\s*File "(.+)", line (\d+)', line)
+        if found and _users(found.group(1)):
+            return f"{headline} at {os.path.basename(found.group(1))}:{found.group(2)}"
+    return headline

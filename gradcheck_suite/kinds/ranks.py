@@ -35,7 +35,6 @@ import importlib
 import json
 import os
 import pickle
-import re
 import shutil
 import signal
 import socket
@@ -118,7 +117,9 @@ class RankPool:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(self.world_size)
-        listener.settimeout(rules.SHARDED_START_TIMEOUT)
+        # short steps: a case abandoned at its time limit while the ranks start stops here at once
+        listener.settimeout(rules.SHARDED_POLL)
+        joined_by = time.monotonic() + rules.SHARDED_START_TIMEOUT
         try:
             for r in range(self.world_size):
                 args = [address, self.folder, r, self.world_size, self.timeout]
@@ -129,13 +130,20 @@ class RankPool:
                     self.procs.append(_zygote(fresh=True).fork(args, log))
             by_rank: dict[int, object] = {}
             while len(by_rank) < self.world_size:
-                sock, _ = listener.accept()
+                try:
+                    sock, _ = listener.accept()
+                except socket.timeout:
+                    if time.monotonic() > joined_by:
+                        raise OSError(f"no rank connected within {rules.SHARDED_START_TIMEOUT:g} s") from None
+                    continue
                 sock.setblocking(True)
                 conn = Connection(sock.detach())
                 by_rank[conn.recv()] = conn
             self.conns = [by_rank[r] for r in range(self.world_size)]
             for r, conn in enumerate(self.conns):
-                if not conn.poll(rules.SHARDED_START_TIMEOUT):
+                while not conn.poll(rules.SHARDED_POLL) and time.monotonic() < joined_by:
+                    pass
+                if not conn.poll(0):
                     raise RankError(r, self.world_size, f"did not join the process group within "
                                                         f"{rules.SHARDED_START_TIMEOUT:g} s{self._log_tail(r)}")
                 status = conn.recv()
@@ -199,34 +207,8 @@ class RankPool:
                 or any(s.get("gloo") for s in slots):
             # out of step: a rank waits in a collective, or is gone, or one stopped inside gloo
             self.close(kill=True)
-        first, text, trace = self._failure(answers, slots)
+        first, text, trace = collectives.failure(answers, slots, self.world_size, self.timeout, _echo)
         raise RankError(first, self.world_size, text, trace)
-
-    def _failure(self, answers: dict[int, tuple], slots: list[dict]) -> tuple[int, str, str]:
-        """The rank to name, and the line: the first real error (one raised for its own
-        reason), then a rank that died, then ranks that called different collectives, then
-        one that hung; the others' "Connection closed by peer" and timeouts are its echo."""
-        world = self.world_size
-        answered = set(answers)
-        for r in range(world):
-            answers.setdefault(r, ("hung", "", ""))
-        failed = [r for r in range(world) if answers[r][0] != "ok"]
-        real = [r for r in failed if answers[r][0] == "raised" and not _echo(answers[r][1])]
-        if real:
-            r = real[0]
-            s = slots[r]
-            inside = f" in {collectives.called(s)}" if collectives.inside(s) else ""
-            return r, f"{answers[r][1]}{inside}{collectives.waiters(slots, {r})}", answers[r][2]
-        dead = [r for r in failed if answers[r][0] == "died"]
-        if dead:
-            r = dead[0]
-            return r, (f"died ({answers[r][1]}) {collectives.where(slots[r])}"
-                       f"{collectives.waiters(slots, {r})}"), ""
-        found = collectives.mismatch(slots, world)
-        if found:
-            return found[0], found[1], ""
-        r, text = collectives.hung(slots, world, self.timeout, answered)
-        return r, text, ""
 
     def _answers(self) -> dict[int, tuple]:
         """Each rank's answer, as it comes: ``("ok", result, "")``, or ``(status, text,
@@ -278,10 +260,7 @@ class RankPool:
             except OSError:
                 time.sleep(0.01)
         if fatal:
-            at = next((f" at {os.path.basename(m.group(1))}:{m.group(2)}" for line in log
-                       if (m := re.match(r'\s*File "(.+)", line (\d+)', line)) and collectives.users_file(m.group(1))),
-                      "")
-            return f"{fatal[-1]}{at}"
+            return collectives.crash(fatal[-1], log)
         if code:
             return code
         return log[-1].strip() if log else "no exit status"

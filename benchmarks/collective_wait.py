@@ -4,6 +4,7 @@ mismatch check of ``gradcheck_suite/kinds/collectives.py``.
 
     python benchmarks/collective_wait.py                 # world size 4, tests' and the parallel bank's records
     python benchmarks/collective_wait.py --world 2 --examples 6 --rounds 5
+    python benchmarks/collective_wait.py --part cost --tests-only     # part 2 on the tests' records
 
 Part 1: every right record of tests/sharded_models.py and every correct entry of the parallel
 bank (where its modules are present) is checked at the world size, and the longest time any
@@ -56,8 +57,8 @@ def gradcheck_models() -> list:
     return found
 
 
-def records(world: int) -> list:
-    found = [getattr(sm, n) for n in RIGHT] + gradcheck_models()
+def records(world: int, tests_only: bool = False) -> list:
+    found = [getattr(sm, n) for n in RIGHT] + ([] if tests_only else gradcheck_models())
     return [m for m in found if world in m.hyper.get("world_size", ())]
 
 
@@ -75,12 +76,22 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=4)
     parser.add_argument("--examples", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--part", choices=["wait", "cost", "both"], default="both")
+    parser.add_argument("--tests-only", action="store_true", help="the records of tests/sharded_models.py only")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     pool = ranks.pool(args.world)
     pool.measure = True
-    models = records(args.world)
+    models = records(args.world, args.tests_only)
+    if args.part != "cost":
+        wait(models, pool, args)
+    if args.part != "wait":
+        cost(models, args)
+    ranks.close_all()
+
+
+def wait(models: list, pool, args) -> None:
     longest: dict[str, float] = {}
     for m in models:
         pool.longest = 0.0
@@ -92,6 +103,9 @@ def main() -> None:
           f"rules.SHARDED_TIMEOUT is {ranks.rules.SHARDED_TIMEOUT:g} s")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
+
+def cost(models: list, args) -> None:
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     times: dict[bool, list[float]] = {True: [], False: []}
     micro: dict[bool, list[float]] = {True: [], False: []}
     task = "collective_wait:many_all_reduces"
@@ -113,7 +127,6 @@ def main() -> None:
     print(f"one all_reduce of 4x8 float64: compared {statistics.median(micro[True]) * 1e3:.3f} ms, "
           f"not compared {statistics.median(micro[False]) * 1e3:.3f} ms")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    ranks.close_all()
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def _arrive() -> None:
         if time.monotonic() > deadline:
             raise CollectiveFault("hung", f"the other ranks did not reach {me.get('op')} within {STATE.timeout:g} s")
         spins += 1
-        time.sleep(0 if spins < 20 else 0.0002 if spins < 200 else 0.002)
+        time.sleep(0 if spins < 10 else 0.0005)
 
 
 def _differ(a, b) -> bool:

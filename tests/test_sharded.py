@@ -248,7 +248,8 @@ def test_a_rank_that_dies_is_named_with_its_crash_and_the_pool_starts_again():
     pool = pool_module.pool(2)
     with pytest.raises(pool_module.RankError) as e:
         pool.run("tests.test_sharded:crash_on_rank_one", [None, None])
-    assert str(e.value).startswith("rank 1 of 2 died: Fatal Python error: Segmentation fault"), str(e.value)
+    assert str(e.value).startswith("rank 1 of 2 died (Fatal Python error: Segmentation fault at test_sharded.py:"), \
+        str(e.value)
     assert pool_module.pool(2).run("tests.test_sharded:world", [None, None]) == [(0, 2), (1, 2)]
 
 

@@ -21,6 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--hyper", metavar="K=V,...", help="fix hyperparameters, e.g. stride=2,bias=True (default: drawn)")
     p.add_argument("--world-size", metavar="N", help="run sharded records on N ranks (default: drawn from each "
                                                      "record's world_sizes)")
+    p.add_argument("--collective-timeout", metavar="SECONDS",
+                   help="seconds a sharded record's rank waits in one collective for the other ranks, over each "
+                        f"record's collective_timeout (default: the record's, else {rules.SHARDED_TIMEOUT:g})")
     p.add_argument("--dtype", metavar="DTYPE[,DTYPE]",
                    help="float64, float32, float16, bfloat16, complex64, complex128 (default: each model's own)")
     p.add_argument("--device", default="cpu", metavar="DEVICE[,DEVICE]", help="cpu, cuda or both, comma-separated (default: cpu)")
@@ -75,6 +78,8 @@ def options(rep, args) -> dict:
         "scale": lambda: number("--scale", args.scale, float, 0, None, "a positive finite number", above_low=True),
         "case_timeout": lambda: case_timeout("--case-timeout", args.case_timeout),
         "shard": lambda: shard("--shard", args.shard),
+        "collective_timeout": lambda: number("--collective-timeout", args.collective_timeout, float, 0, None,
+                                             "a positive number of seconds", above_low=True),
         WORLD_SIZE: lambda: number("--world-size", args.world_size),
     }
     parse_into(rep, args, opts, parse)
@@ -113,6 +118,9 @@ def run(rep, args) -> None:
         gc.freeze()   # ... and leaves them out of every later collection
         gc.enable()
     limits.keep_freed_memory()
+    if opts.get("collective_timeout") is not None:
+        from ..kinds import ranks
+        ranks.TIMEOUT_OVERRIDE = opts["collective_timeout"]   # the --isolate children fork with it
     reg, lost = load(rep, args, args.names)
     devices = []
     for dev in opts["devices"]:

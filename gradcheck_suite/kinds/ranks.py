@@ -49,8 +49,22 @@ from multiprocessing.util import Finalize
 
 from ..record.errors import ContractError
 from ..verdict import rules
+from . import collectives
 
-__all__ = ["RankPool", "RankError", "pool", "pids", "close_all", "prestart", "ECHOES"]
+__all__ = ["RankPool", "RankError", "pool", "pids", "close_all", "prestart", "ECHOES", "collective_timeout",
+           "busy_text"]
+
+#: ``check --collective-timeout S``: the seconds every sharded record's collectives wait, over
+#: the record's own ``collective_timeout`` (None: the record's, else ``rules.SHARDED_TIMEOUT``)
+TIMEOUT_OVERRIDE: float | None = None
+
+
+def collective_timeout(own: float | None = None) -> float:
+    """The seconds a collective waits for the other ranks: ``--collective-timeout``, else the
+    record's ``collective_timeout``, else ``rules.SHARDED_TIMEOUT``."""
+    if TIMEOUT_OVERRIDE is not None:
+        return float(TIMEOUT_OVERRIDE)
+    return float(rules.SHARDED_TIMEOUT if own is None else own)
 
 #: the words of an error that a rank reports because another rank failed first: gloo's
 #: "Connection closed by peer" or "Connection reset", and timeouts waiting for a rank that died
@@ -78,6 +92,11 @@ class RankPool:
         self.procs: list[_Rank] = []
         self.conns: list = []
         self.started_in = 0.0          # seconds the last start took
+        self.tasks = 0                 # the tasks sent, numbering each rank's slot in the table
+        self.match = True              # the ranks compare their collectives before calling them
+        self.waiting: set[int] | None = None   # the ranks a task waits for now (busy_text)
+        self.measure = False           # keep the longest seconds a rank spent in one collective ...
+        self.longest = 0.0             # ... here (benchmarks/collective_wait.py)
         # one case at a time: a case abandoned at its time limit (run/limits.py) may still be
         # waiting for the ranks in its thread when the next case begins
         self.lock = threading.RLock()
@@ -93,11 +112,14 @@ class RankPool:
         self.close()
         begun = time.perf_counter()
         self.folder = tempfile.mkdtemp(prefix="gradcheck-ranks-")
+        collectives.create(self.table, self.world_size)
         address = os.path.join(self.folder, "parent.sock")     # the folder is the user's own (mode 0700)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(self.world_size)
-        listener.settimeout(rules.SHARDED_START_TIMEOUT)
+        # short steps: a case abandoned at its time limit while the ranks start stops here at once
+        listener.settimeout(rules.SHARDED_POLL)
+        joined_by = time.monotonic() + rules.SHARDED_START_TIMEOUT
         try:
             for r in range(self.world_size):
                 args = [address, self.folder, r, self.world_size, self.timeout]
@@ -108,13 +130,20 @@ class RankPool:
                     self.procs.append(_zygote(fresh=True).fork(args, log))
             by_rank: dict[int, object] = {}
             while len(by_rank) < self.world_size:
-                sock, _ = listener.accept()
+                try:
+                    sock, _ = listener.accept()
+                except socket.timeout:
+                    if time.monotonic() > joined_by:
+                        raise OSError(f"no rank connected within {rules.SHARDED_START_TIMEOUT:g} s") from None
+                    continue
                 sock.setblocking(True)
                 conn = Connection(sock.detach())
                 by_rank[conn.recv()] = conn
             self.conns = [by_rank[r] for r in range(self.world_size)]
             for r, conn in enumerate(self.conns):
-                if not conn.poll(rules.SHARDED_START_TIMEOUT):
+                while not conn.poll(rules.SHARDED_POLL) and time.monotonic() < joined_by:
+                    pass
+                if not conn.poll(0):
                     raise RankError(r, self.world_size, f"did not join the process group within "
                                                         f"{rules.SHARDED_START_TIMEOUT:g} s{self._log_tail(r)}")
                 status = conn.recv()
@@ -130,6 +159,11 @@ class RankPool:
         self.started_in = time.perf_counter() - begun
         return self
 
+    @property
+    def table(self) -> str:
+        """The file every rank writes its collective to (``collectives.py``)."""
+        return os.path.join(self.folder or "", "collectives")
+
     def run(self, task: str, payloads: list) -> list:
         """Each rank's result of ``task(payloads[rank], rank, world_size)``; see the module."""
         if len(payloads) != self.world_size:
@@ -140,26 +174,40 @@ class RankPool:
     def _run(self, task: str, payloads: list) -> list:
         self.start()
         try:
+            return self._send(task, payloads)
+        except RankError:
+            raise                  # the pool was closed where the ranks are out of step
+        except BaseException:
+            # abandoned at the case's time limit (run/limits.py), or interrupted: the ranks are
+            # out of step, and none may outlive the case
+            if self.waiting is not None:
+                self.close(kill=True)
+            raise
+        finally:
+            self.waiting = None
+
+    def _send(self, task: str, payloads: list) -> list:
+        self.tasks += 1
+        self.waiting = set(range(self.world_size))
+        try:
             for conn, payload in zip(self.conns, payloads):
-                conn.send_bytes(pickle.dumps((task, payload), protocol=pickle.HIGHEST_PROTOCOL))
+                conn.send_bytes(pickle.dumps((task, payload, self.tasks, self.match),
+                                             protocol=pickle.HIGHEST_PROTOCOL))
         except OSError as e:
             self.close()
             raise RankError(0, self.world_size, f"could not be reached: {e}") from None
         answers = self._answers()
         if len(answers) == self.world_size and all(a[0] == "ok" for a in answers.values()):
+            if self.measure:
+                self.longest = max([self.longest, *(s.get("longest", 0.0) for s in
+                                                    collectives.read(self.table, self.world_size))])
             return [answers[r][1] for r in range(self.world_size)]
-        if len(answers) < self.world_size or any(a[0] in ("hung", "died") for a in answers.values()):
-            self.close(kill=True)   # out of step: a rank waits in a collective, or is gone
-        for r in range(self.world_size):
-            answers.setdefault(r, ("hung", "was still waiting when another rank failed", ""))
-        failed = [r for r in range(self.world_size) if answers[r][0] != "ok"]
-        # the first real error: one raised for its own reason, then a rank that died, then one
-        # that hung; the others' "Connection closed by peer" and timeouts are its echo
-        real = [r for r in failed if answers[r][0] == "raised" and not _echo(answers[r][1])]
-        dead = [r for r in failed if answers[r][0] == "died"]
-        hung = [r for r in failed if answers[r][0] == "hung"]
-        first = (real or dead or hung or failed)[0]
-        status, text, trace = answers[first]
+        slots = collectives.read(self.table, self.world_size)
+        if len(answers) < self.world_size or any(a[0] in ("hung", "died") for a in answers.values()) \
+                or any(s.get("gloo") for s in slots):
+            # out of step: a rank waits in a collective, or is gone, or one stopped inside gloo
+            self.close(kill=True)
+        first, text, trace = collectives.failure(answers, slots, self.world_size, self.timeout, _echo)
         raise RankError(first, self.world_size, text, trace)
 
     def _answers(self) -> dict[int, tuple]:
@@ -171,24 +219,51 @@ class RankPool:
         answers: dict[int, tuple] = {}
         pending = {conn: r for r, conn in enumerate(self.conns)}
         limit = self.timeout + rules.SHARDED_GRACE
-        deadline = time.monotonic() + limit
+        deadline = None            # set once a rank has failed
         while pending:
-            ready = wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                for r in pending.values():
-                    answers[r] = ("hung", f"did not answer within {limit:g} s (waiting in a collective that "
-                                          "another rank never joined?)", "")
-                break
+            # short steps: a rank's collective is looked at between them, and a case abandoned at
+            # its time limit stops here at once (run/limits.py)
+            ready = wait(list(pending), timeout=rules.SHARDED_POLL)
             for conn in ready:
                 r = pending.pop(conn)
+                self.waiting.discard(r)
                 try:
                     answers[r] = pickle.loads(conn.recv_bytes())
                 except (EOFError, OSError):
                     self.procs[r].wait(rules.SHARDED_CLOSE_WAIT)
-                    answers[r] = ("died", f"died{self._log_tail(r)}", "")
-                if answers[r][0] != "ok":
-                    deadline = min(deadline, time.monotonic() + rules.SHARDED_ECHO_WAIT)
+                    answers[r] = ("died", self._death(r), "")
+                if answers[r][0] != "ok" and deadline is None:
+                    deadline = time.monotonic() + rules.SHARDED_ECHO_WAIT
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if pending and not ready:
+                # a rank inside one collective past its timeout and the grace: gloo did not end it
+                slots = collectives.read(self.table, self.world_size)
+                stuck = [r for r in pending.values() if collectives.inside(slots[r])
+                         and slots[r].get("t") == self.tasks and now - slots[r].get("since", now) > limit]
+                if stuck and deadline is None:
+                    deadline = now + rules.SHARDED_ECHO_WAIT
         return answers
+
+    def _death(self, rank: int) -> str:
+        """Why a rank died: faulthandler's headline and the user's line of its stack, else its
+        exit status (the zygote writes it), else the last line it printed."""
+        log = self._log(rank)
+        fatal = [line.strip() for line in log if line.startswith("Fatal Python error")]
+        code = ""
+        end = time.monotonic() + rules.SHARDED_ECHO_WAIT
+        while not code and time.monotonic() < end:
+            try:
+                with open(os.path.join(self.folder or "", f"rank{rank}.log.exit")) as f:
+                    code = f.read().strip()
+            except OSError:
+                time.sleep(0.01)
+        if fatal:
+            return collectives.crash(fatal[-1], log)
+        if code:
+            return code
+        return log[-1].strip() if log else "no exit status"
 
     def close(self, kill: bool = False) -> None:
         """End every rank (asked first, then killed; ``kill``: at once) and remove the folder."""
@@ -208,14 +283,18 @@ class RankPool:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
+    def _log(self, rank: int) -> list[str]:
+        """The lines a rank wrote to its output."""
+        try:
+            with open(os.path.join(self.folder or "", f"rank{rank}.log"), "rb") as f:
+                return f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return []
+
     def _log_tail(self, rank: int) -> str:
         """What a rank last wrote to its output (faulthandler's "Fatal Python error: ..." where
         it crashed), as ``: ...``, or ''."""
-        try:
-            with open(os.path.join(self.folder or "", f"rank{rank}.log"), "rb") as f:
-                lines = f.read().decode(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
+        lines = self._log(rank)
         fatal = [line for line in lines if line.startswith("Fatal Python error")]   # faulthandler's headline
         return f": {(fatal or lines)[-1].strip()}" if lines else ""
 
@@ -231,20 +310,39 @@ _OWNER = os.getpid()              # the process these belong to
 _FORKING = threading.Lock()       # one request to the zygote at a time
 
 
-def pool(world_size: int) -> RankPool:
-    """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure."""
+def pool(world_size: int, timeout: float | None = None) -> RankPool:
+    """The run's pool of ``world_size`` ranks: started on first use, restarted after a failure,
+    and with another collective ``timeout`` (seconds; None: ``collective_timeout()``)."""
+    timeout = collective_timeout() if timeout is None else float(timeout)
     global _OWNER
     if _OWNER != os.getpid():     # a forked child (--isolate): the parent's pools are not its own; its
         _POOLS.clear()            # zygote serves the child too (one model's process at a time)
         _OWNER = os.getpid()
     got = _POOLS.get(world_size)
+    if got is not None and got.timeout != timeout:
+        with got.lock:
+            got.close()        # gloo's timeout is the process group's: a new group for another one
+        got = None
     if got is None:
         if not _POOLS:
             # a process that multiprocessing started (the check's --isolate child) ends without
             # running atexit; its finalizers do run
             Finalize(None, close_all, exitpriority=0)
-        got = _POOLS[world_size] = RankPool(world_size)
-    return got.start()
+        got = _POOLS[world_size] = RankPool(world_size, timeout=timeout)
+    with got.lock:             # not while a case abandoned at its time limit still closes it
+        return got.start()
+
+
+def busy_text() -> str:
+    """Where the ranks of a task still running are (for the case's timeout message): ``rank 1
+    of 2 was running outside any collective ...``, or ''."""
+    for p in list(_POOLS.values()):
+        waiting = p.waiting
+        if waiting and p.folder:
+            slots = collectives.read(p.table, p.world_size)
+            return "; ".join(f"rank {r} of {p.world_size} was still running {collectives.where(slots[r])}"
+                             for r in sorted(waiting))
+    return ""
 
 
 def pids() -> list[int]:
@@ -359,7 +457,25 @@ def zygote() -> None:
     import torch.distributed  # noqa: F401
 
     importlib.import_module(f"{__package__}.sharding")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # the ranks are reaped as they end
+    logs: dict[int, str] = {}
+    ended: dict[int, str] = {}
+
+    def reap(signum, frame) -> None:
+        # the ranks are reaped as they end, and each one's exit status is written beside its log
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            log = logs.pop(pid, None)
+            if log is None:
+                ended[pid] = _status(status)
+            else:
+                _write_exit(log, _status(status))
+
+    signal.signal(signal.SIGCHLD, reap)
     for line in sys.stdin:
         *args, log = json.loads(line)
         pid = os.fork()
@@ -373,8 +489,30 @@ def zygote() -> None:
                 serve(*args)
             finally:
                 os._exit(0)
+        logs[pid] = log
+        if pid in ended:           # it ended before its log was noted
+            _write_exit(logs.pop(pid), ended.pop(pid))
         sys.stdout.write(f"{pid}\n")
         sys.stdout.flush()
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _write_exit(log: str, text: str) -> None:
+    try:
+        with open(log + ".exit", "w") as f:
+            f.write(text)
+    except OSError:
+        pass
 
 
 def serve(address: str, folder: str, rank: int, world_size: int, timeout: float) -> None:
@@ -395,6 +533,7 @@ def serve(address: str, folder: str, rank: int, world_size: int, timeout: float)
         torch.set_num_threads(1)
         dist.init_process_group("gloo", init_method="file://" + os.path.join(folder, "store"), rank=rank,
                                 world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
+        collectives.install(collectives.Table(os.path.join(folder, "collectives"), rank, world_size))
     except Exception as e:
         conn.send(f"{type(e).__name__}: {e}")
         return
@@ -406,13 +545,17 @@ def serve(address: str, folder: str, rank: int, world_size: int, timeout: float)
             break
         if message is None:
             break
-        task, payload = message
+        task, payload, number, match = message
+        collectives.begin(number, timeout, match)
         try:
             module, _, name = task.partition(":")
             result = getattr(importlib.import_module(module), name)(payload, rank, world_size)
             answer = ("ok", result, "")
         except Exception as e:
-            answer = ("raised", _one_line(e), "".join(traceback.format_exception(e)))
+            fault = _fault(e)
+            answer = (fault.kind, str(fault), "") if fault is not None else \
+                ("raised", _one_line(e), "".join(traceback.format_exception(e)))
+        collectives.end("ok" if answer[0] == "ok" else "raised")
         try:
             conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
@@ -421,6 +564,16 @@ def serve(address: str, folder: str, rank: int, world_size: int, timeout: float)
         dist.destroy_process_group()
     except Exception:
         pass
+
+
+def _fault(e: BaseException | None):
+    """The :class:`collectives.CollectiveFault` behind ``e``, if any."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, collectives.CollectiveFault):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def _one_line(e: BaseException) -> str:

@@ -264,9 +264,9 @@ def rank_payloads(model: Model, p: Mapping, d: Mapping, h, g=None) -> list[dict]
     return payloads
 
 
-def _outputs(info: ShardedCall, name: str, p, d, h):
+def _outputs(info: ShardedCall, name: str, p, d, h, timeout: float | None = None):
     world_size = _world_size(h)
-    answers = ranks.pool(world_size).run(TASK, [dict(x, what="forward") for x in _payloads(info, name, p, d, h,
+    answers = ranks.pool(world_size, ranks.collective_timeout(timeout)).run(TASK, [dict(x, what="forward") for x in _payloads(info, name, p, d, h,
                                                                                            world_size)])
     counts = {len(outs) for outs, _ in answers}
     if len(counts) > 1:
@@ -306,12 +306,12 @@ def _grad_shares(info: ShardedCall, g, placements: tuple, world_size: int) -> li
             else per_output[0][r] for r in range(world_size)]
 
 
-def _gradients(info: ShardedCall, name: str, p, d, g, h) -> RankGrads:
+def _gradients(info: ShardedCall, name: str, p, d, g, h, timeout: float | None = None) -> RankGrads:
     world_size = _world_size(h)
     payloads = _payloads(info, name, p, d, h, world_size)
     for payload, gr in zip(payloads, _grad_shares(info, g, info.output, world_size)):
         payload.update(what="backward", g=gr)
-    answers = ranks.pool(world_size).run(TASK, payloads)
+    answers = ranks.pool(world_size, ranks.collective_timeout(timeout)).run(TASK, payloads)
     out = RankGrads()
     out.ranks, out.world_size = {}, world_size
     for n in info.inputs:
@@ -404,17 +404,19 @@ def sharded_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mappin
                      args=args)
     info = ShardedCall(inner.op, places, data_places, outs, grads, in_grads, uneven, where_from[0], where_from[1])
 
+    timeout = record_fields.get("collective_timeout")
+
     def forward(p, d, h):
         complex_ = [n for n, t in (*p.items(), *d.items()) if isinstance(t, torch.Tensor) and t.is_complex()]
         if complex_:
             raise Unsupported(f"{', '.join(complex_)} complex: a sharded record is checked in real dtypes "
                               "(float64, float32, float16, bfloat16) only; check the Function's complex code on "
                               "one rank with op_model")
-        out, _ = _outputs(info, name_s, p, d, h)
+        out, _ = _outputs(info, name_s, p, d, h, timeout)
         return out, None
 
     def backward(p, d, cache, g, h):
-        return _gradients(info, name_s, p, d, g, h)
+        return _gradients(info, name_s, p, d, g, h, timeout)
 
     evenly = _divides(name_s, info, shapes, data_shapes, inner.reference, hyper) if not uneven else None
     where = _both(evenly, user_where, dims, hyper)

@@ -198,6 +198,10 @@ class Model:
         The backward is documented to take contiguous tensors only: the checker then
         skips the layout variants (transposed, expanded and strided upstream gradients,
         non-contiguous inputs) that training can hand it, and the report says so.
+    collective_timeout
+        A sharded record's seconds that a rank waits in one collective for the others
+        (``sharded_model``): past it the case is an error naming the rank that never came;
+        None takes ``rules.SHARDED_TIMEOUT``; ``check --collective-timeout`` overrides it.
     train
         Optional defaults for ``gradcheck-suite train``: ``dict(lr=1e-4, steps=500,
         optimizer="sgd", batch="fresh", dims={...}, loss="sum")``, and a tutorial's own
@@ -241,6 +245,7 @@ class Model:
     kind: str = "model"            # how the backward is held (kinds/): set by op_model / numpy_model
     op: Any = None                 # the user's op as it ships, for op_model's ctx checks
     sharded: Any = None            # how a sharded record runs on ranks: set by sharded_model (kinds/sharding.py)
+    collective_timeout: float | None = None   # a sharded record's seconds per collective (None: the rule's)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grad_data", tuple(self.grad_data))
@@ -533,4 +538,10 @@ def _new_fields_problem(m: Model) -> tuple[str, str] | None:
         return "kind", f"{m.kind!r} is not one of {', '.join(KINDS)}"
     if (m.kind == "sharded") != (m.sharded is not None):
         return "kind", "a sharded record is made by sharded_model(...), which sets kind and sharded together"
+    if m.collective_timeout is not None:
+        t = m.collective_timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            return "collective_timeout", f"must be a positive number of seconds, or None, got {t!r}"
+        if m.sharded is None:
+            return "collective_timeout", "applies to a sharded record (sharded_model) only: its ranks' collectives"
     return None

@@ -147,8 +147,11 @@ def _warm_up(device: str) -> None:
 def _timed_out(model: Model, case: Case, phase: str, limit: float, elapsed: float, where: str = "") -> CaseResult:
     res = CaseResult(model.name, case, verdict=ERROR, seconds=elapsed, phase=phase)
     inside = f", inside {where}" if where else ""
-    res.problems.append(f"{phase or 'the case'} did not finish within {limit:g} s (--case-timeout){inside}; "
-                        "the case was abandoned")
+    ranks = sys.modules.get("gradcheck_suite.kinds.ranks")
+    busy = ranks.busy_text() if model.sharded is not None and ranks is not None else ""
+    on_ranks = f" ({busy}: its ranks were killed)" if busy else ""
+    res.problems.append(f"{phase or 'the case'} did not finish within {limit:g} s (--case-timeout){inside}"
+                        f"{on_ranks}; the case was abandoned")
     return res
 
 

@@ -480,12 +480,15 @@ SPEED_NOTE = 1.25
 #: Function alone) up to four, the most a 2-core CI machine runs as processes in seconds; 3
 #: is the odd size where a chunk's arithmetic (``n // W``) first goes wrong.
 SHARDED_WORLD_SIZES = (1, 2, 3, 4)
-#: Seconds a collective may wait for the other ranks (gloo's own timeout, given to
-#: ``init_process_group``), and a rank for its answer: CPU gloo finishes a case's collectives
-#: in milliseconds, so a rank that waits this long waits for a rank that will never come.
+#: Seconds a rank may wait in one collective for the other ranks (for them to arrive, and in
+#: gloo: the process group's own timeout, given to ``init_process_group``), unless the record
+#: (``collective_timeout``) or ``check --collective-timeout`` says otherwise: the slowest correct
+#: collective of tests/test_sharded.py's and the parallel bank's records at world size 4 took
+#: 1.2 s with the machine's load at 12 to 31 (benchmarks/collective_wait.py), so a rank that
+#: waits 25 times that waits for a rank that will never come.
 SHARDED_TIMEOUT = 30.0
-#: Seconds on top of ``SHARDED_TIMEOUT`` before the parent gives up on a rank that has not
-#: answered: the rank's own timeout reports first, with the collective it was in.
+#: Seconds on top of the collective timeout before the parent gives up on a rank inside one
+#: collective: the rank's own timeout reports first, with the collective it was in.
 SHARDED_GRACE = 5.0
 #: Seconds for the ranks of a pool to start and join the process group: each imports torch
 #: (about 2 s for 4 ranks on 2 idle cores; ten times that on a loaded machine still passes).
@@ -506,3 +509,8 @@ SHARDED_ECHO_WAIT = 0.5
 #: time it as the same per-rank computation: it tells a local gradient from one summed over
 #: the ranks (a factor of the world size) or a missing part, never rounding (float32 is ~1e-7).
 SHARDED_BENCH_MATCH = 1e-3
+
+#: Seconds between the parent's looks at a running task's ranks (which collective each is in,
+#: and for how long): a case abandoned at its time limit stops within this, and its ranks are
+#: killed; an answer is read as soon as it comes, whatever this is.
+SHARDED_POLL = 0.05

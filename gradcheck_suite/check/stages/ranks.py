@@ -138,13 +138,26 @@ def describe(index: tuple, shape: tuple) -> str:
                            for s, n in zip(index, shape)) + "]"
 
 
+def ranks_of(state: CaseState) -> tuple:
+    """The names of the sharded record's tensors (inputs and data) that reach the ranks."""
+    sharded = getattr(state.model, "sharded", None)
+    return (*sharded.inputs, *sharded.data) if sharded is not None else ()
+
+
 def in_ranks(state: CaseState, text: str) -> str:
     """``text`` (a layout stage's line about "the gradient of x ... at [i, j]") with the rank
     and shard that hold element [i, j] named after the tensor, where its gradient is sharded,
-    and where the upstream gradient's layout shows it, the collectives' usual cause."""
+    and where the layout of the upstream gradient or of an input shows it, the collectives' usual cause."""
+    view = re.search(r"when (\w+) is an? [\w-]+ (?:view|slice)", text)
     if "the upstream gradient is" in text:
         text += (" On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
                  "as contiguous), or a copy such as g.contiguous() reduced while g itself is returned?")
+    elif view is not None and view.group(1) in ranks_of(state):
+        # an input that arrives as a view: the forward's collective reduced a copy of it
+        x = view.group(1)
+        text += (f" On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
+                 f"as contiguous), or a copy such as t.contiguous() reduced while t itself is returned (t: {x}, "
+                 f"or a gradient that autograd lays out as {x} is laid out)?")
     found = re.search(r"the gradient of (\w+) changes when .* at \[([\d, ]+)\]", text)
     ranks = getattr(state.grads, "ranks", None)
     if found is None or ranks is None or found.group(1) not in ranks:

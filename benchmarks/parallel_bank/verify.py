@@ -11,6 +11,8 @@ the upstream gradient:
     plain          contiguous
     g transposed   the same values with the last two dims' strides swapped (a gradient that
                    comes back through ``x.t()`` or ``x.transpose(-1, -2)``), for outputs of 2+ dims
+    x transposed   the same for every input of 2+ dims (an input that arrives as a transposed
+                   view: the harness hands the op such inputs too), with a contiguous gradient
 
 Rank r gets its shard of the same float64 values, as SHARDED_API.md says: ``Shard(d)`` its chunk
 (``torch.chunk``, or ``torch.tensor_split`` for uneven records), ``Replicate()`` the whole tensor,
@@ -160,7 +162,13 @@ def _layout(g: torch.Tensor, layout: str) -> torch.Tensor:
     return g.clone(memory_format=torch.contiguous_format)   # a fresh tensor: a backward may reduce it in place
 
 
-LAYOUTS = ("plain", "g transposed")
+def _input_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "x transposed" and t.dim() >= 2:
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return t.clone()
+
+
+LAYOUTS = ("plain", "g transposed", "x transposed")
 
 
 # ---------------------------------------------------------------- one rank
@@ -169,7 +177,7 @@ def run_rank_case(spec, rank: int, world: int, case: dict, layout: str) -> dict[
     order = spec.order()
     local = {}
     for name in spec.inputs:
-        local[name] = case["shares"][name][rank].clone().requires_grad_(True)
+        local[name] = _input_layout(case["shares"][name][rank], layout).requires_grad_(True)
     for name in spec.data or {}:
         local[name] = case["shares"][name][rank].clone()
     values = {**local, **case["hyper"]}

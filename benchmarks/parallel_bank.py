@@ -63,7 +63,7 @@ class Row:
     harness_per_world: dict = dataclasses.field(default_factory=dict)       # W -> [verdict, seconds, message]
 
 
-def _first_line(text: str, limit: int = 240) -> str:
+def _first_line(text: str, limit: int = 400) -> str:
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[0][:limit] if lines else ""
 

@@ -155,7 +155,8 @@ def in_ranks(state: CaseState, text: str) -> str:
     elif view is not None and view.group(1) in ranks_of(state):
         # an input that arrives as a view: the forward's collective reduced a copy of it
         x = view.group(1)
-        text += (f" On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
+        stop = "" if text.rstrip().endswith((".", "?", "!")) else "."
+        text += (f"{stop} On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
                  f"as contiguous), or a copy such as t.contiguous() reduced while t itself is returned (t: {x}, "
                  f"or a gradient that autograd lays out as {x} is laid out)?")
     found = re.search(r"the gradient of (\w+) changes when .* at \[([\d, ]+)\]", text)

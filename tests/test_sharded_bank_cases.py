@@ -77,6 +77,27 @@ class Copy(torch.autograd.Function):
         return g
 
 
+class OffByOneOnOtherRanks(torch.autograd.Function):
+    """Identity on a column shard; the backward of every rank but 0 subtracts 1 at its first
+    element (a mask forgotten on the ranks that do not hold a target)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        if dist.get_rank() > 0:
+            g[0, 0] -= 1.0
+        return g
+
+
+off_by_one_on_other_ranks = sharded_model(
+    OffByOneOnOtherRanks, name="off_by_one_on_other_ranks", dims={"n": Dim(1, 4, 4), "h": Dim(2, 8, 8)},
+    inputs={"x": (("n", "h"), Shard(1))}, reference=lambda x: x.clone(), output=Shard(1), grad=Shard(1))
+
+
 def _sum_ranks(op, name):
     return sharded_model(op, name=name, dims={"n": Dim(1, 4, 4), "h": Dim(1, 6, 6)},
                          inputs={"x": (("n", "h"), Partial())}, reference=lambda x: x, output=Replicate(),
@@ -137,3 +158,12 @@ def test_a_reduced_copy_of_a_gradient_laid_out_as_the_input_is_flagged(world_siz
     assert run.failure.failing == ["x"] or "the gradient of x" in text, text
     assert "a transposed view" in text and "t.contiguous() reduced while t itself is returned" in text \
         or "g.contiguous() reduced while g itself is returned" in text, text
+
+
+def test_a_wrong_element_on_one_rank_is_named_in_the_unsharded_tensors_coordinates():
+    run, text = _check(off_by_one_on_other_ranks, 2)
+    assert run.verdict == FAIL and run.failure.failing == ["x"], text
+    h0 = (run.failure.case.dims["h"] + 1) // 2          # rank 0's columns
+    assert "the gradient of x (rank 1 of 2, shard [:, " in text, text
+    assert f"1 of {run.failure.case.dims['n'] * (run.failure.case.dims['h'] - h0)} elements, the worst at [0, {h0}]" \
+        in text, text

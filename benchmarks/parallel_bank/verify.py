@@ -171,6 +171,12 @@ def _input_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
 LAYOUTS = ("plain", "g transposed", "x transposed")
 
 
+def layouts(spec) -> tuple[str, ...]:
+    """The layouts of an entry's cases: contiguous only where the record says ``needs_contiguous``
+    (as the harness then skips its layout variants)."""
+    return ("plain",) if spec.fields.get("needs_contiguous") else LAYOUTS
+
+
 # ---------------------------------------------------------------- one rank
 
 def run_rank_case(spec, rank: int, world: int, case: dict, layout: str) -> dict[str, Any]:
@@ -214,7 +220,7 @@ def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: st
             try:
                 for dims, hyper, seed in cases(spec, world):
                     case = build_case(spec, world, dims, hyper, seed)
-                    for layout in LAYOUTS:
+                    for layout in layouts(spec):
                         results.append(run_rank_case(spec, rank, world, case, layout))
             except Exception as e:   # the entry's error: the label check counts it; its other cases are left out
                 text = str(e).strip()
@@ -292,7 +298,7 @@ def judge_world(spec, world: int, per_rank: list[list[dict]]) -> list[str]:
     for dims, hyper, seed in cases(spec, world):
         case = build_case(spec, world, dims, hyper, seed)
         ref_outs, ref_grads = reference_case(spec, case)
-        for layout in LAYOUTS:
+        for layout in layouts(spec):
             where = f"W={world} dims={dims}{' ' + str(hyper) if hyper else ''} seed={seed} {layout}"
             got = [per_rank[r][i] if i < len(per_rank[r]) else {"error": "missing"} for r in range(world)]
             i += 1

@@ -14,7 +14,7 @@ from typing import Any
 
 from gradcheck_suite import Dim
 
-__all__ = ["Dim", "ParallelEntry", "ShardedSpec", "sharded_model", "harness_has_sharded_model"]
+__all__ = ["Dim", "ParallelEntry", "ShardedSpec", "sharded_model", "harness_has_sharded_model", "gradcheck_models"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,15 @@ def sharded_model(op: Any, *, name: str, dims: Mapping[str, Dim], inputs: Mappin
     """The harness's ``sharded_model`` signature; returns the arguments (see the module doc)."""
     return ShardedSpec(op, name, dims, dict(inputs), reference, output, grad, input_grads, data, hyper,
                        tuple(args) if args is not None else None, tuple(world_sizes), uneven, group, dict(fields))
+
+
+def gradcheck_models() -> list:
+    """Every entry's record, as the harness builds it: a rank finds a sharded record by name at
+    the top level of the module that called ``sharded_model``, which for the bank is this one
+    (``ShardedSpec.build``), through this function (the registry's ``gradcheck_models``)."""
+    from . import entries
+
+    return [e.record.build() for e in entries()]
 
 
 def harness_has_sharded_model() -> bool:

@@ -11,6 +11,8 @@ the upstream gradient:
     plain          contiguous
     g transposed   the same values with the last two dims' strides swapped (a gradient that
                    comes back through ``x.t()`` or ``x.transpose(-1, -2)``), for outputs of 2+ dims
+    x transposed   the same for every input of 2+ dims (an input that arrives as a transposed
+                   view: the harness hands the op such inputs too), with a contiguous gradient
 
 Rank r gets its shard of the same float64 values, as SHARDED_API.md says: ``Shard(d)`` its chunk
 (``torch.chunk``, or ``torch.tensor_split`` for uneven records), ``Replicate()`` the whole tensor,
@@ -160,7 +162,19 @@ def _layout(g: torch.Tensor, layout: str) -> torch.Tensor:
     return g.clone(memory_format=torch.contiguous_format)   # a fresh tensor: a backward may reduce it in place
 
 
-LAYOUTS = ("plain", "g transposed")
+def _input_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "x transposed" and t.dim() >= 2:
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return t.clone()
+
+
+LAYOUTS = ("plain", "g transposed", "x transposed")
+
+
+def layouts(spec) -> tuple[str, ...]:
+    """The layouts of an entry's cases: contiguous only where the record says ``needs_contiguous``
+    (as the harness then skips its layout variants)."""
+    return ("plain",) if spec.fields.get("needs_contiguous") else LAYOUTS
 
 
 # ---------------------------------------------------------------- one rank
@@ -169,7 +183,7 @@ def run_rank_case(spec, rank: int, world: int, case: dict, layout: str) -> dict[
     order = spec.order()
     local = {}
     for name in spec.inputs:
-        local[name] = case["shares"][name][rank].clone().requires_grad_(True)
+        local[name] = _input_layout(case["shares"][name][rank], layout).requires_grad_(True)
     for name in spec.data or {}:
         local[name] = case["shares"][name][rank].clone()
     values = {**local, **case["hyper"]}
@@ -206,7 +220,7 @@ def rank_main(rank: int, world: int, folder: str, names: list[str], bank_dir: st
             try:
                 for dims, hyper, seed in cases(spec, world):
                     case = build_case(spec, world, dims, hyper, seed)
-                    for layout in LAYOUTS:
+                    for layout in layouts(spec):
                         results.append(run_rank_case(spec, rank, world, case, layout))
             except Exception as e:   # the entry's error: the label check counts it; its other cases are left out
                 text = str(e).strip()
@@ -284,7 +298,7 @@ def judge_world(spec, world: int, per_rank: list[list[dict]]) -> list[str]:
     for dims, hyper, seed in cases(spec, world):
         case = build_case(spec, world, dims, hyper, seed)
         ref_outs, ref_grads = reference_case(spec, case)
-        for layout in LAYOUTS:
+        for layout in layouts(spec):
             where = f"W={world} dims={dims}{' ' + str(hyper) if hyper else ''} seed={seed} {layout}"
             got = [per_rank[r][i] if i < len(per_rank[r]) else {"error": "missing"} for r in range(world)]
             i += 1

@@ -101,7 +101,25 @@ def _what(state: CaseState, n: str, part: torch.Tensor, want: torch.Tensor, r: i
     text = _factor_text(got, w, world)
     if text:
         return text
-    return "differs from autograd's"
+    return "differs from autograd's" + _worst(got, w, indices[r], state.result.tensors[n].bound)
+
+
+def _worst(got: torch.Tensor, want: torch.Tensor, index: tuple, bound) -> str:
+    """``: 3 of 12 elements, the worst at [0, 1, 4] (-0.93 where autograd's is 0.07)``, the
+    element in the unsharded tensor's coordinates; '' where the shapes differ."""
+    if tuple(got.shape) != tuple(want.shape) or not got.numel():
+        return ""
+    gap = (got - want).abs()
+    b = bound[index] if isinstance(bound, torch.Tensor) and bound.dim() and bound.shape != gap.shape else bound
+    try:
+        out = int((gap > b).sum())
+    except RuntimeError:        # a bound that does not fit this part: count none
+        out = 0
+    at = [int(i) for i in torch.unravel_index(gap.flatten().argmax(), gap.shape)]
+    where = ", ".join(str(s.start + i) for s, i in zip(index, at))
+    count = f"{out} of {got.numel()} elements, " if out else ""
+    return (f": {count}the worst at [{where}] ({float(got[tuple(at)]):.3g} where autograd's is "
+            f"{float(want[tuple(at)]):.3g})")
 
 
 def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
@@ -138,13 +156,27 @@ def describe(index: tuple, shape: tuple) -> str:
                            for s, n in zip(index, shape)) + "]"
 
 
+def ranks_of(state: CaseState) -> tuple:
+    """The names of the sharded record's tensors (inputs and data) that reach the ranks."""
+    sharded = getattr(state.model, "sharded", None)
+    return (*sharded.inputs, *sharded.data) if sharded is not None else ()
+
+
 def in_ranks(state: CaseState, text: str) -> str:
     """``text`` (a layout stage's line about "the gradient of x ... at [i, j]") with the rank
     and shard that hold element [i, j] named after the tensor, where its gradient is sharded,
-    and where the upstream gradient's layout shows it, the collectives' usual cause."""
+    and where the layout of the upstream gradient or of an input shows it, the collectives' usual cause."""
+    view = re.search(r"when (\w+) is an? [\w-]+ (?:view|slice)", text)
     if "the upstream gradient is" in text:
         text += (" On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
                  "as contiguous), or a copy such as g.contiguous() reduced while g itself is returned?")
+    elif view is not None and view.group(1) in ranks_of(state) and " raised " not in text:
+        # an input that arrives as a view: the forward's collective reduced a copy of it
+        x = view.group(1)
+        stop = "" if text.rstrip().endswith((".", "?", "!")) else "."
+        text += (f"{stop} On the ranks: a collective handed a non-contiguous tensor (it reads and writes memory "
+                 f"as contiguous), or a copy such as t.contiguous() reduced while t itself is returned (t: {x}, "
+                 f"or a gradient that autograd lays out as {x} is laid out)?")
     found = re.search(r"the gradient of (\w+) changes when .* at \[([\d, ]+)\]", text)
     ranks = getattr(state.grads, "ranks", None)
     if found is None or ranks is None or found.group(1) not in ranks:

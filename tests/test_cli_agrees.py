@@ -173,7 +173,7 @@ def test_a_bad_dtype_in_the_settings_is_named_as_a_setting(tmp_path, pytester):
     r = gcs("check", "--json", "r.json", cwd=tmp_path)
     assert r.returncode == 2
     line = one_line(r.stderr, f"{tmp_path / 'pyproject.toml'}: [tool.gradcheck-suite]: dtypes: 'float33' is not one "
-                              "of float64, float32, float16, bfloat16; did you mean 'float32'?")
+                              "of float64, float32, float16, bfloat16, complex64, complex128; did you mean 'float32'?")
     assert "--dtype" not in line
     pytester.makepyfile(test_grads=TEST_FILE)
     (pytester.path / "pyproject.toml").write_text(settings)

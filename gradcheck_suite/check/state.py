@@ -62,6 +62,8 @@ class CaseState:
     #                                        rounding, carried to each tensor
     bitwise: bool = False              # every further backward call repeated the first, bit for bit
     overflow: bool = False             # autograd itself is NaN or Inf somewhere: the case is set aside
+    forward_gap: float = 0.0           # a float64 forward's largest distance from the float64 reference,
+    #                                    where it computes in a lower precision inside (stages.reference)
 
     @property
     def autograd_phase(self) -> str:

@@ -109,6 +109,13 @@ EXAMINE = 5
 #: A finite-difference estimate this close (relative) needs no other step.
 PRECISE = 1e-6
 
+#: A float64 forward farther than this from the float64 reference (its largest difference,
+#: relative to the reference's largest element) computes inside in a lower precision (a
+#: ``.float()``, a float32 accumulation): finite differences then take that difference as
+#: the forward's noise floor.  float32 rounds at ~6e-8; a float64 forward, even a
+#: cancelling one, stays below 1e-12 (so every float64-precise forward keeps its floor).
+FORWARD_COARSE = 1e-10
+
 #: Relative size of the jitter that measures rounding in float64: large enough to move the
 #: rounding of a sigmoid saturated to 1e-13.
 JITTER = 1e-4

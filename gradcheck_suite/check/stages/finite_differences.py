@@ -150,8 +150,19 @@ class _Probes:
 
     def probe(self, direction, resolution: float | None = None) -> oracles.Line:
         s = self.state
-        return oracles.line(self.model, s.p64, s.d64, s.g, direction,
-                            with_floor(s).resolution if resolution is None else resolution, at_zero=self.out64)
+        resolution = with_floor(s).resolution if resolution is None else resolution
+        return oracles.line(self.model, s.p64, s.d64, s.g, direction, max(resolution, self.coarse()),
+                            at_zero=self.out64)
+
+    def coarse(self) -> float:
+        """The forward's own noise floor where it computes inside in a lower precision than
+        float64 (``state.forward_gap``, its distance from the float64 reference): as a
+        rounding scale (``oracles.Line``), the bound ``sum|g| * gap`` on what that noise
+        moves ``<g, f>``, over float64's eps; 0 for a forward precise to float64."""
+        gap = self.state.forward_gap
+        if gap <= 0:
+            return 0.0
+        return gap * float(self.state.g.detach().abs().sum(dtype=torch.float64)) / rules.EPS64
 
     def examine(self, name: str, index: tuple[int, ...], against: TensorComparison | None = None) -> Finding:
         """One element, probed alone; ``against``: a comparison without the jitter, that
@@ -221,7 +232,7 @@ class _Probes:
         tol = tolerance()
         est = oracles.central(phi, rules.AGREED_STEPS[0], da, tol)
         if est is None:
-            phi.resolution = with_floor(s).resolution
+            phi.resolution = max(with_floor(s).resolution, self.coarse())
             tol = tolerance()
             est = oracles.central(phi, rules.AGREED_STEPS[0], da, tol)
         if est is not None:

@@ -4,9 +4,12 @@ reference, like the forward, must leave its inputs as they were.  A forward that
 fails the case here."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...record.errors import Unsupported
+from ...verdict import rules
 from ...verdict.tolerance import TensorComparison, compare
 from .. import messages
 from ..case import describe, float64, layout_problem, split
@@ -58,6 +61,25 @@ def run(state: CaseState) -> None:
         res.tensors, res.failing, res.verdict = comps, [bad[0].name], FAIL
         res.summary = f"{bad[0].name} differs from the reference at {list(bad[0].worst[0].index)}"
         raise Stop()
+    if case.real_dtype == "float64":
+        state.forward_gap = _coarse(out, ref)
+
+
+def _coarse(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """The float64 forward's largest distance from the float64 reference, where it is beyond
+    float64's rounding (``rules.FORWARD_COARSE`` of the reference's largest element): a forward
+    that computes inside in a lower precision; 0 otherwise.  Finite differences take it as
+    the forward's noise floor (``stages.finite_differences``)."""
+    if not (out.is_floating_point() and ref.is_floating_point()) or out.is_complex() or ref.is_complex() \
+            or out.numel() == 0:
+        return 0.0
+    with torch.no_grad():
+        o, r = out.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
+        top = float(r.abs().max())
+        gap = float((o - r).abs().max())
+    if not (math.isfinite(top) and math.isfinite(gap)) or gap <= rules.FORWARD_COARSE * top:
+        return 0.0
+    return gap
 
 
 def _parts(t: torch.Tensor | None, layout) -> list:

@@ -10,7 +10,7 @@ import torch
 from gradcheck_suite import Case, Dim, op_model
 from gradcheck_suite.check.pipeline import check_case
 from gradcheck_suite.check.result import FAIL, PASS
-from gradcheck_suite.check.stages.reference import _coarse
+from gradcheck_suite.check.stages.reference import forward_gap as _coarse
 
 
 def softmax(name, eps=0.0, normalizer=torch.float32):
@@ -91,3 +91,46 @@ def test_the_floor_is_the_forwards_distance_beyond_float64_rounding():
     assert _coarse(precise, ref) == 0.0
     assert _coarse(coarse, ref) == float((coarse - ref).abs().max()) > 0
     assert _coarse(torch.zeros(0), torch.zeros(0)) == 0.0
+
+
+def cross_entropy_in_float32(name, eps=0.0):
+    """Cross entropy of logits against a target class, computed wholly in float32 inside
+    (``.float()``, as Megatron's vocab-parallel cross entropy does), for a float32 record:
+    its finite differences run the float64 forward, which is still only float32-precise."""
+    class CE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, t):
+            y = torch.softmax(x.float(), -1)
+            ctx.save_for_backward(y, t)
+            return -torch.log(y.gather(-1, t.unsqueeze(-1))).squeeze(-1).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            y, t = ctx.saved_tensors
+            gx = y.clone()
+            gx.scatter_add_(-1, t.unsqueeze(-1), -torch.ones_like(gx[..., :1]))
+            if eps:
+                gx.view(-1)[0] *= 1 + eps
+            return (gx * g.unsqueeze(-1).float()).to(g.dtype), None
+
+    def targets(dims, gen, dtype, scale):
+        return torch.randint(0, dims["F"], (dims["N"],), generator=gen)
+
+    return op_model(CE, name=name, dims={"N": Dim(1, 4, 4), "F": Dim(1, 12, 12)}, inputs={"x": ("N", "F")},
+                    data={"t": ("N",)}, factories={"t": targets}, dtype="float32",
+                    reference=lambda x, t: torch.nn.functional.cross_entropy(x, t, reduction="none"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_float32_record_computing_in_float32_inside_passes_at_small_scales(seed):
+    m = cross_entropy_in_float32("fd_floor_ce")
+    for n, f in ((1, 12), (2, 5), (1, 1)):
+        res = check_case(m, Case(m.name, {"N": n, "F": f}, "float32", "cpu", seed, 1e-3, {}))
+        assert res.verdict in (PASS,), (n, f, res.verdict, res.failing, res.problems)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_wrong_float32_record_computing_in_float32_inside_still_fails(seed):
+    m = cross_entropy_in_float32("fd_floor_ce_wrong", eps=1e-3)
+    res = check_case(m, Case(m.name, {"N": 2, "F": 5}, "float32", "cpu", seed, 1.0, {}))
+    assert res.verdict == FAIL and res.failing == ["x"], (res.verdict, res.failing, res.problems)

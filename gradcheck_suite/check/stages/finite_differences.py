@@ -22,6 +22,7 @@ from ..floor import with_floor
 from ..measure import fd_ratio, record, resolved
 from ..result import DISAGREE, FAIL, NONDIFF, PASS, SKIPPED, by_comparison, decide
 from ..state import CaseState, Stop, internal
+from . import reference
 
 
 def run(state: CaseState) -> None:
@@ -33,6 +34,11 @@ def run(state: CaseState) -> None:
         else:
             with torch.no_grad():
                 out64 = model.forward(state.p64, state.d64)[0]
+                if model.reference is not None and isinstance(out64, torch.Tensor):
+                    # how precise the forward is in float64: one that computes in float32 inside
+                    # gives its finite differences a float32 noise floor (as reference.py does
+                    # for a float64 case)
+                    state.forward_gap = reference.forward_gap(out64, model.reference(state.p64, state.d64))
     except Exception as e:
         res.fd_ran = False
         res.notes.append(f"no second oracle: the forward fails in float64 ({type(e).__name__}: {e}), so finite "

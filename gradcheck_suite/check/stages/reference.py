@@ -62,14 +62,15 @@ def run(state: CaseState) -> None:
         res.summary = f"{bad[0].name} differs from the reference at {list(bad[0].worst[0].index)}"
         raise Stop()
     if case.real_dtype == "float64":
-        state.forward_gap = _coarse(out, ref)
+        state.forward_gap = forward_gap(out, ref)
 
 
-def _coarse(out: torch.Tensor, ref: torch.Tensor) -> float:
+def forward_gap(out: torch.Tensor, ref: torch.Tensor) -> float:
     """The float64 forward's largest distance from the float64 reference, where it is beyond
     float64's rounding (``rules.FORWARD_COARSE`` of the reference's largest element): a forward
     that computes inside in a lower precision; 0 otherwise.  Finite differences take it as
-    the forward's noise floor (``stages.finite_differences``)."""
+    the forward's noise floor (``stages.finite_differences``, which measures it itself in a
+    case of another dtype, from the float64 forward it runs anyway)."""
     if not (out.is_floating_point() and ref.is_floating_point()) or out.is_complex() or ref.is_complex() \
             or out.numel() == 0:
         return 0.0

@@ -64,6 +64,8 @@ class CaseState:
     overflow: bool = False             # autograd itself is NaN or Inf somewhere: the case is set aside
     forward_gap: float = 0.0           # a float64 forward's largest distance from the float64 reference,
     #                                    where it computes in a lower precision inside (stages.reference)
+    ref64: torch.Tensor | None = None  # the reference's output in float64, in a case of another dtype
+    #                                    (stages.reference; None where it failed there)
 
     @property
     def autograd_phase(self) -> str:

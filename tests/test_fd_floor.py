@@ -9,7 +9,7 @@ import torch
 
 from gradcheck_suite import Case, Dim, op_model
 from gradcheck_suite.check.pipeline import check_case
-from gradcheck_suite.check.result import FAIL, PASS
+from gradcheck_suite.check.result import FAIL, PASS, SKIPPED
 from gradcheck_suite.check.stages.reference import forward_gap as _coarse
 
 
@@ -122,11 +122,14 @@ def cross_entropy_in_float32(name, eps=0.0):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_a_float32_record_computing_in_float32_inside_passes_at_small_scales(seed):
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])      # 1e3: a saturated softmax
+def test_a_float32_record_computing_in_float32_inside_passes(seed, scale):
     m = cross_entropy_in_float32("fd_floor_ce")
     for n, f in ((1, 12), (2, 5), (1, 1)):
-        res = check_case(m, Case(m.name, {"N": n, "F": f}, "float32", "cpu", seed, 1e-3, {}))
-        assert res.verdict in (PASS,), (n, f, res.verdict, res.failing, res.problems)
+        res = check_case(m, Case(m.name, {"N": n, "F": f}, "float32", "cpu", seed, scale, {}))
+        # at 1e3 its float32 log underflows to -inf on some draws: set aside as not finite, never judged
+        assert res.verdict == PASS or (scale == 1e3 and res.verdict == SKIPPED and "not finite" in str(res.notes)), \
+            (n, f, res.verdict, res.failing, res.problems, res.notes)
 
 
 @pytest.mark.parametrize("seed", range(3))

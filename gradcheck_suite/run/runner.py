@@ -425,9 +425,14 @@ def _shrink(model: Model, failure: CaseResult, judge, fixed, seed, scale) -> Cas
 
 
 def _shrink_clock(budget: float):
-    """A test that says whether ``budget`` seconds of this process's CPU time have gone
-    (or ``rules.SHRINK_WALL`` times as many seconds of the wall clock): see ``rules.SHRINK_WALL``."""
-    cpu, wall = time.process_time() + budget, time.perf_counter() + rules.SHRINK_WALL * budget
+    """A test that says whether ``budget`` seconds of this process's CPU time have gone, per
+    torch intra-op thread (or ``rules.SHRINK_WALL`` times as many seconds of the wall clock):
+    see ``rules.SHRINK_WALL``."""
+    import torch
+    # N threads spend up to N CPU seconds a second on the same steps (an OpenMP thread spins
+    # while it waits): counted per thread, the budget takes the same steps at any thread count
+    cpu = time.process_time() + budget * max(1, torch.get_num_threads())
+    wall = time.perf_counter() + rules.SHRINK_WALL * budget
     return lambda: time.process_time() > cpu or time.perf_counter() > wall
 
 

@@ -234,9 +234,9 @@ SHRINK_SECONDS = 0.5
 SHRINK_CASES = 6
 #: ... capped at this many seconds.
 SHRINK_CAP = 60.0
-#: The shrink budget counts this process's CPU time, not the wall clock: on a machine whose
-#: other work holds the cores (a shared CI runner, a test suite under pytest-xdist) the same
-#: budget takes the same steps, so where a failure shrinks to does not depend on the load.
+#: The shrink budget counts this process's CPU time per torch thread, not the wall clock: on
+#: a machine whose other work holds the cores (a shared CI runner, a test suite under
+#: pytest-xdist) the same budget takes the same steps, at any thread count, so where a failure shrinks to does not depend on the load.
 #: The wall clock still stops it at SHRINK_WALL times its budget, for work that waits (a GPU).
 SHRINK_WALL = 20.0
 #: The quick profile's time budget per model (seconds): once the run has used it, no drawn
